@@ -1,0 +1,83 @@
+//! The backend and domain traits.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use crate::caps::Capabilities;
+use crate::config::{DomainConfig, ServerName};
+use crate::domain::SniCandidates;
+use crate::error::Result;
+use crate::session::Session;
+
+/// Facts about a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendInfo {
+    /// Short name: `"rustls"`, `"openssl"`, `"boring"`, `"wolfssl"`, `"mbedtls"`.
+    pub name: &'static str,
+    /// The TLS library and its version as the library reports it at run time.
+    pub library: String,
+    /// SPDX licence expression of the TLS library as linked.
+    pub license: &'static str,
+}
+
+/// A TLS library behind the sipstls API. Object safe: servers hold `Arc<dyn Backend>`.
+pub trait Backend: Send + Sync + 'static {
+    /// Name, library version, licence.
+    fn info(&self) -> BackendInfo;
+
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Compiles `config` into a server domain. Settings the backend cannot honour are
+    /// refused with [`Error::Unsupported`](crate::Error::Unsupported).
+    fn server_domain(&self, config: &DomainConfig) -> Result<Arc<dyn ServerDomain>>;
+
+    /// Compiles `config` into a client domain.
+    fn client_domain(&self, config: &DomainConfig) -> Result<Arc<dyn ClientDomain>>;
+}
+
+/// A compiled server-side TLS domain: certificate, key, verification and protocol settings.
+pub trait ServerDomain: Send + Sync + 'static {
+    /// Starts a server session with this domain. With `sni`, the client's SNI may switch
+    /// the session to another domain of the same backend during the handshake.
+    fn accept(&self, sni: Option<Arc<SniCandidates>>) -> Result<Box<dyn Session>>;
+
+    /// The configuration this domain was built from.
+    fn config(&self) -> &DomainConfig;
+
+    /// For backends to recover their own type from `Arc<dyn ServerDomain>` in SNI switching.
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// A compiled client-side TLS domain.
+pub trait ClientDomain: Send + Sync + 'static {
+    /// Starts a client session to `server_name` (or the domain's configured
+    /// `server_name` when `None`), which is sent as SNI and verified.
+    fn connect(&self, server_name: Option<&ServerName>) -> Result<Box<dyn Session>>;
+
+    /// The configuration this domain was built from.
+    fn config(&self) -> &DomainConfig;
+}
+
+/// Resolves the server name a client session should use: the one given, else the domain's
+/// configured one. Errors when names are verified and there is none.
+pub fn resolve_server_name(
+    config: &DomainConfig,
+    given: Option<&ServerName>,
+) -> Result<Option<ServerName>> {
+    let name = match given {
+        Some(n) => Some(n.clone()),
+        None => config.server_name.as_deref().map(ServerName::parse).transpose()?,
+    };
+    if name.is_none()
+        && config.verify_peer
+        && config.name_verification == crate::config::NameVerification::Rfc5922
+    {
+        return Err(crate::Error::config(
+            "server_name",
+            "no server name to verify: pass one to connect(), configure server_name, or \
+             choose NameVerification::DangerousDisabled",
+        ));
+    }
+    Ok(name)
+}

@@ -1,0 +1,487 @@
+//! Plain-data configuration of a TLS domain.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::caps::Capabilities;
+use crate::error::{Error, Result};
+
+/// A TLS protocol version. Versions below TLS 1.2 do not exist in sipstls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProtocolVersion {
+    /// TLS 1.2 (RFC 5246).
+    Tls12,
+    /// TLS 1.3 (RFC 8446).
+    Tls13,
+}
+
+impl ProtocolVersion {
+    /// The conventional name, `"TLSv1.2"` or `"TLSv1.3"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProtocolVersion::Tls12 => "TLSv1.2",
+            ProtocolVersion::Tls13 => "TLSv1.3",
+        }
+    }
+
+    /// The capability flag for this version.
+    pub fn capability(self) -> Capabilities {
+        match self {
+            ProtocolVersion::Tls12 => Capabilities::TLS12,
+            ProtocolVersion::Tls13 => Capabilities::TLS13,
+        }
+    }
+}
+
+impl fmt::Display for ProtocolVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which side of the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Accepts connections.
+    Server,
+    /// Initiates connections.
+    Client,
+}
+
+/// A DER-encoded X.509 certificate.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Certificate(Vec<u8>);
+
+impl Certificate {
+    /// Wraps DER bytes. They are parsed (and rejected if malformed) when a domain is built.
+    pub fn from_der(der: impl Into<Vec<u8>>) -> Self {
+        Certificate(der.into())
+    }
+
+    /// Every `CERTIFICATE` block of a PEM buffer, in order. Other blocks are ignored.
+    pub fn all_from_pem(pem: &[u8]) -> Result<Vec<Certificate>> {
+        let mut out = Vec::new();
+        for block in pem_blocks(pem, "certificate")? {
+            if block.0 == "CERTIFICATE" {
+                out.push(Certificate(block.1));
+            }
+        }
+        if out.is_empty() {
+            return Err(Error::config("certificate", "no CERTIFICATE block in the PEM data"));
+        }
+        Ok(out)
+    }
+
+    /// The DER bytes.
+    pub fn der(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Certificate({} bytes DER)", self.0.len())
+    }
+}
+
+/// The encoding of a private key's DER.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PrivateKeyFormat {
+    /// PKCS#8 `PrivateKeyInfo` (`-----BEGIN PRIVATE KEY-----`), any algorithm.
+    Pkcs8,
+    /// SEC1 `ECPrivateKey` (`-----BEGIN EC PRIVATE KEY-----`).
+    Sec1,
+    /// PKCS#1 `RSAPrivateKey` (`-----BEGIN RSA PRIVATE KEY-----`).
+    Pkcs1,
+}
+
+/// A private key. Its bytes are wiped when it is dropped and never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PrivateKey {
+    format: PrivateKeyFormat,
+    der: Vec<u8>,
+}
+
+impl PrivateKey {
+    /// Wraps DER bytes of the given format.
+    pub fn from_der(format: PrivateKeyFormat, der: impl Into<Vec<u8>>) -> Self {
+        PrivateKey { format, der: der.into() }
+    }
+
+    /// The first private key block of a PEM buffer. Encrypted keys are refused with
+    /// [`Error::InvalidConfig`] for now (password support comes with the configuration work).
+    pub fn from_pem(pem: &[u8]) -> Result<PrivateKey> {
+        for (label, der) in pem_blocks(pem, "private_key")? {
+            let format = match label.as_str() {
+                "PRIVATE KEY" => PrivateKeyFormat::Pkcs8,
+                "EC PRIVATE KEY" => PrivateKeyFormat::Sec1,
+                "RSA PRIVATE KEY" => PrivateKeyFormat::Pkcs1,
+                "ENCRYPTED PRIVATE KEY" => {
+                    return Err(Error::config(
+                        "private_key",
+                        "encrypted private keys are not supported yet; decrypt the key first",
+                    ))
+                }
+                _ => continue,
+            };
+            return Ok(PrivateKey { format, der });
+        }
+        Err(Error::config("private_key", "no private key block in the PEM data"))
+    }
+
+    /// The DER encoding.
+    pub fn format(&self) -> PrivateKeyFormat {
+        self.format
+    }
+
+    /// The DER bytes. Handle with care.
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+}
+
+impl Drop for PrivateKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.der);
+    }
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PrivateKey({:?}, <redacted>)", self.format)
+    }
+}
+
+/// A certificate chain (leaf first) and its private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Leaf first, then intermediates. The root is optional.
+    pub chain: Vec<Certificate>,
+    /// The leaf's private key.
+    pub key: PrivateKey,
+}
+
+impl Identity {
+    /// Builds an identity from PEM: `chain` holds one or more certificates (leaf first),
+    /// `key` a private key (PKCS#8, SEC1 or PKCS#1).
+    pub fn from_pem(chain: &[u8], key: &[u8]) -> Result<Identity> {
+        Ok(Identity { chain: Certificate::all_from_pem(chain)?, key: PrivateKey::from_pem(key)? })
+    }
+}
+
+/// How a client checks that the server's certificate names the host it meant to reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum NameVerification {
+    /// RFC 5922 section 7.2: SAN URIs `sip:domain`, then SAN DNS names (exact,
+    /// case-insensitive, no wildcards); the subject CN only when the certificate has no
+    /// SAN. An IP address target matches SAN IP entries. The default.
+    #[default]
+    Rfc5922,
+    /// No name check at all: any certificate that chains to a trusted CA is accepted for
+    /// any host. This is what Kamailio and OpenSIPS do, and it lets anyone with a
+    /// certificate from your CA impersonate any peer. Named loudly on purpose.
+    DangerousDisabled,
+}
+
+/// A host name or address a client connects to: what it sends as SNI and verifies.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ServerName {
+    /// A DNS name (SIP domain). Sent as SNI.
+    Dns(String),
+    /// An IP address. Never sent as SNI (RFC 6066); matched against SAN IP entries.
+    Ip(IpAddr),
+}
+
+impl ServerName {
+    /// Parses an IP literal or a DNS name; rejects empty or malformed names.
+    pub fn parse(name: &str) -> Result<ServerName> {
+        let trimmed = name.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = trimmed.parse::<IpAddr>() {
+            return Ok(ServerName::Ip(ip));
+        }
+        let name = name.strip_suffix('.').unwrap_or(name);
+        let valid_label = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if name.is_empty() || name.len() > 253 || !name.split('.').all(valid_label) {
+            return Err(Error::config("server_name", format!("{name:?} is not a valid DNS name")));
+        }
+        Ok(ServerName::Dns(name.to_ascii_lowercase()))
+    }
+}
+
+impl fmt::Display for ServerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerName::Dns(n) => f.write_str(n),
+            ServerName::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+/// Which resumption mechanisms are enabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Resumption {
+    /// Session tickets (TLS 1.2 RFC 5077 and TLS 1.3 PSK tickets).
+    pub tickets: bool,
+    /// TLS 1.2 session IDs with a server-side cache.
+    pub session_ids: bool,
+}
+
+impl Resumption {
+    /// Both mechanisms on (the default).
+    pub const ENABLED: Resumption = Resumption { tickets: true, session_ids: true };
+    /// No resumption at all.
+    pub const DISABLED: Resumption = Resumption { tickets: false, session_ids: false };
+}
+
+impl Default for Resumption {
+    fn default() -> Self {
+        Resumption::ENABLED
+    }
+}
+
+/// Settings of one TLS domain: plain data, compiled by a [`Backend`](crate::Backend) into a
+/// server or client domain.
+///
+/// Defaults are secure: TLS 1.2 and 1.3 only, clients verify the server's chain and name
+/// (RFC 5922), the library's own cipher preferences, resumption on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainConfig {
+    /// Our certificate chains and keys. A server needs at least one; a client presents the
+    /// first one as its client certificate when asked. (A second pair, say RSA beside
+    /// ECDSA, is for backends that can choose by the peer's signature algorithms.)
+    pub identities: Vec<Identity>,
+    /// Trusted CA certificates for verifying the peer.
+    pub trust_anchors: Vec<Certificate>,
+    /// Client: verify the server (default `true`). Server: request a client certificate
+    /// and verify it if one is sent (default `false`).
+    pub verify_peer: bool,
+    /// Server: fail the handshake when the client sends no certificate. Needs `verify_peer`.
+    pub require_peer_certificate: bool,
+    /// Maximum number of intermediate certificates between the leaf and a trust anchor
+    /// (Kamailio's `verify_depth`, default 9).
+    pub verify_depth: u8,
+    /// Lowest version offered or accepted (default TLS 1.2).
+    pub min_version: ProtocolVersion,
+    /// Highest version offered or accepted (default TLS 1.3).
+    pub max_version: ProtocolVersion,
+    /// TLS 1.2 cipher suites by IANA name (`TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`), in
+    /// preference order. `None` keeps the backend's secure default.
+    pub cipher_list_tls12: Option<Vec<String>>,
+    /// TLS 1.3 cipher suites by IANA name (`TLS_AES_128_GCM_SHA256`). `None`: default.
+    pub cipher_suites_tls13: Option<Vec<String>>,
+    /// ALPN protocols in preference order; empty disables ALPN.
+    pub alpn: Vec<Vec<u8>>,
+    /// Client: the name to send as SNI and verify when a connect call names none.
+    pub server_name: Option<String>,
+    /// Client: how the server's name is checked.
+    pub name_verification: NameVerification,
+    /// Client: send SNI for DNS names (default `true`).
+    pub send_sni: bool,
+    /// Resumption mechanisms.
+    pub resumption: Resumption,
+}
+
+impl Default for DomainConfig {
+    fn default() -> Self {
+        DomainConfig {
+            identities: Vec::new(),
+            trust_anchors: Vec::new(),
+            verify_peer: true,
+            require_peer_certificate: false,
+            verify_depth: 9,
+            min_version: ProtocolVersion::Tls12,
+            max_version: ProtocolVersion::Tls13,
+            cipher_list_tls12: None,
+            cipher_suites_tls13: None,
+            alpn: Vec::new(),
+            server_name: None,
+            name_verification: NameVerification::Rfc5922,
+            send_sni: true,
+            resumption: Resumption::ENABLED,
+        }
+    }
+}
+
+impl DomainConfig {
+    /// A server domain presenting `identity`, not asking for client certificates.
+    pub fn server(identity: Identity) -> Self {
+        DomainConfig { identities: vec![identity], verify_peer: false, ..Default::default() }
+    }
+
+    /// A client domain trusting `trust_anchors` and verifying names (RFC 5922).
+    pub fn client(trust_anchors: Vec<Certificate>) -> Self {
+        DomainConfig { trust_anchors, ..Default::default() }
+    }
+
+    /// Restricts the protocol versions.
+    pub fn with_versions(mut self, min: ProtocolVersion, max: ProtocolVersion) -> Self {
+        self.min_version = min;
+        self.max_version = max;
+        self
+    }
+
+    /// Only this one version.
+    pub fn with_version(self, v: ProtocolVersion) -> Self {
+        self.with_versions(v, v)
+    }
+
+    /// Server: request client certificates, verify them against `trust_anchors`, and (if
+    /// `required`) refuse clients without one.
+    pub fn with_client_auth(mut self, trust_anchors: Vec<Certificate>, required: bool) -> Self {
+        self.trust_anchors = trust_anchors;
+        self.verify_peer = true;
+        self.require_peer_certificate = required;
+        self
+    }
+
+    /// Client: present this certificate when the server asks.
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identities.push(identity);
+        self
+    }
+
+    /// Sets the ALPN protocols.
+    pub fn with_alpn<I, P>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<Vec<u8>>,
+    {
+        self.alpn = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Client: the default server name to send and verify.
+    pub fn with_server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    /// Sets the resumption mechanisms.
+    pub fn with_resumption(mut self, r: Resumption) -> Self {
+        self.resumption = r;
+        self
+    }
+
+    /// Checks the settings for `role` independently of any backend, then checks that the
+    /// backend with capabilities `caps` (named `backend`) can honour all of them. Every
+    /// backend calls this first, so refusals are the same everywhere.
+    pub fn validate(&self, role: Role, backend: &'static str, caps: Capabilities) -> Result<()> {
+        if self.min_version > self.max_version {
+            return Err(Error::config("min_version", "min_version is above max_version"));
+        }
+        if role == Role::Server && self.identities.is_empty() {
+            return Err(Error::config("identities", "a server domain needs a certificate and key"));
+        }
+        for id in &self.identities {
+            if id.chain.is_empty() {
+                return Err(Error::config("identities", "an identity has an empty chain"));
+            }
+            for c in &id.chain {
+                crate::x509::CertificateInfo::parse(c.der())
+                    .map_err(|_| Error::config("identities", "a certificate does not parse"))?;
+            }
+        }
+        for c in &self.trust_anchors {
+            crate::x509::CertificateInfo::parse(c.der())
+                .map_err(|_| Error::config("trust_anchors", "a CA certificate does not parse"))?;
+        }
+        if self.verify_peer && self.trust_anchors.is_empty() {
+            return Err(Error::config(
+                "trust_anchors",
+                "verify_peer is on but no CA is configured: nothing could ever verify",
+            ));
+        }
+        if self.require_peer_certificate && !self.verify_peer {
+            return Err(Error::config(
+                "require_peer_certificate",
+                "requiring a peer certificate needs verify_peer",
+            ));
+        }
+        if role == Role::Client && self.require_peer_certificate {
+            return Err(Error::config(
+                "require_peer_certificate",
+                "a server always presents a certificate; use verify_peer on a client",
+            ));
+        }
+        for p in &self.alpn {
+            if p.is_empty() || p.len() > 255 {
+                return Err(Error::config("alpn", "ALPN protocol names are 1 to 255 bytes"));
+            }
+        }
+        if let Some(name) = &self.server_name {
+            ServerName::parse(name)?;
+        }
+        for (setting, list) in [
+            ("cipher_list_tls12", &self.cipher_list_tls12),
+            ("cipher_suites_tls13", &self.cipher_suites_tls13),
+        ] {
+            if matches!(list, Some(l) if l.is_empty()) {
+                return Err(Error::config(setting, "an empty cipher list allows no cipher"));
+            }
+        }
+
+        // Capability checks: refuse, never ignore.
+        let need = |cap: Capabilities, what: &str| -> Result<()> {
+            if caps.contains(cap) {
+                Ok(())
+            } else {
+                Err(Error::unsupported(backend, cap, what))
+            }
+        };
+        let mut any_version = false;
+        for v in [ProtocolVersion::Tls12, ProtocolVersion::Tls13] {
+            if v >= self.min_version && v <= self.max_version && caps.contains(v.capability()) {
+                any_version = true;
+            }
+        }
+        if !any_version {
+            need(self.max_version.capability(), "none of the configured versions is available")?;
+        }
+        if self.min_version == self.max_version {
+            need(self.min_version.capability(), "the only configured version is not available")?;
+        }
+        if self.verify_peer && role == Role::Server {
+            need(Capabilities::CLIENT_CERT, "client certificate verification")?;
+        }
+        if role == Role::Client && !self.identities.is_empty() {
+            need(Capabilities::CLIENT_CERT, "presenting a client certificate")?;
+        }
+        if !self.alpn.is_empty() {
+            need(Capabilities::ALPN, "ALPN")?;
+        }
+        if self.cipher_list_tls12.is_some() {
+            need(Capabilities::CIPHER_LIST_TLS12, "an explicit TLS 1.2 cipher list")?;
+        }
+        if self.cipher_suites_tls13.is_some() {
+            need(Capabilities::CIPHER_SUITES_TLS13, "an explicit TLS 1.3 cipher list")?;
+        }
+        if self.resumption.tickets {
+            need(Capabilities::RESUMPTION_TICKETS, "session tickets (disable them in `resumption`)")?;
+        }
+        if self.resumption.session_ids {
+            need(
+                Capabilities::RESUMPTION_SESSION_ID,
+                "session-ID resumption (disable it in `resumption`)",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Splits PEM data into (label, DER) blocks.
+fn pem_blocks(pem: &[u8], setting: &'static str) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for block in x509_parser::pem::Pem::iter_from_buffer(pem) {
+        match block {
+            Ok(p) => out.push((p.label, p.contents)),
+            Err(e) => return Err(Error::config(setting, format!("malformed PEM: {e}"))),
+        }
+    }
+    Ok(out)
+}

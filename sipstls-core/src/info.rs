@@ -1,0 +1,54 @@
+//! A plain-data snapshot of an established session.
+
+use crate::config::{Certificate, ProtocolVersion};
+use crate::error::CertificateError;
+use crate::x509::CertificateInfo;
+
+/// The outcome of verifying the peer's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyResult {
+    /// This side did not ask for verification (a server without `verify_peer`, or a client
+    /// with verification explicitly disabled).
+    NotRequested,
+    /// Verification was requested but the peer sent no certificate (optional client auth).
+    NoCertificate,
+    /// The chain verified against the trust anchors (and, on a client, the name matched).
+    Verified,
+    /// Verification failed but the session was allowed to continue (never the case with
+    /// the defaults; reserved for `optional_no_ca`-style policies).
+    Failed(CertificateError),
+}
+
+/// What a SIP server wants to know about an established TLS connection: cheap to clone
+/// and to send to another process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// Negotiated version.
+    pub version: ProtocolVersion,
+    /// Negotiated cipher suite, IANA name (`TLS_AES_128_GCM_SHA256`).
+    pub cipher_suite: String,
+    /// Key-exchange group, IANA name (`x25519`, `secp256r1`, `X25519MLKEM768`), when known.
+    pub group: Option<String>,
+    /// Server: the SNI the client sent. Client: the SNI we sent.
+    pub sni: Option<String>,
+    /// Negotiated ALPN protocol.
+    pub alpn: Option<Vec<u8>>,
+    /// True when the session was resumed (no full handshake).
+    pub resumed: bool,
+    /// The peer's chain as it sent it, leaf first (DER). Empty if it sent none. On a
+    /// resumed session some backends do not keep the chain: then it is empty too.
+    pub peer_chain: Vec<Certificate>,
+    /// The verification outcome.
+    pub verify: VerifyResult,
+    /// Parsed facts about the peer's leaf certificate.
+    pub peer: Option<CertificateInfo>,
+}
+
+impl TlsInfo {
+    /// Fills `peer` from the first certificate of `peer_chain` (a chain that does not parse
+    /// leaves `peer` empty).
+    pub fn with_parsed_peer(mut self) -> Self {
+        self.peer = self.peer_chain.first().and_then(|c| CertificateInfo::parse(c.der()).ok());
+        self
+    }
+}

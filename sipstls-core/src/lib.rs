@@ -1,0 +1,41 @@
+//! # sipstls-core
+//!
+//! The traits and plain data of sipstls, a pluggable TLS layer for SIP servers. This crate
+//! has no sockets, no C and no TLS library: backends (`sipstls-backend-rustls`,
+//! `sipstls-backend-openssl`, ...) implement [`Backend`], and the `sipstls` facade picks
+//! them by cargo feature.
+//!
+//! - [`DomainConfig`]: what a TLS domain is (certificates, trust, versions, ciphers,
+//!   ALPN, resumption), compiled by a [`Backend`] into a [`ServerDomain`] or a
+//!   [`ClientDomain`].
+//! - [`DomainTable`]: which domain serves which connection (listener and SNI for servers;
+//!   id, address or name for clients).
+//! - [`Session`]: one TLS connection, sans-I/O: ciphertext in and out, plaintext in and
+//!   out, sticky errors.
+//! - [`TlsInfo`]: a plain-data snapshot of an established session.
+//! - [`Error`]: one typed error for every backend.
+//! - [`hooks`]: the allocator and lock hook contracts for shared-memory process models.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod backend;
+mod caps;
+mod config;
+mod domain;
+mod error;
+#[allow(unsafe_code)] // unsafe traits: the contracts of C-facing hooks
+pub mod hooks;
+mod info;
+mod session;
+pub mod x509;
+
+pub use backend::{resolve_server_name, Backend, BackendInfo, ClientDomain, ServerDomain};
+pub use caps::Capabilities;
+pub use config::{
+    Certificate, DomainConfig, Identity, NameVerification, PrivateKey, PrivateKeyFormat,
+    ProtocolVersion, Resumption, Role, ServerName,
+};
+pub use domain::{ClientTarget, DomainTable, Listener, SniCandidates, SniMatch};
+pub use error::{Alert, CertificateError, Error, ProtocolErrorKind, Result};
+pub use info::{TlsInfo, VerifyResult};
+pub use session::{ReadStatus, Session, SessionState};
