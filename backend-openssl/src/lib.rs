@@ -1,1 +1,457 @@
+//! # sipstls-backend-openssl
+//!
+//! The sipstls [`Backend`] on the system's OpenSSL 3 (libssl) through rust-openssl.
+//!
+//! Sessions run over memory buffers (no socket): ciphertext fed in is what OpenSSL reads,
+//! what it writes is taken out. Server domains switch by SNI in OpenSSL's servername
+//! callback (`SSL_set_SSL_CTX`, then the new domain's verification settings). Client name
+//! checks follow RFC 5922 in the verify callback, so a wrong name fails the handshake with
+//! `X509_V_ERR_HOSTNAME_MISMATCH`. Idle connections release their record buffers
+//! (`SSL_MODE_RELEASE_BUFFERS`).
+#![warn(missing_docs)]
 
+mod errors;
+mod memio;
+mod session;
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use foreign_types_shared::{ForeignType, ForeignTypeRef};
+use openssl::ec::EcKey;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::ssl::{
+    AlpnError, NameType, SniError, Ssl, SslContext, SslContextBuilder, SslMethod,
+    SslMode, SslOptions, SslRef, SslSession, SslSessionCacheMode, SslVerifyMode, SslVersion,
+};
+use openssl::stack::Stack;
+use openssl::x509::store::X509StoreBuilder;
+use openssl::x509::{X509StoreContextRef, X509VerifyResult, X509};
+use sipstls_core::x509::CertificateInfo;
+use sipstls_core::{
+    Backend, BackendInfo, Capabilities, ClientDomain, DomainConfig, Error, NameVerification,
+    PrivateKeyFormat, ProtocolVersion, Result, Role, ServerDomain, ServerName, Session, SniCandidates,
+};
+
+pub use session::OpensslSession;
+
+/// The backend name.
+pub const NAME: &str = "openssl";
+
+/// The TLS 1.2 suites used when no list is configured: forward-secret AEAD only (what
+/// rustls offers), by IANA name.
+const DEFAULT_TLS12: &[&str] = &[
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+];
+
+/// IANA name -> OpenSSL name of the TLS 1.2 suites sipstls accepts in a cipher list.
+const TLS12_NAMES: &[(&str, &str)] = &[
+    ("TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", "ECDHE-ECDSA-AES256-GCM-SHA384"),
+    ("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "ECDHE-ECDSA-AES128-GCM-SHA256"),
+    ("TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305"),
+    ("TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", "ECDHE-RSA-AES256-GCM-SHA384"),
+    ("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "ECDHE-RSA-AES128-GCM-SHA256"),
+    ("TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", "ECDHE-RSA-CHACHA20-POLY1305"),
+    ("TLS_DHE_RSA_WITH_AES_256_GCM_SHA384", "DHE-RSA-AES256-GCM-SHA384"),
+    ("TLS_DHE_RSA_WITH_AES_128_GCM_SHA256", "DHE-RSA-AES128-GCM-SHA256"),
+];
+
+const TLS13_NAMES: &[&str] = &["TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256"];
+
+/// The OpenSSL backend.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpensslBackend;
+
+impl OpensslBackend {
+    /// The backend.
+    pub fn new() -> Self {
+        OpensslBackend
+    }
+
+    const CAPS: Capabilities = Capabilities::TLS12
+        .union(Capabilities::TLS13)
+        .union(Capabilities::CLIENT_CERT)
+        .union(Capabilities::SNI_SWITCH)
+        .union(Capabilities::ALPN)
+        .union(Capabilities::RESUMPTION_TICKETS)
+        .union(Capabilities::RESUMPTION_SESSION_ID)
+        .union(Capabilities::CIPHER_LIST_TLS12)
+        .union(Capabilities::CIPHER_SUITES_TLS13)
+        .union(Capabilities::MODEL_CONFINED);
+}
+
+fn backend_err(e: openssl::error::ErrorStack) -> Error {
+    Error::Backend { library: NAME, message: e.to_string() }
+}
+
+fn ssl_version(v: ProtocolVersion) -> SslVersion {
+    match v {
+        ProtocolVersion::Tls12 => SslVersion::TLS1_2,
+        ProtocolVersion::Tls13 => SslVersion::TLS1_3,
+    }
+}
+
+fn load_key(id: &sipstls_core::Identity) -> Result<PKey<Private>> {
+    let der = id.key.der();
+    let bad = |e: openssl::error::ErrorStack| Error::config("identities", format!("unusable private key: {e}"));
+    match id.key.format() {
+        PrivateKeyFormat::Pkcs8 => PKey::private_key_from_pkcs8(der).map_err(bad),
+        PrivateKeyFormat::Sec1 => EcKey::private_key_from_der(der).and_then(PKey::from_ec_key).map_err(bad),
+        PrivateKeyFormat::Pkcs1 => Rsa::private_key_from_der(der).and_then(PKey::from_rsa).map_err(bad),
+    }
+}
+
+fn x509(c: &sipstls_core::Certificate, setting: &'static str) -> Result<X509> {
+    X509::from_der(c.der()).map_err(|e| Error::config(setting, format!("unusable certificate: {e}")))
+}
+
+/// Settings shared by server and client contexts.
+fn common(b: &mut SslContextBuilder, cfg: &DomainConfig, role: Role) -> Result<()> {
+    b.set_min_proto_version(Some(ssl_version(cfg.min_version))).map_err(backend_err)?;
+    b.set_max_proto_version(Some(ssl_version(cfg.max_version))).map_err(backend_err)?;
+    b.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::NO_COMPRESSION | SslOptions::CIPHER_SERVER_PREFERENCE);
+    b.set_mode(SslMode::RELEASE_BUFFERS);
+    // TLS 1.2 list: IANA names mapped to OpenSSL's; unknown names are refused.
+    let names: Vec<&str> = match &cfg.cipher_list_tls12 {
+        Some(list) => list.iter().map(String::as_str).collect(),
+        None => DEFAULT_TLS12.to_vec(),
+    };
+    let mut openssl_names = Vec::new();
+    for n in names {
+        let Some((_, o)) = TLS12_NAMES.iter().find(|(iana, _)| iana.eq_ignore_ascii_case(n)) else {
+            return Err(Error::config("cipher_list_tls12", format!("{n} is not a TLS 1.2 suite sipstls allows")));
+        };
+        openssl_names.push(*o);
+    }
+    b.set_cipher_list(&openssl_names.join(":")).map_err(|e| Error::config("cipher_list_tls12", e.to_string()))?;
+    if let Some(list) = &cfg.cipher_suites_tls13 {
+        for n in list {
+            if !TLS13_NAMES.iter().any(|t| t.eq_ignore_ascii_case(n)) {
+                return Err(Error::config("cipher_suites_tls13", format!("{n} is not a TLS 1.3 suite")));
+            }
+        }
+        b.set_ciphersuites(&list.join(":")).map_err(|e| Error::config("cipher_suites_tls13", e.to_string()))?;
+    }
+    // Trust anchors.
+    if !cfg.trust_anchors.is_empty() {
+        let mut store = X509StoreBuilder::new().map_err(backend_err)?;
+        for ca in &cfg.trust_anchors {
+            store.add_cert(x509(ca, "trust_anchors")?).map_err(|e| Error::config("trust_anchors", e.to_string()))?;
+        }
+        b.set_cert_store(store.build());
+    }
+    b.set_verify_depth(u32::from(cfg.verify_depth));
+    // Our identities (a server's certificates, a client's certificate).
+    for (i, id) in cfg.identities.iter().enumerate() {
+        if role == Role::Client && i > 0 {
+            break; // a client presents its first identity
+        }
+        let leaf = x509(&id.chain[0], "identities")?;
+        b.set_certificate(&leaf).map_err(|e| Error::config("identities", e.to_string()))?;
+        let key = load_key(id)?;
+        b.set_private_key(&key).map_err(|e| Error::config("identities", e.to_string()))?;
+        b.check_private_key()
+            .map_err(|_| Error::config("identities", "the private key does not match the certificate"))?;
+        for inter in &id.chain[1..] {
+            let cert = x509(inter, "identities")?;
+            // SAFETY: `b.as_ptr()` is a live SSL_CTX owned by the builder; SSL_CTRL_CHAIN_CERT
+            // with larg = 1 (add1) takes its own reference to `cert`, which stays owned here
+            // and is freed when dropped.
+            let ok = unsafe {
+                openssl_sys::SSL_CTX_ctrl(b.as_ptr(), 89, 1, cert.as_ptr() as *mut std::ffi::c_void)
+            };
+            if ok != 1 {
+                return Err(Error::config("identities", "could not add an intermediate certificate"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `verify_peer` flag of the domain a server session ended up with (after SNI).
+#[derive(Clone, Copy)]
+pub(crate) struct VerifyPeer(pub(crate) bool);
+
+fn sni_index() -> openssl::ex_data::Index<Ssl, Arc<SniCandidates>> {
+    static IDX: OnceLock<openssl::ex_data::Index<Ssl, Arc<SniCandidates>>> = OnceLock::new();
+    *IDX.get_or_init(|| Ssl::new_ex_index().expect("OpenSSL ex_data index"))
+}
+
+pub(crate) fn verify_index() -> openssl::ex_data::Index<Ssl, VerifyPeer> {
+    static IDX: OnceLock<openssl::ex_data::Index<Ssl, VerifyPeer>> = OnceLock::new();
+    *IDX.get_or_init(|| Ssl::new_ex_index().expect("OpenSSL ex_data index"))
+}
+
+fn cache_key_index() -> openssl::ex_data::Index<Ssl, String> {
+    static IDX: OnceLock<openssl::ex_data::Index<Ssl, String>> = OnceLock::new();
+    *IDX.get_or_init(|| Ssl::new_ex_index().expect("OpenSSL ex_data index"))
+}
+
+fn server_verify_mode(cfg: &DomainConfig) -> SslVerifyMode {
+    match (cfg.verify_peer, cfg.require_peer_certificate) {
+        (false, _) => SslVerifyMode::NONE,
+        (true, false) => SslVerifyMode::PEER,
+        (true, true) => SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+    }
+}
+
+extern "C" {
+    // Not bound by openssl-sys; exported by libssl 3.
+    fn SSL_set_verify_depth(s: *mut openssl_sys::SSL, depth: std::ffi::c_int);
+}
+
+/// Applies a server domain's verification settings to a session (at creation and after an
+/// SNI switch, since `SSL_set_SSL_CTX` does not copy them).
+fn apply_server_verify(ssl: &mut SslRef, cfg: &DomainConfig) {
+    ssl.set_verify(server_verify_mode(cfg));
+    // SAFETY: `ssl.as_ptr()` is the live SSL this reference borrows; the call only stores
+    // an integer in its verify parameters.
+    unsafe { SSL_set_verify_depth(ssl.as_ptr(), i32::from(cfg.verify_depth)) };
+    ssl.set_ex_data(verify_index(), VerifyPeer(cfg.verify_peer));
+}
+
+/// The servername callback: picks the domain for the client's SNI and moves the session
+/// onto its context. Never panics into OpenSSL: a panic becomes a fatal alert.
+fn on_servername(ssl: &mut SslRef) -> std::result::Result<(), SniError> {
+    let Some(name) = ssl.servername(NameType::HOST_NAME).map(str::to_owned) else { return Ok(()) };
+    let Some(cands) = ssl.ex_data(sni_index()).cloned() else { return Ok(()) };
+    let Some(d) = cands.select(&name) else { return Ok(()) };
+    let Some(d) = d.as_any().downcast_ref::<OpensslServerDomain>() else {
+        return Err(SniError::ALERT_FATAL);
+    };
+    ssl.set_ssl_context(&d.ctx).map_err(|_| SniError::ALERT_FATAL)?;
+    apply_server_verify(ssl, &d.cfg);
+    Ok(())
+}
+
+impl Backend for OpensslBackend {
+    fn info(&self) -> BackendInfo {
+        BackendInfo { name: NAME, library: openssl::version::version().to_owned(), license: "Apache-2.0" }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Self::CAPS
+    }
+
+    fn server_domain(&self, cfg: &DomainConfig) -> Result<Arc<dyn ServerDomain>> {
+        cfg.validate(Role::Server, NAME, Self::CAPS)?;
+        let mut b = SslContextBuilder::new(SslMethod::tls_server()).map_err(backend_err)?;
+        common(&mut b, cfg, Role::Server)?;
+        if cfg.verify_peer {
+            let mut names = Stack::new().map_err(backend_err)?;
+            for ca in &cfg.trust_anchors {
+                names.push(x509(ca, "trust_anchors")?.subject_name().to_owned().map_err(backend_err)?).map_err(backend_err)?;
+            }
+            b.set_client_ca_list(names);
+        }
+        b.set_verify(server_verify_mode(cfg));
+        // Sessions: a distinct id context per domain, so a session from one domain never
+        // resumes in another.
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let sid = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        b.set_session_id_context(format!("sipstls-{sid}").as_bytes()).map_err(backend_err)?;
+        b.set_session_cache_mode(if cfg.resumption.session_ids { SslSessionCacheMode::SERVER } else { SslSessionCacheMode::OFF });
+        if !cfg.resumption.tickets {
+            b.set_options(SslOptions::NO_TICKET);
+            if !cfg.resumption.session_ids {
+                b.set_num_tickets(0).map_err(backend_err)?;
+            }
+        }
+        if !cfg.alpn.is_empty() {
+            let wire = alpn_wire(&cfg.alpn);
+            b.set_alpn_select_callback(move |_, client| {
+                catch_unwind(|| select_alpn(&wire, client)).unwrap_or(None).ok_or(AlpnError::ALERT_FATAL)
+            });
+        }
+        b.set_servername_callback(|ssl, _alert| {
+            catch_unwind(AssertUnwindSafe(|| on_servername(ssl))).unwrap_or(Err(SniError::ALERT_FATAL))
+        });
+        Ok(Arc::new(OpensslServerDomain { ctx: b.build(), cfg: cfg.clone() }))
+    }
+
+    fn client_domain(&self, cfg: &DomainConfig) -> Result<Arc<dyn ClientDomain>> {
+        cfg.validate(Role::Client, NAME, Self::CAPS)?;
+        let mut b = SslContextBuilder::new(SslMethod::tls_client()).map_err(backend_err)?;
+        common(&mut b, cfg, Role::Client)?;
+        if !cfg.alpn.is_empty() {
+            b.set_alpn_protos(&alpn_wire(&cfg.alpn)).map_err(|e| Error::config("alpn", e.to_string()))?;
+        }
+        if !cfg.resumption.tickets {
+            b.set_options(SslOptions::NO_TICKET);
+        }
+        let cache: Arc<Mutex<HashMap<String, SslSession>>> = Arc::default();
+        if cfg.resumption.tickets || cfg.resumption.session_ids {
+            b.set_session_cache_mode(SslSessionCacheMode::CLIENT | SslSessionCacheMode::NO_INTERNAL);
+            let store = cache.clone();
+            b.set_new_session_callback(move |ssl, session| {
+                let _ = catch_unwind(AssertUnwindSafe(|| {
+                    if let (Some(key), Ok(mut map)) = (ssl.ex_data(cache_key_index()), store.lock()) {
+                        if map.len() >= CLIENT_CACHE_SIZE && !map.contains_key(key) {
+                            if let Some(k) = map.keys().next().cloned() {
+                                map.remove(&k);
+                            }
+                        }
+                        map.insert(key.clone(), session);
+                    }
+                }));
+            });
+        } else {
+            b.set_session_cache_mode(SslSessionCacheMode::OFF);
+        }
+        Ok(Arc::new(OpensslClientDomain { ctx: b.build(), cfg: cfg.clone(), cache }))
+    }
+}
+
+const CLIENT_CACHE_SIZE: usize = 256;
+
+/// The first of our protocols (server preference) that the client offered, as a slice of
+/// the client's list; `None` when there is no overlap or the client's list is malformed.
+fn select_alpn<'c>(ours: &[u8], client: &'c [u8]) -> Option<&'c [u8]> {
+    let parse = |mut wire: &'c [u8]| {
+        let mut out = Vec::new();
+        while let Some((&len, rest)) = wire.split_first() {
+            let len = usize::from(len);
+            if len == 0 || rest.len() < len {
+                return None;
+            }
+            out.push(&rest[..len]);
+            wire = &rest[len..];
+        }
+        Some(out)
+    };
+    let theirs = parse(client)?;
+    let mut wire = ours;
+    while let Some((&len, rest)) = wire.split_first() {
+        let p = &rest[..usize::from(len)];
+        if let Some(t) = theirs.iter().find(|t| **t == p) {
+            return Some(t);
+        }
+        wire = &rest[usize::from(len)..];
+    }
+    None
+}
+
+fn alpn_wire(protos: &[Vec<u8>]) -> Vec<u8> {
+    let mut wire = Vec::new();
+    for p in protos {
+        wire.push(p.len() as u8); // validated: 1..=255 bytes
+        wire.extend_from_slice(p);
+    }
+    wire
+}
+
+/// A compiled server domain.
+pub struct OpensslServerDomain {
+    ctx: SslContext,
+    cfg: DomainConfig,
+}
+
+impl OpensslServerDomain {
+    /// The OpenSSL context (for benchmarks against the native API).
+    pub fn ssl_context(&self) -> &SslContext {
+        &self.ctx
+    }
+}
+
+impl ServerDomain for OpensslServerDomain {
+    fn accept(&self, sni: Option<Arc<SniCandidates>>) -> Result<Box<dyn Session>> {
+        let mut ssl = Ssl::new(&self.ctx).map_err(backend_err)?;
+        apply_server_verify(&mut ssl, &self.cfg);
+        if let Some(c) = sni {
+            ssl.set_ex_data(sni_index(), c);
+        }
+        ssl.set_accept_state();
+        Ok(Box::new(OpensslSession::new(ssl, Role::Server, None)?))
+    }
+
+    fn config(&self) -> &DomainConfig {
+        &self.cfg
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A compiled client domain, with its cache of sessions for resumption.
+pub struct OpensslClientDomain {
+    ctx: SslContext,
+    cfg: DomainConfig,
+    cache: Arc<Mutex<HashMap<String, SslSession>>>,
+}
+
+impl OpensslClientDomain {
+    /// The OpenSSL context (for benchmarks against the native API).
+    pub fn ssl_context(&self) -> &SslContext {
+        &self.ctx
+    }
+}
+
+/// The client-side verify callback: OpenSSL's chain verdict, then RFC 5922 on the leaf.
+fn verify_name(preverify_ok: bool, ctx: &mut X509StoreContextRef, want: &ServerName) -> bool {
+    if !preverify_ok {
+        return false;
+    }
+    if ctx.error_depth() != 0 {
+        return true;
+    }
+    let matches = ctx
+        .current_cert()
+        .and_then(|c| c.to_der().ok())
+        .and_then(|der| CertificateInfo::parse(&der).ok())
+        .is_some_and(|info| info.matches_sip_identity(want));
+    if !matches {
+        // SAFETY: 62 is X509_V_ERR_HOSTNAME_MISMATCH, a valid verification result code.
+        ctx.set_error(unsafe { X509VerifyResult::from_raw(62) });
+    }
+    matches
+}
+
+impl ClientDomain for OpensslClientDomain {
+    fn connect(&self, server_name: Option<&ServerName>) -> Result<Box<dyn Session>> {
+        let name = sipstls_core::resolve_server_name(&self.cfg, server_name)?;
+        let mut ssl = Ssl::new(&self.ctx).map_err(backend_err)?;
+        let mut sni = None;
+        if let Some(ServerName::Dns(n)) = &name {
+            if self.cfg.send_sni {
+                ssl.set_hostname(n).map_err(|e| Error::config("server_name", e.to_string()))?;
+                sni = Some(n.clone());
+            }
+        }
+        if self.cfg.verify_peer {
+            match (self.cfg.name_verification, name.clone()) {
+                (NameVerification::Rfc5922, Some(want)) => {
+                    ssl.set_verify_callback(SslVerifyMode::PEER, move |ok, ctx| {
+                        catch_unwind(AssertUnwindSafe(|| verify_name(ok, ctx, &want))).unwrap_or(false)
+                    });
+                }
+                _ => ssl.set_verify(SslVerifyMode::PEER),
+            }
+        } else {
+            ssl.set_verify(SslVerifyMode::NONE);
+        }
+        ssl.set_ex_data(verify_index(), VerifyPeer(self.cfg.verify_peer));
+        let key = name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+        if let Some(sess) = self.cache.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            // SAFETY: `sess` was produced by a connection of this same SSL_CTX (the cache
+            // belongs to this domain), which is what SSL_set_session requires.
+            unsafe { ssl.set_session(&sess) }.map_err(backend_err)?;
+        }
+        ssl.set_ex_data(cache_key_index(), key);
+        ssl.set_connect_state();
+        let expected = name.map(|n| n.to_string());
+        Ok(Box::new(OpensslSession::new(ssl, Role::Client, sni.or(None)).map(|s| s.expecting(expected))?))
+    }
+
+    fn config(&self) -> &DomainConfig {
+        &self.cfg
+    }
+}

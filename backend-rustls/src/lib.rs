@@ -1,1 +1,307 @@
+//! # sipstls-backend-rustls
+//!
+//! The sipstls [`Backend`] on rustls with the aws-lc-rs crypto provider.
+//!
+//! - Server sessions start with rustls's [`Acceptor`]: the ClientHello is read first, the
+//!   SNI picks the domain (its whole `ServerConfig`: certificate, client verification,
+//!   ALPN, versions), then the handshake continues with that configuration.
+//! - Clients verify the chain with webpki and the name with sipstls's RFC 5922 rules (SIP
+//!   URI SAN, DNS SAN without wildcards, CN only without SAN).
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
 
+mod errors;
+mod session;
+mod verify;
+
+use std::any::Any;
+use std::sync::Arc;
+
+use rustls::client::Resumption as ClientResumption;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{Acceptor, NoServerSessionStorage, ResolvesServerCert, ServerSessionMemoryCache};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedCipherSuite};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
+use sipstls_core::{
+    Backend, BackendInfo, Capabilities, ClientDomain, DomainConfig, Error, Identity,
+    PrivateKeyFormat, ProtocolVersion, Result, Role, ServerDomain, ServerName, SniCandidates,
+};
+
+pub use session::RustlsSession;
+
+/// The backend name.
+pub const NAME: &str = "rustls";
+
+/// The rustls backend. Cheap to clone; holds the crypto provider.
+#[derive(Debug, Clone)]
+pub struct RustlsBackend {
+    provider: Arc<CryptoProvider>,
+}
+
+impl Default for RustlsBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RustlsBackend {
+    /// A backend using the aws-lc-rs provider.
+    pub fn new() -> Self {
+        RustlsBackend { provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()) }
+    }
+
+    const CAPS: Capabilities = Capabilities::TLS12
+        .union(Capabilities::TLS13)
+        .union(Capabilities::CLIENT_CERT)
+        .union(Capabilities::SNI_SWITCH)
+        .union(Capabilities::ALPN)
+        .union(Capabilities::RESUMPTION_TICKETS)
+        .union(Capabilities::RESUMPTION_SESSION_ID)
+        .union(Capabilities::CIPHER_LIST_TLS12)
+        .union(Capabilities::CIPHER_SUITES_TLS13)
+        .union(Capabilities::MODEL_CONFINED);
+
+    /// A provider restricted to the configured cipher suites, in the configured order.
+    fn provider_for(&self, cfg: &DomainConfig) -> Result<Arc<CryptoProvider>> {
+        if cfg.cipher_list_tls12.is_none() && cfg.cipher_suites_tls13.is_none() {
+            return Ok(self.provider.clone());
+        }
+        let all = &self.provider.cipher_suites;
+        let pick = |names: &Option<Vec<String>>, tls13: bool, setting: &'static str| -> Result<Vec<SupportedCipherSuite>> {
+            let of_version = all.iter().filter(|s| matches!(s, SupportedCipherSuite::Tls13(_)) == tls13);
+            match names {
+                None => Ok(of_version.copied().collect()),
+                Some(names) => names
+                    .iter()
+                    .map(|n| {
+                        of_version
+                            .clone()
+                            .find(|s| iana_suite_name(s).eq_ignore_ascii_case(n))
+                            .copied()
+                            .ok_or_else(|| Error::config(setting, format!("{n} is not a cipher suite rustls offers for this version")))
+                    })
+                    .collect(),
+            }
+        };
+        let mut suites = pick(&cfg.cipher_suites_tls13, true, "cipher_suites_tls13")?;
+        suites.extend(pick(&cfg.cipher_list_tls12, false, "cipher_list_tls12")?);
+        Ok(Arc::new(CryptoProvider { cipher_suites: suites, ..(*self.provider).clone() }))
+    }
+
+    fn certified_key(&self, id: &Identity) -> Result<Arc<CertifiedKey>> {
+        let chain: Vec<CertificateDer<'static>> =
+            id.chain.iter().map(|c| CertificateDer::from(c.der().to_vec())).collect();
+        let key = private_key_der(id);
+        let signer = self
+            .provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| Error::config("identities", format!("unusable private key: {e}")))?;
+        let ck = CertifiedKey::new(chain, signer);
+        ck.keys_match().map_err(|e| {
+            Error::config("identities", format!("the private key does not match the certificate: {e}"))
+        })?;
+        Ok(Arc::new(ck))
+    }
+}
+
+/// The IANA name of a rustls suite (`TLS13_AES_128_GCM_SHA256` -> `TLS_AES_128_GCM_SHA256`).
+pub(crate) fn iana_suite_name(s: &SupportedCipherSuite) -> String {
+    let name = s.suite().as_str().map(str::to_owned).unwrap_or_else(|| format!("{:?}", s.suite()));
+    match name.strip_prefix("TLS13_") {
+        Some(rest) => format!("TLS_{rest}"),
+        None => name,
+    }
+}
+
+fn private_key_der(id: &Identity) -> PrivateKeyDer<'static> {
+    let der = id.key.der().to_vec();
+    match id.key.format() {
+        PrivateKeyFormat::Pkcs8 => PrivatePkcs8KeyDer::from(der).into(),
+        PrivateKeyFormat::Sec1 => PrivateSec1KeyDer::from(der).into(),
+        PrivateKeyFormat::Pkcs1 => PrivatePkcs1KeyDer::from(der).into(),
+        // PrivateKeyFormat is exhaustive today; new formats must be mapped here.
+    }
+}
+
+fn versions(cfg: &DomainConfig) -> Vec<&'static rustls::SupportedProtocolVersion> {
+    let mut v = Vec::new();
+    if cfg.min_version <= ProtocolVersion::Tls13 && cfg.max_version >= ProtocolVersion::Tls13 {
+        v.push(&rustls::version::TLS13);
+    }
+    if cfg.min_version <= ProtocolVersion::Tls12 && cfg.max_version >= ProtocolVersion::Tls12 {
+        v.push(&rustls::version::TLS12);
+    }
+    v
+}
+
+fn roots(cfg: &DomainConfig) -> Result<Arc<RootCertStore>> {
+    let mut store = RootCertStore::empty();
+    for ca in &cfg.trust_anchors {
+        store
+            .add(CertificateDer::from(ca.der().to_vec()))
+            .map_err(|e| Error::config("trust_anchors", format!("unusable CA certificate: {e}")))?;
+    }
+    Ok(Arc::new(store))
+}
+
+/// Picks the first identity whose key can sign with a scheme the client offers (so an
+/// ECDSA and an RSA pair on one domain serve both kinds of client).
+#[derive(Debug)]
+struct IdentityResolver(Vec<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for IdentityResolver {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let schemes = hello.signature_schemes();
+        self.0.iter().find(|k| k.key.choose_scheme(schemes).is_some()).cloned()
+    }
+}
+
+impl Backend for RustlsBackend {
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            name: NAME,
+            library: format!("rustls {} (aws-lc-rs provider)", RUSTLS_VERSION),
+            license: "Apache-2.0 OR ISC OR MIT",
+        }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Self::CAPS
+    }
+
+    fn server_domain(&self, cfg: &DomainConfig) -> Result<Arc<dyn ServerDomain>> {
+        cfg.validate(Role::Server, NAME, Self::CAPS)?;
+        let provider = self.provider_for(cfg)?;
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&versions(cfg))
+            .map_err(|e| Error::config("cipher_suites", format!("no usable suite for the versions: {e}")))?;
+        let verifier = verify::client_verifier(cfg, roots(cfg)?, provider.clone())?;
+        let keys = cfg.identities.iter().map(|id| self.certified_key(id)).collect::<Result<Vec<_>>>()?;
+        let mut config = builder
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(Arc::new(IdentityResolver(keys)));
+        config.alpn_protocols = cfg.alpn.clone();
+        config.session_storage = if cfg.resumption.session_ids {
+            ServerSessionMemoryCache::new(4096)
+        } else {
+            Arc::new(NoServerSessionStorage {})
+        };
+        if cfg.resumption.tickets {
+            config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+                .map_err(|e| Error::Backend { library: NAME, message: e.to_string() })?;
+        }
+        if !cfg.resumption.tickets && !cfg.resumption.session_ids {
+            config.send_tls13_tickets = 0;
+        }
+        Ok(Arc::new(RustlsServerDomain { config: Arc::new(config), cfg: cfg.clone() }))
+    }
+
+    fn client_domain(&self, cfg: &DomainConfig) -> Result<Arc<dyn ClientDomain>> {
+        cfg.validate(Role::Client, NAME, Self::CAPS)?;
+        let provider = self.provider_for(cfg)?;
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&versions(cfg))
+            .map_err(|e| Error::config("cipher_suites", format!("no usable suite for the versions: {e}")))?
+            .dangerous()
+            .with_custom_certificate_verifier(verify::server_verifier(cfg, provider.clone())?);
+        let mut config = match cfg.identities.first() {
+            Some(id) => {
+                let chain = id.chain.iter().map(|c| CertificateDer::from(c.der().to_vec())).collect();
+                builder
+                    .with_client_auth_cert(chain, private_key_der(id))
+                    .map_err(|e| Error::config("identities", e.to_string()))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = cfg.alpn.clone();
+        config.enable_sni = cfg.send_sni;
+        config.resumption = match (cfg.resumption.tickets, cfg.resumption.session_ids) {
+            (false, false) => ClientResumption::disabled(),
+            (true, _) => ClientResumption::in_memory_sessions(256),
+            (false, true) => ClientResumption::in_memory_sessions(256)
+                .tls12_resumption(rustls::client::Tls12Resumption::SessionIdOnly),
+        };
+        let config = Arc::new(config);
+        let mut nosni = (*config).clone();
+        nosni.enable_sni = false;
+        Ok(Arc::new(RustlsClientDomain { config, config_nosni: Arc::new(nosni), cfg: cfg.clone() }))
+    }
+}
+
+/// The rustls version this crate was built against.
+const RUSTLS_VERSION: &str = "0.23.x";
+
+/// A compiled server domain.
+pub struct RustlsServerDomain {
+    config: Arc<ServerConfig>,
+    cfg: DomainConfig,
+}
+
+impl RustlsServerDomain {
+    /// The rustls configuration (for benchmarks against the native API).
+    pub fn rustls_config(&self) -> &Arc<ServerConfig> {
+        &self.config
+    }
+}
+
+impl ServerDomain for RustlsServerDomain {
+    fn accept(&self, sni: Option<Arc<SniCandidates>>) -> Result<Box<dyn sipstls_core::Session>> {
+        Ok(Box::new(RustlsSession::server(
+            Acceptor::default(),
+            session::Selected { config: self.config.clone(), verify_peer: self.cfg.verify_peer },
+            sni,
+        )))
+    }
+
+    fn config(&self) -> &DomainConfig {
+        &self.cfg
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A compiled client domain.
+pub struct RustlsClientDomain {
+    config: Arc<ClientConfig>,
+    config_nosni: Arc<ClientConfig>,
+    cfg: DomainConfig,
+}
+
+impl RustlsClientDomain {
+    /// The rustls configuration (for benchmarks against the native API).
+    pub fn rustls_config(&self) -> &Arc<ClientConfig> {
+        &self.config
+    }
+}
+
+impl ClientDomain for RustlsClientDomain {
+    fn connect(&self, server_name: Option<&ServerName>) -> Result<Box<dyn sipstls_core::Session>> {
+        let name = sipstls_core::resolve_server_name(&self.cfg, server_name)?;
+        let (config, rustls_name, sni) = match &name {
+            Some(ServerName::Dns(n)) => (
+                &self.config,
+                rustls_pki_types::ServerName::try_from(n.clone())
+                    .map_err(|e| Error::config("server_name", e.to_string()))?,
+                self.cfg.send_sni.then(|| n.clone()),
+            ),
+            Some(ServerName::Ip(ip)) => (&self.config, rustls_pki_types::ServerName::IpAddress((*ip).into()), None),
+            // No name and name checks explicitly disabled: a placeholder that is never sent.
+            None => (
+                &self.config_nosni,
+                rustls_pki_types::ServerName::try_from("unnamed.invalid").expect("static name"),
+                None,
+            ),
+        };
+        let conn = rustls::ClientConnection::new(config.clone(), rustls_name)
+            .map_err(errors::map_error)?;
+        Ok(Box::new(RustlsSession::client(conn, sni, self.cfg.verify_peer)))
+    }
+
+    fn config(&self) -> &DomainConfig {
+        &self.cfg
+    }
+}

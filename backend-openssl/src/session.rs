@@ -1,0 +1,269 @@
+//! The OpenSSL implementation of [`Session`], over memory buffers.
+
+use foreign_types_shared::ForeignTypeRef;
+use openssl::ssl::{ErrorCode, ShutdownState, Ssl, SslStream, SslVersion};
+use openssl::x509::X509VerifyResult;
+use sipstls_core::{
+    Certificate, Error, ProtocolVersion, ReadStatus, Result, Role, Session, SessionState, TlsInfo,
+    VerifyResult,
+};
+
+use crate::errors::map_stack;
+use crate::memio::{MemIo, MAX_OUTPUT};
+use crate::{backend_err, verify_index};
+
+/// Plaintext written before the handshake finished, held until it does.
+const MAX_EARLY_PLAINTEXT: usize = 64 * 1024;
+
+/// An OpenSSL session (client or server).
+pub struct OpensslSession {
+    stream: SslStream<MemIo>,
+    role: Role,
+    established: bool,
+    sent_sni: Option<String>,
+    expected_name: Option<String>,
+    plain_early: Vec<u8>,
+    st: SessionState,
+}
+
+impl OpensslSession {
+    pub(crate) fn new(ssl: Ssl, role: Role, sent_sni: Option<String>) -> Result<Self> {
+        Ok(OpensslSession {
+            stream: SslStream::new(ssl, MemIo::default()).map_err(backend_err)?,
+            role,
+            established: false,
+            sent_sni,
+            expected_name: None,
+            plain_early: Vec::new(),
+            st: SessionState::default(),
+        })
+    }
+
+    pub(crate) fn expecting(mut self, name: Option<String>) -> Self {
+        self.expected_name = name;
+        self
+    }
+
+    /// The underlying `SSL` (for introspection and benchmarks).
+    pub fn ssl(&self) -> &openssl::ssl::SslRef {
+        self.stream.ssl()
+    }
+
+    fn map(&self, e: &openssl::ssl::Error) -> Error {
+        let verify = self.stream.ssl().verify_result();
+        if let Some(io) = e.io_error() {
+            return Error::Backend { library: crate::NAME, message: io.to_string() };
+        }
+        map_stack(e.ssl_error(), verify, self.expected_name.as_deref())
+    }
+
+    /// Advances the handshake as far as the buffered input allows.
+    fn drive(&mut self) -> Result<()> {
+        if self.established {
+            return Ok(());
+        }
+        match self.stream.do_handshake() {
+            Ok(()) => {
+                self.established = true;
+                self.flush_early_plaintext()
+            }
+            Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => Ok(()),
+            Err(e) => {
+                let err = self.map(&e);
+                Err(self.st.fail(err))
+            }
+        }
+    }
+
+    fn flush_early_plaintext(&mut self) -> Result<()> {
+        while self.established && !self.plain_early.is_empty() {
+            let data = std::mem::take(&mut self.plain_early);
+            match self.write_now(&data) {
+                Ok(n) => {
+                    self.plain_early = data[n..].to_vec();
+                    if n == 0 {
+                        break;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn write_now(&mut self, data: &[u8]) -> Result<usize> {
+        if data.is_empty() || self.stream.get_ref().pending_output() >= MAX_OUTPUT {
+            return Ok(0);
+        }
+        match self.stream.ssl_write(data) {
+            Ok(n) => Ok(n),
+            Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => Ok(0),
+            Err(e) => {
+                let err = self.map(&e);
+                Err(self.st.fail(err))
+            }
+        }
+    }
+}
+
+impl Session for OpensslSession {
+    fn role(&self) -> Role {
+        self.role
+    }
+
+    fn feed_tls(&mut self, input: &[u8]) -> Result<usize> {
+        self.st.check()?;
+        let n = self.stream.get_mut().push_input(input);
+        self.drive()?;
+        Ok(n)
+    }
+
+    fn wants_write(&self) -> bool {
+        self.stream.get_ref().pending_output() > 0
+    }
+
+    fn take_tls(&mut self, out: &mut [u8]) -> usize {
+        self.stream.get_mut().take_output(out)
+    }
+
+    fn is_handshaking(&self) -> bool {
+        !self.established
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> Result<ReadStatus> {
+        self.st.check()?;
+        self.drive()?;
+        if !self.established || buf.is_empty() {
+            return Ok(ReadStatus::WouldBlock);
+        }
+        match self.stream.ssl_read(buf) {
+            Ok(0) => Ok(ReadStatus::Closed),
+            Ok(n) => Ok(ReadStatus::Data(n)),
+            Err(e) if e.code() == ErrorCode::ZERO_RETURN => Ok(ReadStatus::Closed),
+            Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => Ok(ReadStatus::WouldBlock),
+            Err(e) => {
+                let err = self.map(&e);
+                Err(self.st.fail(err))
+            }
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<usize> {
+        self.st.check_writable()?;
+        if !self.established || !self.plain_early.is_empty() {
+            let n = data.len().min(MAX_EARLY_PLAINTEXT.saturating_sub(self.plain_early.len()));
+            self.plain_early.extend_from_slice(&data[..n]);
+            self.flush_early_plaintext()?;
+            return Ok(n);
+        }
+        self.write_now(data)
+    }
+
+    fn close_notify(&mut self) {
+        if self.established && self.st.error().is_none() {
+            let _ = self.flush_early_plaintext();
+            let _ = self.stream.shutdown();
+        }
+        self.st.mark_closed();
+    }
+
+    fn info(&self) -> Option<TlsInfo> {
+        if !self.established || self.st.error().is_some() {
+            return None;
+        }
+        let ssl = self.stream.ssl();
+        let version = match ssl.version2()? {
+            v if v == SslVersion::TLS1_3 => ProtocolVersion::Tls13,
+            v if v == SslVersion::TLS1_2 => ProtocolVersion::Tls12,
+            _ => return None,
+        };
+        let mut peer_chain = Vec::new();
+        if let Some(leaf) = ssl.peer_certificate().and_then(|c| c.to_der().ok()) {
+            peer_chain.push(Certificate::from_der(leaf));
+        }
+        if let Some(chain) = ssl.peer_cert_chain() {
+            for c in chain {
+                if let Ok(der) = c.to_der() {
+                    if peer_chain.first().is_none_or(|l| l.der() != der.as_slice()) {
+                        peer_chain.push(Certificate::from_der(der));
+                    }
+                }
+            }
+        }
+        let verify_peer = ssl.ex_data(verify_index()).is_some_and(|v| v.0);
+        let verify = match (verify_peer, peer_chain.is_empty()) {
+            (false, _) => VerifyResult::NotRequested,
+            (true, true) => VerifyResult::NoCertificate,
+            (true, false) if ssl.verify_result() == X509VerifyResult::OK => VerifyResult::Verified,
+            (true, false) => VerifyResult::Failed(crate::errors::map_verify_result(ssl.verify_result(), None)),
+        };
+        let sni = match self.role {
+            Role::Server => ssl.servername(openssl::ssl::NameType::HOST_NAME).map(str::to_owned),
+            Role::Client => self.sent_sni.clone(),
+        };
+        Some(
+            TlsInfo {
+                version,
+                cipher_suite: ssl.current_cipher().and_then(|c| c.standard_name()).unwrap_or_default().to_owned(),
+                group: negotiated_group(ssl),
+                sni,
+                alpn: ssl.selected_alpn_protocol().map(<[u8]>::to_vec),
+                resumed: ssl.session_reused(),
+                peer_chain,
+                verify,
+                peer: None,
+            }
+            .with_parsed_peer(),
+        )
+    }
+
+    fn error(&self) -> Option<&Error> {
+        self.st.error()
+    }
+}
+
+impl Drop for OpensslSession {
+    fn drop(&mut self) {
+        // Without this, SSL_free marks a healthy session "not resumable" (OpenSSL treats an
+        // SSL freed without shutdown as a bad session).
+        if self.established && self.st.error().is_none() {
+            self.stream.ssl_mut_shutdown_state();
+        }
+    }
+}
+
+trait ShutdownExt {
+    fn ssl_mut_shutdown_state(&mut self);
+}
+
+impl ShutdownExt for SslStream<MemIo> {
+    fn ssl_mut_shutdown_state(&mut self) {
+        // SAFETY: the pointer is the live SSL owned by this stream; SSL_set_shutdown only
+        // sets flags in it.
+        unsafe {
+            openssl_sys::SSL_set_shutdown(
+                self.ssl().as_ptr(),
+                (ShutdownState::SENT | ShutdownState::RECEIVED).bits(),
+            )
+        };
+    }
+}
+
+/// The negotiated key-exchange group, IANA name.
+fn negotiated_group(ssl: &openssl::ssl::SslRef) -> Option<String> {
+    // SAFETY: `ssl.as_ptr()` is live for the borrow; SSL_CTRL_GET_NEGOTIATED_GROUP (134)
+    // reads a value and writes nothing through `parg`, which is null.
+    let nid = unsafe { openssl_sys::SSL_ctrl(ssl.as_ptr(), 134, 0, std::ptr::null_mut()) };
+    Some(
+        match nid {
+            1034 => "x25519",
+            1035 => "x448",
+            415 => "secp256r1",
+            715 => "secp384r1",
+            716 => "secp521r1",
+            0 | -1 => return None,
+            other => return Some(format!("nid:{other}")),
+        }
+        .to_owned(),
+    )
+}
