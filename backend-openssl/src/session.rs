@@ -23,20 +23,35 @@ pub struct OpensslSession {
     sent_sni: Option<String>,
     expected_name: Option<String>,
     plain_early: Vec<u8>,
+    /// Decrypted plaintext not read yet, from `plain_pos` on.
+    plain_in: Vec<u8>,
+    plain_pos: usize,
+    peer_closed: bool,
     st: SessionState,
 }
 
+/// Plaintext decrypted ahead of `read` before ciphertext stops being processed.
+const MAX_PLAINTEXT_IN: usize = 64 * 1024;
+
 impl OpensslSession {
     pub(crate) fn new(ssl: Ssl, role: Role, sent_sni: Option<String>) -> Result<Self> {
-        Ok(OpensslSession {
+        let mut s = OpensslSession {
             stream: SslStream::new(ssl, MemIo::default()).map_err(backend_err)?,
             role,
             established: false,
             sent_sni,
             expected_name: None,
             plain_early: Vec::new(),
+            plain_in: Vec::new(),
+            plain_pos: 0,
+            peer_closed: false,
             st: SessionState::default(),
-        })
+        };
+        if role == Role::Client {
+            // Produce the ClientHello now, as rustls does: `wants_write` is then true.
+            s.drive()?;
+        }
+        Ok(s)
     }
 
     pub(crate) fn expecting(mut self, name: Option<String>) -> Self {
@@ -73,6 +88,38 @@ impl OpensslSession {
                 Err(self.st.fail(err))
             }
         }
+    }
+
+    /// Processes buffered records now (as rustls does), so protocol errors, alerts and
+    /// close_notify surface at `feed_tls`; plaintext waits in `plain_in`.
+    fn decrypt_ahead(&mut self) -> Result<()> {
+        if !self.established || self.peer_closed {
+            return Ok(());
+        }
+        if self.plain_pos == self.plain_in.len() {
+            self.plain_in.clear();
+            self.plain_pos = 0;
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        while self.plain_in.len() - self.plain_pos < MAX_PLAINTEXT_IN {
+            match self.stream.ssl_read(&mut chunk) {
+                Ok(0) => {
+                    self.peer_closed = true;
+                    break;
+                }
+                Ok(n) => self.plain_in.extend_from_slice(&chunk[..n]),
+                Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
+                    self.peer_closed = true;
+                    break;
+                }
+                Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => break,
+                Err(e) => {
+                    let err = self.map(&e);
+                    return Err(self.st.fail(err));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn flush_early_plaintext(&mut self) -> Result<()> {
@@ -115,6 +162,7 @@ impl Session for OpensslSession {
         self.st.check()?;
         let n = self.stream.get_mut().push_input(input);
         self.drive()?;
+        self.decrypt_ahead()?;
         Ok(n)
     }
 
@@ -132,20 +180,22 @@ impl Session for OpensslSession {
 
     fn read(&mut self, buf: &mut [u8]) -> Result<ReadStatus> {
         self.st.check()?;
-        self.drive()?;
-        if !self.established || buf.is_empty() {
+        if buf.is_empty() {
             return Ok(ReadStatus::WouldBlock);
         }
-        match self.stream.ssl_read(buf) {
-            Ok(0) => Ok(ReadStatus::Closed),
-            Ok(n) => Ok(ReadStatus::Data(n)),
-            Err(e) if e.code() == ErrorCode::ZERO_RETURN => Ok(ReadStatus::Closed),
-            Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => Ok(ReadStatus::WouldBlock),
-            Err(e) => {
-                let err = self.map(&e);
-                Err(self.st.fail(err))
-            }
+        if self.plain_pos == self.plain_in.len() {
+            // Nothing decrypted ahead: ciphertext may still wait behind a full buffer.
+            self.drive()?;
+            self.decrypt_ahead()?;
         }
+        let avail = &self.plain_in[self.plain_pos..];
+        if !avail.is_empty() {
+            let n = avail.len().min(buf.len());
+            buf[..n].copy_from_slice(&avail[..n]);
+            self.plain_pos += n;
+            return Ok(ReadStatus::Data(n));
+        }
+        Ok(if self.peer_closed { ReadStatus::Closed } else { ReadStatus::WouldBlock })
     }
 
     fn write(&mut self, data: &[u8]) -> Result<usize> {

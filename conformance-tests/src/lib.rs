@@ -1,1 +1,110 @@
+//! # sipstls-conformance
+//!
+//! One library of checks that every sipstls backend must pass, and a macro that expands
+//! them into one named `#[test]` per check for a backend (each backend gets its own test
+//! binary, because OpenSSL and BoringSSL cannot link into one):
+//!
+//! ```ignore
+//! sipstls_conformance::conformance_suite!(sipstls::rustls::RustlsBackend::new());
+//! ```
+//!
+//! expands to `tls12::handshake_and_data`, `tls13::handshake_and_data`, ...,
+//! `common::garbage_input_typed_error`, ... A check for a capability the backend does not
+//! claim asserts the documented refusal instead; nothing is skipped silently.
 
+pub mod checks;
+pub mod peers;
+pub mod pki;
+pub mod pump;
+
+pub use sipstls;
+
+/// Expands to one `#[test]` per check for the backend built by `$backend`, in modules
+/// `tls12`, `tls13` and `common`. Invoke it at the root of a test crate.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($backend:expr) => {
+        fn __sipstls_backend() -> ::std::sync::Arc<dyn $crate::sipstls::Backend> {
+            ::std::sync::Arc::new($backend)
+        }
+
+        mod tls12 {
+            $crate::__versioned_checks!(super::__sipstls_backend, $crate::sipstls::ProtocolVersion::Tls12);
+        }
+
+        mod tls13 {
+            $crate::__versioned_checks!(super::__sipstls_backend, $crate::sipstls::ProtocolVersion::Tls13);
+        }
+
+        mod common {
+            $crate::__common_checks!(super::__sipstls_backend;
+                version_mismatch_refused,
+                garbage_input_typed_error,
+                oversize_record_length,
+                truncated_record,
+                unsupported_settings_refused,
+                invalid_config_refused,
+                domain_table_selection,
+            );
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __versioned_checks {
+    ($b:path, $v:expr) => {
+        $crate::__versioned_tests!($b, $v;
+            handshake_and_data,
+            write_before_handshake,
+            large_and_tiny_writes,
+            close_notify,
+            client_cert_required_present,
+            client_cert_required_absent,
+            client_cert_optional_absent,
+            client_cert_optional_present,
+            client_cert_untrusted_refused,
+            unknown_ca_refused,
+            wrong_name_refused,
+            expired_refused,
+            sip_uri_identity_accepted,
+            ip_address_identity,
+            name_check_disabled,
+            sni_selects_domain,
+            sni_switch_applies_domain_policy,
+            alpn,
+            resumption_tickets,
+            resumption_server_cache,
+            tls_info_fields,
+            cipher_suite_selection,
+            rsa_identity,
+            oversize_record_after_handshake,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __versioned_tests {
+    ($b:path, $v:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::checks::$name(&*$b(), $v);
+            }
+        )*
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __common_checks {
+    ($b:path; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::checks::$name(&*$b());
+            }
+        )*
+    };
+}

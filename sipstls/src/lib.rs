@@ -1,1 +1,67 @@
+//! # sipstls
+//!
+//! A pluggable TLS layer for SIP servers. Pick the TLS library with a cargo feature
+//! (`rustls`, `openssl`; both by default), drive sessions sans-I/O through
+//! [`Session`], or use the blocking [`TlsStream`] adapter:
+//!
+//! ```no_run
+//! use std::io::Write;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let ca_pem = b"";
+//! let backend = sipstls::default_backend();
+//! let domain = backend.client_domain(&sipstls::DomainConfig::client(sipstls::Certificate::all_from_pem(ca_pem)?))?;
+//! let tcp = std::net::TcpStream::connect("sip.example.com:5061")?;
+//! let mut tls = sipstls::TlsStream::connect(&*domain, "sip.example.com", tcp)?;
+//! tls.write_all(b"OPTIONS sip:sip.example.com SIP/2.0\r\n...")?;
+//! # Ok(()) }
+//! ```
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
 
+use std::sync::Arc;
+
+pub use sipstls_core::*;
+
+mod stream;
+pub use stream::{tls_error, TlsStream};
+
+#[cfg(feature = "openssl")]
+pub use sipstls_backend_openssl as openssl;
+#[cfg(feature = "rustls")]
+pub use sipstls_backend_rustls as rustls;
+
+#[cfg(not(any(feature = "rustls", feature = "openssl")))]
+compile_error!("sipstls needs at least one backend feature: `rustls` or `openssl`");
+
+/// Every backend compiled into this build, in order of preference.
+pub fn backends() -> Vec<Arc<dyn Backend>> {
+    #[allow(unused_mut)]
+    let mut v: Vec<Arc<dyn Backend>> = Vec::new();
+    #[cfg(feature = "rustls")]
+    v.push(Arc::new(sipstls_backend_rustls::RustlsBackend::new()));
+    #[cfg(feature = "openssl")]
+    v.push(Arc::new(sipstls_backend_openssl::OpensslBackend::new()));
+    v
+}
+
+/// The names of the backends compiled in.
+pub fn backend_names() -> Vec<&'static str> {
+    backends().iter().map(|b| b.info().name).collect()
+}
+
+/// The backend called `name`, if it was compiled in.
+pub fn backend(name: &str) -> Option<Arc<dyn Backend>> {
+    backends().into_iter().find(|b| b.info().name.eq_ignore_ascii_case(name))
+}
+
+/// The preferred backend of this build: rustls when compiled in (memory-safe, fastest
+/// handshakes here), else OpenSSL.
+pub fn default_backend() -> Arc<dyn Backend> {
+    cfg_if::cfg_if! {
+        if #[cfg(feature = "rustls")] {
+            Arc::new(sipstls_backend_rustls::RustlsBackend::new())
+        } else {
+            Arc::new(sipstls_backend_openssl::OpensslBackend::new())
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Third-party peers; filled below.

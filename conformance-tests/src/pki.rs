@@ -1,0 +1,203 @@
+//! A test PKI generated at run time (never committed keys): a trusted root, an untrusted
+//! root, and the leaf certificates every check needs.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType, SignatureAlgorithm, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256,
+};
+use sipstls::{Certificate, Identity, PrivateKey};
+use time::{Duration, OffsetDateTime};
+
+/// The SIP domain the main server certificate is for (SAN URI `sip:example.test`).
+pub const SIP_DOMAIN: &str = "example.test";
+/// The host name of the main server certificate (SAN DNS).
+pub const SERVER_NAME: &str = "sip.example.test";
+/// The second server domain, selected by SNI.
+pub const ALT_NAME: &str = "alt.example.test";
+/// A name no server certificate carries.
+pub const WRONG_NAME: &str = "nobody.example.test";
+/// Subject CN of the trusted root.
+pub const ROOT_CN: &str = "sipstls Test Root CA";
+/// Subject CN of the client certificate.
+pub const CLIENT_CN: &str = "alice";
+
+/// A certificate with its key, as PEM and as sipstls types.
+#[derive(Clone)]
+pub struct Leaf {
+    /// Certificate PEM.
+    pub cert_pem: String,
+    /// Private key PEM (PKCS#8).
+    pub key_pem: String,
+    /// DER of the certificate.
+    pub der: Vec<u8>,
+}
+
+impl Leaf {
+    /// As a sipstls identity.
+    pub fn identity(&self) -> Identity {
+        Identity {
+            chain: vec![Certificate::from_der(self.der.clone())],
+            key: PrivateKey::from_pem(self.key_pem.as_bytes()).expect("generated key parses"),
+        }
+    }
+}
+
+/// Every certificate the suite uses.
+pub struct Pki {
+    /// The trusted root (PEM).
+    pub root_pem: String,
+    /// The trusted root (DER).
+    pub root_der: Vec<u8>,
+    /// A root nobody trusts.
+    pub other_root_der: Vec<u8>,
+    /// ECDSA P-256 server leaf: CN and SAN DNS `sip.example.test`, SAN DNS `localhost`,
+    /// SAN URI `sip:example.test`, SAN IP 127.0.0.1 and ::1.
+    pub server_ecdsa: Leaf,
+    /// RSA-2048 leaf with the same names.
+    pub server_rsa: Leaf,
+    /// ECDSA leaf for `alt.example.test`.
+    pub server_alt: Leaf,
+    /// A server leaf that expired a day ago.
+    pub server_expired: Leaf,
+    /// A server leaf for `sip.example.test` issued by the untrusted root.
+    pub server_untrusted: Leaf,
+    /// A client leaf, CN `alice`, SAN URI `sip:alice@example.test`.
+    pub client: Leaf,
+    /// A client leaf issued by the untrusted root.
+    pub client_untrusted: Leaf,
+}
+
+impl Pki {
+    /// The trusted root as a sipstls trust-anchor list.
+    pub fn roots(&self) -> Vec<Certificate> {
+        vec![Certificate::from_der(self.root_der.clone())]
+    }
+
+    /// Writes every PEM into `dir` (for command-line peers and example binaries) and
+    /// returns the directory.
+    pub fn write_to(&self, dir: &Path) -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("ca.pem"), &self.root_pem)?;
+        for (name, leaf) in [
+            ("server", &self.server_ecdsa),
+            ("server-rsa", &self.server_rsa),
+            ("alt", &self.server_alt),
+            ("client", &self.client),
+        ] {
+            std::fs::write(dir.join(format!("{name}.pem")), &leaf.cert_pem)?;
+            std::fs::write(dir.join(format!("{name}.key")), &leaf.key_pem)?;
+        }
+        Ok(dir.to_path_buf())
+    }
+}
+
+struct Ca {
+    params: CertificateParams,
+    key: KeyPair,
+    pem: String,
+    der: Vec<u8>,
+}
+
+fn ca(cn: &str) -> Ca {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("keygen");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let cert = params.self_signed(&key).expect("self-signed CA");
+    Ca { pem: cert.pem(), der: cert.der().to_vec(), params, key }
+}
+
+struct LeafSpec<'a> {
+    cn: &'a str,
+    dns: &'a [&'a str],
+    uris: &'a [&'a str],
+    ips: &'a [IpAddr],
+    alg: &'static SignatureAlgorithm,
+    client: bool,
+    expired: bool,
+}
+
+fn leaf(issuer: &Ca, spec: LeafSpec<'_>) -> Leaf {
+    let key = KeyPair::generate_for(spec.alg).expect("keygen");
+    let mut params = CertificateParams::new(spec.dns.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .expect("params");
+    for u in spec.uris {
+        params.subject_alt_names.push(SanType::URI((*u).try_into().expect("ia5")));
+    }
+    for ip in spec.ips {
+        params.subject_alt_names.push(SanType::IpAddress(*ip));
+    }
+    params.distinguished_name.push(DnType::CommonName, spec.cn);
+    params.distinguished_name.push(DnType::OrganizationName, "sipstls tests");
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.extended_key_usages = vec![if spec.client {
+        ExtendedKeyUsagePurpose::ClientAuth
+    } else {
+        ExtendedKeyUsagePurpose::ServerAuth
+    }];
+    let now = OffsetDateTime::now_utc();
+    if spec.expired {
+        params.not_before = now - Duration::days(30);
+        params.not_after = now - Duration::days(1);
+    } else {
+        params.not_before = now - Duration::days(1);
+        params.not_after = now + Duration::days(30);
+    }
+    let iss = Issuer::from_params(&issuer.params, &issuer.key);
+    let cert = params.signed_by(&key, &iss).expect("sign leaf");
+    Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec() }
+}
+
+const LOOPBACK: [IpAddr; 2] = [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)];
+
+/// The suite's PKI, generated once per process.
+pub fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let root = ca(ROOT_CN);
+        let other = ca("Untrusted Test Root CA");
+        let server_spec = |alg, expired| LeafSpec {
+            cn: SERVER_NAME,
+            dns: &[SERVER_NAME, "localhost"],
+            uris: &["sip:example.test"],
+            ips: &LOOPBACK,
+            alg,
+            client: false,
+            expired,
+        };
+        Pki {
+            server_ecdsa: leaf(&root, server_spec(&PKCS_ECDSA_P256_SHA256, false)),
+            server_rsa: leaf(&root, server_spec(&PKCS_RSA_SHA256, false)),
+            server_expired: leaf(&root, server_spec(&PKCS_ECDSA_P256_SHA256, true)),
+            server_untrusted: leaf(&other, server_spec(&PKCS_ECDSA_P256_SHA256, false)),
+            server_alt: leaf(
+                &root,
+                LeafSpec { cn: ALT_NAME, dns: &[ALT_NAME], uris: &[], ips: &[], alg: &PKCS_ECDSA_P256_SHA256, client: false, expired: false },
+            ),
+            client: leaf(
+                &root,
+                LeafSpec {
+                    cn: CLIENT_CN,
+                    dns: &["client.example.test"],
+                    uris: &["sip:alice@example.test"],
+                    ips: &[],
+                    alg: &PKCS_ECDSA_P256_SHA256,
+                    client: true,
+                    expired: false,
+                },
+            ),
+            client_untrusted: leaf(
+                &other,
+                LeafSpec { cn: "mallory", dns: &["mallory.example.test"], uris: &[], ips: &[], alg: &PKCS_ECDSA_P256_SHA256, client: true, expired: false },
+            ),
+            root_pem: root.pem.clone(),
+            root_der: root.der.clone(),
+            other_root_der: other.der.clone(),
+        }
+    })
+}
