@@ -287,7 +287,10 @@ impl Backend for OpensslBackend {
         if !cfg.resumption.tickets {
             b.set_options(SslOptions::NO_TICKET);
         }
-        let cache: Arc<Mutex<HashMap<String, SslSession>>> = Arc::default();
+        // Sessions are kept DER-encoded: OpenSSL marks a session object "not resumable"
+        // in place when a TLS 1.2 ticket is renewed during resumption (and copies that
+        // flag into the renewed session); an encoded copy does not carry the flag.
+        let cache: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
         if cfg.resumption.tickets || cfg.resumption.session_ids {
             b.set_session_cache_mode(SslSessionCacheMode::CLIENT | SslSessionCacheMode::NO_INTERNAL);
             let store = cache.clone();
@@ -299,7 +302,9 @@ impl Backend for OpensslBackend {
                                 map.remove(&k);
                             }
                         }
-                        map.insert(key.clone(), session);
+                        if let Ok(der) = session.to_der() {
+                            map.insert(key.clone(), der);
+                        }
                     }
                 }));
             });
@@ -385,7 +390,7 @@ impl ServerDomain for OpensslServerDomain {
 pub struct OpensslClientDomain {
     ctx: SslContext,
     cfg: DomainConfig,
-    cache: Arc<Mutex<HashMap<String, SslSession>>>,
+    cache: Arc<Mutex<HashMap<String, Vec<u8>>>>,
 }
 
 impl OpensslClientDomain {
@@ -440,9 +445,11 @@ impl ClientDomain for OpensslClientDomain {
         }
         ssl.set_ex_data(verify_index(), VerifyPeer(self.cfg.verify_peer));
         let key = name.as_ref().map(|n| n.to_string()).unwrap_or_default();
-        if let Some(sess) = self.cache.lock().ok().and_then(|m| m.get(&key).cloned()) {
-            // SAFETY: `sess` was produced by a connection of this same SSL_CTX (the cache
-            // belongs to this domain), which is what SSL_set_session requires.
+        let cached = self.cache.lock().ok().and_then(|m| m.get(&key).cloned());
+        if let Some(sess) = cached.and_then(|der| SslSession::from_der(&der).ok()) {
+            // SAFETY: `sess` decodes a session produced by a connection of this same
+            // SSL_CTX (the cache belongs to this domain), which is what SSL_set_session
+            // requires.
             unsafe { ssl.set_session(&sess) }.map_err(backend_err)?;
         }
         ssl.set_ex_data(cache_key_index(), key);

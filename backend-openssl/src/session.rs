@@ -255,7 +255,9 @@ impl Session for OpensslSession {
             TlsInfo {
                 version,
                 cipher_suite: ssl.current_cipher().and_then(|c| c.standard_name()).unwrap_or_default().to_owned(),
-                group: negotiated_group(ssl),
+                // A resumed TLS 1.2 session has no key exchange; OpenSSL would report a
+                // stale group.
+                group: if version == ProtocolVersion::Tls12 && ssl.session_reused() { None } else { negotiated_group(ssl) },
                 sni,
                 alpn: ssl.selected_alpn_protocol().map(<[u8]>::to_vec),
                 resumed: ssl.session_reused(),

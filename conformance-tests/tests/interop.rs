@@ -1,0 +1,195 @@
+//! Interop: every backend's client against every backend's server in one process, and the
+//! `openssl s_server` / `openssl s_client` command-line tools over loopback.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sipstls::{Backend, DomainConfig, ProtocolVersion, ServerName, TlsStream, VerifyResult};
+use sipstls_conformance::checks::{client_cfg, server_cfg};
+use sipstls_conformance::peers::{free_port, openssl_cli, ChildGuard, ScratchDir};
+use sipstls_conformance::pki::{pki, CLIENT_CN, SERVER_NAME};
+use sipstls_conformance::pump;
+
+fn backend(name: &str) -> Arc<dyn Backend> {
+    sipstls::backend(name).unwrap_or_else(|| panic!("backend {name} not compiled in"))
+}
+
+/// Handshake, data both ways, agreement on version and cipher, client certificate seen by
+/// the server, and resumption of the second and third connections.
+fn cross(client: &str, server: &str, v: ProtocolVersion, mtls: bool) {
+    let (cb, sb) = (backend(client), backend(server));
+    let mut scfg = server_cfg(v);
+    let mut ccfg = client_cfg(v);
+    if mtls {
+        scfg = scfg.with_client_auth(pki().roots(), true);
+        ccfg = ccfg.with_identity(pki().client.identity());
+    }
+    let sd = sb.server_domain(&scfg).unwrap();
+    let cd = cb.client_domain(&ccfg).unwrap();
+    let mut resumed = Vec::new();
+    for _ in 0..3 {
+        let mut c = cd.connect(Some(&ServerName::parse(SERVER_NAME).unwrap())).unwrap();
+        let mut s = sd.accept(None).unwrap();
+        pump::handshake(&mut *c, &mut *s).unwrap_or_else(|f| panic!("{client} -> {server} {v}: {f:?}"));
+        assert_eq!(pump::send(&mut *c, &mut *s, b"REGISTER").unwrap(), b"REGISTER");
+        assert_eq!(pump::send(&mut *s, &mut *c, b"SIP/2.0 200 OK").unwrap(), b"SIP/2.0 200 OK");
+        let (ci, si) = (c.info().unwrap(), s.info().unwrap());
+        assert_eq!((ci.version, si.version), (v, v));
+        assert_eq!(ci.cipher_suite, si.cipher_suite);
+        assert_eq!(ci.group, si.group);
+        if mtls && !si.resumed {
+            assert_eq!(si.verify, VerifyResult::Verified);
+            assert_eq!(si.peer.unwrap().subject_cn.as_deref(), Some(CLIENT_CN));
+        }
+        resumed.push(ci.resumed);
+        c.close_notify();
+        pump::transfer(&mut *c, &mut *s).unwrap();
+    }
+    assert_eq!(resumed, [false, true, true], "{client} -> {server} {v}: resumption");
+}
+
+macro_rules! matrix {
+    ($($name:ident: $c:literal -> $s:literal, $v:ident, $mtls:literal;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                cross($c, $s, ProtocolVersion::$v, $mtls);
+            }
+        )*
+    };
+}
+
+matrix! {
+    rustls_to_openssl_tls12: "rustls" -> "openssl", Tls12, false;
+    rustls_to_openssl_tls13: "rustls" -> "openssl", Tls13, false;
+    rustls_to_openssl_tls12_mtls: "rustls" -> "openssl", Tls12, true;
+    rustls_to_openssl_tls13_mtls: "rustls" -> "openssl", Tls13, true;
+    openssl_to_rustls_tls12: "openssl" -> "rustls", Tls12, false;
+    openssl_to_rustls_tls13: "openssl" -> "rustls", Tls13, false;
+    openssl_to_rustls_tls12_mtls: "openssl" -> "rustls", Tls12, true;
+    openssl_to_rustls_tls13_mtls: "openssl" -> "rustls", Tls13, true;
+    rustls_to_rustls_tls13_mtls: "rustls" -> "rustls", Tls13, true;
+    openssl_to_openssl_tls13_mtls: "openssl" -> "openssl", Tls13, true;
+}
+
+fn version_flag(v: ProtocolVersion) -> &'static str {
+    match v {
+        ProtocolVersion::Tls12 => "-tls1_2",
+        ProtocolVersion::Tls13 => "-tls1_3",
+    }
+}
+
+/// Our client against `openssl s_server -rev` (which answers each line reversed).
+fn client_vs_s_server(backend_name: &str, v: ProtocolVersion) {
+    let dir = ScratchDir::new("s_server");
+    pki().write_to(dir.path()).unwrap();
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut server = ChildGuard::spawn(
+        Command::new(openssl_cli())
+            .args(["s_server", "-accept", &addr.to_string(), "-rev", "-naccept", "1", version_flag(v)])
+            .arg("-cert")
+            .arg(dir.path().join("server.pem"))
+            .arg("-key")
+            .arg(dir.path().join("server.key")),
+    )
+    .unwrap();
+    // Not probed by connecting: with -naccept 1 the probe would be its only connection.
+    let banner = server.read_stdout_until("ACCEPT", Duration::from_secs(10));
+    assert!(banner.contains("ACCEPT"), "s_server did not start: {banner:?}");
+    let domain = backend(backend_name).client_domain(&client_cfg(v)).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = TlsStream::connect(&*domain, SERVER_NAME, tcp).expect("handshake with s_server");
+    assert_eq!(tls.info().unwrap().version, v);
+    tls.write_all(b"hello sip\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&mut tls).read_line(&mut line).unwrap();
+    assert_eq!(line.trim_end(), "pis olleh");
+}
+
+/// `openssl s_client` (with a client certificate) against our server, which upper-cases
+/// one line and closes.
+fn server_vs_s_client(backend_name: &str, v: ProtocolVersion) {
+    let dir = ScratchDir::new("s_client");
+    pki().write_to(dir.path()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let scfg = server_cfg(v).with_client_auth(pki().roots(), true);
+    let domain = backend(backend_name).server_domain(&scfg).unwrap();
+    let server = std::thread::spawn(move || -> Result<String, String> {
+        let (tcp, _) = listener.accept().map_err(|e| e.to_string())?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+        let mut tls = TlsStream::accept(&*domain, tcp).map_err(|e| format!("accept: {e}"))?;
+        let peer = tls.info().and_then(|i| i.peer).and_then(|p| p.subject_cn).unwrap_or_default();
+        let mut line = String::new();
+        BufReader::new(&mut tls).read_line(&mut line).map_err(|e| e.to_string())?;
+        tls.write_all(line.to_uppercase().as_bytes()).map_err(|e| e.to_string())?;
+        tls.shutdown().map_err(|e| e.to_string())?;
+        Ok(peer)
+    });
+    let mut client = ChildGuard::spawn(
+        Command::new(openssl_cli())
+            .args(["s_client", "-connect", &addr.to_string(), "-servername", SERVER_NAME, "-verify_return_error", "-quiet", version_flag(v)])
+            .arg("-CAfile")
+            .arg(dir.path().join("ca.pem"))
+            .arg("-cert")
+            .arg(dir.path().join("client.pem"))
+            .arg("-key")
+            .arg(dir.path().join("client.key")),
+    )
+    .unwrap();
+    client.0.stdin.as_mut().unwrap().write_all(b"options sip\n").unwrap();
+    let out = client.read_stdout_until("OPTIONS SIP", Duration::from_secs(10));
+    assert!(out.contains("OPTIONS SIP"), "s_client got {out:?}");
+    let peer = server.join().unwrap().expect("server side");
+    assert_eq!(peer, CLIENT_CN);
+}
+
+macro_rules! cli_peers {
+    ($($name:ident: $f:ident, $b:literal, $v:ident;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                $f($b, ProtocolVersion::$v);
+            }
+        )*
+    };
+}
+
+cli_peers! {
+    rustls_client_vs_openssl_s_server_tls12: client_vs_s_server, "rustls", Tls12;
+    rustls_client_vs_openssl_s_server_tls13: client_vs_s_server, "rustls", Tls13;
+    openssl_client_vs_openssl_s_server_tls12: client_vs_s_server, "openssl", Tls12;
+    openssl_client_vs_openssl_s_server_tls13: client_vs_s_server, "openssl", Tls13;
+    rustls_server_vs_openssl_s_client_tls12: server_vs_s_client, "rustls", Tls12;
+    rustls_server_vs_openssl_s_client_tls13: server_vs_s_client, "rustls", Tls13;
+    openssl_server_vs_openssl_s_client_tls12: server_vs_s_client, "openssl", Tls12;
+    openssl_server_vs_openssl_s_client_tls13: server_vs_s_client, "openssl", Tls13;
+}
+
+/// A peer that speaks plain TCP to a TLS server gets a typed error on the server, never a
+/// hang or panic (the blocking adapter over a real socket).
+#[test]
+fn plaintext_sip_to_tls_server_is_a_typed_error() {
+    for name in sipstls::backend_names() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let domain = backend(name).server_domain(&DomainConfig::server(pki().server_ecdsa.identity())).unwrap();
+        let t = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            TlsStream::accept(&*domain, tcp).err().expect("must fail")
+        });
+        let mut tcp = TcpStream::connect(addr).unwrap();
+        tcp.write_all(b"OPTIONS sip:example.test SIP/2.0\r\nContent-Length: 0\r\n\r\n").unwrap();
+        let e = t.join().unwrap();
+        let typed = sipstls::tls_error(&e).unwrap_or_else(|| panic!("{name}: untyped error {e:?}"));
+        assert!(matches!(typed, sipstls::Error::Protocol { .. }), "{name}: {typed:?}");
+        let mut rest = Vec::new();
+        let _ = tcp.read_to_end(&mut rest);
+    }
+}
