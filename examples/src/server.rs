@@ -1,0 +1,142 @@
+//! A threaded TLS listener for the examples: one thread per connection, bounded.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sipstls::{DomainTable, Listener, TlsInfo, TlsStream};
+
+use crate::cli::ServerOptions;
+use crate::sip::{self, Frame};
+
+/// Connections served at once before new ones are refused.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Time allowed for a TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle time after which a connection is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What a server does with an established connection.
+pub type Handler = fn(&mut TlsStream<TcpStream>) -> io::Result<()>;
+
+/// One line describing an established session, for logs.
+pub fn describe(info: &TlsInfo) -> String {
+    format!(
+        "{} {} group={} sni={} alpn={} resumed={} peer={}",
+        info.version,
+        info.cipher_suite,
+        info.group.as_deref().unwrap_or("-"),
+        info.sni.as_deref().unwrap_or("-"),
+        info.alpn.as_deref().map(String::from_utf8_lossy).unwrap_or_default(),
+        info.resumed,
+        info.peer.as_ref().and_then(|p| p.subject_cn.as_deref()).unwrap_or("-"),
+    )
+}
+
+/// Runs the server described by `opts` until killed (or `--max-seconds`).
+pub fn serve(prog: &str, opts: &ServerOptions, handler: Handler) -> Result<(), String> {
+    let backend = opts.backend()?;
+    let mut table = DomainTable::new(backend.clone());
+    table.add_server(Listener::Any, None, &opts.domain_config()?).map_err(|e| e.to_string())?;
+    let table = Arc::new(table);
+    let listener = TcpListener::bind(opts.listen).map_err(|e| format!("{}: {e}", opts.listen))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    eprintln!("{prog}: listening on {local} with {} ({})", backend.info().name, backend.info().library);
+    if let Some(secs) = opts.max_seconds {
+        let prog = prog.to_owned();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(secs));
+            eprintln!("{prog}: --max-seconds reached, exiting");
+            std::process::exit(0);
+        });
+    }
+    let active = Arc::new(AtomicUsize::new(0));
+    for conn in listener.incoming() {
+        let tcp = match conn {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{prog}: accept: {e}");
+                continue;
+            }
+        };
+        if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            active.fetch_sub(1, Ordering::SeqCst);
+            eprintln!("{prog}: too many connections, refusing one");
+            continue;
+        }
+        let (table, active, prog) = (table.clone(), active.clone(), prog.to_owned());
+        std::thread::spawn(move || {
+            let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+            if let Err(e) = connection(&table, tcp, handler) {
+                let typed = sipstls::tls_error(&e).map(|t| format!(" [{t:?}]")).unwrap_or_default();
+                eprintln!("{prog}: {peer}: {e}{typed}");
+            }
+            active.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+    Ok(())
+}
+
+fn connection(table: &DomainTable, tcp: TcpStream, handler: Handler) -> io::Result<()> {
+    let local = tcp.local_addr()?;
+    tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    tcp.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    tcp.set_nodelay(true)?;
+    let session = table.accept(local).map_err(|e| io::Error::other(e))?;
+    let mut tls = TlsStream::new(session, tcp);
+    tls.handshake()?;
+    if let Some(info) = tls.info() {
+        eprintln!("established: {}", describe(&info));
+    }
+    tls.get_ref().set_read_timeout(Some(IDLE_TIMEOUT))?;
+    handler(&mut tls)
+}
+
+/// Echoes every byte back until the peer closes.
+pub fn echo(tls: &mut TlsStream<TcpStream>) -> io::Result<()> {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = tls.read(&mut buf)?;
+        if n == 0 {
+            return tls.shutdown();
+        }
+        tls.write_all(&buf[..n])?;
+    }
+}
+
+/// Answers SIP requests (OPTIONS, MESSAGE; 501 otherwise) and CRLF keep-alives.
+pub fn sip_responder(tls: &mut TlsStream<TcpStream>) -> io::Result<()> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match sip::parse(&buf) {
+            Ok(Frame::Message(msg, used)) => {
+                buf.drain(..used);
+                eprintln!("request: {}", msg.start_line);
+                if let Some(resp) = sip::answer(&msg) {
+                    tls.write_all(&resp)?;
+                }
+            }
+            Ok(Frame::Ping(used)) => {
+                buf.drain(..used);
+                tls.write_all(b"\r\n")?;
+            }
+            Ok(Frame::Pong(used)) => {
+                buf.drain(..used);
+            }
+            Ok(Frame::Incomplete) => {
+                let n = tls.read(&mut chunk)?;
+                if n == 0 {
+                    return tls.shutdown();
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            Err(e) => {
+                let _ = tls.shutdown();
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        }
+    }
+}
