@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every sipstls test: unit tests, the conformance suite for each default backend,
+# the interop matrix (in-process and against the openssl command-line tool), and the
+# example binaries end to end on loopback. Installs what a fresh machine lacks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages the default backends and peers need (Debian names).
+need=()
+for pkg in libssl-dev pkg-config openssl gcc; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if ((${#need[@]})); then
+    echo "test.sh: installing ${need[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "test.sh: need root (or sudo) to install: ${need[*]}" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+echo "== cargo test (workspace, default backends: rustls + openssl)"
+cargo test --workspace --locked
+
+echo "== rustdoc of sipstls-core, warnings denied"
+RUSTDOCFLAGS="-D warnings" cargo doc -p sipstls-core --no-deps --locked -q
+
+echo "== no leftover test servers"
+if pgrep -f "sip-responder|echo-server|openssl s_(server|client)" >/dev/null; then
+    echo "test.sh: a test left a server running:" >&2
+    pgrep -fa "sip-responder|echo-server|openssl s_(server|client)" >&2
+    exit 1
+fi
+echo "test.sh: all tests passed"
