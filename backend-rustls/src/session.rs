@@ -23,6 +23,9 @@ pub(crate) struct Selected {
     pub(crate) verify_peer: bool,
 }
 
+// The session is boxed as a whole (`Box<dyn Session>`) and the state moves only once,
+// from Accepting to Conn; boxing the connection too would add an allocation per session.
+#[allow(clippy::large_enum_variant)]
 enum State {
     /// Server: waiting for the whole ClientHello.
     Accepting { acceptor: Box<Acceptor>, default: Selected, sni: Option<Arc<SniCandidates>> },

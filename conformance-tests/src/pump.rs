@@ -95,11 +95,8 @@ pub fn send(from: &mut dyn Session, to: &mut dyn Session, data: &[u8]) -> Result
             written += from.write(&data[written..])?;
         }
         transfer_into(from, to, &mut got)?;
-        loop {
-            match to.read(&mut buf)? {
-                ReadStatus::Data(n) => got.extend_from_slice(&buf[..n]),
-                ReadStatus::WouldBlock | ReadStatus::Closed => break,
-            }
+        while let ReadStatus::Data(n) = to.read(&mut buf)? {
+            got.extend_from_slice(&buf[..n]);
         }
     }
     // Handshake-level messages the receiver produced (tickets, key updates) go back.

@@ -84,7 +84,7 @@ fn connection(table: &DomainTable, tcp: TcpStream, handler: Handler) -> io::Resu
     tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
     tcp.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
     tcp.set_nodelay(true)?;
-    let session = table.accept(local).map_err(|e| io::Error::other(e))?;
+    let session = table.accept(local).map_err(io::Error::other)?;
     let mut tls = TlsStream::new(session, tcp);
     tls.handshake()?;
     if let Some(info) = tls.info() {

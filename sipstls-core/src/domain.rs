@@ -124,6 +124,9 @@ impl fmt::Debug for SniCandidates {
     }
 }
 
+/// The initial server domain for a listener and the domains its SNI may switch to.
+pub type ServerSelection = (Arc<dyn ServerDomain>, Option<Arc<SniCandidates>>);
+
 /// Where a client connection goes; the table picks the client domain from it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientTarget {
@@ -241,7 +244,7 @@ impl DomainTable {
     pub fn server_for(
         &self,
         local: SocketAddr,
-    ) -> Result<(Arc<dyn ServerDomain>, Option<Arc<SniCandidates>>)> {
+    ) -> Result<ServerSelection> {
         let mut initial: Option<(u8, &ServerEntry)> = None;
         let mut entries = Vec::new();
         for e in &self.servers {

@@ -35,7 +35,7 @@ pub use config::{
     Certificate, DomainConfig, Identity, NameVerification, PrivateKey, PrivateKeyFormat,
     ProtocolVersion, Resumption, Role, ServerName,
 };
-pub use domain::{ClientTarget, DomainTable, Listener, SniCandidates, SniMatch};
+pub use domain::{ClientTarget, DomainTable, Listener, ServerSelection, SniCandidates, SniMatch};
 pub use error::{Alert, CertificateError, Error, ProtocolErrorKind, Result};
 pub use info::{TlsInfo, VerifyResult};
 pub use session::{ReadStatus, Session, SessionState};

@@ -34,6 +34,7 @@ pub use sipstls_backend_rustls as rustls;
 compile_error!("sipstls needs at least one backend feature: `rustls` or `openssl`");
 
 /// Every backend compiled into this build, in order of preference.
+#[allow(clippy::vec_init_then_push)] // the pushes depend on features
 pub fn backends() -> Vec<Arc<dyn Backend>> {
     #[allow(unused_mut)]
     let mut v: Vec<Arc<dyn Backend>> = Vec::new();

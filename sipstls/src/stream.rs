@@ -150,13 +150,16 @@ impl<S: Read + Write> Write for TlsStream<S> {
         if self.session.is_handshaking() {
             self.handshake()?;
         }
-        loop {
+        // A full outgoing buffer empties when flushed, so the second try takes data;
+        // a session that still takes nothing would otherwise spin here.
+        for _ in 0..2 {
             let n = self.session.write(data).map_err(to_io)?;
             self.flush_tls()?;
             if n > 0 || data.is_empty() {
                 return Ok(n);
             }
         }
+        Err(io::Error::new(io::ErrorKind::WriteZero, "the TLS session accepted no plaintext"))
     }
 
     fn flush(&mut self) -> io::Result<()> {
