@@ -206,6 +206,7 @@ fn server_verify_mode(cfg: &DomainConfig) -> SslVerifyMode {
 extern "C" {
     // Not bound by openssl-sys; exported by libssl 3.
     fn SSL_set_verify_depth(s: *mut openssl_sys::SSL, depth: std::ffi::c_int);
+    fn SSL_SESSION_is_resumable(s: *const openssl_sys::SSL_SESSION) -> std::ffi::c_int;
 }
 
 /// Applies a server domain's verification settings to a session (at creation and after an
@@ -290,7 +291,7 @@ impl Backend for OpensslBackend {
         // Sessions are kept DER-encoded: OpenSSL marks a session object "not resumable"
         // in place when a TLS 1.2 ticket is renewed during resumption (and copies that
         // flag into the renewed session); an encoded copy does not carry the flag.
-        let cache: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
+        let cache: Arc<Mutex<HashMap<String, CachedSession>>> = Arc::default();
         if cfg.resumption.tickets || cfg.resumption.session_ids {
             b.set_session_cache_mode(SslSessionCacheMode::CLIENT | SslSessionCacheMode::NO_INTERNAL);
             let store = cache.clone();
@@ -303,7 +304,7 @@ impl Backend for OpensslBackend {
                             }
                         }
                         if let Ok(der) = session.to_der() {
-                            map.insert(key.clone(), der);
+                            map.insert(key.clone(), CachedSession { live: session, der });
                         }
                     }
                 }));
@@ -390,7 +391,29 @@ impl ServerDomain for OpensslServerDomain {
 pub struct OpensslClientDomain {
     ctx: SslContext,
     cfg: DomainConfig,
-    cache: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    cache: Arc<Mutex<HashMap<String, CachedSession>>>,
+}
+
+/// A client session kept for resumption: the object OpenSSL gave us, and its encoding.
+///
+/// OpenSSL marks a session object "not resumable" in place when a TLS 1.2 ticket is
+/// renewed during resumption (and copies that flag into the renewed session). The object
+/// is used while it is still resumable (fast); otherwise a copy decoded from the DER,
+/// which does not carry the flag, is used (decoding costs a certificate parse).
+struct CachedSession {
+    live: SslSession,
+    der: Vec<u8>,
+}
+
+impl CachedSession {
+    fn usable(&self) -> Option<SslSession> {
+        // SAFETY: `live` is a valid SSL_SESSION for the duration of the call; the function
+        // only reads its flags.
+        if unsafe { SSL_SESSION_is_resumable(self.live.as_ptr()) } == 1 {
+            return Some(self.live.clone());
+        }
+        SslSession::from_der(&self.der).ok()
+    }
 }
 
 impl OpensslClientDomain {
@@ -445,11 +468,11 @@ impl ClientDomain for OpensslClientDomain {
         }
         ssl.set_ex_data(verify_index(), VerifyPeer(self.cfg.verify_peer));
         let key = name.as_ref().map(|n| n.to_string()).unwrap_or_default();
-        let cached = self.cache.lock().ok().and_then(|m| m.get(&key).cloned());
-        if let Some(sess) = cached.and_then(|der| SslSession::from_der(&der).ok()) {
-            // SAFETY: `sess` decodes a session produced by a connection of this same
-            // SSL_CTX (the cache belongs to this domain), which is what SSL_set_session
-            // requires.
+        let cached = self.cache.lock().ok().and_then(|m| m.get(&key).and_then(CachedSession::usable));
+        if let Some(sess) = cached {
+            // SAFETY: `sess` is (a decoded copy of) a session produced by a connection of
+            // this same SSL_CTX (the cache belongs to this domain), which is what
+            // SSL_set_session requires.
             unsafe { ssl.set_session(&sess) }.map_err(backend_err)?;
         }
         ssl.set_ex_data(cache_key_index(), key);

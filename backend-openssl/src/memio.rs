@@ -9,6 +9,15 @@ pub(crate) const MAX_INPUT: usize = 64 * 1024;
 /// Ciphertext waiting for the caller before plaintext writes are refused (back-pressure).
 pub(crate) const MAX_OUTPUT: usize = 256 * 1024;
 
+/// Empties a buffer and gives its memory back when it is larger than a small record, so an
+/// idle connection holds no buffer space (the idea of `SSL_MODE_RELEASE_BUFFERS`).
+pub(crate) fn release(buf: &mut Vec<u8>) {
+    buf.clear();
+    if buf.capacity() > 2048 {
+        *buf = Vec::new();
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct MemIo {
     input: Vec<u8>,
@@ -21,13 +30,17 @@ impl MemIo {
     /// Appends as much of `data` as fits; returns the count.
     pub(crate) fn push_input(&mut self, data: &[u8]) -> usize {
         if self.input_pos > 0 && self.input_pos == self.input.len() {
-            self.input.clear();
+            release(&mut self.input);
             self.input_pos = 0;
         }
         let room = MAX_INPUT.saturating_sub(self.input.len() - self.input_pos);
         let n = room.min(data.len());
         self.input.extend_from_slice(&data[..n]);
         n
+    }
+
+    pub(crate) fn pending_input(&self) -> usize {
+        self.input.len() - self.input_pos
     }
 
     pub(crate) fn pending_output(&self) -> usize {
@@ -40,7 +53,7 @@ impl MemIo {
         out[..n].copy_from_slice(&avail[..n]);
         self.output_pos += n;
         if self.output_pos == self.output.len() {
-            self.output.clear();
+            release(&mut self.output);
             self.output_pos = 0;
         }
         n
@@ -57,7 +70,7 @@ impl Read for MemIo {
         buf[..n].copy_from_slice(&avail[..n]);
         self.input_pos += n;
         if self.input_pos == self.input.len() {
-            self.input.clear();
+            release(&mut self.input);
             self.input_pos = 0;
         }
         Ok(n)

@@ -97,11 +97,14 @@ impl OpensslSession {
             return Ok(());
         }
         if self.plain_pos == self.plain_in.len() {
-            self.plain_in.clear();
+            crate::memio::release(&mut self.plain_in);
             self.plain_pos = 0;
         }
         let mut chunk = [0u8; 16 * 1024];
-        while self.plain_in.len() - self.plain_pos < MAX_PLAINTEXT_IN {
+        // Only with ciphertext waiting: an SSL_read on empty input makes OpenSSL allocate
+        // its read buffer and keep it for the pending read, defeating RELEASE_BUFFERS
+        // (measured: 18.4 KB per idle connection instead of 8-13 KB).
+        while self.stream.get_ref().pending_input() > 0 && self.plain_in.len() - self.plain_pos < MAX_PLAINTEXT_IN {
             match self.stream.ssl_read(&mut chunk) {
                 Ok(0) => {
                     self.peer_closed = true;
@@ -193,6 +196,10 @@ impl Session for OpensslSession {
             let n = avail.len().min(buf.len());
             buf[..n].copy_from_slice(&avail[..n]);
             self.plain_pos += n;
+            if self.plain_pos == self.plain_in.len() {
+                crate::memio::release(&mut self.plain_in);
+                self.plain_pos = 0;
+            }
             return Ok(ReadStatus::Data(n));
         }
         Ok(if self.peer_closed { ReadStatus::Closed } else { ReadStatus::WouldBlock })

@@ -162,8 +162,9 @@ impl Backend for RustlsBackend {
     fn info(&self) -> BackendInfo {
         BackendInfo {
             name: NAME,
-            library: format!("rustls {} (aws-lc-rs provider)", RUSTLS_VERSION),
-            license: "Apache-2.0 OR ISC OR MIT",
+            library: format!("rustls {RUSTLS_VERSION} (aws-lc-rs {AWS_LC_RS_VERSION} provider)"),
+            // rustls, and the aws-lc code linked through aws-lc-rs/aws-lc-sys.
+            license: "(Apache-2.0 OR ISC OR MIT) AND ISC AND (Apache-2.0 OR ISC) AND Apache-2.0 AND MIT AND BSD-3-Clause",
         }
     }
 
@@ -230,8 +231,10 @@ impl Backend for RustlsBackend {
     }
 }
 
-/// The rustls version this crate was built against.
-const RUSTLS_VERSION: &str = "0.23.x";
+/// The rustls version this crate was built against (from Cargo.lock, by build.rs).
+const RUSTLS_VERSION: &str = env!("SIPSTLS_RUSTLS_VERSION");
+/// The aws-lc-rs version this crate was built against.
+const AWS_LC_RS_VERSION: &str = env!("SIPSTLS_AWS_LC_RS_VERSION");
 
 /// A compiled server domain.
 pub struct RustlsServerDomain {
