@@ -85,7 +85,8 @@ impl OpensslBackend {
         .union(Capabilities::RESUMPTION_SESSION_ID)
         .union(Capabilities::CIPHER_LIST_TLS12)
         .union(Capabilities::CIPHER_SUITES_TLS13)
-        .union(Capabilities::MODEL_CONFINED);
+        .union(Capabilities::MODEL_CONFINED)
+        .union(Capabilities::MODEL_PINNED);
 }
 
 fn backend_err(e: openssl::error::ErrorStack) -> Error {
@@ -240,6 +241,10 @@ impl Backend for OpensslBackend {
 
     fn capabilities(&self) -> Capabilities {
         Self::CAPS
+    }
+
+    fn fill_random(&self, out: &mut [u8]) -> Result<()> {
+        openssl::rand::rand_bytes(out).map_err(backend_err)
     }
 
     fn server_domain(&self, cfg: &DomainConfig) -> Result<Arc<dyn ServerDomain>> {

@@ -12,6 +12,7 @@
 
 mod errors;
 mod session;
+pub mod tickets;
 mod verify;
 
 use std::any::Any;
@@ -32,6 +33,9 @@ pub use session::RustlsSession;
 
 /// The backend name.
 pub const NAME: &str = "rustls";
+
+/// Session-ticket keys rotate this often; tickets of the previous period still resume.
+pub const TICKET_KEY_PERIOD_SECS: u64 = 6 * 60 * 60;
 
 /// The rustls backend. Cheap to clone; holds the crypto provider.
 #[derive(Debug, Clone)]
@@ -60,7 +64,8 @@ impl RustlsBackend {
         .union(Capabilities::RESUMPTION_SESSION_ID)
         .union(Capabilities::CIPHER_LIST_TLS12)
         .union(Capabilities::CIPHER_SUITES_TLS13)
-        .union(Capabilities::MODEL_CONFINED);
+        .union(Capabilities::MODEL_CONFINED)
+        .union(Capabilities::MODEL_PINNED);
 
     /// A provider restricted to the configured cipher suites, in the configured order.
     fn provider_for(&self, cfg: &DomainConfig) -> Result<Arc<CryptoProvider>> {
@@ -172,6 +177,13 @@ impl Backend for RustlsBackend {
         Self::CAPS
     }
 
+    fn fill_random(&self, out: &mut [u8]) -> Result<()> {
+        self.provider
+            .secure_random
+            .fill(out)
+            .map_err(|e| Error::Backend { library: NAME, message: format!("random generator failed: {e:?}") })
+    }
+
     fn server_domain(&self, cfg: &DomainConfig) -> Result<Arc<dyn ServerDomain>> {
         cfg.validate(Role::Server, NAME, Self::CAPS)?;
         let provider = self.provider_for(cfg)?;
@@ -190,8 +202,11 @@ impl Backend for RustlsBackend {
             Arc::new(NoServerSessionStorage {})
         };
         if cfg.resumption.tickets {
-            config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
-                .map_err(|e| Error::Backend { library: NAME, message: e.to_string() })?;
+            // Keys derived from a secret made now (before any fork) and the time epoch:
+            // every worker process accepts every worker's tickets (see `tickets`).
+            let ticketer = tickets::EpochTicketer::random(TICKET_KEY_PERIOD_SECS)
+                .ok_or_else(|| Error::Backend { library: NAME, message: "random generator failed".into() })?;
+            config.ticketer = Arc::new(ticketer);
         }
         if !cfg.resumption.tickets && !cfg.resumption.session_ids {
             config.send_tls13_tickets = 0;

@@ -13,6 +13,7 @@
 //! claim asserts the documented refusal instead; nothing is skipped silently.
 
 pub mod checks;
+pub mod fork;
 pub mod peers;
 pub mod pki;
 pub mod pump;

@@ -34,6 +34,49 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Compiles `config` into a client domain.
     fn client_domain(&self, config: &DomainConfig) -> Result<Arc<dyn ClientDomain>>;
+
+    /// Fills `out` with cryptographically secure random bytes from the generator the
+    /// backend's handshakes use (for SIP Call-IDs, tags, branches and nonces). After
+    /// `fork()` every process gets its own stream: the fork checks prove it.
+    fn fill_random(&self, out: &mut [u8]) -> Result<()>;
+
+    /// Whether this backend can run in `model`; `Err(Unsupported)` says why not. The
+    /// answer comes from [`capabilities`](Backend::capabilities), which the fork
+    /// conformance checks keep honest.
+    fn supports_model(&self, model: ProcessModel) -> Result<()> {
+        if self.capabilities().contains(model.capability()) {
+            Ok(())
+        } else {
+            Err(crate::Error::unsupported(
+                self.info().name,
+                model.capability(),
+                format!("the {model:?} process model did not pass this backend's fork conformance checks"),
+            ))
+        }
+    }
+}
+
+/// How TLS sessions are spread over the processes of a SIP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProcessModel {
+    /// One process (with threads) owns every TLS session; workers see plaintext.
+    Confined,
+    /// Domains are built before `fork()`; each session lives in the worker that accepted
+    /// its socket; tickets issued by one worker resume in any other.
+    Pinned,
+    /// Sessions live in shared memory and any worker may advance any session.
+    Migrating,
+}
+
+impl ProcessModel {
+    /// The capability flag that claims this model.
+    pub fn capability(self) -> Capabilities {
+        match self {
+            ProcessModel::Confined => Capabilities::MODEL_CONFINED,
+            ProcessModel::Pinned => Capabilities::MODEL_PINNED,
+            ProcessModel::Migrating => Capabilities::MODEL_MIGRATING,
+        }
+    }
 }
 
 /// A compiled server-side TLS domain: certificate, key, verification and protocol settings.

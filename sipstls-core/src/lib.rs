@@ -29,7 +29,7 @@ mod info;
 mod session;
 pub mod x509;
 
-pub use backend::{resolve_server_name, Backend, BackendInfo, ClientDomain, ServerDomain};
+pub use backend::{resolve_server_name, Backend, BackendInfo, ClientDomain, ProcessModel, ServerDomain};
 pub use caps::Capabilities;
 pub use config::{
     Certificate, DomainConfig, Identity, NameVerification, PrivateKey, PrivateKeyFormat,
