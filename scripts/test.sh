@@ -20,6 +20,9 @@ if ((${#need[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
+echo "== formatting"
+cargo fmt --all -- --check
+
 echo "== cargo test (workspace, default backends: rustls + openssl)"
 cargo test --workspace --locked
 

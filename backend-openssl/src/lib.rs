@@ -24,16 +24,16 @@ use openssl::ec::EcKey;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 use openssl::ssl::{
-    AlpnError, NameType, SniError, Ssl, SslContext, SslContextBuilder, SslMethod,
-    SslMode, SslOptions, SslRef, SslSession, SslSessionCacheMode, SslVerifyMode, SslVersion,
+    AlpnError, NameType, SniError, Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslRef,
+    SslSession, SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use openssl::stack::Stack;
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{X509StoreContextRef, X509VerifyResult, X509};
 use sipstls_core::x509::CertificateInfo;
 use sipstls_core::{
-    Backend, BackendInfo, Capabilities, ClientDomain, DomainConfig, Error, NameVerification,
-    PrivateKeyFormat, ProtocolVersion, Result, Role, ServerDomain, ServerName, Session, SniCandidates,
+    Backend, BackendInfo, Capabilities, ClientDomain, DomainConfig, Error, NameVerification, PrivateKeyFormat,
+    ProtocolVersion, Result, Role, ServerDomain, ServerName, Session, SniCandidates,
 };
 
 pub use session::OpensslSession;
@@ -166,9 +166,7 @@ fn common(b: &mut SslContextBuilder, cfg: &DomainConfig, role: Role) -> Result<(
             // SAFETY: `b.as_ptr()` is a live SSL_CTX owned by the builder; SSL_CTRL_CHAIN_CERT
             // with larg = 1 (add1) takes its own reference to `cert`, which stays owned here
             // and is freed when dropped.
-            let ok = unsafe {
-                openssl_sys::SSL_CTX_ctrl(b.as_ptr(), 89, 1, cert.as_ptr() as *mut std::ffi::c_void)
-            };
+            let ok = unsafe { openssl_sys::SSL_CTX_ctrl(b.as_ptr(), 89, 1, cert.as_ptr() as *mut std::ffi::c_void) };
             if ok != 1 {
                 return Err(Error::config("identities", "could not add an intermediate certificate"));
             }
@@ -254,7 +252,9 @@ impl Backend for OpensslBackend {
         if cfg.verify_peer {
             let mut names = Stack::new().map_err(backend_err)?;
             for ca in &cfg.trust_anchors {
-                names.push(x509(ca, "trust_anchors")?.subject_name().to_owned().map_err(backend_err)?).map_err(backend_err)?;
+                names
+                    .push(x509(ca, "trust_anchors")?.subject_name().to_owned().map_err(backend_err)?)
+                    .map_err(backend_err)?;
             }
             b.set_client_ca_list(names);
         }
@@ -264,7 +264,11 @@ impl Backend for OpensslBackend {
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let sid = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         b.set_session_id_context(format!("sipstls-{sid}").as_bytes()).map_err(backend_err)?;
-        b.set_session_cache_mode(if cfg.resumption.session_ids { SslSessionCacheMode::SERVER } else { SslSessionCacheMode::OFF });
+        b.set_session_cache_mode(if cfg.resumption.session_ids {
+            SslSessionCacheMode::SERVER
+        } else {
+            SslSessionCacheMode::OFF
+        });
         if !cfg.resumption.tickets {
             b.set_options(SslOptions::NO_TICKET);
             if !cfg.resumption.session_ids {

@@ -4,8 +4,7 @@ use foreign_types_shared::ForeignTypeRef;
 use openssl::ssl::{ErrorCode, ShutdownState, Ssl, SslStream, SslVersion};
 use openssl::x509::X509VerifyResult;
 use sipstls_core::{
-    Certificate, Error, ProtocolVersion, ReadStatus, Result, Role, Session, SessionState, TlsInfo,
-    VerifyResult,
+    Certificate, Error, ProtocolVersion, ReadStatus, Result, Role, Session, SessionState, TlsInfo, VerifyResult,
 };
 
 use crate::errors::map_stack;
@@ -264,7 +263,11 @@ impl Session for OpensslSession {
                 cipher_suite: ssl.current_cipher().and_then(|c| c.standard_name()).unwrap_or_default().to_owned(),
                 // A resumed TLS 1.2 session has no key exchange; OpenSSL would report a
                 // stale group.
-                group: if version == ProtocolVersion::Tls12 && ssl.session_reused() { None } else { negotiated_group(ssl) },
+                group: if version == ProtocolVersion::Tls12 && ssl.session_reused() {
+                    None
+                } else {
+                    negotiated_group(ssl)
+                },
                 sni,
                 alpn: ssl.selected_alpn_protocol().map(<[u8]>::to_vec),
                 resumed: ssl.session_reused(),
@@ -300,10 +303,7 @@ impl ShutdownExt for SslStream<MemIo> {
         // SAFETY: the pointer is the live SSL owned by this stream; SSL_set_shutdown only
         // sets flags in it.
         unsafe {
-            openssl_sys::SSL_set_shutdown(
-                self.ssl().as_ptr(),
-                (ShutdownState::SENT | ShutdownState::RECEIVED).bits(),
-            )
+            openssl_sys::SSL_set_shutdown(self.ssl().as_ptr(), (ShutdownState::SENT | ShutdownState::RECEIVED).bits())
         };
     }
 }

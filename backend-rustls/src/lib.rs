@@ -25,8 +25,8 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedCipherSuite};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
 use sipstls_core::{
-    Backend, BackendInfo, Capabilities, ClientDomain, DomainConfig, Error, Identity,
-    PrivateKeyFormat, ProtocolVersion, Result, Role, ServerDomain, ServerName, SniCandidates,
+    Backend, BackendInfo, Capabilities, ClientDomain, DomainConfig, Error, Identity, PrivateKeyFormat, ProtocolVersion,
+    Result, Role, ServerDomain, ServerName, SniCandidates,
 };
 
 pub use session::RustlsSession;
@@ -73,22 +73,26 @@ impl RustlsBackend {
             return Ok(self.provider.clone());
         }
         let all = &self.provider.cipher_suites;
-        let pick = |names: &Option<Vec<String>>, tls13: bool, setting: &'static str| -> Result<Vec<SupportedCipherSuite>> {
-            let of_version = all.iter().filter(|s| matches!(s, SupportedCipherSuite::Tls13(_)) == tls13);
-            match names {
-                None => Ok(of_version.copied().collect()),
-                Some(names) => names
-                    .iter()
-                    .map(|n| {
-                        of_version
-                            .clone()
-                            .find(|s| iana_suite_name(s).eq_ignore_ascii_case(n))
-                            .copied()
-                            .ok_or_else(|| Error::config(setting, format!("{n} is not a cipher suite rustls offers for this version")))
-                    })
-                    .collect(),
-            }
-        };
+        let pick =
+            |names: &Option<Vec<String>>, tls13: bool, setting: &'static str| -> Result<Vec<SupportedCipherSuite>> {
+                let of_version = all.iter().filter(|s| matches!(s, SupportedCipherSuite::Tls13(_)) == tls13);
+                match names {
+                    None => Ok(of_version.copied().collect()),
+                    Some(names) => names
+                        .iter()
+                        .map(|n| {
+                            of_version.clone().find(|s| iana_suite_name(s).eq_ignore_ascii_case(n)).copied().ok_or_else(
+                                || {
+                                    Error::config(
+                                        setting,
+                                        format!("{n} is not a cipher suite rustls offers for this version"),
+                                    )
+                                },
+                            )
+                        })
+                        .collect(),
+                }
+            };
         let mut suites = pick(&cfg.cipher_suites_tls13, true, "cipher_suites_tls13")?;
         suites.extend(pick(&cfg.cipher_list_tls12, false, "cipher_list_tls12")?);
         Ok(Arc::new(CryptoProvider { cipher_suites: suites, ..(*self.provider).clone() }))
@@ -104,9 +108,8 @@ impl RustlsBackend {
             .load_private_key(key)
             .map_err(|e| Error::config("identities", format!("unusable private key: {e}")))?;
         let ck = CertifiedKey::new(chain, signer);
-        ck.keys_match().map_err(|e| {
-            Error::config("identities", format!("the private key does not match the certificate: {e}"))
-        })?;
+        ck.keys_match()
+            .map_err(|e| Error::config("identities", format!("the private key does not match the certificate: {e}")))?;
         Ok(Arc::new(ck))
     }
 }
@@ -169,7 +172,8 @@ impl Backend for RustlsBackend {
             name: NAME,
             library: format!("rustls {RUSTLS_VERSION} (aws-lc-rs {AWS_LC_RS_VERSION} provider)"),
             // rustls, and the aws-lc code linked through aws-lc-rs/aws-lc-sys.
-            license: "(Apache-2.0 OR ISC OR MIT) AND ISC AND (Apache-2.0 OR ISC) AND Apache-2.0 AND MIT AND BSD-3-Clause",
+            license:
+                "(Apache-2.0 OR ISC OR MIT) AND ISC AND (Apache-2.0 OR ISC) AND Apache-2.0 AND MIT AND BSD-3-Clause",
         }
     }
 
@@ -192,9 +196,8 @@ impl Backend for RustlsBackend {
             .map_err(|e| Error::config("cipher_suites", format!("no usable suite for the versions: {e}")))?;
         let verifier = verify::client_verifier(cfg, roots(cfg)?, provider.clone())?;
         let keys = cfg.identities.iter().map(|id| self.certified_key(id)).collect::<Result<Vec<_>>>()?;
-        let mut config = builder
-            .with_client_cert_verifier(verifier)
-            .with_cert_resolver(Arc::new(IdentityResolver(keys)));
+        let mut config =
+            builder.with_client_cert_verifier(verifier).with_cert_resolver(Arc::new(IdentityResolver(keys)));
         config.alpn_protocols = cfg.alpn.clone();
         config.session_storage = if cfg.resumption.session_ids {
             ServerSessionMemoryCache::new(4096)
@@ -314,8 +317,7 @@ impl ClientDomain for RustlsClientDomain {
                 None,
             ),
         };
-        let conn = rustls::ClientConnection::new(config.clone(), rustls_name)
-            .map_err(errors::map_error)?;
+        let conn = rustls::ClientConnection::new(config.clone(), rustls_name).map_err(errors::map_error)?;
         Ok(Box::new(RustlsSession::client(conn, sni, self.cfg.verify_peer)))
     }
 

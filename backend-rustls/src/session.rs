@@ -6,8 +6,8 @@ use std::sync::Arc;
 use rustls::server::Acceptor;
 use rustls::{Connection, HandshakeKind, ServerConfig};
 use sipstls_core::{
-    Certificate, Error, ProtocolVersion, ReadStatus, Result, Role, ServerDomain, Session,
-    SessionState, SniCandidates, TlsInfo, VerifyResult,
+    Certificate, Error, ProtocolVersion, ReadStatus, Result, Role, ServerDomain, Session, SessionState, SniCandidates,
+    TlsInfo, VerifyResult,
 };
 
 use crate::errors::map_error;

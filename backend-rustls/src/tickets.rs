@@ -63,7 +63,12 @@ impl EpochTicketer {
     /// A ticketer from a given secret (every process or node with the same secret and a
     /// clock within one period agrees).
     pub fn from_secret(secret: [u8; 32], period_secs: u64) -> Self {
-        EpochTicketer { secret, period_secs: period_secs.max(60), cache: Mutex::new(Vec::new()), rng: SystemRandom::new() }
+        EpochTicketer {
+            secret,
+            period_secs: period_secs.max(60),
+            cache: Mutex::new(Vec::new()),
+            rng: SystemRandom::new(),
+        }
     }
 
     fn epoch_now(&self) -> u64 {
@@ -113,9 +118,7 @@ impl ProducesTickets for EpochTicketer {
             out.extend_from_slice(&k.name);
             out.extend_from_slice(&nonce);
             let mut body = plain.to_vec();
-            k.key
-                .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&k.name), &mut body)
-                .ok()?;
+            k.key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&k.name), &mut body).ok()?;
             out.extend_from_slice(&body);
             Some(out)
         })
@@ -169,7 +172,9 @@ mod tests {
             t.with_key(epoch, |k| {
                 let nonce = [3u8; NONCE_LEN];
                 let mut body = b"x".to_vec();
-                k.key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&k.name), &mut body).ok()?;
+                k.key
+                    .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&k.name), &mut body)
+                    .ok()?;
                 Some([&k.name[..], &nonce[..], &body[..]].concat())
             })
             .unwrap()

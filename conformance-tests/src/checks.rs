@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use sipstls::{
     Backend, Capabilities, CertificateError, ClientTarget, DomainConfig, DomainTable, Error, Listener,
-    NameVerification, ProtocolErrorKind, ProtocolVersion, Resumption, ServerName, Session, SniMatch,
-    TlsStream, VerifyResult,
+    NameVerification, ProtocolErrorKind, ProtocolVersion, Resumption, ServerName, Session, SniMatch, TlsStream,
+    VerifyResult,
 };
 
 use crate::pki::{pki, ALT_NAME, CLIENT_CN, ROOT_CN, SERVER_NAME, SIP_DOMAIN, WRONG_NAME};
@@ -42,7 +42,12 @@ pub fn sessions(
 }
 
 /// Handshakes; panics on failure.
-pub fn connected(b: &dyn Backend, scfg: &DomainConfig, ccfg: &DomainConfig, name: &str) -> (Box<dyn Session>, Box<dyn Session>) {
+pub fn connected(
+    b: &dyn Backend,
+    scfg: &DomainConfig,
+    ccfg: &DomainConfig,
+    name: &str,
+) -> (Box<dyn Session>, Box<dyn Session>) {
     let (mut c, mut s) = sessions(b, scfg, ccfg, name);
     if let Err(f) = pump::handshake(&mut *c, &mut *s) {
         panic!("handshake failed: {f:?}");
@@ -267,7 +272,12 @@ pub fn name_check_disabled(b: &dyn Backend, v: ProtocolVersion) {
     assert_eq!(e, Error::Certificate(CertificateError::UnknownIssuer));
 }
 
-fn table_connect(b: &dyn Backend, table: &DomainTable, ccfg: &DomainConfig, name: &str) -> (Box<dyn Session>, Box<dyn Session>, Result<(), Failure>) {
+fn table_connect(
+    b: &dyn Backend,
+    table: &DomainTable,
+    ccfg: &DomainConfig,
+    name: &str,
+) -> (Box<dyn Session>, Box<dyn Session>, Result<(), Failure>) {
     let mut s = table.accept("127.0.0.1:5061".parse().unwrap()).expect("accept");
     let mut c = b.client_domain(ccfg).unwrap().connect(Some(&dns(name))).unwrap();
     let r = pump::handshake(&mut *c, &mut *s);
@@ -285,7 +295,12 @@ pub fn sni_selects_domain(b: &dyn Backend, v: ProtocolVersion) {
     let mut t = DomainTable::new(backend);
     t.add_server(Listener::Any, None, &DomainConfig::server(pki().server_expired.identity()).with_version(v)).unwrap();
     t.add_server(Listener::Any, Some(SniMatch::SubdomainsOnly(SIP_DOMAIN.into())), &server_cfg(v)).unwrap();
-    t.add_server(Listener::Any, Some(SniMatch::Exact(ALT_NAME.into())), &DomainConfig::server(pki().server_alt.identity()).with_version(v)).unwrap();
+    t.add_server(
+        Listener::Any,
+        Some(SniMatch::Exact(ALT_NAME.into())),
+        &DomainConfig::server(pki().server_alt.identity()).with_version(v),
+    )
+    .unwrap();
     let ccfg = client_cfg(v);
 
     let (c, s, r) = table_connect(b, &t, &ccfg, "ALT.Example.TEST");
@@ -312,7 +327,8 @@ pub fn sni_switch_applies_domain_policy(b: &dyn Backend, v: ProtocolVersion) {
     let backend: Arc<dyn Backend> = sipstls::backend(b.info().name).unwrap();
     let mut t = DomainTable::new(backend);
     t.add_server(Listener::Any, None, &server_cfg(v)).unwrap();
-    let strict = DomainConfig::server(pki().server_alt.identity()).with_version(v).with_client_auth(pki().roots(), true);
+    let strict =
+        DomainConfig::server(pki().server_alt.identity()).with_version(v).with_client_auth(pki().roots(), true);
     t.add_server(Listener::Any, Some(SniMatch::Exact(ALT_NAME.into())), &strict).unwrap();
     let (_c, _s, r) = table_connect(b, &t, &client_cfg(v), SERVER_NAME);
     r.expect("default domain needs no client certificate");
@@ -420,7 +436,9 @@ pub fn tls_info_fields(b: &dyn Backend, v: ProtocolVersion) {
         assert!(info.cipher_suite.starts_with("TLS_"), "{who}: IANA cipher name, got {}", info.cipher_suite);
         match v {
             ProtocolVersion::Tls13 => assert!(!info.cipher_suite.contains("_WITH_"), "{who}: {}", info.cipher_suite),
-            ProtocolVersion::Tls12 => assert!(info.cipher_suite.starts_with("TLS_ECDHE_ECDSA_WITH_"), "{who}: {}", info.cipher_suite),
+            ProtocolVersion::Tls12 => {
+                assert!(info.cipher_suite.starts_with("TLS_ECDHE_ECDSA_WITH_"), "{who}: {}", info.cipher_suite)
+            }
         }
         assert!(info.group.is_some(), "{who}: group");
         assert_eq!(info.sni.as_deref(), Some(SERVER_NAME), "{who}: sni");
@@ -495,7 +513,8 @@ pub fn version_mismatch_refused(b: &dyn Backend) {
     if !(version_supported(b, ProtocolVersion::Tls12) && version_supported(b, ProtocolVersion::Tls13)) {
         return;
     }
-    let (mut c, mut s) = sessions(b, &server_cfg(ProtocolVersion::Tls12), &client_cfg(ProtocolVersion::Tls13), SERVER_NAME);
+    let (mut c, mut s) =
+        sessions(b, &server_cfg(ProtocolVersion::Tls12), &client_cfg(ProtocolVersion::Tls13), SERVER_NAME);
     let f = expect_failure(&mut *c, &mut *s);
     assert!(
         matches!(f.error, Error::Protocol { kind: ProtocolErrorKind::HandshakeFailure, .. } | Error::AlertReceived(_)),
@@ -563,7 +582,8 @@ impl Write for Truncated {
 /// Half a ClientHello then EOF: the session waits (no error, no output) while bytes are
 /// missing, and the blocking adapter reports `UnexpectedEof` when the transport ends.
 pub fn truncated_record(b: &dyn Backend) {
-    let v = if b.capabilities().contains(Capabilities::TLS13) { ProtocolVersion::Tls13 } else { ProtocolVersion::Tls12 };
+    let v =
+        if b.capabilities().contains(Capabilities::TLS13) { ProtocolVersion::Tls13 } else { ProtocolVersion::Tls12 };
     let mut c = b.client_domain(&client_cfg(v)).unwrap().connect(Some(&dns(SERVER_NAME))).unwrap();
     let mut hello = vec![0u8; 64 * 1024];
     let n = c.take_tls(&mut hello);
@@ -587,8 +607,14 @@ pub fn unsupported_settings_refused(b: &dyn Backend) {
         (Capabilities::TLS13, base().with_version(ProtocolVersion::Tls13)),
         (Capabilities::ALPN, base().with_alpn(["sip"])),
         (Capabilities::CLIENT_CERT, base().with_client_auth(pki().roots(), true)),
-        (Capabilities::CIPHER_LIST_TLS12, DomainConfig { cipher_list_tls12: Some(vec!["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into()]), ..base() }),
-        (Capabilities::CIPHER_SUITES_TLS13, DomainConfig { cipher_suites_tls13: Some(vec!["TLS_AES_128_GCM_SHA256".into()]), ..base() }),
+        (
+            Capabilities::CIPHER_LIST_TLS12,
+            DomainConfig { cipher_list_tls12: Some(vec!["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into()]), ..base() },
+        ),
+        (
+            Capabilities::CIPHER_SUITES_TLS13,
+            DomainConfig { cipher_suites_tls13: Some(vec!["TLS_AES_128_GCM_SHA256".into()]), ..base() },
+        ),
         (Capabilities::RESUMPTION_TICKETS, base().with_resumption(Resumption { tickets: true, session_ids: false })),
         (Capabilities::RESUMPTION_SESSION_ID, base().with_resumption(Resumption { tickets: false, session_ids: true })),
     ];
@@ -623,7 +649,10 @@ pub fn invalid_config_refused(b: &dyn Backend) {
     let mut garbage = p.server_ecdsa.identity();
     garbage.chain = vec![sipstls::Certificate::from_der(vec![0x30, 0x03, 1, 2, 3])];
     assert_eq!(setting_of(srv(DomainConfig::server(garbage))), "identities");
-    let unknown_cipher = DomainConfig { cipher_list_tls12: Some(vec!["TLS_RSA_WITH_RC4_128_MD5".into()]), ..DomainConfig::server(p.server_ecdsa.identity()) };
+    let unknown_cipher = DomainConfig {
+        cipher_list_tls12: Some(vec!["TLS_RSA_WITH_RC4_128_MD5".into()]),
+        ..DomainConfig::server(p.server_ecdsa.identity())
+    };
     if b.capabilities().contains(Capabilities::CIPHER_LIST_TLS12) {
         assert_eq!(setting_of(srv(unknown_cipher)), "cipher_list_tls12");
     }
@@ -637,14 +666,20 @@ pub fn invalid_config_refused(b: &dyn Backend) {
 /// The table picks server domains by listener address: exact address, then any address
 /// on the port, then the catch-all; clients by id, address, name, default.
 pub fn domain_table_selection(b: &dyn Backend) {
-    let v = if b.capabilities().contains(Capabilities::TLS13) { ProtocolVersion::Tls13 } else { ProtocolVersion::Tls12 };
+    let v =
+        if b.capabilities().contains(Capabilities::TLS13) { ProtocolVersion::Tls13 } else { ProtocolVersion::Tls12 };
     let backend: Arc<dyn Backend> = sipstls::backend(b.info().name).unwrap();
     let p = pki();
     let mut t = DomainTable::new(backend);
     let exact: SocketAddr = "127.0.0.1:5061".parse().unwrap();
     t.add_server(Listener::Any, None, &DomainConfig::server(p.server_ecdsa.identity()).with_version(v)).unwrap();
     t.add_server(Listener::Addr(exact), None, &DomainConfig::server(p.server_alt.identity()).with_version(v)).unwrap();
-    t.add_server(Listener::Addr("0.0.0.0:5062".parse().unwrap()), None, &DomainConfig::server(p.server_expired.identity()).with_version(v)).unwrap();
+    t.add_server(
+        Listener::Addr("0.0.0.0:5062".parse().unwrap()),
+        None,
+        &DomainConfig::server(p.server_expired.identity()).with_version(v),
+    )
+    .unwrap();
     assert!(t.add_server(Listener::Any, None, &server_cfg(v)).is_err(), "two defaults for one listener");
     let ccfg = {
         let mut c = client_cfg(v);
@@ -671,8 +706,12 @@ pub fn domain_table_selection(b: &dyn Backend) {
     if b.capabilities().contains(Capabilities::ALPN) {
         t.add_client_name("ALT.example.test", &by_name).unwrap();
     }
-    assert!(matches!(t.connect(&ClientTarget { id: Some("nope".into()), ..Default::default() }), Err(Error::NoDomain(_))));
-    let (d, _) = t.client_for(&ClientTarget { id: Some("tls-peer".into()), ..ClientTarget::name(SERVER_NAME) }).unwrap();
+    assert!(matches!(
+        t.connect(&ClientTarget { id: Some("nope".into()), ..Default::default() }),
+        Err(Error::NoDomain(_))
+    ));
+    let (d, _) =
+        t.client_for(&ClientTarget { id: Some("tls-peer".into()), ..ClientTarget::name(SERVER_NAME) }).unwrap();
     assert_eq!(d.config().identities.len(), 1, "explicit id wins");
     if b.capabilities().contains(Capabilities::ALPN) {
         let (d, _) = t.client_for(&ClientTarget::name("alt.EXAMPLE.test")).unwrap();

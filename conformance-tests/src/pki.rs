@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType, SignatureAlgorithm, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SanType, SignatureAlgorithm, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256,
 };
 use sipstls::{Certificate, Identity, PrivateKey};
 use time::{Duration, OffsetDateTime};
@@ -124,8 +124,8 @@ struct LeafSpec<'a> {
 
 fn leaf(issuer: &Ca, spec: LeafSpec<'_>) -> Leaf {
     let key = KeyPair::generate_for(spec.alg).expect("keygen");
-    let mut params = CertificateParams::new(spec.dns.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .expect("params");
+    let mut params =
+        CertificateParams::new(spec.dns.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("params");
     for u in spec.uris {
         params.subject_alt_names.push(SanType::URI((*u).try_into().expect("ia5")));
     }
@@ -135,11 +135,8 @@ fn leaf(issuer: &Ca, spec: LeafSpec<'_>) -> Leaf {
     params.distinguished_name.push(DnType::CommonName, spec.cn);
     params.distinguished_name.push(DnType::OrganizationName, "sipstls tests");
     params.is_ca = IsCa::ExplicitNoCa;
-    params.extended_key_usages = vec![if spec.client {
-        ExtendedKeyUsagePurpose::ClientAuth
-    } else {
-        ExtendedKeyUsagePurpose::ServerAuth
-    }];
+    params.extended_key_usages =
+        vec![if spec.client { ExtendedKeyUsagePurpose::ClientAuth } else { ExtendedKeyUsagePurpose::ServerAuth }];
     let now = OffsetDateTime::now_utc();
     if spec.expired {
         params.not_before = now - Duration::days(30);
@@ -177,7 +174,15 @@ pub fn pki() -> &'static Pki {
             server_untrusted: leaf(&other, server_spec(&PKCS_ECDSA_P256_SHA256, false)),
             server_alt: leaf(
                 &root,
-                LeafSpec { cn: ALT_NAME, dns: &[ALT_NAME], uris: &[], ips: &[], alg: &PKCS_ECDSA_P256_SHA256, client: false, expired: false },
+                LeafSpec {
+                    cn: ALT_NAME,
+                    dns: &[ALT_NAME],
+                    uris: &[],
+                    ips: &[],
+                    alg: &PKCS_ECDSA_P256_SHA256,
+                    client: false,
+                    expired: false,
+                },
             ),
             client: leaf(
                 &root,
@@ -193,7 +198,15 @@ pub fn pki() -> &'static Pki {
             ),
             client_untrusted: leaf(
                 &other,
-                LeafSpec { cn: "mallory", dns: &["mallory.example.test"], uris: &[], ips: &[], alg: &PKCS_ECDSA_P256_SHA256, client: true, expired: false },
+                LeafSpec {
+                    cn: "mallory",
+                    dns: &["mallory.example.test"],
+                    uris: &[],
+                    ips: &[],
+                    alg: &PKCS_ECDSA_P256_SHA256,
+                    client: true,
+                    expired: false,
+                },
             ),
             root_pem: root.pem.clone(),
             root_der: root.der.clone(),

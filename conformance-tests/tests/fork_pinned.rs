@@ -194,7 +194,11 @@ fn ticket_from_worker_a_resumes_in_b(pool: &mut Pool) {
         let s = hello(&*pool.client, pool.addr).expect("connection");
         record(pool, &s);
         seen.push((s.pid, s.resumed));
-        assert!(s.resumed, "worker {} did not resume a ticket of worker {}: (pid, resumed) so far {seen:?}", s.pid, first.pid);
+        assert!(
+            s.resumed,
+            "worker {} did not resume a ticket of worker {}: (pid, resumed) so far {seen:?}",
+            s.pid, first.pid
+        );
         if s.pid != first.pid {
             return; // the ticket came from `first.pid`'s connections, resumed in `s.pid`
         }
@@ -217,7 +221,13 @@ fn load_over_workers(pool: &mut Pool) {
         handles.into_iter().flat_map(|h| h.join().expect("client thread")).collect()
     });
     let failures: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert!(failures.is_empty(), "{} of {} connections failed, first: {:?}", failures.len(), results.len(), failures.first());
+    assert!(
+        failures.is_empty(),
+        "{} of {} connections failed, first: {:?}",
+        failures.len(),
+        results.len(),
+        failures.first()
+    );
     let served: Vec<Served> = results.into_iter().map(Result::unwrap).collect();
     let pids: HashSet<u32> = served.iter().map(|s| s.pid).collect();
     assert!(pids.len() >= 2, "only worker(s) {pids:?} served {} connections", served.len());
@@ -257,7 +267,8 @@ fn garbage_fails_only_its_connection(pool: &mut Pool) {
 /// A worker that exits normally does not disturb the others or the parent.
 fn worker_exit_leaves_others_working(pool: &mut Pool) {
     let reply = send_line(&*pool.client, pool.addr, "exit\n").expect("exit request");
-    let pid: i32 = reply.trim().strip_prefix("bye pid=").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("reply {reply:?}"));
+    let pid: i32 =
+        reply.trim().strip_prefix("bye pid=").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("reply {reply:?}"));
     assert_eq!(pool.workers.wait(pid, Duration::from_secs(10)), Some(0), "worker {pid} did not exit cleanly");
     for _ in 0..20 {
         let s = hello(&*pool.client, pool.addr).expect("a connection after a worker exited");
@@ -337,7 +348,11 @@ fn random_outputs_unique_across_processes(backend: &Arc<dyn Backend>) {
 
 /// `capabilities()` agrees with the checks of this binary.
 fn capabilities_agree(backend: &Arc<dyn Backend>, pinned_passed: bool) {
-    assert_eq!(backend.supports_model(ProcessModel::Pinned).is_ok(), pinned_passed, "MODEL_PINNED claim vs fork checks");
+    assert_eq!(
+        backend.supports_model(ProcessModel::Pinned).is_ok(),
+        pinned_passed,
+        "MODEL_PINNED claim vs fork checks"
+    );
     match backend.supports_model(ProcessModel::Migrating) {
         Err(Error::Unsupported { .. }) => {}
         other => panic!("the migrating model has no passing fork checks yet but is not refused: {other:?}"),
@@ -352,12 +367,20 @@ fn main() -> std::process::ExitCode {
         let name = backend.info().name;
         let mut pool = start_pool(backend.clone());
         let before = tally_failures(&tally);
-        tally.run(&format!("fork::pinned::{name}::ticket_from_worker_a_resumes_in_b"), || ticket_from_worker_a_resumes_in_b(&mut pool));
+        tally.run(&format!("fork::pinned::{name}::ticket_from_worker_a_resumes_in_b"), || {
+            ticket_from_worker_a_resumes_in_b(&mut pool)
+        });
         tally.run(&format!("fork::pinned::{name}::load_over_workers"), || load_over_workers(&mut pool));
-        tally.run(&format!("fork::pinned::{name}::garbage_fails_only_its_connection"), || garbage_fails_only_its_connection(&mut pool));
-        tally.run(&format!("fork::pinned::{name}::worker_exit_leaves_others_working"), || worker_exit_leaves_others_working(&mut pool));
+        tally.run(&format!("fork::pinned::{name}::garbage_fails_only_its_connection"), || {
+            garbage_fails_only_its_connection(&mut pool)
+        });
+        tally.run(&format!("fork::pinned::{name}::worker_exit_leaves_others_working"), || {
+            worker_exit_leaves_others_working(&mut pool)
+        });
         drop(pool); // kills and reaps the workers by PID
-        tally.run(&format!("fork::pinned::{name}::random_outputs_unique_across_processes"), || random_outputs_unique_across_processes(&backend));
+        tally.run(&format!("fork::pinned::{name}::random_outputs_unique_across_processes"), || {
+            random_outputs_unique_across_processes(&backend)
+        });
         let pinned_passed = tally_failures(&tally) == before;
         tally.run(&format!("fork::pinned::{name}::capabilities_agree"), || capabilities_agree(&backend, pinned_passed));
     }

@@ -133,7 +133,16 @@ fn server_vs_s_client(backend_name: &str, v: ProtocolVersion) {
     });
     let mut client = ChildGuard::spawn(
         Command::new(openssl_cli())
-            .args(["s_client", "-connect", &addr.to_string(), "-servername", SERVER_NAME, "-verify_return_error", "-quiet", version_flag(v)])
+            .args([
+                "s_client",
+                "-connect",
+                &addr.to_string(),
+                "-servername",
+                SERVER_NAME,
+                "-verify_return_error",
+                "-quiet",
+                version_flag(v),
+            ])
             .arg("-CAfile")
             .arg(dir.path().join("ca.pem"))
             .arg("-cert")

@@ -85,8 +85,9 @@ impl ServerOptions {
     pub fn backend(&self) -> Result<std::sync::Arc<dyn Backend>, String> {
         match &self.backend {
             None => Ok(sipstls::default_backend()),
-            Some(name) => sipstls::backend(name)
-                .ok_or_else(|| format!("backend {name:?} is not in this build ({})", sipstls::backend_names().join(", "))),
+            Some(name) => sipstls::backend(name).ok_or_else(|| {
+                format!("backend {name:?} is not in this build ({})", sipstls::backend_names().join(", "))
+            }),
         }
     }
 

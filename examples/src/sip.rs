@@ -120,7 +120,13 @@ pub fn parse(buf: &[u8]) -> Result<Frame, SipError> {
 
 /// A response to `req` with `code reason`, the dialog headers copied (a To tag added),
 /// `extra` headers, and `body` with its content type.
-pub fn response(req: &Message, code: u16, reason: &str, extra: &[(&str, &str)], body: Option<(&str, &[u8])>) -> Vec<u8> {
+pub fn response(
+    req: &Message,
+    code: u16,
+    reason: &str,
+    extra: &[(&str, &str)],
+    body: Option<(&str, &[u8])>,
+) -> Vec<u8> {
     let mut out = format!("SIP/2.0 {code} {reason}\r\n");
     for via in req.header_all("via") {
         let _ = write!(out, "Via: {via}\r\n");

@@ -44,7 +44,16 @@ fn s_client_options(backend: &str, version_flag: &str) {
     let (_server, addr) = start(env!("CARGO_BIN_EXE_sip-responder"), backend, dir.path(), &[]);
     let mut client = ChildGuard::spawn(
         Command::new(openssl_cli())
-            .args(["s_client", "-connect", &addr.to_string(), "-servername", SERVER_NAME, "-verify_return_error", "-quiet", version_flag])
+            .args([
+                "s_client",
+                "-connect",
+                &addr.to_string(),
+                "-servername",
+                SERVER_NAME,
+                "-verify_return_error",
+                "-quiet",
+                version_flag,
+            ])
             .arg("-CAfile")
             .arg(dir.path().join("ca.pem")),
     )
@@ -96,7 +105,8 @@ fn sip_responder_with_sipstls_client_message_keepalive_and_mtls() {
         );
         for client_backend in sipstls::backend_names() {
             let b = sipstls::backend(client_backend).unwrap();
-            let with_cert = b.client_domain(&DomainConfig::client(pki().roots()).with_identity(pki().client.identity())).unwrap();
+            let with_cert =
+                b.client_domain(&DomainConfig::client(pki().roots()).with_identity(pki().client.identity())).unwrap();
             let tcp = TcpStream::connect(addr).unwrap();
             tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             let mut tls = TlsStream::connect(&*with_cert, SERVER_NAME, tcp).unwrap();

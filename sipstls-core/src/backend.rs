@@ -104,18 +104,12 @@ pub trait ClientDomain: Send + Sync + 'static {
 
 /// Resolves the server name a client session should use: the one given, else the domain's
 /// configured one. Errors when names are verified and there is none.
-pub fn resolve_server_name(
-    config: &DomainConfig,
-    given: Option<&ServerName>,
-) -> Result<Option<ServerName>> {
+pub fn resolve_server_name(config: &DomainConfig, given: Option<&ServerName>) -> Result<Option<ServerName>> {
     let name = match given {
         Some(n) => Some(n.clone()),
         None => config.server_name.as_deref().map(ServerName::parse).transpose()?,
     };
-    if name.is_none()
-        && config.verify_peer
-        && config.name_verification == crate::config::NameVerification::Rfc5922
-    {
+    if name.is_none() && config.verify_peer && config.name_verification == crate::config::NameVerification::Rfc5922 {
         return Err(crate::Error::config(
             "server_name",
             "no server name to verify: pass one to connect(), configure server_name, or \

@@ -398,10 +398,7 @@ impl DomainConfig {
             ));
         }
         if self.require_peer_certificate && !self.verify_peer {
-            return Err(Error::config(
-                "require_peer_certificate",
-                "requiring a peer certificate needs verify_peer",
-            ));
+            return Err(Error::config("require_peer_certificate", "requiring a peer certificate needs verify_peer"));
         }
         if role == Role::Client && self.require_peer_certificate {
             return Err(Error::config(
@@ -417,10 +414,9 @@ impl DomainConfig {
         if let Some(name) = &self.server_name {
             ServerName::parse(name)?;
         }
-        for (setting, list) in [
-            ("cipher_list_tls12", &self.cipher_list_tls12),
-            ("cipher_suites_tls13", &self.cipher_suites_tls13),
-        ] {
+        for (setting, list) in
+            [("cipher_list_tls12", &self.cipher_list_tls12), ("cipher_suites_tls13", &self.cipher_suites_tls13)]
+        {
             if matches!(list, Some(l) if l.is_empty()) {
                 return Err(Error::config(setting, "an empty cipher list allows no cipher"));
             }
@@ -465,10 +461,7 @@ impl DomainConfig {
             need(Capabilities::RESUMPTION_TICKETS, "session tickets (disable them in `resumption`)")?;
         }
         if self.resumption.session_ids {
-            need(
-                Capabilities::RESUMPTION_SESSION_ID,
-                "session-ID resumption (disable it in `resumption`)",
-            )?;
+            need(Capabilities::RESUMPTION_SESSION_ID, "session-ID resumption (disable it in `resumption`)")?;
         }
         Ok(())
     }

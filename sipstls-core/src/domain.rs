@@ -33,9 +33,7 @@ impl SniMatch {
     fn normalized(self) -> Result<SniMatch> {
         let norm = match ServerName::parse(self.base())? {
             ServerName::Dns(n) => n,
-            ServerName::Ip(_) => {
-                return Err(Error::config("server_name", "SNI never carries an IP address"))
-            }
+            ServerName::Ip(_) => return Err(Error::config("server_name", "SNI never carries an IP address")),
         };
         Ok(match self {
             SniMatch::Exact(_) => SniMatch::Exact(norm),
@@ -49,16 +47,12 @@ impl SniMatch {
     /// shorter one.
     fn score(&self, sni: &str) -> Option<(u8, usize)> {
         let is_sub = |base: &str| {
-            sni.len() > base.len()
-                && sni.ends_with(base)
-                && sni.as_bytes()[sni.len() - base.len() - 1] == b'.'
+            sni.len() > base.len() && sni.ends_with(base) && sni.as_bytes()[sni.len() - base.len() - 1] == b'.'
         };
         match self {
             SniMatch::Exact(n) => (sni == n).then_some((2, n.len())),
             SniMatch::DomainAndSubdomains(n) if sni == n => Some((2, n.len())),
-            SniMatch::DomainAndSubdomains(n) | SniMatch::SubdomainsOnly(n) => {
-                is_sub(n).then_some((1, n.len()))
-            }
+            SniMatch::DomainAndSubdomains(n) | SniMatch::SubdomainsOnly(n) => is_sub(n).then_some((1, n.len())),
         }
     }
 }
@@ -241,10 +235,7 @@ impl DomainTable {
     }
 
     /// The SNI candidates and the initial domain for a connection accepted on `local`.
-    pub fn server_for(
-        &self,
-        local: SocketAddr,
-    ) -> Result<ServerSelection> {
+    pub fn server_for(&self, local: SocketAddr) -> Result<ServerSelection> {
         let mut initial: Option<(u8, &ServerEntry)> = None;
         let mut entries = Vec::new();
         for e in &self.servers {
@@ -270,23 +261,16 @@ impl DomainTable {
     }
 
     /// The client domain for `target`, and the server name the session will use.
-    pub fn client_for(
-        &self,
-        target: &ClientTarget,
-    ) -> Result<(Arc<dyn ClientDomain>, Option<ServerName>)> {
+    pub fn client_for(&self, target: &ClientTarget) -> Result<(Arc<dyn ClientDomain>, Option<ServerName>)> {
         let name = target.server_name.as_deref().map(ServerName::parse).transpose()?;
         let domain = if let Some(id) = &target.id {
-            self.clients_by_id
-                .get(id)
-                .ok_or_else(|| Error::NoDomain(format!("client id {id:?}")))?
+            self.clients_by_id.get(id).ok_or_else(|| Error::NoDomain(format!("client id {id:?}")))?
         } else if let Some(d) = target.addr.and_then(|a| self.clients_by_addr.get(&a)) {
             d
         } else if let Some(d) = name.as_ref().and_then(|n| self.clients_by_name.get(&n.to_string())) {
             d
         } else {
-            self.client_default
-                .as_ref()
-                .ok_or_else(|| Error::NoDomain(format!("client target {target:?}")))?
+            self.client_default.as_ref().ok_or_else(|| Error::NoDomain(format!("client target {target:?}")))?
         };
         let name = match name {
             Some(n) => Some(n),

@@ -88,11 +88,7 @@ impl Error {
     }
 
     /// Shorthand for [`Error::Unsupported`].
-    pub fn unsupported(
-        backend: &'static str,
-        capability: Capabilities,
-        detail: impl Into<String>,
-    ) -> Self {
+    pub fn unsupported(backend: &'static str, capability: Capabilities, detail: impl Into<String>) -> Self {
         Error::Unsupported { backend, capability, detail: detail.into() }
     }
 

@@ -32,8 +32,8 @@ pub mod x509;
 pub use backend::{resolve_server_name, Backend, BackendInfo, ClientDomain, ProcessModel, ServerDomain};
 pub use caps::Capabilities;
 pub use config::{
-    Certificate, DomainConfig, Identity, NameVerification, PrivateKey, PrivateKeyFormat,
-    ProtocolVersion, Resumption, Role, ServerName,
+    Certificate, DomainConfig, Identity, NameVerification, PrivateKey, PrivateKeyFormat, ProtocolVersion, Resumption,
+    Role, ServerName,
 };
 pub use domain::{ClientTarget, DomainTable, Listener, ServerSelection, SniCandidates, SniMatch};
 pub use error::{Alert, CertificateError, Error, ProtocolErrorKind, Result};

@@ -45,8 +45,7 @@ pub struct CertificateInfo {
 impl CertificateInfo {
     /// Parses a DER certificate.
     pub fn parse(der: &[u8]) -> Result<CertificateInfo, CertificateError> {
-        let (rest, cert) =
-            X509Certificate::from_der(der).map_err(|_| CertificateError::Malformed)?;
+        let (rest, cert) = X509Certificate::from_der(der).map_err(|_| CertificateError::Malformed)?;
         if !rest.is_empty() {
             return Err(CertificateError::Malformed);
         }

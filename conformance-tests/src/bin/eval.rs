@@ -62,13 +62,7 @@ fn main() -> ExitCode {
     let results = eval::run::all(&bench::scenarios(&plan), &targets, &plan);
     let mut meta = meta;
     meta.load.1 = eval::meta::load_average();
-    let report = Report {
-        meta,
-        plan,
-        backends,
-        results,
-        wall: started.elapsed(),
-    };
+    let report = Report { meta, plan, backends, results, wall: started.elapsed() };
     let markdown = eval::markdown::render(&report);
     print!("{markdown}");
 
@@ -82,18 +76,10 @@ fn main() -> ExitCode {
     if let Some(path) = &args.svg {
         let m = &report.meta;
         let caption = [
-            format!(
-                "sipstls-eval, {} build, {}, {} cores",
-                m.profile,
-                m.date_utc,
-                m.cores.unwrap_or(0)
-            ),
+            format!("sipstls-eval, {} build, {}, {} cores", m.profile, m.date_utc, m.cores.unwrap_or(0)),
             m.command.clone(),
         ];
-        ok &= write(
-            path,
-            &eval::svg::document(&eval::svg::charts(&report), &caption),
-        );
+        ok &= write(path, &eval::svg::document(&eval::svg::charts(&report), &caption));
     }
     eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
     if ok {

@@ -5,7 +5,7 @@
 //! ```
 
 use sipstls_examples::cli::{usage, ServerOptions};
-use sipstls_examples::server::{sip_responder, serve};
+use sipstls_examples::server::{serve, sip_responder};
 
 fn main() {
     let prog = "sip-responder";

@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use sipstls::{
-    Backend, ClientDomain, DomainConfig, ProtocolVersion, Resumption, ServerDomain, ServerName,
-    Session, TlsInfo,
+    Backend, ClientDomain, DomainConfig, ProtocolVersion, Resumption, ServerDomain, ServerName, Session, TlsInfo,
 };
 use sipstls_conformance::checks::{client_cfg, server_cfg};
 use sipstls_conformance::pki::{pki, SERVER_NAME};
@@ -154,15 +153,9 @@ impl Scenario {
 }
 
 /// Resumption with tickets only (TLS 1.3 PSK tickets).
-pub const TICKETS: Resumption = Resumption {
-    tickets: true,
-    session_ids: false,
-};
+pub const TICKETS: Resumption = Resumption { tickets: true, session_ids: false };
 /// Resumption with a server-side session cache only (TLS 1.2 session IDs).
-pub const SESSION_IDS: Resumption = Resumption {
-    tickets: false,
-    session_ids: true,
-};
+pub const SESSION_IDS: Resumption = Resumption { tickets: false, session_ids: true };
 
 /// Identifier of the TLS 1.3 ECDSA full handshake scenario (charted).
 pub const FULL_TLS13_ECDSA: &str = "full_tls13_ecdsa";
@@ -172,82 +165,46 @@ pub const IDLE_MEMORY: &str = "idle_memory";
 /// Every scenario of a run, in report order.
 pub fn scenarios(plan: &Plan) -> Vec<Scenario> {
     use ProtocolVersion::{Tls12, Tls13};
-    let sc = |id, label, kind, iterations| Scenario {
-        id,
-        label,
-        kind,
-        iterations,
-    };
+    let sc = |id, label, kind, iterations| Scenario { id, label, kind, iterations };
     vec![
         sc(
             FULL_TLS13_ECDSA,
             "Full handshake, TLS 1.3, ECDSA P-256",
-            Kind::Full {
-                version: Tls13,
-                key: Key::Ecdsa,
-            },
+            Kind::Full { version: Tls13, key: Key::Ecdsa },
             plan.handshakes,
         ),
         sc(
             "full_tls12_ecdsa",
             "Full handshake, TLS 1.2, ECDSA P-256",
-            Kind::Full {
-                version: Tls12,
-                key: Key::Ecdsa,
-            },
+            Kind::Full { version: Tls12, key: Key::Ecdsa },
             plan.handshakes,
         ),
         sc(
             "full_tls13_rsa2048",
             "Full handshake, TLS 1.3, RSA-2048",
-            Kind::Full {
-                version: Tls13,
-                key: Key::Rsa,
-            },
+            Kind::Full { version: Tls13, key: Key::Rsa },
             plan.rsa_handshakes,
         ),
         sc(
             "resumed_tls13_ticket",
             "Resumed, TLS 1.3, session ticket",
-            Kind::Resumed {
-                version: Tls13,
-                resumption: TICKETS,
-            },
+            Kind::Resumed { version: Tls13, resumption: TICKETS },
             plan.resumed,
         ),
         sc(
             "resumed_tls12_session_id",
             "Resumed, TLS 1.2, session ID",
-            Kind::Resumed {
-                version: Tls12,
-                resumption: SESSION_IDS,
-            },
+            Kind::Resumed { version: Tls12, resumption: SESSION_IDS },
             plan.resumed,
         ),
-        sc(
-            "records_1k",
-            "1 KiB records, TLS 1.3",
-            Kind::Records {
-                size: 1024,
-                batch: 16,
-            },
-            plan.records_1k,
-        ),
+        sc("records_1k", "1 KiB records, TLS 1.3", Kind::Records { size: 1024, batch: 16 }, plan.records_1k),
         sc(
             "records_16k",
             "16 KiB records (bulk), TLS 1.3",
-            Kind::Records {
-                size: 16 * 1024,
-                batch: 4,
-            },
+            Kind::Records { size: 16 * 1024, batch: 4 },
             plan.records_16k,
         ),
-        sc(
-            IDLE_MEMORY,
-            "Heap per idle server connection, TLS 1.3 ECDSA",
-            Kind::IdleMemory,
-            plan.idle_connections,
-        ),
+        sc(IDLE_MEMORY, "Heap per idle server connection, TLS 1.3 ECDSA", Kind::IdleMemory, plan.idle_connections),
     ]
 }
 
@@ -255,35 +212,19 @@ pub fn scenarios(plan: &Plan) -> Vec<Scenario> {
 fn configs(kind: Kind) -> (DomainConfig, DomainConfig) {
     let off = Resumption::DISABLED;
     match kind {
-        Kind::Full {
-            version,
-            key: Key::Ecdsa,
-        } => (
-            server_cfg(version).with_resumption(off),
+        Kind::Full { version, key: Key::Ecdsa } => {
+            (server_cfg(version).with_resumption(off), client_cfg(version).with_resumption(off))
+        }
+        Kind::Full { version, key: Key::Rsa } => (
+            DomainConfig::server(pki().server_rsa.identity()).with_version(version).with_resumption(off),
             client_cfg(version).with_resumption(off),
         ),
-        Kind::Full {
-            version,
-            key: Key::Rsa,
-        } => (
-            DomainConfig::server(pki().server_rsa.identity())
-                .with_version(version)
-                .with_resumption(off),
-            client_cfg(version).with_resumption(off),
-        ),
-        Kind::Resumed {
-            version,
-            resumption,
-        } => (
-            server_cfg(version).with_resumption(resumption),
-            client_cfg(version).with_resumption(resumption),
-        ),
+        Kind::Resumed { version, resumption } => {
+            (server_cfg(version).with_resumption(resumption), client_cfg(version).with_resumption(resumption))
+        }
         Kind::Records { .. } | Kind::IdleMemory => {
             let v = ProtocolVersion::Tls13;
-            (
-                server_cfg(v).with_resumption(off),
-                client_cfg(v).with_resumption(off),
-            )
+            (server_cfg(v).with_resumption(off), client_cfg(v).with_resumption(off))
         }
     }
 }
@@ -333,12 +274,8 @@ impl Fixture {
         scfg: &DomainConfig,
         ccfg: &DomainConfig,
     ) -> Result<Fixture, String> {
-        let server = backend
-            .server_domain(scfg)
-            .map_err(|e| format!("building the server domain: {e}"))?;
-        let client = backend
-            .client_domain(ccfg)
-            .map_err(|e| format!("building the client domain: {e}"))?;
+        let server = backend.server_domain(scfg).map_err(|e| format!("building the server domain: {e}"))?;
+        let client = backend.client_domain(ccfg).map_err(|e| format!("building the client domain: {e}"))?;
         let name = ServerName::parse(SERVER_NAME).map_err(|e| e.to_string())?;
         let batch_bytes = match scenario.kind {
             Kind::Records { size, batch } => size * batch,
@@ -388,27 +325,15 @@ impl Fixture {
 
     /// `n` handshakes; each must negotiate `version` and be resumed exactly when
     /// `resumed` is asked for. Rates are handshakes per second of each side's time.
-    fn handshakes(
-        &mut self,
-        n: usize,
-        version: ProtocolVersion,
-        resumed: bool,
-    ) -> Result<Rep, String> {
+    fn handshakes(&mut self, n: usize, version: ProtocolVersion, resumed: bool) -> Result<Rep, String> {
         let mut clocks = Clocks::default();
         for i in 0..n {
             let (info, client_resumed) = self.connect_once(&mut clocks, resumed)?;
             if info.version != version {
-                return Err(format!(
-                    "connection {i}: negotiated {} instead of {version}",
-                    info.version
-                ));
+                return Err(format!("connection {i}: negotiated {} instead of {version}", info.version));
             }
             if info.resumed != resumed || client_resumed.is_some_and(|c| c != resumed) {
-                let what = if resumed {
-                    "was not resumed"
-                } else {
-                    "was resumed"
-                };
+                let what = if resumed { "was not resumed" } else { "was resumed" };
                 return Err(format!(
                     "connection {} of {n} {what} (server resumed={}, client resumed={:?}); figure dropped",
                     i + 1,
@@ -420,35 +345,20 @@ impl Fixture {
                 self.negotiated = describe(&info);
             }
         }
-        Ok(Rep {
-            server: rate(n as f64, clocks.server),
-            client: Some(rate(n as f64, clocks.client)),
-        })
+        Ok(Rep { server: rate(n as f64, clocks.server), client: Some(rate(n as f64, clocks.client)) })
     }
 
     /// One connection: accept and connect, handshake, drop both sessions (all timed per
     /// side). Returns the server's `TlsInfo` and, if `check_client`, whether the client
     /// saw a resumption (read untimed: the client's `info()` parses the certificate).
-    fn connect_once(
-        &mut self,
-        clocks: &mut Clocks,
-        check_client: bool,
-    ) -> Result<(TlsInfo, Option<bool>), String> {
-        let mut server = timed(&mut clocks.server, || self.server.accept(None))
-            .map_err(|e| format!("accept: {e}"))?;
-        let mut client = timed(&mut clocks.client, || self.client.connect(Some(&self.name)))
-            .map_err(|e| format!("connect: {e}"))?;
+    fn connect_once(&mut self, clocks: &mut Clocks, check_client: bool) -> Result<(TlsInfo, Option<bool>), String> {
+        let mut server = timed(&mut clocks.server, || self.server.accept(None)).map_err(|e| format!("accept: {e}"))?;
+        let mut client =
+            timed(&mut clocks.client, || self.client.connect(Some(&self.name))).map_err(|e| format!("connect: {e}"))?;
         drive::handshake(&mut *client, &mut *server, clocks, &mut self.scratch.wire)?;
-        let info = server
-            .info()
-            .ok_or("the server reports no TlsInfo after a completed handshake")?;
+        let info = server.info().ok_or("the server reports no TlsInfo after a completed handshake")?;
         let client_resumed = if check_client {
-            Some(
-                client
-                    .info()
-                    .ok_or("the client reports no TlsInfo after a completed handshake")?
-                    .resumed,
-            )
+            Some(client.info().ok_or("the client reports no TlsInfo after a completed handshake")?.resumed)
         } else {
             None
         };
@@ -459,23 +369,10 @@ impl Fixture {
 
     /// An established pair (unmeasured).
     fn connect_pair(&mut self) -> Result<Pair, String> {
-        let mut server = self
-            .server
-            .accept(None)
-            .map_err(|e| format!("accept: {e}"))?;
-        let mut client = self
-            .client
-            .connect(Some(&self.name))
-            .map_err(|e| format!("connect: {e}"))?;
-        drive::handshake(
-            &mut *client,
-            &mut *server,
-            &mut Clocks::default(),
-            &mut self.scratch.wire,
-        )?;
-        let info = server
-            .info()
-            .ok_or("the server reports no TlsInfo after a completed handshake")?;
+        let mut server = self.server.accept(None).map_err(|e| format!("accept: {e}"))?;
+        let mut client = self.client.connect(Some(&self.name)).map_err(|e| format!("connect: {e}"))?;
+        drive::handshake(&mut *client, &mut *server, &mut Clocks::default(), &mut self.scratch.wire)?;
+        let info = server.info().ok_or("the server reports no TlsInfo after a completed handshake")?;
         self.negotiated = describe(&info);
         Ok(Pair { client, server })
     }
@@ -504,10 +401,7 @@ impl Fixture {
             left -= count;
         }
         let megabytes = (n * size) as f64 / 1e6;
-        Ok(Rep {
-            server: rate(megabytes, clocks.server),
-            client: Some(rate(megabytes, clocks.client)),
-        })
+        Ok(Rep { server: rate(megabytes, clocks.server), client: Some(rate(megabytes, clocks.client)) })
     }
 
     /// Heap bytes per idle server connection: heap in use before and after `n` server
@@ -523,24 +417,15 @@ impl Fixture {
         }
         let after = memory::heap_in_use().ok_or(memory::UNAVAILABLE)?;
         drop(held);
-        Ok(Rep {
-            server: (after as f64 - before as f64) / n as f64,
-            client: None,
-        })
+        Ok(Rep { server: (after as f64 - before as f64) / n as f64, client: None })
     }
 
     /// A server session after a handshake and a 1 KiB request and response; the client
     /// session is dropped.
     fn idle_connection(&mut self, clocks: &mut Clocks) -> Result<Box<dyn Session>, String> {
         const MSG: [u8; 1024] = [0x53; 1024];
-        let mut server = self
-            .server
-            .accept(None)
-            .map_err(|e| format!("accept: {e}"))?;
-        let mut client = self
-            .client
-            .connect(Some(&self.name))
-            .map_err(|e| format!("connect: {e}"))?;
+        let mut server = self.server.accept(None).map_err(|e| format!("accept: {e}"))?;
+        let mut client = self.client.connect(Some(&self.name)).map_err(|e| format!("connect: {e}"))?;
         drive::handshake(&mut *client, &mut *server, clocks, &mut self.scratch.wire)?;
         let (c, s) = (&mut clocks.client, &mut clocks.server);
         drive::send_records(&mut *client, c, &mut *server, s, &MSG, 1, &mut self.scratch)?;
@@ -587,11 +472,8 @@ mod tests {
     fn every_scenario_runs() {
         for backend in sipstls::backends() {
             for sc in scenarios(&TINY) {
-                let mut fx = Fixture::new(&*backend, &sc, &TINY)
-                    .unwrap_or_else(|e| panic!("{}: {e}", sc.id));
-                let rep = fx
-                    .run_rep()
-                    .unwrap_or_else(|e| panic!("{} on {}: {e}", sc.id, backend.info().name));
+                let mut fx = Fixture::new(&*backend, &sc, &TINY).unwrap_or_else(|e| panic!("{}: {e}", sc.id));
+                let rep = fx.run_rep().unwrap_or_else(|e| panic!("{} on {}: {e}", sc.id, backend.info().name));
                 assert!(rep.server.is_finite(), "{}", sc.id);
                 assert!(!fx.negotiated.is_empty(), "{}", sc.id);
             }
@@ -601,19 +483,13 @@ mod tests {
     /// A "resumed" figure whose connections do not resume is refused with an error.
     #[test]
     fn resumption_is_verified() {
-        let sc = scenarios(&TINY)
-            .into_iter()
-            .find(|s| s.id == "resumed_tls13_ticket")
-            .expect("scenario");
+        let sc = scenarios(&TINY).into_iter().find(|s| s.id == "resumed_tls13_ticket").expect("scenario");
         let v = ProtocolVersion::Tls13;
         let scfg = server_cfg(v).with_resumption(Resumption::DISABLED);
         let ccfg = client_cfg(v).with_resumption(TICKETS);
         for backend in sipstls::backends() {
-            let mut fx =
-                Fixture::with_configs(&*backend, &sc, &TINY, &scfg, &ccfg).expect("fixture");
-            let err = fx
-                .run_rep()
-                .expect_err("connections that do not resume must fail the figure");
+            let mut fx = Fixture::with_configs(&*backend, &sc, &TINY, &scfg, &ccfg).expect("fixture");
+            let err = fx.run_rep().expect_err("connections that do not resume must fail the figure");
             assert!(err.contains("was not resumed"), "{err}");
         }
     }

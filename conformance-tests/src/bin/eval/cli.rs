@@ -58,10 +58,7 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
             _ => (arg.clone(), None),
         };
         let mut value = |name: &str| -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{name} needs a value"))
+            inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{name} needs a value"))
         };
         match flag.as_str() {
             "-h" | "--help" => return Ok(Parsed::Help),
@@ -107,21 +104,13 @@ mod tests {
 
     #[test]
     fn options() {
-        let Ok(Parsed::Run(a)) = run(&[
-            "--quick",
-            "--backends",
-            "rustls, openssl,,RUSTLS",
-            "--json=x.json",
-            "--svg",
-            "y.svg",
-        ]) else {
+        let Ok(Parsed::Run(a)) =
+            run(&["--quick", "--backends", "rustls, openssl,,RUSTLS", "--json=x.json", "--svg", "y.svg"])
+        else {
             panic!("parse failed")
         };
         assert!(a.quick);
-        assert_eq!(
-            a.backends,
-            Some(vec!["rustls".to_owned(), "openssl".to_owned()])
-        );
+        assert_eq!(a.backends, Some(vec!["rustls".to_owned(), "openssl".to_owned()]));
         assert_eq!(a.json, Some(PathBuf::from("x.json")));
         assert_eq!(a.svg, Some(PathBuf::from("y.svg")));
         assert_eq!(a.markdown, None);

@@ -43,10 +43,7 @@ pub struct Batch {
 impl Batch {
     /// A batch buffer with room for `capacity` bytes (it grows if it must).
     pub fn with_capacity(capacity: usize) -> Batch {
-        Batch {
-            buf: vec![0; capacity.max(2 * MIN_ROOM)],
-            len: 0,
-        }
+        Batch { buf: vec![0; capacity.max(2 * MIN_ROOM)], len: 0 }
     }
 
     /// The ciphertext collected so far.
@@ -110,9 +107,7 @@ pub fn handshake(
             return Ok(());
         }
     }
-    Err(format!(
-        "the handshake did not finish in {MAX_ROUNDS} rounds"
-    ))
+    Err(format!("the handshake did not finish in {MAX_ROUNDS} rounds"))
 }
 
 /// Moves every pending ciphertext byte from `from` to `to`: `take_tls` is charged to
@@ -125,13 +120,7 @@ pub fn flight(
     wire: &mut [u8],
 ) -> Result<(), String> {
     loop {
-        let n = timed(from_clock, || {
-            if from.wants_write() {
-                from.take_tls(wire)
-            } else {
-                0
-            }
-        });
+        let n = timed(from_clock, || if from.wants_write() { from.take_tls(wire) } else { 0 });
         if n == 0 {
             return Ok(());
         }
@@ -169,35 +158,24 @@ pub fn send_records(
     scratch: &mut Scratch,
 ) -> Result<usize, String> {
     timed(from_clock, || encrypt(from, msg, count, &mut scratch.batch))?;
-    let got = timed(to_clock, || {
-        decrypt(to, scratch.batch.filled(), &mut scratch.plain)
-    })?;
+    let got = timed(to_clock, || decrypt(to, scratch.batch.filled(), &mut scratch.plain))?;
     // Whatever the receiver sends back (key updates, alerts) goes to the sender.
     flight(to, to_clock, from, from_clock, &mut scratch.wire)?;
     let want = msg.len() * count;
     if got != want {
-        return Err(format!(
-            "the receiver read {got} bytes of plaintext, {want} were sent"
-        ));
+        return Err(format!("the receiver read {got} bytes of plaintext, {want} were sent"));
     }
     Ok(got)
 }
 
 /// The sender's half of [`send_records`]: all records of the batch into `batch`.
-fn encrypt(
-    from: &mut dyn Session,
-    msg: &[u8],
-    count: usize,
-    batch: &mut Batch,
-) -> Result<(), String> {
+fn encrypt(from: &mut dyn Session, msg: &[u8], count: usize, batch: &mut Batch) -> Result<(), String> {
     batch.len = 0;
     for _ in 0..count {
         let mut off = 0;
         let mut stalls = 0;
         while off < msg.len() {
-            let n = from
-                .write(&msg[off..])
-                .map_err(|e| format!("write failed: {e}"))?;
+            let n = from.write(&msg[off..]).map_err(|e| format!("write failed: {e}"))?;
             off += n;
             if n == 0 {
                 // The outgoing buffer is full: make room.
@@ -220,9 +198,7 @@ fn decrypt(to: &mut dyn Session, wire: &[u8], plain: &mut [u8]) -> Result<usize,
     let mut got = 0;
     let mut stalls = 0;
     while off < wire.len() {
-        let k = to
-            .feed_tls(&wire[off..])
-            .map_err(|e| format!("receiving failed: {e}"))?;
+        let k = to.feed_tls(&wire[off..]).map_err(|e| format!("receiving failed: {e}"))?;
         off += k;
         let read = read_all(to, plain)?;
         got += read;

@@ -53,13 +53,7 @@ impl Json {
             Json::Num(_) => out.push_str("null"),
             Json::Str(s) => write_string(out, s),
             Json::Arr(items) => write_seq(out, indent, '[', ']', items.iter().map(|v| (None, v))),
-            Json::Obj(pairs) => write_seq(
-                out,
-                indent,
-                '{',
-                '}',
-                pairs.iter().map(|(k, v)| (Some(k.as_str()), v)),
-            ),
+            Json::Obj(pairs) => write_seq(out, indent, '{', '}', pairs.iter().map(|(k, v)| (Some(k.as_str()), v))),
         }
     }
 }
@@ -144,21 +138,14 @@ pub fn report(r: &Report) -> Json {
                 ("idle_connections", Json::Num(p.idle_connections as f64)),
             ]),
         ),
-        (
-            "backends",
-            Json::Arr(r.backends.iter().map(backend).collect()),
-        ),
+        ("backends", Json::Arr(r.backends.iter().map(backend).collect())),
         ("results", Json::Arr(r.results.iter().map(result).collect())),
     ])
 }
 
 fn backend(b: &super::model::BackendEntry) -> Json {
     match &b.status {
-        Err(why) => Json::obj([
-            ("name", Json::str(&b.name)),
-            ("built", Json::Bool(false)),
-            ("error", Json::str(why)),
-        ]),
+        Err(why) => Json::obj([("name", Json::str(&b.name)), ("built", Json::Bool(false)), ("error", Json::str(why))]),
         Ok(f) => {
             let caps = CAPABILITY_ROWS
                 .iter()
@@ -191,16 +178,10 @@ fn result(res: &ScenarioResult) -> Json {
     Json::obj([
         ("id", Json::str(res.scenario.id)),
         ("label", Json::str(res.scenario.label)),
-        (
-            "iterations_per_repetition",
-            Json::Num(res.scenario.iterations as f64),
-        ),
+        ("iterations_per_repetition", Json::Num(res.scenario.iterations as f64)),
         ("server_unit", Json::str(server_unit)),
         ("client_unit", client_unit.map_or(Json::Null, Json::str)),
-        (
-            "record_bytes",
-            opt_num(res.scenario.record_size().map(|s| s as f64)),
-        ),
+        ("record_bytes", opt_num(res.scenario.record_size().map(|s| s as f64))),
         ("backends", Json::Obj(per_backend)),
     ])
 }
@@ -218,10 +199,7 @@ fn sample(s: &Sample) -> Json {
         ("median", Json::Num(s.median())),
         ("min", Json::Num(s.min())),
         ("max", Json::Num(s.max())),
-        (
-            "values",
-            Json::Arr(s.values().iter().map(|v| Json::Num(*v)).collect()),
-        ),
+        ("values", Json::Arr(s.values().iter().map(|v| Json::Num(*v)).collect())),
     ])
 }
 
@@ -232,10 +210,7 @@ mod tests {
     #[test]
     fn serializes() {
         let j = Json::obj([
-            (
-                "a",
-                Json::Arr(vec![Json::Num(1.5), Json::Null, Json::Num(f64::INFINITY)]),
-            ),
+            ("a", Json::Arr(vec![Json::Num(1.5), Json::Null, Json::Num(f64::INFINITY)])),
             ("b", Json::str("q\"\\\n\u{1}é")),
             ("c", Json::Obj(vec![])),
             ("d", Json::Bool(true)),

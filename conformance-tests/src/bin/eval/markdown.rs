@@ -35,12 +35,7 @@ pub fn num(x: f64) -> String {
 
 /// `min–max (spread %)` of a sample; the spread is (max − min) / median.
 pub fn range(s: &Sample) -> String {
-    format!(
-        "{}–{} ({:.0}%)",
-        num(s.min()),
-        num(s.max()),
-        s.spread_percent()
-    )
+    format!("{}–{} ({:.0}%)", num(s.min()), num(s.max()), s.spread_percent())
 }
 
 /// Escapes `|` so text cannot break a table row.
@@ -75,16 +70,8 @@ fn header(out: &mut String, r: &Report) {
     let cores = m.cores.map_or_else(|| "unknown".into(), |c| c.to_string());
     let _ = writeln!(out, "- Date: {}", m.date_utc);
     let _ = writeln!(out, "- Command: `{}`", m.command);
-    let _ = writeln!(
-        out,
-        "- Machine: {cores} cores (available_parallelism), CPU `{}`, {}",
-        m.cpu, m.os
-    );
-    let build = if m.optimised {
-        "release (optimised)"
-    } else {
-        "**debug (NOT optimised)**"
-    };
+    let _ = writeln!(out, "- Machine: {cores} cores (available_parallelism), CPU `{}`, {}", m.cpu, m.os);
+    let build = if m.optimised { "release (optimised)" } else { "**debug (NOT optimised)**" };
     let _ = writeln!(out, "- Build: {build}, sipstls-eval {}", m.version);
     let load = |l: Option<f64>| l.map_or_else(|| "?".into(), |v| format!("{v:.2}"));
     let _ = writeln!(
@@ -94,11 +81,7 @@ fn header(out: &mut String, r: &Report) {
         load(m.load.1)
     );
     let _ = writeln!(out, "- Mode: {}", mode(&r.plan));
-    let _ = writeln!(
-        out,
-        "- Run time: {:.1} s (wall, including test PKI generation)\n",
-        r.wall.as_secs_f64()
-    );
+    let _ = writeln!(out, "- Run time: {:.1} s (wall, including test PKI generation)\n", r.wall.as_secs_f64());
     let _ = writeln!(
         out,
         "Method: client and server sessions of the same backend run in memory in one thread \
@@ -129,21 +112,12 @@ fn mode(p: &Plan) -> String {
 
 fn backends(out: &mut String, r: &Report) {
     let _ = writeln!(out, "## Backends\n");
-    let _ = writeln!(
-        out,
-        "| Backend | Library (as reported by `Backend::info()`) | Licence | Status |"
-    );
+    let _ = writeln!(out, "| Backend | Library (as reported by `Backend::info()`) | Licence | Status |");
     let _ = writeln!(out, "|---|---|---|---|");
     for b in &r.backends {
         match &b.status {
             Ok(f) => {
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} | built |",
-                    f.info.name,
-                    cell(&f.info.library),
-                    f.info.license
-                );
+                let _ = writeln!(out, "| {} | {} | {} | built |", f.info.name, cell(&f.info.library), f.info.license);
             }
             Err(why) => {
                 let _ = writeln!(out, "| {} | – | – | {} |", cell(&b.name), cell(why));
@@ -163,19 +137,14 @@ fn capabilities(out: &mut String, r: &Report) {
     let _ = writeln!(out, "| Capability | {} |", names.join(" | "));
     let _ = writeln!(out, "|---|{}", "---|".repeat(names.len()));
     for (flag, label) in CAPABILITY_ROWS {
-        let cells: Vec<&str> = built
-            .iter()
-            .map(|(_, f)| if f.caps.contains(*flag) { "yes" } else { "no" })
-            .collect();
+        let cells: Vec<&str> = built.iter().map(|(_, f)| if f.caps.contains(*flag) { "yes" } else { "no" }).collect();
         let _ = writeln!(out, "| {label} | {} |", cells.join(" | "));
     }
     out.push('\n');
 }
 
 fn results_of(r: &Report, group: Group) -> impl Iterator<Item = &ScenarioResult> {
-    r.results
-        .iter()
-        .filter(move |s| s.scenario.group() == group)
+    r.results.iter().filter(move |s| s.scenario.group() == group)
 }
 
 fn handshakes(out: &mut String, r: &Report) {
@@ -210,10 +179,7 @@ fn handshakes(out: &mut String, r: &Report) {
 
 fn handshake_cells(m: &Measured) -> String {
     let server = &m.server;
-    let client = m
-        .client
-        .as_ref()
-        .map_or_else(|| "–".into(), |c| num(c.median()));
+    let client = m.client.as_ref().map_or_else(|| "–".into(), |c| num(c.median()));
     format!(
         "**{}** | {} | {} | {} | {}",
         num(server.median()),
@@ -253,12 +219,7 @@ fn records(out: &mut String, r: &Report) {
 fn record_cells(m: &Measured, size: f64) -> String {
     let per_second = |mb_per_s: f64| num(mb_per_s * 1e6 / size);
     let client = match &m.client {
-        Some(c) => format!(
-            "{} | {} | {}",
-            num(c.median()),
-            range(c),
-            per_second(c.median())
-        ),
+        Some(c) => format!("{} | {} | {}", num(c.median()), range(c), per_second(c.median())),
         None => "– | – | –".into(),
     };
     format!(
@@ -272,9 +233,7 @@ fn record_cells(m: &Measured, size: f64) -> String {
 
 fn memory(out: &mut String, r: &Report) {
     let _ = writeln!(out, "## Memory per idle server connection\n");
-    let n = results_of(r, Group::Memory)
-        .next()
-        .map_or(0, |s| s.scenario.iterations);
+    let n = results_of(r, Group::Memory).next().map_or(0, |s| s.scenario.iterations);
     let _ = writeln!(
         out,
         "glibc `mallinfo2()` (`uordblks + hblkhd`) before and after holding {n} server \
@@ -285,10 +244,7 @@ fn memory(out: &mut String, r: &Report) {
          leftovers) as the library keeps them while idle; malloc's own per-chunk overhead \
          is included, memory malloc keeps after a free is not.\n"
     );
-    let _ = writeln!(
-        out,
-        "| Backend | Bytes per connection (median) | min–max | KiB | Negotiated |"
-    );
+    let _ = writeln!(out, "| Backend | Bytes per connection (median) | min–max | KiB | Negotiated |");
     let _ = writeln!(out, "|---|---:|---:|---:|---|");
     for res in results_of(r, Group::Memory) {
         for (backend, outcome) in &res.outcomes {
@@ -314,23 +270,13 @@ fn errors(out: &mut String, r: &Report) {
         .results
         .iter()
         .flat_map(|res| {
-            res.outcomes.iter().filter_map(move |(b, o)| {
-                o.as_ref()
-                    .err()
-                    .map(|e| format!("- {} on {b}: {}", res.scenario.label, e))
-            })
+            res.outcomes
+                .iter()
+                .filter_map(move |(b, o)| o.as_ref().err().map(|e| format!("- {} on {b}: {}", res.scenario.label, e)))
         })
         .collect();
-    let not_built: Vec<String> = r
-        .backends
-        .iter()
-        .filter_map(|b| {
-            b.status
-                .as_ref()
-                .err()
-                .map(|e| format!("- {}: {e}", b.name))
-        })
-        .collect();
+    let not_built: Vec<String> =
+        r.backends.iter().filter_map(|b| b.status.as_ref().err().map(|e| format!("- {}: {e}", b.name))).collect();
     if failed.is_empty() && not_built.is_empty() {
         let _ = writeln!(out, "All figures were measured; no errors.");
         return;

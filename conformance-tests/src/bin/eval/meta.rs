@@ -30,9 +30,7 @@ pub fn collect() -> Meta {
     Meta {
         date_utc: date_utc(),
         command: command_line(),
-        cores: std::thread::available_parallelism()
-            .ok()
-            .map(std::num::NonZeroUsize::get),
+        cores: std::thread::available_parallelism().ok().map(std::num::NonZeroUsize::get),
         cpu: cpu_model().unwrap_or_else(|| "unknown".into()),
         os: os(),
         optimised,
@@ -64,17 +62,11 @@ fn date_utc() -> String {
 /// The program's arguments joined with spaces; arguments with shell metacharacters are
 /// single-quoted.
 fn command_line() -> String {
-    std::env::args()
-        .map(|a| shell_quote(&a))
-        .collect::<Vec<_>>()
-        .join(" ")
+    std::env::args().map(|a| shell_quote(&a)).collect::<Vec<_>>().join(" ")
 }
 
 fn shell_quote(arg: &str) -> String {
-    let plain = !arg.is_empty()
-        && arg
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=,:@+%".contains(c));
+    let plain = !arg.is_empty() && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=,:@+%".contains(c));
     if plain {
         arg.to_owned()
     } else {
@@ -84,15 +76,11 @@ fn shell_quote(arg: &str) -> String {
 
 fn cpu_model() -> Option<String> {
     let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    info.lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_owned())
+    info.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_owned())
 }
 
 fn os() -> String {
-    let release =
-        std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned());
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned());
     match release {
         Ok(r) => format!("{} {r} ({})", std::env::consts::OS, std::env::consts::ARCH),
         Err(_) => format!("{} ({})", std::env::consts::OS, std::env::consts::ARCH),

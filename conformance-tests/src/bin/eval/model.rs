@@ -26,9 +26,7 @@ pub struct Report {
 impl Report {
     /// The backends that were built, in order.
     pub fn built(&self) -> impl Iterator<Item = (&str, &BackendFacts)> {
-        self.backends
-            .iter()
-            .filter_map(|b| b.status.as_ref().ok().map(|f| (b.name.as_str(), f)))
+        self.backends.iter().filter_map(|b| b.status.as_ref().ok().map(|f| (b.name.as_str(), f)))
     }
 
     /// The result of the scenario with identifier `id`.
@@ -82,22 +80,10 @@ pub const CAPABILITY_ROWS: &[(Capabilities, &str)] = &[
     (Capabilities::CLIENT_CERT, "Client certificates"),
     (Capabilities::SNI_SWITCH, "SNI domain switch"),
     (Capabilities::ALPN, "ALPN"),
-    (
-        Capabilities::RESUMPTION_TICKETS,
-        "Resumption: session tickets",
-    ),
-    (
-        Capabilities::RESUMPTION_SESSION_ID,
-        "Resumption: TLS 1.2 session IDs",
-    ),
-    (
-        Capabilities::CIPHER_LIST_TLS12,
-        "Explicit TLS 1.2 cipher list",
-    ),
-    (
-        Capabilities::CIPHER_SUITES_TLS13,
-        "Explicit TLS 1.3 cipher suites",
-    ),
+    (Capabilities::RESUMPTION_TICKETS, "Resumption: session tickets"),
+    (Capabilities::RESUMPTION_SESSION_ID, "Resumption: TLS 1.2 session IDs"),
+    (Capabilities::CIPHER_LIST_TLS12, "Explicit TLS 1.2 cipher list"),
+    (Capabilities::CIPHER_SUITES_TLS13, "Explicit TLS 1.3 cipher suites"),
     (Capabilities::ALLOCATOR_HOOK, "Allocator hook"),
     (Capabilities::LOCK_HOOK, "Lock hook"),
     (Capabilities::MODEL_CONFINED, "Process model: confined"),
@@ -125,9 +111,6 @@ mod tests {
     #[test]
     fn keys() {
         assert_eq!(capability_key("TLS 1.2"), "tls_1_2");
-        assert_eq!(
-            capability_key("Resumption: TLS 1.2 session IDs"),
-            "resumption_tls_1_2_session_ids"
-        );
+        assert_eq!(capability_key("Resumption: TLS 1.2 session IDs"), "resumption_tls_1_2_session_ids");
     }
 }

@@ -32,18 +32,9 @@ pub fn resolve(names: Option<&[String]>) -> (Vec<BackendEntry>, Vec<Target>) {
         match sipstls::backend(&name) {
             Some(backend) => {
                 let info = backend.info();
-                let facts = BackendFacts {
-                    caps: backend.capabilities(),
-                    info,
-                };
-                targets.push(Target {
-                    name: facts.info.name.to_owned(),
-                    backend,
-                });
-                entries.push(BackendEntry {
-                    name: facts.info.name.to_owned(),
-                    status: Ok(facts),
-                });
+                let facts = BackendFacts { caps: backend.capabilities(), info };
+                targets.push(Target { name: facts.info.name.to_owned(), backend });
+                entries.push(BackendEntry { name: facts.info.name.to_owned(), status: Ok(facts) });
             }
             None => {
                 let why = format!(
@@ -51,10 +42,7 @@ pub fn resolve(names: Option<&[String]>) -> (Vec<BackendEntry>, Vec<Target>) {
                      backends are selected by cargo features of sipstls)",
                     compiled.join(", ")
                 );
-                entries.push(BackendEntry {
-                    name,
-                    status: Err(why),
-                });
+                entries.push(BackendEntry { name, status: Err(why) });
             }
         }
     }
@@ -65,10 +53,8 @@ pub fn resolve(names: Option<&[String]>) -> (Vec<BackendEntry>, Vec<Target>) {
 /// `plan.reps` rounds in which every target runs one repetition. A failing repetition
 /// drops that backend's figure with the error.
 pub fn scenario(scenario: &Scenario, targets: &[Target], plan: &Plan) -> ScenarioResult {
-    let mut fixtures: Vec<Result<Fixture, String>> = targets
-        .iter()
-        .map(|t| Fixture::new(&*t.backend, scenario, plan))
-        .collect();
+    let mut fixtures: Vec<Result<Fixture, String>> =
+        targets.iter().map(|t| Fixture::new(&*t.backend, scenario, plan)).collect();
     let mut reps: Vec<Vec<Rep>> = vec![Vec::with_capacity(plan.reps); targets.len()];
     for round in 0..plan.reps {
         for (fixture, done) in fixtures.iter_mut().zip(&mut reps) {
@@ -85,10 +71,7 @@ pub fn scenario(scenario: &Scenario, targets: &[Target], plan: &Plan) -> Scenari
         .zip(reps)
         .map(|((t, fixture), done)| (t.name.clone(), fixture.and_then(|fx| measured(&fx, &done))))
         .collect();
-    ScenarioResult {
-        scenario: scenario.clone(),
-        outcomes,
-    }
+    ScenarioResult { scenario: scenario.clone(), outcomes }
 }
 
 /// The figure of one backend from its repetitions.
@@ -97,11 +80,7 @@ fn measured(fx: &Fixture, reps: &[Rep]) -> Result<Measured, String> {
         .ok_or("no usable measurement (a repetition took no measurable time)")?;
     let client_values: Option<Vec<f64>> = reps.iter().map(|r| r.client).collect();
     let client = client_values.and_then(Sample::new);
-    Ok(Measured {
-        server,
-        client,
-        negotiated: fx.negotiated.clone(),
-    })
+    Ok(Measured { server, client, negotiated: fx.negotiated.clone() })
 }
 
 /// Runs every scenario, printing one progress line per scenario to stderr.

@@ -39,10 +39,7 @@ impl Sample {
 
     /// The largest value.
     pub fn max(&self) -> f64 {
-        self.values
-            .iter()
-            .copied()
-            .fold(f64::NEG_INFINITY, f64::max)
+        self.values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
     }
 
     /// `(max - min) / median` in percent (0 when the median is 0).

@@ -71,37 +71,25 @@ fn chart(r: &Report, id: &str, title: &str, unit: &str, note: &str) -> Chart {
             .iter()
             .map(|(name, o)| Bar {
                 label: name.clone(),
-                value: o
-                    .as_ref()
-                    .map(|m| (m.server.median(), m.server.min(), m.server.max()))
-                    .map_err(Clone::clone),
+                value: o.as_ref().map(|m| (m.server.median(), m.server.min(), m.server.max())).map_err(Clone::clone),
             })
             .collect(),
         None => Vec::new(),
     };
-    Chart {
-        title: title.into(),
-        unit: unit.into(),
-        note: note.into(),
-        bars,
-    }
+    Chart { title: title.into(), unit: unit.into(), note: note.into(), bars }
 }
 
 /// The SVG document with `charts` stacked vertically, and caption lines under them
 /// (each cut to fit the width).
 pub fn document(charts: &[Chart], caption: &[String]) -> String {
-    let height: f64 =
-        charts.iter().map(Chart::height).sum::<f64>() + 10.0 + 16.0 * caption.len() as f64;
+    let height: f64 = charts.iter().map(Chart::height).sum::<f64>() + 10.0 + 16.0 * caption.len() as f64;
     let mut out = String::new();
     let _ = writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
     let _ = writeln!(
         out,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="13">"#
     );
-    let _ = writeln!(
-        out,
-        r##"<rect width="100%" height="100%" fill="#ffffff"/>"##
-    );
+    let _ = writeln!(out, r##"<rect width="100%" height="100%" fill="#ffffff"/>"##);
     let mut y = 0.0;
     for c in charts {
         draw_chart(&mut out, c, y);
@@ -110,10 +98,7 @@ pub fn document(charts: &[Chart], caption: &[String]) -> String {
     for (i, line) in caption.iter().enumerate() {
         let baseline = y + 14.0 + 16.0 * i as f64;
         let text = esc(&truncate(line, 120));
-        let _ = writeln!(
-            out,
-            r##"<text x="10" y="{baseline}" font-size="11" fill="#555555">{text}</text>"##
-        );
+        let _ = writeln!(out, r##"<text x="10" y="{baseline}" font-size="11" fill="#555555">{text}</text>"##);
     }
     out.push_str("</svg>\n");
     out
@@ -121,55 +106,27 @@ pub fn document(charts: &[Chart], caption: &[String]) -> String {
 
 fn draw_chart(out: &mut String, c: &Chart, y0: f64) {
     let _ = writeln!(out, r#"<g transform="translate(0,{y0})">"#);
-    let _ = writeln!(
-        out,
-        r#"<text x="10" y="26" font-size="15" font-weight="bold">{}</text>"#,
-        esc(&c.title)
-    );
-    let scale_max = c
-        .bars
-        .iter()
-        .filter_map(|b| b.value.as_ref().ok().map(|v| v.0.max(v.2)))
-        .fold(0.0_f64, f64::max);
+    let _ = writeln!(out, r#"<text x="10" y="26" font-size="15" font-weight="bold">{}</text>"#, esc(&c.title));
+    let scale_max = c.bars.iter().filter_map(|b| b.value.as_ref().ok().map(|v| v.0.max(v.2))).fold(0.0_f64, f64::max);
     let x0 = 10.0 + LABEL_W;
     for (i, bar) in c.bars.iter().enumerate() {
         let y = TITLE_H + ROW_H * i as f64;
-        let _ = writeln!(
-            out,
-            r#"<text x="10" y="{}">{}</text>"#,
-            y + BAR_H * 0.75,
-            esc(&bar.label)
-        );
+        let _ = writeln!(out, r#"<text x="10" y="{}">{}</text>"#, y + BAR_H * 0.75, esc(&bar.label));
         match &bar.value {
             Ok(v) => draw_bar(out, *v, scale_max, x0, y, &c.unit),
             Err(e) => {
                 let text = format!("no figure: {}", truncate(e, 80));
-                let _ = writeln!(
-                    out,
-                    r##"<text x="{x0}" y="{}" fill="#b00020">{}</text>"##,
-                    y + BAR_H * 0.75,
-                    esc(&text)
-                );
+                let _ =
+                    writeln!(out, r##"<text x="{x0}" y="{}" fill="#b00020">{}</text>"##, y + BAR_H * 0.75, esc(&text));
             }
         }
     }
     let foot = TITLE_H + ROW_H * c.bars.len().max(1) as f64 + 12.0;
-    let _ = writeln!(
-        out,
-        r##"<text x="10" y="{foot}" font-size="11" fill="#555555">{}</text>"##,
-        esc(&c.note)
-    );
+    let _ = writeln!(out, r##"<text x="10" y="{foot}" font-size="11" fill="#555555">{}</text>"##, esc(&c.note));
     out.push_str("</g>\n");
 }
 
-fn draw_bar(
-    out: &mut String,
-    (median, min, max): (f64, f64, f64),
-    scale_max: f64,
-    x0: f64,
-    y: f64,
-    unit: &str,
-) {
+fn draw_bar(out: &mut String, (median, min, max): (f64, f64, f64), scale_max: f64, x0: f64, y: f64, unit: &str) {
     let px = |v: f64| {
         if scale_max > 0.0 {
             (v.max(0.0) / scale_max * BAR_W).round()
@@ -178,10 +135,7 @@ fn draw_bar(
         }
     };
     let w = px(median);
-    let _ = writeln!(
-        out,
-        r##"<rect x="{x0}" y="{y}" width="{w}" height="{BAR_H}" fill="#4a78c2"/>"##
-    );
+    let _ = writeln!(out, r##"<rect x="{x0}" y="{y}" width="{w}" height="{BAR_H}" fill="#4a78c2"/>"##);
     let (lo, hi, mid) = (x0 + px(min), x0 + px(max), y + BAR_H / 2.0);
     let _ = writeln!(
         out,
@@ -239,14 +193,8 @@ mod tests {
             unit: "/s".into(),
             note: "n".into(),
             bars: vec![
-                Bar {
-                    label: "x".into(),
-                    value: Ok((10.0, 9.0, 11.0)),
-                },
-                Bar {
-                    label: "y".into(),
-                    value: Err("broke & burnt".into()),
-                },
+                Bar { label: "x".into(), value: Ok((10.0, 9.0, 11.0)) },
+                Bar { label: "y".into(), value: Err("broke & burnt".into()) },
             ],
         };
         let svg = document(&[c], &["cap".to_owned()]);
