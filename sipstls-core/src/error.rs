@@ -59,6 +59,22 @@ pub enum Error {
     /// No TLS domain matches the listener, address, name or id asked for.
     #[error("no TLS domain matches {0}")]
     NoDomain(String),
+    /// Shared memory is below a low-memory threshold: new sessions are refused (first
+    /// threshold) or operations fail (second threshold) until memory is freed.
+    #[error("shared memory low: {free} bytes free, threshold {threshold}")]
+    LowMemory {
+        /// Free bytes in the arena.
+        free: usize,
+        /// The threshold that was crossed.
+        threshold: usize,
+    },
+    /// A process-wide hook was installed too late (the library had already allocated or
+    /// locked with its defaults).
+    #[error("the {hook} hook must be installed before the TLS library's first use")]
+    HookTooLate {
+        /// Which hook.
+        hook: &'static str,
+    },
     /// The session was closed (close_notify sent or received) and cannot carry more data.
     #[error("the TLS session is closed")]
     Closed,

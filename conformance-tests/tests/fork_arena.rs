@@ -1,0 +1,248 @@
+//! Fork checks of the shared-memory arena and robust locks (`sipstls-shm`), the ground
+//! the pinned and migrating models stand on. A `harness = false` binary: it forks, so it
+//! must run single-threaded, with hard timeouts everywhere.
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sipstls_conformance::fork::{hard_timeout, Tally, Workers};
+use sipstls_core::hooks::LockOutcome;
+use sipstls_core::Error;
+use sipstls_shm::{RobustMutex, SharedArena, Thresholds};
+
+const MIB: usize = 1024 * 1024;
+const PER_WORKER: u64 = 500_000;
+
+/// xorshift64: per-worker deterministic sizes and patterns.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Fills `len` bytes at `p` with a pattern derived from `tag`.
+///
+/// # Safety
+/// `p` must be valid for `len` bytes of writes.
+unsafe fn fill(p: NonNull<u8>, len: usize, tag: u8) {
+    // SAFETY: forwarded contract.
+    unsafe { std::ptr::write_bytes(p.as_ptr(), tag, len) };
+}
+
+/// # Safety
+/// `p` must be valid for `len` bytes of reads.
+unsafe fn check(p: NonNull<u8>, len: usize, tag: u8) -> bool {
+    // SAFETY: forwarded contract.
+    unsafe { std::slice::from_raw_parts(p.as_ptr(), len) }.iter().all(|b| *b == tag)
+}
+
+/// 4 processes allocate, verify, reallocate and free concurrently in one arena; every
+/// pointer is 16-byte aligned, no allocation is corrupted by another process, and the
+/// arena returns to its baseline.
+fn concurrent_processes_share_one_heap() {
+    let arena = SharedArena::create(64 * MIB).expect("arena");
+    let baseline = arena.stats();
+    let mut workers = Workers::spawn(4, Duration::from_secs(60), |w| {
+        let mut rng = Rng(0x9E37_79B9 + w as u64);
+        let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
+        for op in 0..50_000u32 {
+            let r = rng.next();
+            if live.len() < 200 && (r % 3 != 0 || live.is_empty()) {
+                let size = if r % 50 == 0 { 1 + (r >> 8) as usize % 65_536 } else { 1 + (r >> 8) as usize % 4096 };
+                let Some(p) = arena.allocate(size) else { return 10 };
+                if p.as_ptr() as usize % 16 != 0 {
+                    return 11;
+                }
+                let tag = (op % 251) as u8;
+                // SAFETY: `p` is a fresh allocation of `size` bytes.
+                unsafe { fill(p, size, tag) };
+                live.push((p, size, tag));
+            } else {
+                let i = (r >> 16) as usize % live.len();
+                let (p, size, tag) = live.swap_remove(i);
+                // SAFETY: `p` is live with `size` bytes written with `tag`.
+                if !unsafe { check(p, size, tag) } {
+                    return 12; // another process wrote into our allocation
+                }
+                if r % 7 == 0 {
+                    let new = 1 + (r >> 24) as usize % 8192;
+                    // SAFETY: `p` is live and from this arena.
+                    let Some(q) = (unsafe { arena.reallocate(p, new) }) else { return 13 };
+                    // SAFETY: the first min(size, new) bytes were kept.
+                    if !unsafe { check(q, size.min(new), tag) } {
+                        return 14;
+                    }
+                    // SAFETY: `q` has `new` bytes.
+                    unsafe { fill(q, new, tag) };
+                    live.push((q, new, tag));
+                } else {
+                    // SAFETY: `p` is live and from this arena.
+                    unsafe { arena.free(p) };
+                }
+            }
+        }
+        for (p, size, tag) in live {
+            // SAFETY: as above.
+            if !unsafe { check(p, size, tag) } {
+                return 12;
+            }
+            // SAFETY: as above.
+            unsafe { arena.free(p) };
+        }
+        0
+    });
+    let pids = workers.pids().to_vec();
+    for pid in pids {
+        assert_eq!(
+            workers.wait(pid, Duration::from_secs(90)),
+            Some(0),
+            "worker {pid} (10 alloc failed, 11 misaligned, 12-14 corrupted)"
+        );
+    }
+    let end = arena.stats();
+    assert_eq!((end.in_use, end.live_allocations), (baseline.in_use, 0), "arena not back at baseline: {end:?}");
+    assert!(end.allocations >= 4 * 20_000, "too few allocations counted: {end:?}"); // about half the operations allocate
+    println!(
+        "    {} allocations by 4 processes, high water {} bytes, back to {} bytes in use",
+        end.allocations, end.high_water, end.in_use
+    );
+}
+
+/// 4 processes increment one counter 100,000 times each under a robust process-shared
+/// mutex: the total is exact and nothing deadlocks (a deadlock is caught by the timeout).
+fn contended_lock_across_processes() {
+    let arena = SharedArena::create(MIB).unwrap();
+    let slot = arena.allocate(std::mem::size_of::<RobustMutex>() + 16).unwrap();
+    let mutex = slot.cast::<RobustMutex>().as_ptr();
+    // SAFETY: `slot` is a fresh, 16-aligned allocation large enough for the mutex, a
+    // counter and a start flag placed right after it.
+    let (counter, go) = unsafe {
+        RobustMutex::init_at(mutex).expect("mutex init");
+        let c = slot.as_ptr().add(std::mem::size_of::<RobustMutex>()).cast::<AtomicU64>();
+        c.write(AtomicU64::new(0));
+        c.add(1).write(AtomicU64::new(0));
+        (&*c, &*c.add(1))
+    };
+    // SAFETY: initialised above; lives in the never-unmapped arena.
+    let mutex = unsafe { &*mutex };
+    let mut workers = Workers::spawn(4, Duration::from_secs(60), |_| {
+        while go.load(Ordering::SeqCst) == 0 {
+            std::hint::spin_loop(); // all four start together: real contention
+        }
+        for _ in 0..PER_WORKER {
+            mutex.with(|_| {
+                // A plain read-modify-write: only mutual exclusion makes it exact.
+                let v = counter.load(Ordering::Relaxed);
+                counter.store(v + 1, Ordering::Relaxed);
+            });
+        }
+        0
+    });
+    let start = Instant::now();
+    go.store(1, Ordering::SeqCst);
+    let pids = workers.pids().to_vec();
+    for pid in pids {
+        assert_eq!(workers.wait(pid, Duration::from_secs(90)), Some(0), "worker {pid} (deadlock or crash)");
+    }
+    assert_eq!(
+        counter.load(Ordering::SeqCst),
+        4 * PER_WORKER,
+        "lost updates: the lock did not exclude across processes"
+    );
+    println!(
+        "    {} contended locked increments by 4 processes in {:.2} s",
+        4 * PER_WORKER,
+        start.elapsed().as_secs_f64()
+    );
+}
+
+/// A process killed (SIGKILL) while holding the lock: the next taker is told the owner
+/// died, and the lock keeps working.
+fn lock_owner_killed_is_reported() {
+    let arena = SharedArena::create(MIB).unwrap();
+    let slot = arena.allocate(std::mem::size_of::<RobustMutex>() + 8).unwrap();
+    let mutex_ptr = slot.cast::<RobustMutex>().as_ptr();
+    // SAFETY: as in `contended_lock_across_processes`.
+    let (mutex, flag) = unsafe {
+        RobustMutex::init_at(mutex_ptr).unwrap();
+        let f = slot.as_ptr().add(std::mem::size_of::<RobustMutex>()).cast::<AtomicU64>();
+        f.write(AtomicU64::new(0));
+        (&*mutex_ptr, &*f)
+    };
+    let mut workers = Workers::spawn(1, Duration::from_secs(30), |_| {
+        assert_eq!(mutex.lock(), LockOutcome::Acquired);
+        flag.store(1, Ordering::SeqCst);
+        loop {
+            std::thread::sleep(Duration::from_secs(1)); // holds the lock until killed
+        }
+    });
+    let pid = workers.pids()[0];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while flag.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "worker never took the lock");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    workers.kill(pid);
+    assert_eq!(workers.wait(pid, Duration::from_secs(10)), Some(-libc::SIGKILL));
+    assert_eq!(mutex.lock(), LockOutcome::OwnerDied, "a dead holder must be reported");
+    mutex.unlock();
+    assert_eq!(mutex.lock(), LockOutcome::Acquired, "the lock must stay usable");
+    mutex.unlock();
+}
+
+/// A nearly full arena: below the first threshold new sessions are refused with
+/// `LowMemory`; below the second allocations fail (no crash); service recovers when
+/// memory is freed. Thresholds set by the parent hold in a forked child.
+fn low_memory_thresholds() {
+    let arena = SharedArena::create(8 * MIB).unwrap();
+    arena.set_thresholds(Thresholds { refuse_new_sessions_below: 2 * MIB, fail_allocations_below: 512 * 1024 });
+    assert_eq!(arena.admit_new_session(), Ok(()));
+    let mut held = Vec::new();
+    while let Some(p) = arena.allocate(64 * 1024) {
+        held.push(p);
+        assert!(held.len() < 1000, "the arena never filled");
+    }
+    let s = arena.stats();
+    assert!(s.free() >= 512 * 1024, "allocation went below the second threshold: {s:?}");
+    assert!(s.failed_allocations >= 1);
+    match arena.admit_new_session() {
+        Err(Error::LowMemory { threshold, .. }) => assert_eq!(threshold, 2 * MIB),
+        other => panic!("expected LowMemory, got {other:?}"),
+    }
+    let mut child = Workers::spawn(1, Duration::from_secs(30), |_| {
+        let refused = matches!(arena.admit_new_session(), Err(Error::LowMemory { .. }));
+        let small_fails = arena.allocate(600 * 1024).is_none();
+        i32::from(!refused) + 2 * i32::from(!small_fails)
+    });
+    let pid = child.pids()[0];
+    assert_eq!(child.wait(pid, Duration::from_secs(30)), Some(0), "the child must see the same thresholds");
+    for p in held.drain(..held.len() / 2) {
+        // SAFETY: live allocations of this arena.
+        unsafe { arena.free(p) };
+    }
+    assert_eq!(arena.admit_new_session(), Ok(()), "service recovers when memory frees");
+    let p = arena.allocate(64 * 1024).expect("allocations work again");
+    // SAFETY: as above.
+    unsafe { arena.free(p) };
+    for p in held {
+        // SAFETY: as above.
+        unsafe { arena.free(p) };
+    }
+    assert_eq!(arena.stats().in_use, 0);
+}
+
+fn main() -> std::process::ExitCode {
+    hard_timeout(Duration::from_secs(300));
+    let mut t = Tally::default();
+    t.run("fork::arena::concurrent_processes_share_one_heap", concurrent_processes_share_one_heap);
+    t.run("fork::arena::contended_lock_across_processes", contended_lock_across_processes);
+    t.run("fork::arena::lock_owner_killed_is_reported", lock_owner_killed_is_reported);
+    t.run("fork::arena::low_memory_thresholds", low_memory_thresholds);
+    t.finish()
+}

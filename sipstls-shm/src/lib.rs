@@ -1,0 +1,12 @@
+//! # sipstls-shm
+//!
+//! Shared memory for the pinned and migrating process models: a [`SharedArena`] mapped
+//! before `fork()` (allocator control block, lock and accounting inside the mapping,
+//! 16-byte alignment, low-memory thresholds) and [`RobustMutex`], a process-shared mutex
+//! that reports a dead holder instead of wedging the others.
+
+mod arena;
+mod lock;
+
+pub use arena::{ArenaStats, SharedArena, Thresholds};
+pub use lock::RobustMutex;
