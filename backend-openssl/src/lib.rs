@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod errors;
+mod hooks;
 mod memio;
 mod session;
 
@@ -36,6 +37,7 @@ use sipstls_core::{
     ProtocolVersion, Result, Role, ServerDomain, ServerName, Session, SniCandidates,
 };
 
+pub use hooks::install_allocator_hooks;
 pub use session::OpensslSession;
 
 /// The backend name.
@@ -85,6 +87,7 @@ impl OpensslBackend {
         .union(Capabilities::RESUMPTION_SESSION_ID)
         .union(Capabilities::CIPHER_LIST_TLS12)
         .union(Capabilities::CIPHER_SUITES_TLS13)
+        .union(Capabilities::ALLOCATOR_HOOK)
         .union(Capabilities::MODEL_CONFINED)
         .union(Capabilities::MODEL_PINNED);
 }

@@ -11,6 +11,8 @@
 #![warn(missing_docs)]
 
 mod errors;
+#[allow(unsafe_code)] // the C allocator hook: one FFI call
+mod hooks;
 mod session;
 pub mod tickets;
 mod verify;
@@ -29,6 +31,7 @@ use sipstls_core::{
     Result, Role, ServerDomain, ServerName, SniCandidates,
 };
 
+pub use hooks::install_allocator_hooks;
 pub use session::RustlsSession;
 
 /// The backend name.

@@ -76,3 +76,77 @@ pub unsafe trait LockHooks: Send + Sync + 'static {
     /// Destroys the lock; it must not be held.
     fn destroy(&self, id: LockId);
 }
+
+/// C-ABI allocation functions that route to one process-wide [`AllocatorHooks`], for the
+/// backends to hand to their library (`CRYPTO_set_mem_functions` in OpenSSL and aws-lc).
+///
+/// Every function catches panics (none should occur) and never unwinds into C.
+pub mod c_abi {
+    use core::ffi::{c_char, c_int, c_void};
+    use core::ptr::{self, NonNull};
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::OnceLock;
+
+    use super::AllocatorHooks;
+
+    static HOOKS: OnceLock<&'static dyn AllocatorHooks> = OnceLock::new();
+
+    /// Sets the process-wide hooks; `Err` with the ones already set if another set came
+    /// first (installing the same object twice is fine).
+    pub fn set_process_hooks(h: &'static dyn AllocatorHooks) -> Result<(), &'static dyn AllocatorHooks> {
+        let current = *HOOKS.get_or_init(|| h);
+        if ptr::addr_eq(current as *const dyn AllocatorHooks, h as *const dyn AllocatorHooks) {
+            Ok(())
+        } else {
+            Err(current)
+        }
+    }
+
+    fn hooks() -> Option<&'static dyn AllocatorHooks> {
+        HOOKS.get().copied()
+    }
+
+    /// `malloc` for C libraries.
+    ///
+    /// # Safety
+    /// Called by C code as its allocator; the returned pointer must be released with
+    /// [`free`] or resized with [`realloc`].
+    pub unsafe extern "C" fn malloc(size: usize, _file: *const c_char, _line: c_int) -> *mut c_void {
+        catch_unwind(|| hooks().and_then(|h| h.alloc(size.max(1))))
+            .ok()
+            .flatten()
+            .map_or(ptr::null_mut(), |p| p.as_ptr().cast())
+    }
+
+    /// `realloc` for C libraries (C semantics: null pointer allocates, size 0 frees).
+    ///
+    /// # Safety
+    /// `p` must be null or come from [`malloc`]/[`realloc`] and be live.
+    pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize, file: *const c_char, line: c_int) -> *mut c_void {
+        let Some(old) = NonNull::new(p.cast::<u8>()) else {
+            // SAFETY: plain allocation.
+            return unsafe { malloc(size, file, line) };
+        };
+        if size == 0 {
+            // SAFETY: `p` is live per the contract.
+            unsafe { free(p, file, line) };
+            return ptr::null_mut();
+        }
+        // SAFETY: `old` came from these hooks and is live per the contract.
+        catch_unwind(AssertUnwindSafe(|| hooks().and_then(|h| unsafe { h.realloc(old, size) })))
+            .ok()
+            .flatten()
+            .map_or(ptr::null_mut(), |q| q.as_ptr().cast())
+    }
+
+    /// `free` for C libraries (null is ignored).
+    ///
+    /// # Safety
+    /// `p` must be null or come from [`malloc`]/[`realloc`] and be live.
+    pub unsafe extern "C" fn free(p: *mut c_void, _file: *const c_char, _line: c_int) {
+        if let (Some(ptr), Some(h)) = (NonNull::new(p.cast::<u8>()), hooks()) {
+            // SAFETY: `ptr` came from these hooks and is live per the contract.
+            let _ = catch_unwind(AssertUnwindSafe(|| unsafe { h.free(ptr) }));
+        }
+    }
+}

@@ -6,7 +6,9 @@
 //! that reports a dead holder instead of wedging the others.
 
 mod arena;
+mod global;
 mod lock;
 
 pub use arena::{ArenaStats, SharedArena, Thresholds};
+pub use global::ArenaGlobalAlloc;
 pub use lock::RobustMutex;

@@ -1,0 +1,30 @@
+//! Routing OpenSSL's allocations to [`AllocatorHooks`] (`CRYPTO_set_mem_functions`,
+//! which openssl-sys does not bind).
+
+use std::ffi::{c_char, c_int, c_void};
+
+use sipstls_core::hooks::{c_abi, AllocatorHooks};
+use sipstls_core::Error;
+
+type MallocFn = unsafe extern "C" fn(usize, *const c_char, c_int) -> *mut c_void;
+type ReallocFn = unsafe extern "C" fn(*mut c_void, usize, *const c_char, c_int) -> *mut c_void;
+type FreeFn = unsafe extern "C" fn(*mut c_void, *const c_char, c_int);
+
+extern "C" {
+    fn CRYPTO_set_mem_functions(m: Option<MallocFn>, r: Option<ReallocFn>, f: Option<FreeFn>) -> c_int;
+}
+
+/// Sends every OpenSSL allocation of this process to `hooks`. Must run before OpenSSL's
+/// first allocation (before any other sipstls or `openssl` call); afterwards OpenSSL
+/// refuses and [`Error::HookTooLate`] is returned.
+pub fn install_allocator_hooks(hooks: &'static dyn AllocatorHooks) -> Result<(), Error> {
+    c_abi::set_process_hooks(hooks).map_err(|_| Error::HookTooLate { hook: "allocator (other hooks installed)" })?;
+    // SAFETY: the three functions have the C signatures OpenSSL expects, never unwind, and
+    // route to `hooks`, which lives for the whole process ('static).
+    let ok = unsafe { CRYPTO_set_mem_functions(Some(c_abi::malloc), Some(c_abi::realloc), Some(c_abi::free)) };
+    if ok == 1 {
+        Ok(())
+    } else {
+        Err(Error::HookTooLate { hook: "allocator" })
+    }
+}

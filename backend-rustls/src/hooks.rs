@@ -1,0 +1,23 @@
+//! Routing aws-lc's C allocations (under rustls) to [`AllocatorHooks`].
+//!
+//! rustls itself allocates through Rust's global allocator: to put a whole rustls session
+//! in shared memory, the binary also sets `sipstls_shm::ArenaGlobalAlloc` as its
+//! `#[global_allocator]`. This function covers the C side only.
+
+use sipstls_core::hooks::{c_abi, AllocatorHooks};
+use sipstls_core::Error;
+
+/// Sends aws-lc's allocations to `hooks`. Must run before aws-lc's first allocation;
+/// otherwise [`Error::HookTooLate`].
+pub fn install_allocator_hooks(hooks: &'static dyn AllocatorHooks) -> Result<(), Error> {
+    c_abi::set_process_hooks(hooks).map_err(|_| Error::HookTooLate { hook: "allocator (other hooks installed)" })?;
+    // SAFETY: the three functions have the C signatures aws-lc expects, never unwind, and
+    // route to `hooks`, which lives for the whole process ('static).
+    let ok =
+        unsafe { aws_lc_sys::CRYPTO_set_mem_functions(Some(c_abi::malloc), Some(c_abi::realloc), Some(c_abi::free)) };
+    if ok == 1 {
+        Ok(())
+    } else {
+        Err(Error::HookTooLate { hook: "allocator" })
+    }
+}

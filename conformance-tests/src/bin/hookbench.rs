@@ -1,0 +1,240 @@
+//! `sipstls-hookbench`: what the allocator hooks cost, per backend, measured side by side.
+//!
+//! For each backend it runs child processes of itself, alternating hooks off and on:
+//! - off: the TLS library and Rust use the system allocator;
+//! - on: a 512 MiB [`SharedArena`] is mapped first, the backend's C allocations are routed
+//!   to it (`install_allocator_hooks`, before the library's first allocation) and so are
+//!   Rust's ([`ArenaGlobalAlloc`]): the whole session lives in shared memory, as the
+//!   migrating model needs.
+//!
+//! Each child times the server side of full TLS 1.3 ECDSA handshakes in memory, then holds
+//! idle server sessions (handshake + one 1 KiB exchange, client dropped) and reports the
+//! arena bytes (hooks on) and heap bytes (`mallinfo2`) they keep. The parent prints medians
+//! and the on/off ratio. Hooks are process-wide, hence one process per measurement.
+//!
+//! ```text
+//! cargo run --release -p sipstls-conformance --bin sipstls-hookbench [-- --quick]
+//! ```
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sipstls::{Backend, ProtocolVersion, Resumption, ServerName, Session};
+use sipstls_conformance::checks::{client_cfg, server_cfg};
+use sipstls_conformance::pki::{pki, SERVER_NAME};
+use sipstls_shm::{ArenaGlobalAlloc, SharedArena};
+
+#[global_allocator]
+static GLOBAL: ArenaGlobalAlloc = ArenaGlobalAlloc::new();
+
+const ARENA_BYTES: usize = 512 * 1024 * 1024;
+
+struct ChildResult {
+    handshakes_per_s: f64,
+    arena_per_conn: Option<f64>,
+    heap_per_conn: f64,
+}
+
+fn heap_in_use() -> usize {
+    // SAFETY: mallinfo2 only reads glibc's allocator statistics.
+    #[allow(unsafe_code)]
+    let mi = unsafe { libc::mallinfo2() };
+    mi.uordblks + mi.hblkhd
+}
+
+/// Moves all pending ciphertext from `from` to `to`; the time inside each side's calls is
+/// added to its clock.
+fn pass(
+    from: &mut dyn Session,
+    to: &mut dyn Session,
+    buf: &mut [u8],
+    from_clock: &mut Duration,
+    to_clock: &mut Duration,
+) {
+    loop {
+        let t = Instant::now();
+        let n = if from.wants_write() { from.take_tls(buf) } else { 0 };
+        *from_clock += t.elapsed();
+        if n == 0 {
+            return;
+        }
+        let mut off = 0;
+        while off < n {
+            let t = Instant::now();
+            off += to.feed_tls(&buf[off..n]).expect("feed");
+            *to_clock += t.elapsed();
+        }
+    }
+}
+
+/// Completes a handshake; server-side time goes to `server`.
+fn handshake(c: &mut dyn Session, s: &mut dyn Session, buf: &mut [u8], server: &mut Duration) {
+    let mut client = Duration::ZERO;
+    for _ in 0..16 {
+        pass(c, s, buf, &mut client, server);
+        pass(s, c, buf, server, &mut client);
+        if !c.is_handshaking() && !s.is_handshaking() && !c.wants_write() && !s.wants_write() {
+            return;
+        }
+    }
+    panic!("handshake did not complete");
+}
+
+fn child(backend_name: &str, hooks_on: bool, n: usize, idle: usize) -> ChildResult {
+    let arena = if hooks_on {
+        let arena = SharedArena::create(ARENA_BYTES).expect("arena");
+        let installed = match backend_name {
+            "openssl" => sipstls::openssl::install_allocator_hooks(arena),
+            "rustls" => sipstls::rustls::install_allocator_hooks(arena),
+            other => panic!("no hook installer for {other}"),
+        };
+        installed.expect("hooks installed before the library's first allocation");
+        GLOBAL.route_to(arena);
+        Some(arena)
+    } else {
+        None
+    };
+    let backend: Arc<dyn Backend> = sipstls::backend(backend_name).expect("backend built");
+    let _ = pki();
+    let v = ProtocolVersion::Tls13;
+    let sd = backend.server_domain(&server_cfg(v).with_resumption(Resumption::DISABLED)).unwrap();
+    let cd = backend.client_domain(&client_cfg(v).with_resumption(Resumption::DISABLED)).unwrap();
+    let name = ServerName::parse(SERVER_NAME).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+
+    let mut run = |count: usize| {
+        let mut server = Duration::ZERO;
+        for _ in 0..count {
+            let t = Instant::now();
+            let mut s = sd.accept(None).unwrap();
+            server += t.elapsed();
+            let mut c = cd.connect(Some(&name)).unwrap();
+            handshake(&mut *c, &mut *s, &mut buf, &mut server);
+            let t = Instant::now();
+            drop(s);
+            server += t.elapsed();
+        }
+        server
+    };
+    run(50); // warm-up
+    let server = run(n);
+    let handshakes_per_s = n as f64 / server.as_secs_f64();
+
+    // Idle connections.
+    let arena_before = arena.map(|a| a.stats().in_use);
+    let heap_before = heap_in_use();
+    let mut held = Vec::with_capacity(idle);
+    let msg = vec![0x5au8; 1024];
+    let mut out = vec![0u8; 4096];
+    for _ in 0..idle {
+        let mut s = sd.accept(None).unwrap();
+        let mut c = cd.connect(Some(&name)).unwrap();
+        let mut ignore = Duration::ZERO;
+        handshake(&mut *c, &mut *s, &mut buf, &mut ignore);
+        let (mut a, mut b) = (Duration::ZERO, Duration::ZERO);
+        c.write(&msg).unwrap();
+        pass(&mut *c, &mut *s, &mut buf, &mut a, &mut b);
+        while let Ok(sipstls::ReadStatus::Data(_)) = s.read(&mut out) {}
+        s.write(&msg).unwrap();
+        pass(&mut *s, &mut *c, &mut buf, &mut a, &mut b);
+        while let Ok(sipstls::ReadStatus::Data(_)) = c.read(&mut out) {}
+        drop(c);
+        held.push(s);
+    }
+    let arena_per_conn = arena.zip(arena_before).map(|(a, b)| (a.stats().in_use as f64 - b as f64) / idle as f64);
+    let heap_per_conn = (heap_in_use() as f64 - heap_before as f64) / idle as f64;
+    drop(held);
+    ChildResult { handshakes_per_s, arena_per_conn, heap_per_conn }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn run_child(backend: &str, on: bool, n: usize, idle: usize) -> Result<ChildResult, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = Command::new(exe)
+        .args(["--child", backend, if on { "on" } else { "off" }, &n.to_string(), &idle.to_string()])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("RESULT ")).ok_or_else(|| {
+        format!("child failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""))
+    })?;
+    let field = |k: &str| {
+        line.split_whitespace().find_map(|f| f.strip_prefix(k).and_then(|v| v.strip_prefix('='))).map(str::to_owned)
+    };
+    let num = |k: &str| field(k).and_then(|v| v.parse::<f64>().ok());
+    Ok(ChildResult {
+        handshakes_per_s: num("hs_per_s").ok_or("no hs_per_s")?,
+        arena_per_conn: num("arena_per_conn"),
+        heap_per_conn: num("heap_per_conn").ok_or("no heap_per_conn")?,
+    })
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--child") {
+        let [_, backend, hooks, n, idle] = &args[..] else {
+            eprintln!("usage: --child BACKEND on|off N IDLE");
+            return std::process::ExitCode::from(2);
+        };
+        let r = child(backend, hooks == "on", n.parse().unwrap_or(500), idle.parse().unwrap_or(200));
+        let arena = r.arena_per_conn.map(|a| format!(" arena_per_conn={a:.0}")).unwrap_or_default();
+        println!("RESULT hs_per_s={:.1} heap_per_conn={:.0}{arena}", r.handshakes_per_s, r.heap_per_conn);
+        return std::process::ExitCode::SUCCESS;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let (reps, n, idle) = if quick { (3, 300, 200) } else { (7, 1000, 1000) };
+    if cfg!(debug_assertions) {
+        eprintln!("WARNING: built without optimisations; use --release for meaningful figures");
+    }
+    println!("# Allocator hooks: cost and arena bytes per idle connection\n");
+    println!("Full TLS 1.3 ECDSA P-256 handshakes, server side, in memory; {reps} repetitions per figure alternating hooks off/on in separate processes ({n} handshakes each); idle: {idle} server sessions after handshake + one 1 KiB exchange each way.\n");
+    println!("| backend | handshakes/s hooks off | hooks on | on/off | goal | arena bytes per idle conn | goal | glibc heap per idle conn, hooks off |");
+    println!("|---|---:|---:|---:|---|---:|---|---:|");
+    let mut failed = false;
+    for backend in sipstls::backend_names() {
+        let mut off = Vec::new();
+        let mut on = Vec::new();
+        let mut arena = Vec::new();
+        let mut heap_off = Vec::new();
+        for rep in 0..reps {
+            for hooks in if rep % 2 == 0 { [false, true] } else { [true, false] } {
+                match run_child(backend, hooks, n, idle) {
+                    Ok(r) if hooks => {
+                        on.push(r.handshakes_per_s);
+                        arena.extend(r.arena_per_conn);
+                    }
+                    Ok(r) => {
+                        off.push(r.handshakes_per_s);
+                        heap_off.push(r.heap_per_conn);
+                    }
+                    Err(e) => {
+                        eprintln!("{backend} hooks {}: {e}", if hooks { "on" } else { "off" });
+                        failed = true;
+                    }
+                }
+            }
+        }
+        if off.is_empty() || on.is_empty() || arena.is_empty() {
+            println!("| {backend} | failed | | | | | | |");
+            continue;
+        }
+        let (off_m, on_m, arena_m, heap_m) =
+            (median(&mut off), median(&mut on), median(&mut arena), median(&mut heap_off));
+        let ratio = on_m / off_m;
+        println!(
+            "| {backend} | {off_m:.0} | {on_m:.0} | {ratio:.3} | {} | {arena_m:.0} | {} | {heap_m:.0} |",
+            if ratio >= 0.90 { "met (>= 0.90)" } else { "NOT met (< 0.90)" },
+            if arena_m <= 16384.0 { "met (<= 16 KiB)" } else { "NOT met (> 16 KiB)" },
+        );
+    }
+    if failed {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}
