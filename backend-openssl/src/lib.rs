@@ -209,6 +209,7 @@ extern "C" {
     // Not bound by openssl-sys; exported by libssl 3.
     fn SSL_set_verify_depth(s: *mut openssl_sys::SSL, depth: std::ffi::c_int);
     fn SSL_SESSION_is_resumable(s: *const openssl_sys::SSL_SESSION) -> std::ffi::c_int;
+    fn OPENSSL_thread_stop();
 }
 
 /// Applies a server domain's verification settings to a session (at creation and after an
@@ -246,6 +247,12 @@ impl Backend for OpensslBackend {
 
     fn fill_random(&self, out: &mut [u8]) -> Result<()> {
         openssl::rand::rand_bytes(out).map_err(backend_err)
+    }
+
+    fn release_thread_state(&self) {
+        // SAFETY: frees only the calling thread's OpenSSL state (error queue, DRBGs);
+        // OpenSSL recreates it if the thread calls it again.
+        unsafe { OPENSSL_thread_stop() };
     }
 
     fn server_domain(&self, cfg: &DomainConfig) -> Result<Arc<dyn ServerDomain>> {

@@ -21,3 +21,10 @@ pub fn install_allocator_hooks(hooks: &'static dyn AllocatorHooks) -> Result<(),
         Err(Error::HookTooLate { hook: "allocator" })
     }
 }
+
+/// Frees aws-lc's thread-local state of the calling thread (`AWSLC_thread_local_clear`).
+pub(crate) fn release_thread_state() {
+    // SAFETY: takes no arguments and only frees the calling thread's aws-lc state, which
+    // aws-lc recreates if the thread calls it again.
+    unsafe { aws_lc_sys::AWSLC_thread_local_clear() };
+}

@@ -68,7 +68,11 @@ impl RustlsBackend {
         .union(Capabilities::CIPHER_LIST_TLS12)
         .union(Capabilities::CIPHER_SUITES_TLS13)
         .union(Capabilities::MODEL_CONFINED)
-        .union(Capabilities::MODEL_PINNED);
+        .union(Capabilities::MODEL_PINNED)
+        // Proven by conformance-tests/tests/fork_migrating.rs, under the set-up it documents
+        // (arena + hooks before first use, pre-fork work in a helper thread, no rustls
+        // session caches: they use process-private locks).
+        .union(Capabilities::MODEL_MIGRATING);
 
     /// A provider restricted to the configured cipher suites, in the configured order.
     fn provider_for(&self, cfg: &DomainConfig) -> Result<Arc<CryptoProvider>> {
@@ -189,6 +193,10 @@ impl Backend for RustlsBackend {
             .secure_random
             .fill(out)
             .map_err(|e| Error::Backend { library: NAME, message: format!("random generator failed: {e:?}") })
+    }
+
+    fn release_thread_state(&self) {
+        hooks::release_thread_state();
     }
 
     fn server_domain(&self, cfg: &DomainConfig) -> Result<Arc<dyn ServerDomain>> {

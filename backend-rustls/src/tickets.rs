@@ -8,8 +8,11 @@
 //! needs no coordination.
 //!
 //! Ticket format: `key name (16) || nonce (12) || AES-256-GCM(plaintext) || tag (16)`.
+//!
+//! The ticketer holds no lock (keys are derived per call, about a microsecond of HKDF):
+//! in the migrating model it lives in shared memory, where a process-private lock such as
+//! `std::sync::Mutex` would lose wake-ups between processes and deadlock them.
 
-use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
@@ -32,7 +35,6 @@ impl KeyType for Len {
 }
 
 struct EpochKey {
-    epoch: u64,
     name: [u8; NAME_LEN],
     key: LessSafeKey,
 }
@@ -42,7 +44,6 @@ struct EpochKey {
 pub struct EpochTicketer {
     secret: [u8; 32],
     period_secs: u64,
-    cache: Mutex<Vec<EpochKey>>,
     rng: SystemRandom,
 }
 
@@ -63,12 +64,7 @@ impl EpochTicketer {
     /// A ticketer from a given secret (every process or node with the same secret and a
     /// clock within one period agrees).
     pub fn from_secret(secret: [u8; 32], period_secs: u64) -> Self {
-        EpochTicketer {
-            secret,
-            period_secs: period_secs.max(60),
-            cache: Mutex::new(Vec::new()),
-            rng: SystemRandom::new(),
-        }
+        EpochTicketer { secret, period_secs: period_secs.max(60), rng: SystemRandom::new() }
     }
 
     fn epoch_now(&self) -> u64 {
@@ -85,18 +81,12 @@ impl EpochTicketer {
         let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &material[..32]).ok()?);
         let mut name = [0u8; NAME_LEN];
         name.copy_from_slice(&material[32..]);
-        Some(EpochKey { epoch, name, key })
+        Some(EpochKey { name, key })
     }
 
-    /// Runs `f` with the key of `epoch` (derived once and cached).
+    /// Runs `f` with the key of `epoch`.
     fn with_key<T>(&self, epoch: u64, f: impl FnOnce(&EpochKey) -> Option<T>) -> Option<T> {
-        let mut cache = self.cache.lock().ok()?;
-        if !cache.iter().any(|k| k.epoch == epoch) {
-            let k = self.derive(epoch)?;
-            cache.retain(|c| c.epoch + 1 >= epoch); // keep current and previous
-            cache.push(k);
-        }
-        f(cache.iter().find(|k| k.epoch == epoch)?)
+        f(&self.derive(epoch)?)
     }
 }
 

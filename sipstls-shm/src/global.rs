@@ -26,6 +26,12 @@ impl ArenaGlobalAlloc {
         self.arena.store(ptr::from_ref(arena).cast_mut(), Ordering::Release);
     }
 
+    /// From now on, new allocations come from the system again (frees still go by address).
+    /// The routing is per process: a forked child keeps what it inherited until it changes it.
+    pub fn route_to_system(&self) {
+        self.arena.store(ptr::null_mut(), Ordering::Release);
+    }
+
     fn arena(&self) -> Option<&'static SharedArena> {
         // SAFETY: the pointer is null or was made from a `&'static SharedArena`.
         unsafe { self.arena.load(Ordering::Acquire).as_ref() }

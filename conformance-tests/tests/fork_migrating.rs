@@ -1,0 +1,301 @@
+//! Fork checks for the **migrating** process model: every session lives in a shared
+//! arena and a random worker process advances a random session on every step, under that
+//! session's robust process-shared lock (Kamailio's classic model).
+//!
+//! Set-up, in this order (what a server must do):
+//! 1. map the arena; route the backend's C allocations to it (`install_allocator_hooks`)
+//!    and Rust's (`ArenaGlobalAlloc`), before the TLS library's first allocation;
+//! 2. do all pre-fork TLS work (domains, keys) in a helper thread that exits before fork,
+//!    so no per-thread library state (random generators, error queues) is inherited by
+//!    every worker at once;
+//! 3. fork; sessions are created in the workers.
+//!
+//! Only rustls is run: OpenSSL 3 needs process-shared internal locks and more
+//! (research/process-sharing.md), which sipstls does not provide yet, so its
+//! `capabilities()` must not claim the model; the check of that runs too.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sipstls::{ClientDomain, ProcessModel, ReadStatus, ServerDomain, ServerName, Session};
+use sipstls_conformance::checks::{client_cfg, server_cfg};
+use sipstls_conformance::fork::{hard_timeout, Tally, Workers};
+use sipstls_conformance::pki::{pki, SERVER_NAME};
+use sipstls_core::hooks::LockOutcome;
+use sipstls_shm::{ArenaGlobalAlloc, RobustMutex, SharedArena};
+
+#[global_allocator]
+static GLOBAL: ArenaGlobalAlloc = ArenaGlobalAlloc::new();
+
+const WORKERS: usize = 4;
+const SESSIONS: usize = 1000;
+const REPETITIONS: usize = 10;
+
+/// One connection: a client and a server session, both in the arena.
+struct Pair {
+    client: Option<Box<dyn Session>>,
+    server: Option<Box<dyn Session>>,
+    phase: u32,
+    steps: u32,
+    /// Distinct worker PIDs that advanced this pair.
+    pids: [u32; 8],
+    server_random: [u8; 32],
+    error: Option<String>,
+}
+
+/// Shared state of one repetition, all in the arena.
+struct Table {
+    locks: Box<[RobustMutex]>,
+    pairs: Box<[std::cell::UnsafeCell<Pair>]>,
+    done: AtomicU32,
+    failed: AtomicU32,
+    owner_deaths: AtomicU64,
+}
+
+// SAFETY: each pair is only touched by the process holding its robust lock.
+unsafe impl Sync for Table {}
+
+struct Shared {
+    backend: Arc<dyn sipstls::Backend>,
+    server: Arc<dyn ServerDomain>,
+    client: Arc<dyn ClientDomain>,
+}
+
+fn step(pair: &mut Pair, shared: &Shared) -> Result<bool, String> {
+    let pid = std::process::id();
+    if !pair.pids.contains(&pid) {
+        if let Some(slot) = pair.pids.iter_mut().find(|p| **p == 0) {
+            *slot = pid;
+        }
+    }
+    pair.steps += 1;
+    let mut buf = [0u8; 16 * 1024];
+    match pair.phase {
+        0 => {
+            let name = ServerName::parse(SERVER_NAME).map_err(|e| e.to_string())?;
+            pair.client = Some(shared.client.connect(Some(&name)).map_err(|e| e.to_string())?);
+            pair.server = Some(shared.server.accept(None).map_err(|e| e.to_string())?);
+            pair.phase = 1;
+        }
+        1 => {
+            // One flight in one direction per step.
+            let (c, s) = (pair.client.as_mut().unwrap(), pair.server.as_mut().unwrap());
+            if c.wants_write() {
+                let n = c.take_tls(&mut buf);
+                s.feed_tls(&buf[..n]).map_err(|e| format!("server: {e}"))?;
+            } else if s.wants_write() {
+                let n = s.take_tls(&mut buf);
+                if n >= 43 && pair.server_random == [0; 32] && buf[0] == 0x16 && buf[5] == 0x02 {
+                    pair.server_random.copy_from_slice(&buf[11..43]);
+                }
+                c.feed_tls(&buf[..n]).map_err(|e| format!("client: {e}"))?;
+            } else if !c.is_handshaking() && !s.is_handshaking() {
+                c.write(b"REGISTER sip:example.test").map_err(|e| e.to_string())?;
+                pair.phase = 2;
+            } else {
+                return Err("stalled handshake".into());
+            }
+        }
+        2 => {
+            let (c, s) = (pair.client.as_mut().unwrap(), pair.server.as_mut().unwrap());
+            let n = c.take_tls(&mut buf);
+            s.feed_tls(&buf[..n]).map_err(|e| e.to_string())?;
+            match s.read(&mut buf).map_err(|e| e.to_string())? {
+                ReadStatus::Data(n) if &buf[..n] == b"REGISTER sip:example.test" => {}
+                other => return Err(format!("server read {other:?}")),
+            }
+            s.write(b"SIP/2.0 200 OK").map_err(|e| e.to_string())?;
+            pair.phase = 3;
+        }
+        3 => {
+            let (c, s) = (pair.client.as_mut().unwrap(), pair.server.as_mut().unwrap());
+            let n = s.take_tls(&mut buf);
+            c.feed_tls(&buf[..n]).map_err(|e| e.to_string())?;
+            match c.read(&mut buf).map_err(|e| e.to_string())? {
+                ReadStatus::Data(n) if &buf[..n] == b"SIP/2.0 200 OK" => {}
+                other => return Err(format!("client read {other:?}")),
+            }
+            // Freed by whichever process holds the lock now: the heap is shared.
+            pair.client = None;
+            pair.server = None;
+            pair.phase = 4;
+            return Ok(true);
+        }
+        _ => return Ok(true),
+    }
+    Ok(false)
+}
+
+fn worker(table: &Table, shared: &Shared, seed: u64, deadline: Instant) -> i32 {
+    let mut x = seed | 1;
+    while (table.done.load(Ordering::SeqCst) + table.failed.load(Ordering::SeqCst)) < SESSIONS as u32 {
+        if Instant::now() > deadline {
+            return 5;
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let i = (x % SESSIONS as u64) as usize;
+        let lock = &table.locks[i];
+        if lock.lock() == LockOutcome::OwnerDied {
+            table.owner_deaths.fetch_add(1, Ordering::SeqCst);
+        }
+        // SAFETY: the pair is only accessed under its lock, which we hold.
+        let pair = unsafe { &mut *table.pairs[i].get() };
+        if pair.phase < 4 && pair.error.is_none() {
+            match step(pair, shared) {
+                Ok(true) => {
+                    table.done.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    pair.error = Some(e);
+                    pair.client = None;
+                    pair.server = None;
+                    table.failed.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+        lock.unlock();
+    }
+    // This worker makes no more TLS calls: free its per-thread library state, which
+    // lives in the shared arena and would outlive the process.
+    shared.backend.release_thread_state();
+    0
+}
+
+fn new_table() -> &'static Table {
+    let mut locks: Box<[std::mem::MaybeUninit<RobustMutex>]> = Box::new_uninit_slice(SESSIONS);
+    for m in locks.iter_mut() {
+        // SAFETY: each slot is initialised in place, at its final address in the arena.
+        unsafe { RobustMutex::init_at(m.as_mut_ptr()) }.expect("mutex");
+    }
+    // SAFETY: every slot was initialised above.
+    let locks = unsafe { locks.assume_init() };
+    let pairs = (0..SESSIONS)
+        .map(|_| {
+            std::cell::UnsafeCell::new(Pair {
+                client: None,
+                server: None,
+                phase: 0,
+                steps: 0,
+                pids: [0; 8],
+                server_random: [0; 32],
+                error: None,
+            })
+        })
+        .collect();
+    Box::leak(Box::new(Table {
+        locks,
+        pairs,
+        done: AtomicU32::new(0),
+        failed: AtomicU32::new(0),
+        owner_deaths: AtomicU64::new(0),
+    }))
+}
+
+/// 4 workers advance 1000 sessions, a random worker per step, 10 times: 0 failures,
+/// 0 deadlocks, sessions really move between processes, unique server randoms, and the
+/// arena returns to its baseline after every repetition.
+fn sessions_migrate_between_workers(arena: &'static SharedArena, shared: &'static Shared) {
+    let mut randoms = HashSet::new();
+    for rep in 0..REPETITIONS {
+        // The shared table goes into the arena; the parent's own bookkeeping does not, so
+        // the baseline comparison sees only what the workers' sessions left behind.
+        GLOBAL.route_to(arena);
+        let table = new_table();
+        GLOBAL.route_to_system();
+        let baseline = arena.stats().in_use;
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(60);
+        let mut workers = Workers::spawn(WORKERS, Duration::from_secs(90), |w| {
+            GLOBAL.route_to(arena); // this worker's allocations are shared
+            worker(table, shared, 0x5EED + (rep * 16 + w) as u64, deadline)
+        });
+        let pids = workers.pids().to_vec();
+        for pid in pids {
+            assert_eq!(
+                workers.wait(pid, Duration::from_secs(120)),
+                Some(0),
+                "rep {rep}: worker {pid} (5 = deadline: deadlock?)"
+            );
+        }
+        let failed = table.failed.load(Ordering::SeqCst);
+        // SAFETY: all workers have exited; nobody else touches the table.
+        let pairs: Vec<&Pair> = table.pairs.iter().map(|p| unsafe { &*p.get() }).collect();
+        let first_error = pairs.iter().find_map(|p| p.error.clone());
+        assert_eq!(failed, 0, "rep {rep}: {failed} sessions failed; first: {first_error:?}");
+        assert_eq!(table.done.load(Ordering::SeqCst), SESSIONS as u32);
+        let moved = pairs.iter().filter(|p| p.pids.iter().filter(|x| **x != 0).count() >= 2).count();
+        assert!(moved * 100 >= SESSIONS * 90, "rep {rep}: only {moved} sessions were advanced by more than one worker");
+        for p in &pairs {
+            assert!(randoms.insert(p.server_random), "rep {rep}: duplicate ServerHello random");
+        }
+        assert_eq!(table.owner_deaths.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            arena.stats().in_use,
+            baseline,
+            "rep {rep}: arena not back at its baseline after all sessions closed"
+        );
+        if rep == 0 || rep + 1 == REPETITIONS {
+            let steps: u32 = pairs.iter().map(|p| p.steps).sum();
+            println!(
+                "    rep {rep}: {SESSIONS} sessions, {steps} steps by {WORKERS} workers, {moved} advanced by 2+ workers, {:.2} s",
+                start.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    hard_timeout(Duration::from_secs(900));
+    let mut tally = Tally::default();
+
+    // 1. The arena and the hooks, before the first TLS allocation.
+    let arena = SharedArena::create(1 << 30).expect("arena");
+    sipstls::rustls::install_allocator_hooks(arena).expect("aws-lc allocator hook");
+    GLOBAL.route_to(arena);
+
+    // 2. Pre-fork TLS work in a helper thread that exits before fork.
+    let shared: &'static Shared = std::thread::spawn(|| {
+        let backend = sipstls::backend("rustls").expect("rustls built");
+        let _ = pki();
+        let v = sipstls::ProtocolVersion::Tls13;
+        // rustls's session caches are guarded by std::sync::Mutex, a process-private lock
+        // that loses wake-ups across processes (measured: all workers hung): the server
+        // keeps stateless tickets (lock-free ticketer) and drops its session-ID cache, the
+        // client keeps no cache.
+        let tickets_only = sipstls::Resumption { tickets: true, session_ids: false };
+        let shared = Shared {
+            backend: backend.clone(),
+            server: backend.server_domain(&server_cfg(v).with_resumption(tickets_only)).expect("server domain"),
+            client: backend
+                .client_domain(&client_cfg(v).with_resumption(sipstls::Resumption::DISABLED))
+                .expect("client domain"),
+        };
+        backend.release_thread_state(); // this thread ends before fork
+        &*Box::leak(Box::new(shared))
+    })
+    .join()
+    .expect("helper thread");
+
+    tally.run("fork::migrating::rustls::sessions_migrate_between_workers", || {
+        sessions_migrate_between_workers(arena, shared)
+    });
+    let passed = tally.failures() == 0;
+    tally.run("fork::migrating::rustls::capabilities_agree", || {
+        let b = sipstls::backend("rustls").unwrap();
+        assert_eq!(b.supports_model(ProcessModel::Migrating).is_ok(), passed, "MODEL_MIGRATING claim vs fork checks");
+    });
+    #[cfg(feature = "openssl")]
+    tally.run("fork::migrating::openssl::refused", || {
+        let b = sipstls::backend("openssl").unwrap();
+        assert!(
+            matches!(b.supports_model(ProcessModel::Migrating), Err(sipstls::Error::Unsupported { .. })),
+            "OpenSSL has no passing migrating checks and must refuse the model"
+        );
+    });
+    tally.finish()
+}
