@@ -32,6 +32,7 @@ static GLOBAL: ArenaGlobalAlloc = ArenaGlobalAlloc::new();
 const WORKERS: usize = 4;
 const SESSIONS: usize = 1000;
 const REPETITIONS: usize = 10;
+const BROKEN: &str = "broken: the previous lock holder died";
 
 /// One connection: a client and a server session, both in the arena.
 struct Pair {
@@ -139,12 +140,21 @@ fn worker(table: &Table, shared: &Shared, seed: u64, deadline: Instant) -> i32 {
         x ^= x << 17;
         let i = (x % SESSIONS as u64) as usize;
         let lock = &table.locks[i];
-        if lock.lock() == LockOutcome::OwnerDied {
-            table.owner_deaths.fetch_add(1, Ordering::SeqCst);
-        }
-        // SAFETY: the pair is only accessed under its lock, which we hold.
+        // SAFETY: the pair is only accessed under its lock, which we take here.
+        let owner_died = lock.lock() == LockOutcome::OwnerDied;
         let pair = unsafe { &mut *table.pairs[i].get() };
-        if pair.phase < 4 && pair.error.is_none() {
+        if owner_died {
+            table.owner_deaths.fetch_add(1, Ordering::SeqCst);
+            if pair.phase < 4 && pair.error.is_none() {
+                // The previous holder died mid-step: the sessions may be half-updated.
+                // Report the pair broken and leave its memory alone (freeing a
+                // half-written object could corrupt the shared heap).
+                pair.error = Some(BROKEN.into());
+                std::mem::forget(pair.client.take());
+                std::mem::forget(pair.server.take());
+                table.failed.fetch_add(1, Ordering::SeqCst);
+            }
+        } else if pair.phase < 4 && pair.error.is_none() {
             match step(pair, shared) {
                 Ok(true) => {
                     table.done.fetch_add(1, Ordering::SeqCst);
@@ -249,6 +259,62 @@ fn sessions_migrate_between_workers(arena: &'static SharedArena, shared: &'stati
     }
 }
 
+/// A worker killed (SIGKILL) while holding a session's lock mid-handshake: the other
+/// workers finish every other session, and that session is reported broken, not reused.
+fn killed_lock_holder_breaks_only_its_session(arena: &'static SharedArena, shared: &'static Shared) {
+    GLOBAL.route_to(arena);
+    let table = new_table();
+    GLOBAL.route_to_system();
+    // The victim's "I hold the lock" flag, in shared memory.
+    let flag: &'static AtomicU32 = {
+        GLOBAL.route_to(arena);
+        let f = Box::leak(Box::new(AtomicU32::new(0)));
+        GLOBAL.route_to_system();
+        f
+    };
+    let mut victim = Workers::spawn(1, Duration::from_secs(60), |_| {
+        GLOBAL.route_to(arena);
+        let lock = &table.locks[0];
+        lock.lock();
+        // SAFETY: we hold pair 0's lock.
+        let pair = unsafe { &mut *table.pairs[0].get() };
+        for _ in 0..3 {
+            let _ = step(pair, shared); // sessions created, a flight or two exchanged
+        }
+        flag.store(1, Ordering::SeqCst);
+        loop {
+            std::thread::sleep(Duration::from_secs(1)); // dies holding the lock
+        }
+    });
+    let victim_pid = victim.pids()[0];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while flag.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the victim never took the lock");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    victim.kill(victim_pid);
+    assert_eq!(victim.wait(victim_pid, Duration::from_secs(10)), Some(-libc::SIGKILL));
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut workers = Workers::spawn(WORKERS, Duration::from_secs(90), |w| {
+        GLOBAL.route_to(arena);
+        worker(table, shared, 0xDEAD + w as u64, end)
+    });
+    let pids = workers.pids().to_vec();
+    for pid in pids {
+        assert_eq!(workers.wait(pid, Duration::from_secs(120)), Some(0), "worker {pid} after the kill");
+    }
+    assert_eq!(table.owner_deaths.load(Ordering::SeqCst), 1, "the dead holder must be noticed once");
+    assert_eq!(table.failed.load(Ordering::SeqCst), 1);
+    assert_eq!(table.done.load(Ordering::SeqCst), SESSIONS as u32 - 1, "every other session completes");
+    // SAFETY: all workers are gone.
+    let broken = unsafe { &*table.pairs[0].get() };
+    assert_eq!(broken.error.as_deref(), Some(BROKEN));
+    assert_eq!(arena.stats().owner_deaths, 0, "the arena's own lock was never held by the victim at death");
+    let probe = arena.allocate(4096).expect("the arena still allocates");
+    // SAFETY: just allocated.
+    unsafe { arena.free(probe) };
+}
+
 fn main() -> std::process::ExitCode {
     hard_timeout(Duration::from_secs(900));
     let mut tally = Tally::default();
@@ -283,6 +349,9 @@ fn main() -> std::process::ExitCode {
 
     tally.run("fork::migrating::rustls::sessions_migrate_between_workers", || {
         sessions_migrate_between_workers(arena, shared)
+    });
+    tally.run("fork::migrating::rustls::killed_lock_holder_breaks_only_its_session", || {
+        killed_lock_holder_breaks_only_its_session(arena, shared)
     });
     let passed = tally.failures() == 0;
     tally.run("fork::migrating::rustls::capabilities_agree", || {
