@@ -140,8 +140,8 @@ fn worker(table: &Table, shared: &Shared, seed: u64, deadline: Instant) -> i32 {
         x ^= x << 17;
         let i = (x % SESSIONS as u64) as usize;
         let lock = &table.locks[i];
-        // SAFETY: the pair is only accessed under its lock, which we take here.
         let owner_died = lock.lock() == LockOutcome::OwnerDied;
+        // SAFETY: the pair is only accessed under its lock, which we now hold.
         let pair = unsafe { &mut *table.pairs[i].get() };
         if owner_died {
             table.owner_deaths.fetch_add(1, Ordering::SeqCst);
