@@ -189,6 +189,7 @@ impl Backend for RustlsBackend {
     }
 
     fn fill_random(&self, out: &mut [u8]) -> Result<()> {
+        hooks::mark_used();
         self.provider
             .secure_random
             .fill(out)
@@ -200,6 +201,7 @@ impl Backend for RustlsBackend {
     }
 
     fn server_domain(&self, cfg: &DomainConfig) -> Result<Arc<dyn ServerDomain>> {
+        hooks::mark_used();
         cfg.validate(Role::Server, NAME, Self::CAPS)?;
         let provider = self.provider_for(cfg)?;
         let builder = ServerConfig::builder_with_provider(provider.clone())
@@ -229,6 +231,7 @@ impl Backend for RustlsBackend {
     }
 
     fn client_domain(&self, cfg: &DomainConfig) -> Result<Arc<dyn ClientDomain>> {
+        hooks::mark_used();
         cfg.validate(Role::Client, NAME, Self::CAPS)?;
         let provider = self.provider_for(cfg)?;
         let builder = ClientConfig::builder_with_provider(provider.clone())

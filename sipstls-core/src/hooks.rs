@@ -41,6 +41,11 @@ pub unsafe trait AllocatorHooks: Send + Sync + 'static {
     /// # Safety
     /// `ptr` must come from this allocator and be live; it is dead afterwards.
     unsafe fn free(&self, ptr: NonNull<u8>);
+
+    /// True when `ptr` was (or could have been) returned by this allocator. Memory a
+    /// library allocated before the hooks were installed is not, and is handed back to the
+    /// C library's allocator instead (some libraries accept hooks late).
+    fn owns(&self, ptr: NonNull<u8>) -> bool;
 }
 
 /// An opaque lock made by [`LockHooks::new_lock`].
@@ -127,6 +132,11 @@ pub mod c_abi {
             // SAFETY: plain allocation.
             return unsafe { malloc(size, file, line) };
         };
+        if !hooks().is_some_and(|h| h.owns(old)) {
+            // Allocated by libc before the hooks were installed: it stays with libc.
+            // SAFETY: `p` is a live libc allocation per the contract.
+            return unsafe { libc_realloc(p, size) };
+        }
         if size == 0 {
             // SAFETY: `p` is live per the contract.
             unsafe { free(p, file, line) };
@@ -144,9 +154,21 @@ pub mod c_abi {
     /// # Safety
     /// `p` must be null or come from [`malloc`]/[`realloc`] and be live.
     pub unsafe extern "C" fn free(p: *mut c_void, _file: *const c_char, _line: c_int) {
-        if let (Some(ptr), Some(h)) = (NonNull::new(p.cast::<u8>()), hooks()) {
-            // SAFETY: `ptr` came from these hooks and is live per the contract.
-            let _ = catch_unwind(AssertUnwindSafe(|| unsafe { h.free(ptr) }));
+        let Some(ptr) = NonNull::new(p.cast::<u8>()) else { return };
+        match hooks() {
+            Some(h) if h.owns(ptr) => {
+                // SAFETY: `ptr` came from these hooks and is live per the contract.
+                let _ = catch_unwind(AssertUnwindSafe(|| unsafe { h.free(ptr) }));
+            }
+            // SAFETY: not ours, so a live libc allocation made before the hooks.
+            _ => unsafe { libc_free(p) },
         }
+    }
+
+    extern "C" {
+        #[link_name = "realloc"]
+        fn libc_realloc(p: *mut c_void, size: usize) -> *mut c_void;
+        #[link_name = "free"]
+        fn libc_free(p: *mut c_void);
     }
 }

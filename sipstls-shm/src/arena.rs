@@ -281,4 +281,8 @@ unsafe impl AllocatorHooks for SharedArena {
         // SAFETY: forwarded contract.
         unsafe { SharedArena::free(self, ptr) }
     }
+
+    fn owns(&self, ptr: NonNull<u8>) -> bool {
+        self.contains(ptr.as_ptr())
+    }
 }
