@@ -47,6 +47,15 @@ pub trait Backend: Send + Sync + 'static {
     /// per exited aws-lc worker, caught by the migrating fork check).
     fn release_thread_state(&self) {}
 
+    /// Prepares the TLS library for sessions that several forked processes will share
+    /// (the migrating model): builds, before `fork()`, the tables the library would
+    /// otherwise build lazily and separately in each process. The work runs in a helper
+    /// thread, so the calling thread gets no per-thread library state. Call it in the
+    /// parent after installing the allocator hooks and before forking.
+    fn prepare_for_fork(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Whether this backend can run in `model`; `Err(Unsupported)` says why not. The
     /// answer comes from [`capabilities`](Backend::capabilities), which the fork
     /// conformance checks keep honest.

@@ -2,7 +2,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use crate::SharedArena;
 
@@ -13,12 +13,13 @@ use crate::SharedArena;
 /// in a binary whose Rust-side TLS state must live in shared memory (rustls sessions).
 pub struct ArenaGlobalAlloc {
     arena: AtomicPtr<SharedArena>,
+    private_while_routed: AtomicUsize,
 }
 
 impl ArenaGlobalAlloc {
     /// Routes to the system allocator until told otherwise.
     pub const fn new() -> Self {
-        ArenaGlobalAlloc { arena: AtomicPtr::new(ptr::null_mut()) }
+        ArenaGlobalAlloc { arena: AtomicPtr::new(ptr::null_mut()), private_while_routed: AtomicUsize::new(0) }
     }
 
     /// From now on, new allocations come from `arena`.
@@ -30,6 +31,13 @@ impl ArenaGlobalAlloc {
     /// The routing is per process: a forked child keeps what it inherited until it changes it.
     pub fn route_to_system(&self) {
         self.arena.store(ptr::null_mut(), Ordering::Release);
+    }
+
+    /// Allocations this process made from the (private) system heap while routed to an
+    /// arena, because their alignment exceeded 16. In a migrating set-up, anything
+    /// reachable from shared state must not be among them.
+    pub fn private_while_routed(&self) -> usize {
+        self.private_while_routed.load(Ordering::Relaxed)
     }
 
     fn arena(&self) -> Option<&'static SharedArena> {
@@ -51,8 +59,13 @@ unsafe impl GlobalAlloc for ArenaGlobalAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match self.arena() {
             Some(a) if layout.align() <= 16 => a.allocate(layout.size()).map_or(ptr::null_mut(), NonNull::as_ptr),
+            Some(_) => {
+                self.private_while_routed.fetch_add(1, Ordering::Relaxed);
+                // SAFETY: forwarded GlobalAlloc contract.
+                unsafe { System.alloc(layout) }
+            }
             // SAFETY: forwarded GlobalAlloc contract.
-            _ => unsafe { System.alloc(layout) },
+            None => unsafe { System.alloc(layout) },
         }
     }
 
