@@ -12,10 +12,11 @@
 //!
 //! By default (and in CI) this binary checks that every backend that does not claim the
 //! model refuses it with `Error::Unsupported`. The experiment itself runs with rustls when
-//! a backend claims the model or `SIPSTLS_MIGRATING_STRESS=1` is set. Measured here on
-//! 2026-11-22: 19 of 20 runs clean; in one, a worker died of SIGSEGV (rep 5), so rustls
-//! does not claim the model until the cause is found. OpenSSL 3 needs process-shared
-//! internal locks and more (research/process-sharing.md) and is not tried.
+//! a backend claims the model (rustls does) or `SIPSTLS_MIGRATING_STRESS=1` is set.
+//! Measured here on 2026-11-22: without `prepare_for_fork()` 2 runs in ~21 had a worker die
+//! of SIGSEGV (aws-lc's lazily built method tables, see step 2 below); with it, 70 of 70
+//! runs clean. OpenSSL 3 needs process-shared internal locks and more
+//! (research/process-sharing.md) and is not tried.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

@@ -395,15 +395,11 @@ fn matrix_markdown(rows: &[MatrixRow]) -> String {
             cell(
                 r.claims[2],
                 None,
-                if r.backend == "rustls" {
-                    "in the stress run of tests/fork_migrating.rs (SIPSTLS_MIGRATING_STRESS=1; 10 x 1000 sessions, a \
-                     random worker per step) one worker died of SIGSEGV in 1 of 20 runs; cause not found yet"
-                } else {
-                    "OpenSSL 3 keeps per-thread state and process-private locks; sipstls does not yet interpose \
-                     pthread_rwlock_init or have migrating fork checks for it (research/process-sharing.md)"
-                },
-                "tests/fork_migrating.rs: 10 x 1000 sessions, a random worker per step; arena and hooks before \
-                 first use, pre-fork work in a helper thread, no rustls session caches (process-private locks)"
+                "OpenSSL 3 keeps per-thread state and process-private locks; sipstls does not yet interpose \
+                 pthread_rwlock_init or have migrating fork checks for it (research/process-sharing.md)",
+                "tests/fork_migrating.rs: 10 x 1000 sessions, a random worker per step, a killed lock holder; arena \
+                 and hooks before first use, prepare_for_fork, pre-fork work in a helper thread, no rustls session \
+                 caches (process-private locks)"
             ),
         ));
     }
