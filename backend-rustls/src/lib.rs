@@ -29,8 +29,8 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedCipherSuite};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
 use sipstls_core::{
-    Backend, BackendInfo, Capabilities, ClientDomain, DomainConfig, Error, Identity, PrivateKeyFormat, ProtocolVersion,
-    Result, Role, ServerDomain, ServerName, SniCandidates,
+    Backend, BackendInfo, Capabilities, ClientDomain, DomainConfig, Error, Identity, PrivateKeyFormat, ProcessModel,
+    ProtocolVersion, Result, Resumption, Role, ServerDomain, ServerName, SniCandidates,
 };
 
 pub use hooks::install_allocator_hooks;
@@ -218,6 +218,14 @@ impl Backend for RustlsBackend {
     fn server_domain(&self, cfg: &DomainConfig) -> Result<Arc<dyn ServerDomain>> {
         hooks::mark_used();
         cfg.validate(Role::Server, NAME, Self::CAPS)?;
+        if cfg.process_model == ProcessModel::Migrating && cfg.resumption.session_ids {
+            return Err(Error::unsupported(
+                NAME,
+                Capabilities::RESUMPTION_SESSION_ID,
+                "rustls's session-ID cache is guarded by a process-private lock, which deadlocks when \
+                 sessions migrate between processes; use tickets only",
+            ));
+        }
         let provider = self.provider_for(cfg)?;
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&versions(cfg))
@@ -248,6 +256,14 @@ impl Backend for RustlsBackend {
     fn client_domain(&self, cfg: &DomainConfig) -> Result<Arc<dyn ClientDomain>> {
         hooks::mark_used();
         cfg.validate(Role::Client, NAME, Self::CAPS)?;
+        if cfg.process_model == ProcessModel::Migrating && cfg.resumption != Resumption::DISABLED {
+            return Err(Error::unsupported(
+                NAME,
+                Capabilities::RESUMPTION_TICKETS,
+                "rustls's client session cache is guarded by a process-private lock, which deadlocks when \
+                 sessions migrate between processes; disable client resumption",
+            ));
+        }
         let provider = self.provider_for(cfg)?;
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&versions(cfg))

@@ -721,3 +721,24 @@ pub fn domain_table_selection(b: &dyn Backend) {
     assert!(d.config().identities.is_empty() && d.config().alpn.is_empty(), "default");
     assert_eq!(name, Some(ServerName::Ip(exact.ip())), "the address is the name when none is given");
 }
+
+/// A domain for a process model is built when the backend claims the model (with settings
+/// safe in every model: tickets only, no client cache) and refused with
+/// `Unsupported(model)` otherwise.
+pub fn process_model_settings(b: &dyn Backend) {
+    for model in [sipstls::ProcessModel::Confined, sipstls::ProcessModel::Pinned, sipstls::ProcessModel::Migrating] {
+        let safe = Resumption { tickets: true, session_ids: false };
+        let scfg = DomainConfig::server(pki().server_ecdsa.identity()).with_resumption(safe).with_process_model(model);
+        let ccfg = DomainConfig::client(pki().roots()).with_resumption(Resumption::DISABLED).with_process_model(model);
+        let claimed = b.supports_model(model).is_ok();
+        for (what, r) in
+            [("server", b.server_domain(&scfg).map(|_| ())), ("client", b.client_domain(&ccfg).map(|_| ()))]
+        {
+            match (claimed, r) {
+                (true, Ok(())) => {}
+                (false, Err(Error::Unsupported { capability, .. })) => assert_eq!(capability, model.capability()),
+                (c, r) => panic!("{model:?} {what}: claimed={c}, got {r:?}"),
+            }
+        }
+    }
+}

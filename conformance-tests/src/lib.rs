@@ -46,6 +46,7 @@ macro_rules! conformance_suite {
                 unsupported_settings_refused,
                 invalid_config_refused,
                 domain_table_selection,
+                process_model_settings,
             );
         }
     };

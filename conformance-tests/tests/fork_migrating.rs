@@ -371,9 +371,15 @@ fn main() -> std::process::ExitCode {
         let tickets_only = sipstls::Resumption { tickets: true, session_ids: false };
         let shared = Shared {
             backend: backend.clone(),
-            server: backend.server_domain(&server_cfg(v).with_resumption(tickets_only)).expect("server domain"),
+            server: backend
+                .server_domain(&server_cfg(v).with_resumption(tickets_only).with_process_model(ProcessModel::Migrating))
+                .expect("server domain"),
             client: backend
-                .client_domain(&client_cfg(v).with_resumption(sipstls::Resumption::DISABLED))
+                .client_domain(
+                    &client_cfg(v)
+                        .with_resumption(sipstls::Resumption::DISABLED)
+                        .with_process_model(ProcessModel::Migrating),
+                )
                 .expect("client domain"),
         };
         backend.release_thread_state(); // this thread ends before fork

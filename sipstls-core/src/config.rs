@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use crate::backend::ProcessModel;
 use crate::caps::Capabilities;
 use crate::error::{Error, Result};
 
@@ -285,6 +286,9 @@ pub struct DomainConfig {
     pub send_sni: bool,
     /// Resumption mechanisms.
     pub resumption: Resumption,
+    /// The process model the domain will be used in (default: confined). A backend that
+    /// does not support the model, or settings that are unsafe in it, are refused.
+    pub process_model: ProcessModel,
 }
 
 impl Default for DomainConfig {
@@ -304,6 +308,7 @@ impl Default for DomainConfig {
             name_verification: NameVerification::Rfc5922,
             send_sni: true,
             resumption: Resumption::ENABLED,
+            process_model: ProcessModel::Confined,
         }
     }
 }
@@ -359,6 +364,12 @@ impl DomainConfig {
     /// Client: the default server name to send and verify.
     pub fn with_server_name(mut self, name: impl Into<String>) -> Self {
         self.server_name = Some(name.into());
+        self
+    }
+
+    /// Sets the process model the domain will be used in.
+    pub fn with_process_model(mut self, model: ProcessModel) -> Self {
+        self.process_model = model;
         self
     }
 
@@ -463,6 +474,7 @@ impl DomainConfig {
         if self.resumption.session_ids {
             need(Capabilities::RESUMPTION_SESSION_ID, "session-ID resumption (disable it in `resumption`)")?;
         }
+        need(self.process_model.capability(), "this process model (see Backend::supports_model)")?;
         Ok(())
     }
 }
