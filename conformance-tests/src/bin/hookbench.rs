@@ -14,7 +14,11 @@
 //!
 //! ```text
 //! cargo run --release -p sipstls-conformance --bin sipstls-hookbench [-- --quick]
+//! cargo run --release -p sipstls-conformance --bin sipstls-hookbench -- --explain openssl
 //! ```
+//!
+//! `--explain openssl` attributes every byte OpenSSL keeps for an idle connection to the
+//! source line that allocated it (OpenSSL passes file and line to its allocator hooks).
 
 use std::process::Command;
 use std::sync::Arc;
@@ -148,6 +152,147 @@ fn child(backend_name: &str, hooks_on: bool, n: usize, idle: usize) -> ChildResu
     ChildResult { handshakes_per_s, arena_per_conn, heap_per_conn }
 }
 
+/// `--explain openssl`: where an idle OpenSSL connection's bytes go. OpenSSL passes the
+/// source file and line of every allocation to its hooks; a recording hook keeps the live
+/// ones, and the allocations made for the idle connections that are still live at the end
+/// are grouped by site.
+#[cfg(feature = "openssl")]
+mod explain {
+    use std::collections::HashMap;
+    use std::ffi::{c_char, c_int, c_void, CStr};
+    use std::sync::Mutex;
+
+    type MallocFn = unsafe extern "C" fn(usize, *const c_char, c_int) -> *mut c_void;
+    type ReallocFn = unsafe extern "C" fn(*mut c_void, usize, *const c_char, c_int) -> *mut c_void;
+    type FreeFn = unsafe extern "C" fn(*mut c_void, *const c_char, c_int);
+
+    extern "C" {
+        fn CRYPTO_set_mem_functions(m: Option<MallocFn>, r: Option<ReallocFn>, f: Option<FreeFn>) -> c_int;
+    }
+
+    /// Live allocations: address -> (file pointer, line, size).
+    static LIVE: Mutex<Option<HashMap<usize, (usize, c_int, usize)>>> = Mutex::new(None);
+
+    fn record(p: *mut c_void, file: *const c_char, line: c_int, size: usize) {
+        if let Ok(mut g) = LIVE.lock() {
+            g.get_or_insert_with(HashMap::new).insert(p as usize, (file as usize, line, size));
+        }
+    }
+
+    fn forget(p: *mut c_void) {
+        if let Ok(mut g) = LIVE.lock() {
+            if let Some(m) = g.as_mut() {
+                m.remove(&(p as usize));
+            }
+        }
+    }
+
+    unsafe extern "C" fn rec_malloc(size: usize, file: *const c_char, line: c_int) -> *mut c_void {
+        // SAFETY: plain libc allocation.
+        let p = unsafe { libc::malloc(size.max(1)) };
+        let _ = std::panic::catch_unwind(|| record(p, file, line, size));
+        p
+    }
+
+    unsafe extern "C" fn rec_realloc(p: *mut c_void, size: usize, file: *const c_char, line: c_int) -> *mut c_void {
+        let _ = std::panic::catch_unwind(|| forget(p));
+        // SAFETY: `p` is null or a live libc allocation made by these hooks.
+        let q = unsafe { libc::realloc(p, size.max(1)) };
+        let _ = std::panic::catch_unwind(|| record(q, file, line, size));
+        q
+    }
+
+    unsafe extern "C" fn rec_free(p: *mut c_void, _file: *const c_char, _line: c_int) {
+        let _ = std::panic::catch_unwind(|| forget(p));
+        // SAFETY: `p` is null or a live libc allocation made by these hooks.
+        unsafe { libc::free(p) };
+    }
+
+    /// Installs the recording hooks (first thing in the process).
+    pub fn install() -> bool {
+        // SAFETY: the functions have OpenSSL's signatures and never unwind.
+        unsafe { CRYPTO_set_mem_functions(Some(rec_malloc), Some(rec_realloc), Some(rec_free)) == 1 }
+    }
+
+    /// Addresses live now.
+    pub fn snapshot() -> std::collections::HashSet<usize> {
+        LIVE.lock().ok().and_then(|g| g.as_ref().map(|m| m.keys().copied().collect())).unwrap_or_default()
+    }
+
+    /// Live allocations not in `before`, grouped by site: (site, bytes, count), largest first.
+    pub fn grouped_since(before: &std::collections::HashSet<usize>) -> Vec<(String, usize, usize)> {
+        let mut by_site: HashMap<(usize, c_int), (usize, usize)> = HashMap::new();
+        if let Ok(g) = LIVE.lock() {
+            for (addr, (file, line, size)) in g.iter().flat_map(|m| m.iter()) {
+                if !before.contains(addr) {
+                    let e = by_site.entry((*file, *line)).or_default();
+                    e.0 += size;
+                    e.1 += 1;
+                }
+            }
+        }
+        let mut out: Vec<(String, usize, usize)> = by_site
+            .into_iter()
+            .map(|((file, line), (bytes, n))| {
+                let name = if file == 0 {
+                    "?".to_owned()
+                } else {
+                    // SAFETY: OpenSSL passes __FILE__, a static NUL-terminated string.
+                    unsafe { CStr::from_ptr(file as *const c_char) }.to_string_lossy().into_owned()
+                };
+                (format!("{name}:{line}"), bytes, n)
+            })
+            .collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1));
+        out
+    }
+}
+
+#[cfg(feature = "openssl")]
+fn explain_openssl(idle: usize) {
+    assert!(explain::install(), "the recording hooks must be installed before OpenSSL's first allocation");
+    let backend = sipstls::backend("openssl").expect("openssl built");
+    let _ = pki();
+    let v = ProtocolVersion::Tls13;
+    let sd = backend.server_domain(&server_cfg(v).with_resumption(Resumption::DISABLED)).unwrap();
+    let cd = backend.client_domain(&client_cfg(v).with_resumption(Resumption::DISABLED)).unwrap();
+    let name = ServerName::parse(SERVER_NAME).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let msg = vec![0x5au8; 1024];
+    let mut out = vec![0u8; 4096];
+    let mut connect = || {
+        let mut s = sd.accept(None).unwrap();
+        let mut c = cd.connect(Some(&name)).unwrap();
+        let (mut a, mut b) = (Duration::ZERO, Duration::ZERO);
+        handshake(&mut *c, &mut *s, &mut buf, &mut a);
+        c.write(&msg).unwrap();
+        pass(&mut *c, &mut *s, &mut buf, &mut a, &mut b);
+        while let Ok(sipstls::ReadStatus::Data(_)) = s.read(&mut out) {}
+        s.write(&msg).unwrap();
+        pass(&mut *s, &mut *c, &mut buf, &mut a, &mut b);
+        while let Ok(sipstls::ReadStatus::Data(_)) = c.read(&mut out) {}
+        drop(c);
+        s
+    };
+    drop(connect()); // warm-up
+    let before = explain::snapshot();
+    let held: Vec<_> = (0..idle).map(|_| connect()).collect();
+    let groups = explain::grouped_since(&before);
+    let total: usize = groups.iter().map(|g| g.1).sum();
+    println!("# Where an idle OpenSSL TLS 1.3 server connection's bytes go\n");
+    println!(
+        "{idle} idle server sessions (handshake + one 1 KiB exchange each way, client dropped); OpenSSL's own \
+         allocations only (requested sizes, no malloc overhead): {:.0} bytes per connection.\n",
+        total as f64 / idle as f64
+    );
+    println!("| allocation site (OpenSSL source) | bytes per connection | allocations per connection |");
+    println!("|---|---:|---:|");
+    for (site, bytes, n) in groups.iter().take(20) {
+        println!("| {site} | {:.0} | {:.1} |", *bytes as f64 / idle as f64, *n as f64 / idle as f64);
+    }
+    drop(held);
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -185,6 +330,18 @@ fn main() -> std::process::ExitCode {
         let arena = r.arena_per_conn.map(|a| format!(" arena_per_conn={a:.0}")).unwrap_or_default();
         println!("RESULT hs_per_s={:.1} heap_per_conn={:.0}{arena}", r.handshakes_per_s, r.heap_per_conn);
         return std::process::ExitCode::SUCCESS;
+    }
+    if args.first().map(String::as_str) == Some("--explain") {
+        #[cfg(feature = "openssl")]
+        {
+            explain_openssl(200);
+            return std::process::ExitCode::SUCCESS;
+        }
+        #[cfg(not(feature = "openssl"))]
+        {
+            eprintln!("--explain needs the openssl backend");
+            return std::process::ExitCode::from(2);
+        }
     }
     let quick = args.iter().any(|a| a == "--quick");
     let (reps, n, idle) = if quick { (3, 300, 200) } else { (7, 1000, 1000) };
