@@ -170,8 +170,11 @@ mod explain {
         fn CRYPTO_set_mem_functions(m: Option<MallocFn>, r: Option<ReallocFn>, f: Option<FreeFn>) -> c_int;
     }
 
-    /// Live allocations: address -> (file pointer, line, size).
-    static LIVE: Mutex<Option<HashMap<usize, (usize, c_int, usize)>>> = Mutex::new(None);
+    /// A live allocation: (file pointer, line, size).
+    type Site = (usize, c_int, usize);
+
+    /// Live allocations by address.
+    static LIVE: Mutex<Option<HashMap<usize, Site>>> = Mutex::new(None);
 
     fn record(p: *mut c_void, file: *const c_char, line: c_int, size: usize) {
         if let Ok(mut g) = LIVE.lock() {
@@ -243,7 +246,7 @@ mod explain {
                 (format!("{name}:{line}"), bytes, n)
             })
             .collect();
-        out.sort_by(|a, b| b.1.cmp(&a.1));
+        out.sort_by_key(|g| std::cmp::Reverse(g.1));
         out
     }
 }
