@@ -323,6 +323,55 @@ fn killed_lock_holder_breaks_only_its_session(arena: &'static SharedArena, share
     unsafe { arena.free(probe) };
 }
 
+/// A nearly full arena with real TLS sessions in it: new sessions are refused with
+/// `LowMemory` (first threshold), the live ones keep exchanging data, and admission
+/// recovers when sessions close; nothing leaks. Runs last: it uses TLS on the parent's
+/// main thread, which must not happen before a fork.
+fn low_memory_with_live_sessions(arena: &'static SharedArena, shared: &'static Shared) {
+    GLOBAL.route_to(arena); // this process's sessions live in the arena too
+    let name = ServerName::parse(SERVER_NAME).unwrap();
+    let open = || {
+        let mut c = shared.client.connect(Some(&name)).expect("connect");
+        let mut s = shared.server.accept(None).expect("accept");
+        sipstls_conformance::pump::handshake(&mut *c, &mut *s).expect("handshake");
+        (c, s)
+    };
+    let baseline = arena.stats().in_use;
+    let probe = open();
+    let per_pair = arena.stats().in_use - baseline;
+    drop(probe);
+    let free = arena.stats().free();
+    let t = sipstls_shm::Thresholds {
+        refuse_new_sessions_below: free.saturating_sub(20 * per_pair),
+        fail_allocations_below: free.saturating_sub(200 * per_pair),
+    };
+    arena.set_thresholds(t);
+    let mut live = Vec::new();
+    let refusal = loop {
+        match arena.admit_new_session() {
+            Ok(()) => live.push(open()),
+            Err(e) => break e,
+        }
+        assert!(live.len() <= 100, "admission never refused ({per_pair} bytes per pair)");
+    };
+    assert!(matches!(refusal, sipstls::Error::LowMemory { .. }), "typed refusal, got {refusal:?}");
+    assert!(live.len() >= 10, "refused too early: {} pairs", live.len());
+    for (c, s) in live.iter_mut() {
+        let got = sipstls_conformance::pump::send(&mut **c, &mut **s, b"still working").expect("existing session");
+        assert_eq!(got, b"still working");
+    }
+    live.truncate(live.len() / 3);
+    assert_eq!(arena.admit_new_session(), Ok(()), "admission recovers when sessions close");
+    live.push(open());
+    drop(live);
+    arena.set_thresholds(sipstls_shm::Thresholds::default());
+    // This thread's aws-lc state (744 bytes, made by these handshakes) is not a session's.
+    shared.backend.release_thread_state();
+    assert_eq!(arena.stats().in_use, baseline, "sessions left memory behind in the arena");
+    GLOBAL.route_to_system();
+    println!("    {per_pair} arena bytes per connection pair (client + server, after the handshake)");
+}
+
 fn main() -> std::process::ExitCode {
     hard_timeout(Duration::from_secs(900));
     let mut tally = Tally::default();
@@ -394,6 +443,8 @@ fn main() -> std::process::ExitCode {
     tally.run("fork::migrating::rustls::killed_lock_holder_breaks_only_its_session", || {
         killed_lock_holder_breaks_only_its_session(arena, shared)
     });
+    tally
+        .run("fork::migrating::rustls::low_memory_with_live_sessions", || low_memory_with_live_sessions(arena, shared));
     if rustls_claims {
         println!("rustls claims MODEL_MIGRATING: the checks above must pass");
     }

@@ -12,19 +12,30 @@ use crate::SharedArena;
 /// correctly. Use as `#[global_allocator] static A: ArenaGlobalAlloc = ArenaGlobalAlloc::new();`
 /// in a binary whose Rust-side TLS state must live in shared memory (rustls sessions).
 pub struct ArenaGlobalAlloc {
+    /// Where new allocations go (null: the system).
     arena: AtomicPtr<SharedArena>,
+    /// The arena frees and reallocations are checked against: the last one routed to. It
+    /// stays set after `route_to_system`, so memory from the arena still returns to it.
+    owner: AtomicPtr<SharedArena>,
     private_while_routed: AtomicUsize,
 }
 
 impl ArenaGlobalAlloc {
     /// Routes to the system allocator until told otherwise.
     pub const fn new() -> Self {
-        ArenaGlobalAlloc { arena: AtomicPtr::new(ptr::null_mut()), private_while_routed: AtomicUsize::new(0) }
+        ArenaGlobalAlloc {
+            arena: AtomicPtr::new(ptr::null_mut()),
+            owner: AtomicPtr::new(ptr::null_mut()),
+            private_while_routed: AtomicUsize::new(0),
+        }
     }
 
-    /// From now on, new allocations come from `arena`.
+    /// From now on, new allocations come from `arena`. Route to one arena per process:
+    /// frees are matched against the last arena routed to.
     pub fn route_to(&self, arena: &'static SharedArena) {
-        self.arena.store(ptr::from_ref(arena).cast_mut(), Ordering::Release);
+        let p = ptr::from_ref(arena).cast_mut();
+        self.owner.store(p, Ordering::Release);
+        self.arena.store(p, Ordering::Release);
     }
 
     /// From now on, new allocations come from the system again (frees still go by address).
@@ -43,6 +54,11 @@ impl ArenaGlobalAlloc {
     fn arena(&self) -> Option<&'static SharedArena> {
         // SAFETY: the pointer is null or was made from a `&'static SharedArena`.
         unsafe { self.arena.load(Ordering::Acquire).as_ref() }
+    }
+
+    fn owner(&self) -> Option<&'static SharedArena> {
+        // SAFETY: as for `arena`.
+        unsafe { self.owner.load(Ordering::Acquire).as_ref() }
     }
 }
 
@@ -70,7 +86,7 @@ unsafe impl GlobalAlloc for ArenaGlobalAlloc {
     }
 
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
-        match (self.arena(), NonNull::new(p)) {
+        match (self.owner(), NonNull::new(p)) {
             // SAFETY: `p` lies in the arena, so the arena allocated it and it is live.
             (Some(a), Some(nn)) if a.contains(p) => unsafe { a.free(nn) },
             // SAFETY: otherwise the system allocated it (forwarded contract).
@@ -79,7 +95,7 @@ unsafe impl GlobalAlloc for ArenaGlobalAlloc {
     }
 
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        match (self.arena(), NonNull::new(p)) {
+        match (self.owner(), NonNull::new(p)) {
             // SAFETY: `p` lies in the arena and is live (forwarded contract).
             (Some(a), Some(nn)) if a.contains(p) => {
                 unsafe { a.reallocate(nn, new_size) }.map_or(ptr::null_mut(), NonNull::as_ptr)
