@@ -237,6 +237,69 @@ fn low_memory_thresholds() {
     assert_eq!(arena.stats().in_use, 0);
 }
 
+/// `LockHooks` over the arena and a session lock set: locks made by the parent exclude
+/// across 4 processes (exact counters), a dead holder is reported through the trait, and
+/// destroyed locks return their memory.
+fn lock_hooks_and_session_locks_across_processes() {
+    use sipstls_core::hooks::LockHooks;
+    let arena = SharedArena::create(4 * MIB).unwrap();
+    let hooks = sipstls_shm::SharedLocks::new(arena);
+    let baseline = arena.stats().in_use;
+    let ids: Vec<_> = (0..4).map(|_| hooks.new_lock().expect("lock")).collect();
+    let set = sipstls_shm::SessionLocks::new(arena, 8).expect("session locks");
+    // Counters 0..4 for the hook locks, 4..68 one per session key.
+    const N: usize = 4 + 64;
+    let counters = arena.allocate(N * 8).unwrap().cast::<AtomicU64>();
+    for i in 0..N {
+        // SAFETY: N counters in a fresh allocation.
+        unsafe { counters.as_ptr().add(i).write(AtomicU64::new(0)) };
+    }
+    // SAFETY: initialised above; the arena is never unmapped.
+    let counters = unsafe { std::slice::from_raw_parts(counters.as_ptr(), N) };
+    let mut workers = Workers::spawn(4, Duration::from_secs(60), |w| {
+        for i in 0..50_000u64 {
+            let id = ids[(i as usize + w) % ids.len()];
+            hooks.lock(id);
+            let c = &counters[(i as usize + w) % ids.len()];
+            c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            hooks.unlock(id);
+            let key = i % 64; // a session key always maps to the same lock
+            set.for_key(key).with(|_| {
+                let c = &counters[4 + key as usize];
+                c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            });
+        }
+        0
+    });
+    let pids = workers.pids().to_vec();
+    for pid in pids {
+        assert_eq!(workers.wait(pid, Duration::from_secs(90)), Some(0), "worker {pid}");
+    }
+    let hook_total: u64 = counters[..4].iter().map(|c| c.load(Ordering::SeqCst)).sum();
+    assert_eq!(hook_total, 200_000, "LockHooks locks lost updates across processes");
+    for (key, c) in counters[4..].iter().enumerate() {
+        let per_worker = 50_000 / 64 + u64::from((key as u64) < 50_000 % 64);
+        assert_eq!(c.load(Ordering::SeqCst), 4 * per_worker, "session key {key}: lost updates");
+    }
+    // Owner death through the trait.
+    let id = ids[0];
+    let mut victim = Workers::spawn(1, Duration::from_secs(30), |_| {
+        hooks.lock(id);
+        // SAFETY: the process ends right here while holding the lock.
+        unsafe { libc::_exit(0) }
+    });
+    let vpid = victim.pids()[0];
+    assert_eq!(victim.wait(vpid, Duration::from_secs(10)), Some(0));
+    assert_eq!(hooks.lock(id), LockOutcome::OwnerDied);
+    hooks.unlock(id);
+    for id in ids {
+        hooks.destroy(id);
+    }
+    let after = arena.stats().in_use;
+    let set_and_counters = 8 * std::mem::size_of::<RobustMutex>() + N * 8;
+    assert_eq!(after, baseline + set_and_counters, "destroyed locks must return their memory");
+}
+
 fn main() -> std::process::ExitCode {
     hard_timeout(Duration::from_secs(300));
     let mut t = Tally::default();
@@ -244,5 +307,6 @@ fn main() -> std::process::ExitCode {
     t.run("fork::arena::contended_lock_across_processes", contended_lock_across_processes);
     t.run("fork::arena::lock_owner_killed_is_reported", lock_owner_killed_is_reported);
     t.run("fork::arena::low_memory_thresholds", low_memory_thresholds);
+    t.run("fork::arena::lock_hooks_and_session_locks_across_processes", lock_hooks_and_session_locks_across_processes);
     t.finish()
 }

@@ -8,7 +8,9 @@
 mod arena;
 mod global;
 mod lock;
+mod locks;
 
 pub use arena::{ArenaStats, SharedArena, Thresholds};
 pub use global::ArenaGlobalAlloc;
 pub use lock::RobustMutex;
+pub use locks::{SessionLocks, SharedLocks};
