@@ -85,6 +85,29 @@ fn handshake(c: &mut dyn Session, s: &mut dyn Session, buf: &mut [u8], server: &
     panic!("handshake did not complete");
 }
 
+/// A server session after a handshake and one 1 KiB exchange each way, its client dropped:
+/// what an idle SIP connection holds.
+fn idle_server(
+    sd: &dyn sipstls::ServerDomain,
+    cd: &dyn sipstls::ClientDomain,
+    name: &ServerName,
+    buf: &mut [u8],
+) -> Box<dyn Session> {
+    let msg = [0x5au8; 1024];
+    let mut out = [0u8; 4096];
+    let mut s = sd.accept(None).expect("accept");
+    let mut c = cd.connect(Some(name)).expect("connect");
+    let (mut a, mut b) = (Duration::ZERO, Duration::ZERO);
+    handshake(&mut *c, &mut *s, buf, &mut a);
+    c.write(&msg).expect("client write");
+    pass(&mut *c, &mut *s, buf, &mut a, &mut b);
+    while let Ok(sipstls::ReadStatus::Data(_)) = s.read(&mut out) {}
+    s.write(&msg).expect("server write");
+    pass(&mut *s, &mut *c, buf, &mut a, &mut b);
+    while let Ok(sipstls::ReadStatus::Data(_)) = c.read(&mut out) {}
+    s
+}
+
 fn child(backend_name: &str, hooks_on: bool, n: usize, idle: usize) -> ChildResult {
     let arena = if hooks_on {
         let arena = SharedArena::create(ARENA_BYTES).expect("arena");
@@ -128,24 +151,7 @@ fn child(backend_name: &str, hooks_on: bool, n: usize, idle: usize) -> ChildResu
     // Idle connections.
     let arena_before = arena.map(|a| a.stats().in_use);
     let heap_before = heap_in_use();
-    let mut held = Vec::with_capacity(idle);
-    let msg = vec![0x5au8; 1024];
-    let mut out = vec![0u8; 4096];
-    for _ in 0..idle {
-        let mut s = sd.accept(None).unwrap();
-        let mut c = cd.connect(Some(&name)).unwrap();
-        let mut ignore = Duration::ZERO;
-        handshake(&mut *c, &mut *s, &mut buf, &mut ignore);
-        let (mut a, mut b) = (Duration::ZERO, Duration::ZERO);
-        c.write(&msg).unwrap();
-        pass(&mut *c, &mut *s, &mut buf, &mut a, &mut b);
-        while let Ok(sipstls::ReadStatus::Data(_)) = s.read(&mut out) {}
-        s.write(&msg).unwrap();
-        pass(&mut *s, &mut *c, &mut buf, &mut a, &mut b);
-        while let Ok(sipstls::ReadStatus::Data(_)) = c.read(&mut out) {}
-        drop(c);
-        held.push(s);
-    }
+    let held: Vec<_> = (0..idle).map(|_| idle_server(&*sd, &*cd, &name, &mut buf)).collect();
     let arena_per_conn = arena.zip(arena_before).map(|(a, b)| (a.stats().in_use as f64 - b as f64) / idle as f64);
     let heap_per_conn = (heap_in_use() as f64 - heap_before as f64) / idle as f64;
     drop(held);
@@ -261,22 +267,7 @@ fn explain_openssl(idle: usize) {
     let cd = backend.client_domain(&client_cfg(v).with_resumption(Resumption::DISABLED)).unwrap();
     let name = ServerName::parse(SERVER_NAME).unwrap();
     let mut buf = vec![0u8; 64 * 1024];
-    let msg = vec![0x5au8; 1024];
-    let mut out = vec![0u8; 4096];
-    let mut connect = || {
-        let mut s = sd.accept(None).unwrap();
-        let mut c = cd.connect(Some(&name)).unwrap();
-        let (mut a, mut b) = (Duration::ZERO, Duration::ZERO);
-        handshake(&mut *c, &mut *s, &mut buf, &mut a);
-        c.write(&msg).unwrap();
-        pass(&mut *c, &mut *s, &mut buf, &mut a, &mut b);
-        while let Ok(sipstls::ReadStatus::Data(_)) = s.read(&mut out) {}
-        s.write(&msg).unwrap();
-        pass(&mut *s, &mut *c, &mut buf, &mut a, &mut b);
-        while let Ok(sipstls::ReadStatus::Data(_)) = c.read(&mut out) {}
-        drop(c);
-        s
-    };
+    let mut connect = || idle_server(&*sd, &*cd, &name, &mut buf);
     drop(connect()); // warm-up
     let before = explain::snapshot();
     let held: Vec<_> = (0..idle).map(|_| connect()).collect();
