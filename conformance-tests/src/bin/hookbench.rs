@@ -85,6 +85,16 @@ fn handshake(c: &mut dyn Session, s: &mut dyn Session, buf: &mut [u8], server: &
     panic!("handshake did not complete");
 }
 
+/// The measured scenario's domains: TLS 1.3, ECDSA P-256, no resumption.
+fn domains(backend_name: &str) -> (Arc<dyn sipstls::ServerDomain>, Arc<dyn sipstls::ClientDomain>, ServerName) {
+    let backend: Arc<dyn Backend> = sipstls::backend(backend_name).expect("backend built");
+    let _ = pki();
+    let v = ProtocolVersion::Tls13;
+    let sd = backend.server_domain(&server_cfg(v).with_resumption(Resumption::DISABLED)).expect("server domain");
+    let cd = backend.client_domain(&client_cfg(v).with_resumption(Resumption::DISABLED)).expect("client domain");
+    (sd, cd, ServerName::parse(SERVER_NAME).expect("static name"))
+}
+
 /// A server session after a handshake and one 1 KiB exchange each way, its client dropped:
 /// what an idle SIP connection holds.
 fn idle_server(
@@ -122,12 +132,7 @@ fn child(backend_name: &str, hooks_on: bool, n: usize, idle: usize) -> ChildResu
     } else {
         None
     };
-    let backend: Arc<dyn Backend> = sipstls::backend(backend_name).expect("backend built");
-    let _ = pki();
-    let v = ProtocolVersion::Tls13;
-    let sd = backend.server_domain(&server_cfg(v).with_resumption(Resumption::DISABLED)).unwrap();
-    let cd = backend.client_domain(&client_cfg(v).with_resumption(Resumption::DISABLED)).unwrap();
-    let name = ServerName::parse(SERVER_NAME).unwrap();
+    let (sd, cd, name) = domains(backend_name);
     let mut buf = vec![0u8; 64 * 1024];
 
     let mut run = |count: usize| {
@@ -260,12 +265,7 @@ mod explain {
 #[cfg(feature = "openssl")]
 fn explain_openssl(idle: usize) {
     assert!(explain::install(), "the recording hooks must be installed before OpenSSL's first allocation");
-    let backend = sipstls::backend("openssl").expect("openssl built");
-    let _ = pki();
-    let v = ProtocolVersion::Tls13;
-    let sd = backend.server_domain(&server_cfg(v).with_resumption(Resumption::DISABLED)).unwrap();
-    let cd = backend.client_domain(&client_cfg(v).with_resumption(Resumption::DISABLED)).unwrap();
-    let name = ServerName::parse(SERVER_NAME).unwrap();
+    let (sd, cd, name) = domains("openssl");
     let mut buf = vec![0u8; 64 * 1024];
     let mut connect = || idle_server(&*sd, &*cd, &name, &mut buf);
     drop(connect()); // warm-up
