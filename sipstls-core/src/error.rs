@@ -8,6 +8,7 @@
 use std::fmt;
 
 use crate::caps::Capabilities;
+use crate::proxy::ProxyError;
 
 /// A shorthand for `Result<T, sipstls_core::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -81,6 +82,10 @@ pub enum Error {
     /// The transport ended without a close_notify alert (possible truncation attack).
     #[error("the transport closed without close_notify")]
     UnexpectedEof,
+    /// A PROXY protocol v2 header could not be parsed or encoded. Not counted by
+    /// [`Error::is_peer_fault`]: the header comes from the proxy in front, not the TLS peer.
+    #[error("PROXY protocol: {0}")]
+    Proxy(ProxyError),
     /// An error of the TLS library that has no better mapping. The message is for logs;
     /// do not match on it.
     #[error("{library}: {message}")]
@@ -125,6 +130,12 @@ impl Error {
 impl From<CertificateError> for Error {
     fn from(e: CertificateError) -> Self {
         Error::Certificate(e)
+    }
+}
+
+impl From<ProxyError> for Error {
+    fn from(e: ProxyError) -> Self {
+        Error::Proxy(e)
     }
 }
 

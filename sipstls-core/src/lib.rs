@@ -15,6 +15,7 @@
 //! - [`TlsInfo`]: a plain-data snapshot of an established session.
 //! - [`Error`]: one typed error for every backend.
 //! - [`hooks`]: the allocator and lock hook contracts for shared-memory process models.
+//! - [`proxy`]: the PROXY protocol v2 header a TLS terminator sends to the SIP worker behind it.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -26,6 +27,7 @@ mod error;
 #[allow(unsafe_code)] // unsafe traits: the contracts of C-facing hooks
 pub mod hooks;
 mod info;
+pub mod proxy;
 mod session;
 pub mod x509;
 
