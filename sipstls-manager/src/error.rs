@@ -1,0 +1,129 @@
+//! Typed outcomes: why a connection ended, why an outbound connection failed, and what a
+//! worker sees when the manager is gone.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a connection owned by the manager ended. Sent to the worker that held it and counted
+/// in [`ManagerStats`](crate::ManagerStats).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The TLS peer sent close_notify.
+    #[error("the peer closed the connection (close_notify)")]
+    PeerClosed,
+    /// The TLS peer closed TCP without close_notify.
+    #[error("the peer closed TCP without close_notify")]
+    PeerEof,
+    /// The worker closed its end; the manager sent close_notify to the peer.
+    #[error("the worker closed the connection")]
+    WorkerClosed,
+    /// The worker process (or thread) holding the connection is gone; the manager sent
+    /// close_notify to the peer.
+    #[error("the worker holding the connection was lost")]
+    WorkerLost,
+    /// No worker was alive to take an inbound connection.
+    #[error("no worker is alive to take the connection")]
+    NoWorker,
+    /// The TLS handshake did not finish in time.
+    #[error("the TLS handshake timed out")]
+    HandshakeTimeout,
+    /// The peer did not read what was queued for it within the send timeout.
+    #[error("the peer read nothing for the send timeout")]
+    SendTimeout,
+    /// More than the per-connection limit was queued for a peer that does not read.
+    #[error("the write queue to the peer is full ({limit} bytes)")]
+    WriteQueueFull {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The TLS layer failed (the message of the typed [`sipstls_core::Error`]).
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// A socket error.
+    #[error("I/O: {0}")]
+    Io(String),
+    /// The manager is shutting down.
+    #[error("the manager shut down")]
+    Shutdown,
+}
+
+impl CloseReason {
+    /// A short stable name, for counters and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::PeerEof => "peer_eof",
+            CloseReason::WorkerClosed => "worker_closed",
+            CloseReason::WorkerLost => "worker_lost",
+            CloseReason::NoWorker => "no_worker",
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+            CloseReason::SendTimeout => "send_timeout",
+            CloseReason::WriteQueueFull { .. } => "write_queue_full",
+            CloseReason::Tls(_) => "tls_error",
+            CloseReason::Io(_) => "io_error",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+
+    /// True for the endings that are not somebody's orderly close.
+    pub fn is_failure(&self) -> bool {
+        !matches!(self, CloseReason::PeerClosed | CloseReason::WorkerClosed | CloseReason::Shutdown)
+    }
+}
+
+impl From<sipstls_core::Error> for CloseReason {
+    fn from(e: sipstls_core::Error) -> Self {
+        match e {
+            sipstls_core::Error::UnexpectedEof => CloseReason::PeerEof,
+            e => CloseReason::Tls(e.to_string()),
+        }
+    }
+}
+
+impl From<std::io::Error> for CloseReason {
+    fn from(e: std::io::Error) -> Self {
+        CloseReason::Io(e.to_string())
+    }
+}
+
+/// Why the manager could not give a worker an outbound connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// No client domain matches the target (or the id is unknown).
+    #[error("no client domain: {0}")]
+    NoDomain(String),
+    /// The TCP connection failed.
+    #[error("TCP connect failed: {0}")]
+    Tcp(String),
+    /// The TCP connection or the handshake did not finish in time.
+    #[error("connect timed out")]
+    Timeout,
+    /// The handshake failed (the message of the typed [`sipstls_core::Error`]).
+    #[error("TLS handshake failed: {0}")]
+    Handshake(String),
+    /// The manager is gone (its control channel closed).
+    #[error("the TLS manager is gone")]
+    ManagerGone,
+    /// A local failure (socketpair, control channel).
+    #[error("local failure: {0}")]
+    Local(String),
+}
+
+/// What a worker sees when it cannot get a connection from the manager.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// The manager closed the control channel: no more connections will come.
+    #[error("the TLS manager is gone")]
+    ManagerGone,
+    /// Nothing arrived within the timeout.
+    #[error("timed out")]
+    Timeout,
+    /// An outbound connection failed.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The control channel failed or carried something malformed.
+    #[error("control channel: {0}")]
+    Io(#[from] std::io::Error),
+}

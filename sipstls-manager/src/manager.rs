@@ -1,0 +1,578 @@
+//! The TLS manager: owns every TLS session on a small thread pool, bridges each connection
+//! to a worker over a socketpair, opens outbound connections for workers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use sipstls_core::{ClientTarget, DomainTable, Session};
+use tokio::io::{unix::AsyncFd, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::sync::watch;
+
+use crate::bridge::{self, Limits};
+use crate::control::{self, ConnectTarget, ToManager, ToWorker};
+use crate::error::{CloseReason, ConnectError};
+use crate::meta::{ConnMeta, Direction};
+
+/// Settings of a [`TlsManager`]. The defaults suit a SIP server.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// Threads running handshakes and record crypto (default 2).
+    pub threads: usize,
+    /// Time allowed for a TLS handshake, inbound or outbound (default 10 s).
+    pub handshake_timeout: Duration,
+    /// Time allowed for an outbound TCP connect (default 5 s).
+    pub connect_timeout: Duration,
+    /// A peer must accept queued data within this time, or the connection is closed with
+    /// [`CloseReason::SendTimeout`] (default 10 s).
+    pub send_timeout: Duration,
+    /// Bytes queued per connection towards the peer before it is closed with
+    /// [`CloseReason::WriteQueueFull`], and towards the worker before the manager stops
+    /// reading from the peer (default 256 KiB).
+    pub max_queue: usize,
+    /// Connections at once; further ones are closed at accept (default 100,000).
+    pub max_connections: usize,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            threads: 2,
+            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            send_timeout: Duration::from_secs(10),
+            max_queue: 256 * 1024,
+            max_connections: 100_000,
+        }
+    }
+}
+
+/// Where a listener's plaintext goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// To the registered workers, round robin over those alive, each connection on its own
+    /// socketpair.
+    Workers,
+    /// To a TCP server (a SIP server that speaks plain TCP, such as Kamailio with
+    /// `tcp_accept_haproxy`), one TCP connection per TLS connection.
+    Tcp(SocketAddr),
+}
+
+/// One TLS listener.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Local address to bind.
+    pub addr: SocketAddr,
+    /// Where the plaintext goes.
+    pub upstream: Upstream,
+    /// Send a PROXY protocol v2 header (addresses, SNI, TLS facts, client certificate)
+    /// first on the plaintext side.
+    pub proxy_v2: bool,
+}
+
+impl ListenerConfig {
+    /// A listener handing connections to the workers, without a PROXY header.
+    pub fn workers(addr: SocketAddr) -> Self {
+        ListenerConfig { addr, upstream: Upstream::Workers, proxy_v2: false }
+    }
+}
+
+/// What the manager reports as it runs (see [`TlsManager::events`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ManagerEvent {
+    /// A worker's control channel closed (the process died or exited). Its connections
+    /// are closed with close_notify; new connections go to the others.
+    WorkerLost {
+        /// The worker's index.
+        worker: usize,
+        /// How many connections it held.
+        open_connections: usize,
+    },
+    /// A bridged connection ended.
+    Closed {
+        /// Connection id.
+        conn: u64,
+        /// The worker that held it.
+        worker: Option<usize>,
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// Counters, as plain data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ManagerStats {
+    /// TCP connections accepted.
+    pub accepted: u64,
+    /// Inbound handshakes completed.
+    pub handshakes_ok: u64,
+    /// Inbound handshakes failed (errors and timeouts).
+    pub handshakes_failed: u64,
+    /// Outbound connections made.
+    pub outbound_ok: u64,
+    /// Outbound connections that failed.
+    pub outbound_failed: u64,
+    /// Outbound requests answered with an open connection.
+    pub outbound_reused: u64,
+    /// Connections open now (inbound and outbound, including handshakes in progress).
+    pub active: u64,
+    /// Workers alive.
+    pub workers_alive: u64,
+    /// Workers lost.
+    pub workers_lost: u64,
+    /// Ended connections by [`CloseReason::kind`].
+    pub closed: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicU64,
+    handshakes_ok: AtomicU64,
+    handshakes_failed: AtomicU64,
+    outbound_ok: AtomicU64,
+    outbound_failed: AtomicU64,
+    outbound_reused: AtomicU64,
+    active: AtomicU64,
+    workers_lost: AtomicU64,
+}
+
+struct WorkerLink {
+    id: usize,
+    fd: AsyncFd<OwnedFd>,
+    lost: watch::Sender<bool>,
+    alive: AtomicBool,
+    open: AtomicUsize,
+}
+
+impl WorkerLink {
+    async fn send(&self, msg: &[u8], fd: Option<&std::os::unix::net::UnixStream>) -> std::io::Result<()> {
+        loop {
+            let mut guard = self.fd.writable().await?;
+            match guard.try_io(|inner| control::send(inner.get_ref().as_raw_fd(), msg, fd.map(|f| f.as_raw_fd()))) {
+                Ok(r) => return r,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ReuseKey {
+    worker: usize,
+    dest: SocketAddr,
+    domain: usize,
+    name: Option<String>,
+}
+
+struct Inner {
+    table: Arc<DomainTable>,
+    cfg: ManagerConfig,
+    workers: Mutex<Vec<Arc<WorkerLink>>>,
+    rr: AtomicUsize,
+    next_conn: AtomicU64,
+    counters: Counters,
+    closed: Mutex<BTreeMap<&'static str, u64>>,
+    events: Mutex<Option<mpsc::Sender<ManagerEvent>>>,
+    reuse: Mutex<HashMap<ReuseKey, u64>>,
+}
+
+/// Keeps [`Counters::active`] right on every path out of a connection task.
+struct Active<'a>(&'a AtomicU64);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (the maps stay
+/// consistent: every update is a single insert or remove).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Inner {
+    fn limits(&self) -> Limits {
+        Limits { send_timeout: self.cfg.send_timeout, max_queue: self.cfg.max_queue }
+    }
+
+    fn emit(&self, e: ManagerEvent) {
+        if let Some(tx) = lock(&self.events).as_ref() {
+            let _ = tx.send(e);
+        }
+    }
+
+    fn pick_worker(&self) -> Option<Arc<WorkerLink>> {
+        let workers = lock(&self.workers);
+        let n = workers.len();
+        let start = self.rr.fetch_add(1, Ordering::Relaxed);
+        (0..n).map(|i| &workers[(start + i) % n]).find(|w| w.alive.load(Ordering::Acquire)).cloned()
+    }
+
+    async fn ended(&self, conn: u64, worker: Option<&WorkerLink>, reason: CloseReason) {
+        *lock(&self.closed).entry(reason.kind()).or_default() += 1;
+        if let Some(w) = worker {
+            if w.alive.load(Ordering::Acquire) {
+                if let Ok(msg) = control::encode(&ToWorker::Closed { conn, reason: reason.clone() }, &[]) {
+                    let _ = w.send(&msg, None).await;
+                }
+            }
+        }
+        self.emit(ManagerEvent::Closed { conn, worker: worker.map(|w| w.id), reason });
+    }
+
+    fn worker_lost(&self, w: &WorkerLink) {
+        if w.alive.swap(false, Ordering::AcqRel) {
+            self.counters.workers_lost.fetch_add(1, Ordering::Relaxed);
+            let _ = w.lost.send(true);
+            self.emit(ManagerEvent::WorkerLost { worker: w.id, open_connections: w.open.load(Ordering::Acquire) });
+        }
+    }
+}
+
+/// The confined process model's TLS process: it accepts and initiates TLS connections,
+/// runs handshakes and record crypto on a small thread pool, and bridges each connection
+/// to a worker over a socketpair; workers read and write plaintext SIP.
+///
+/// Build the domain table, create one [`control::channel`] per worker and fork the workers
+/// *before* creating the manager (its threads must not exist at `fork()`); then add the
+/// workers' control ends with [`add_worker`](TlsManager::add_worker) and start listeners.
+/// Dropping the manager stops it.
+pub struct TlsManager {
+    rt: Option<tokio::runtime::Runtime>,
+    inner: Arc<Inner>,
+}
+
+impl TlsManager {
+    /// A manager for the domains of `table`.
+    pub fn new(table: Arc<DomainTable>, cfg: ManagerConfig) -> std::io::Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cfg.threads.max(1))
+            .thread_name("sipstls-manager")
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let inner = Arc::new(Inner {
+            table,
+            cfg,
+            workers: Mutex::new(Vec::new()),
+            rr: AtomicUsize::new(0),
+            next_conn: AtomicU64::new(1),
+            counters: Counters::default(),
+            closed: Mutex::new(BTreeMap::new()),
+            events: Mutex::new(None),
+            reuse: Mutex::new(HashMap::new()),
+        });
+        Ok(TlsManager { rt: Some(rt), inner })
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.rt.as_ref().expect("the runtime lives until drop")
+    }
+
+    /// A channel of [`ManagerEvent`]s (replacing any earlier one).
+    pub fn events(&self) -> mpsc::Receiver<ManagerEvent> {
+        let (tx, rx) = mpsc::channel();
+        *lock(&self.inner.events) = Some(tx);
+        rx
+    }
+
+    /// Registers a worker by the manager end of its [`control::channel`]; returns its index.
+    pub fn add_worker(&self, control: OwnedFd) -> std::io::Result<usize> {
+        control::set_nonblocking(&control)?;
+        let _enter = self.rt().enter();
+        // SAFETY: `control` is an `OwnedFd`: its descriptor is open and stays the same until
+        // the `AsyncFd` that owns it is dropped.
+        let fd = unsafe { AsyncFd::register(control) }.map_err(|e| e.into_parts().1)?;
+        let mut workers = lock(&self.inner.workers);
+        let link = Arc::new(WorkerLink {
+            id: workers.len(),
+            fd,
+            lost: watch::channel(false).0,
+            alive: AtomicBool::new(true),
+            open: AtomicUsize::new(0),
+        });
+        workers.push(link.clone());
+        let id = link.id;
+        self.rt().spawn(worker_reader(self.inner.clone(), link));
+        Ok(id)
+    }
+
+    /// Binds a TLS listener and starts accepting; returns the bound address.
+    pub fn listen(&self, cfg: ListenerConfig) -> std::io::Result<SocketAddr> {
+        let std_listener = std::net::TcpListener::bind(cfg.addr)?;
+        std_listener.set_nonblocking(true)?;
+        let local = std_listener.local_addr()?;
+        let _enter = self.rt().enter();
+        let listener = TcpListener::from_std(std_listener)?;
+        self.rt().spawn(accept_loop(self.inner.clone(), listener, Arc::new(cfg)));
+        Ok(local)
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> ManagerStats {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let workers = lock(&self.inner.workers);
+        ManagerStats {
+            accepted: get(&c.accepted),
+            handshakes_ok: get(&c.handshakes_ok),
+            handshakes_failed: get(&c.handshakes_failed),
+            outbound_ok: get(&c.outbound_ok),
+            outbound_failed: get(&c.outbound_failed),
+            outbound_reused: get(&c.outbound_reused),
+            active: get(&c.active),
+            workers_alive: workers.iter().filter(|w| w.alive.load(Ordering::Acquire)).count() as u64,
+            workers_lost: get(&c.workers_lost),
+            closed: lock(&self.inner.closed).clone(),
+        }
+    }
+}
+
+impl Drop for TlsManager {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, cfg: Arc<ListenerConfig>) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(_) => {
+                // Out of descriptors or a connection reset before accept: back off briefly.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        inner.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        if inner.counters.active.load(Ordering::Relaxed) >= inner.cfg.max_connections as u64 {
+            drop(tcp);
+            continue;
+        }
+        inner.counters.active.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(inbound(inner.clone(), tcp, peer, cfg.clone()));
+    }
+}
+
+fn socketpair() -> std::io::Result<(UnixStream, std::os::unix::net::UnixStream)> {
+    let (mine, theirs) = std::os::unix::net::UnixStream::pair()?;
+    mine.set_nonblocking(true)?;
+    Ok((UnixStream::from_std(mine)?, theirs))
+}
+
+async fn inbound(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, lc: Arc<ListenerConfig>) {
+    let _active = Active(&inner.counters.active);
+    let _ = tcp.set_nodelay(true);
+    let local = match tcp.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    let mut session = match inner.table.accept(local) {
+        Ok(s) => s,
+        Err(_) => {
+            inner.counters.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    let (mut rd, mut wr) = tcp.into_split();
+    let hs = tokio::time::timeout(inner.cfg.handshake_timeout, bridge::handshake(&mut *session, &mut rd, &mut wr));
+    let leftover = match hs.await {
+        Ok(Ok(rest)) => rest,
+        Ok(Err(reason)) => return handshake_failed(&inner, reason),
+        Err(_) => return handshake_failed(&inner, CloseReason::HandshakeTimeout),
+    };
+    let Some(tls) = session.info() else {
+        return handshake_failed(&inner, CloseReason::Tls("no session facts after the handshake".into()));
+    };
+    inner.counters.handshakes_ok.fetch_add(1, Ordering::Relaxed);
+    let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
+    let meta = ConnMeta { id: conn, direction: Direction::Inbound, peer, local, tls };
+    let preamble = if lc.proxy_v2 { meta.proxy_header() } else { Vec::new() };
+    match &lc.upstream {
+        Upstream::Workers => {
+            let Some((worker, mine)) = hand_over(&inner, &meta).await else {
+                refuse(session, &mut wr).await;
+                return inner.ended(conn, None, CloseReason::NoWorker).await;
+            };
+            let (ur, uw) = mine.into_split();
+            worker.open.fetch_add(1, Ordering::AcqRel);
+            let lost = worker.lost.subscribe();
+            let reason = bridge::run(session, leftover, preamble, rd, wr, ur, uw, inner.limits(), lost).await;
+            worker.open.fetch_sub(1, Ordering::AcqRel);
+            inner.ended(conn, Some(&worker), reason).await;
+        }
+        Upstream::Tcp(addr) => {
+            let up = match tokio::time::timeout(inner.cfg.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => s,
+                _ => {
+                    refuse(session, &mut wr).await;
+                    return inner.ended(conn, None, CloseReason::NoWorker).await;
+                }
+            };
+            let _ = up.set_nodelay(true);
+            let (ur, uw) = up.into_split();
+            let (_keep, lost) = watch::channel(false);
+            let reason = bridge::run(session, leftover, preamble, rd, wr, ur, uw, inner.limits(), lost).await;
+            inner.ended(conn, None, reason).await;
+        }
+    }
+}
+
+fn handshake_failed(inner: &Inner, reason: CloseReason) {
+    inner.counters.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+    *lock(&inner.closed).entry(reason.kind()).or_default() += 1;
+}
+
+/// Sends close_notify to a peer nobody will serve.
+async fn refuse(mut session: Box<dyn Session>, wr: &mut tokio::net::tcp::OwnedWriteHalf) {
+    session.close_notify();
+    let mut out = vec![0u8; 4096];
+    while session.wants_write() {
+        let n = session.take_tls(&mut out);
+        if wr.write_all(&out[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Gives a new inbound connection to a live worker; tries the next one if a worker turns
+/// out to be gone.
+async fn hand_over(inner: &Inner, meta: &ConnMeta) -> Option<(Arc<WorkerLink>, UnixStream)> {
+    let msg = control::encode(&ToWorker::Inbound { conn: meta.id }, &meta.encode()).ok()?;
+    let tries = lock(&inner.workers).len();
+    for _ in 0..tries {
+        let worker = inner.pick_worker()?;
+        let (mine, theirs) = socketpair().ok()?;
+        match worker.send(&msg, Some(&theirs)).await {
+            Ok(()) => return Some((worker, mine)),
+            Err(_) => inner.worker_lost(&worker),
+        }
+    }
+    None
+}
+
+async fn worker_reader(inner: Arc<Inner>, link: Arc<WorkerLink>) {
+    let mut buf = vec![0u8; control::MAX_MESSAGE];
+    loop {
+        let got = async {
+            loop {
+                let mut guard = link.fd.readable().await?;
+                match guard.try_io(|inner| control::recv(inner.get_ref().as_raw_fd(), &mut buf)) {
+                    Ok(r) => return r,
+                    Err(_would_block) => continue,
+                }
+            }
+        }
+        .await;
+        match got {
+            Ok((0, _)) => break,
+            Ok((n, _fd)) => match control::decode::<ToManager>(&buf[..n]) {
+                Ok((ToManager::Connect { req, target }, _)) => {
+                    inner.counters.active.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(outbound(inner.clone(), link.clone(), req, target));
+                }
+                // A malformed request is dropped; the worker's own timeout reports it.
+                Err(_) => continue,
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => continue,
+            Err(_) => break,
+        }
+    }
+    inner.worker_lost(&link);
+}
+
+async fn outbound(inner: Arc<Inner>, worker: Arc<WorkerLink>, req: u64, target: ConnectTarget) {
+    let _active = Active(&inner.counters.active);
+    let fail = |error: ConnectError| {
+        let inner = inner.clone();
+        let worker = worker.clone();
+        async move {
+            inner.counters.outbound_failed.fetch_add(1, Ordering::Relaxed);
+            if let Ok(msg) = control::encode(&ToWorker::ConnectFailed { req, error }, &[]) {
+                let _ = worker.send(&msg, None).await;
+            }
+        }
+    };
+    let ct =
+        ClientTarget { id: target.domain_id.clone(), addr: Some(target.dest), server_name: target.server_name.clone() };
+    let (domain, name) = match inner.table.client_for(&ct) {
+        Ok(x) => x,
+        Err(e) => return fail(ConnectError::NoDomain(e.to_string())).await,
+    };
+    let key = ReuseKey {
+        worker: worker.id,
+        dest: target.dest,
+        domain: Arc::as_ptr(&domain) as *const () as usize,
+        name: name.as_ref().map(|n| n.to_string()),
+    };
+    if target.reuse {
+        let open = lock(&inner.reuse).get(&key).copied();
+        if let Some(conn) = open {
+            inner.counters.outbound_reused.fetch_add(1, Ordering::Relaxed);
+            if let Ok(msg) = control::encode(&ToWorker::Connected { req, conn, reused: true }, &[]) {
+                let _ = worker.send(&msg, None).await;
+            }
+            return;
+        }
+    }
+    let tcp = match tokio::time::timeout(inner.cfg.connect_timeout, TcpStream::connect(target.dest)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return fail(ConnectError::Tcp(e.to_string())).await,
+        Err(_) => return fail(ConnectError::Timeout).await,
+    };
+    let _ = tcp.set_nodelay(true);
+    let local = tcp.local_addr().unwrap_or(target.dest);
+    let mut session = match domain.connect(name.as_ref()) {
+        Ok(s) => s,
+        Err(e) => return fail(ConnectError::Handshake(e.to_string())).await,
+    };
+    let (mut rd, mut wr) = tcp.into_split();
+    let hs = tokio::time::timeout(inner.cfg.handshake_timeout, bridge::handshake(&mut *session, &mut rd, &mut wr));
+    let leftover = match hs.await {
+        Ok(Ok(rest)) => rest,
+        Ok(Err(reason)) => return fail(ConnectError::Handshake(reason.to_string())).await,
+        Err(_) => return fail(ConnectError::Timeout).await,
+    };
+    let Some(tls) = session.info() else {
+        return fail(ConnectError::Handshake("no session facts after the handshake".into())).await;
+    };
+    let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
+    let meta = ConnMeta { id: conn, direction: Direction::Outbound, peer: target.dest, local, tls };
+    let (mine, theirs) = match socketpair() {
+        Ok(p) => p,
+        Err(e) => return fail(ConnectError::Local(e.to_string())).await,
+    };
+    let msg = match control::encode(&ToWorker::Connected { req, conn, reused: false }, &meta.encode()) {
+        Ok(m) => m,
+        Err(e) => return fail(ConnectError::Local(e.to_string())).await,
+    };
+    // Counted and registered for reuse before the worker hears of it.
+    inner.counters.outbound_ok.fetch_add(1, Ordering::Relaxed);
+    lock(&inner.reuse).insert(key.clone(), conn);
+    if worker.send(&msg, Some(&theirs)).await.is_err() {
+        lock(&inner.reuse).remove(&key);
+        inner.worker_lost(&worker);
+        return;
+    }
+    drop(theirs);
+    let (ur, uw) = mine.into_split();
+    worker.open.fetch_add(1, Ordering::AcqRel);
+    let lost = worker.lost.subscribe();
+    let reason = bridge::run(session, leftover, Vec::new(), rd, wr, ur, uw, inner.limits(), lost).await;
+    worker.open.fetch_sub(1, Ordering::AcqRel);
+    {
+        let mut reuse = lock(&inner.reuse);
+        if reuse.get(&key) == Some(&conn) {
+            reuse.remove(&key);
+        }
+    }
+    inner.ended(conn, Some(&worker), reason).await;
+}

@@ -1,0 +1,355 @@
+//! The TLS manager end to end on loopback, with worker threads, for every backend of the
+//! build: hand-over with metadata, PROXY v2 preamble, round robin, outbound connections and
+//! their reuse rules, typed failures, bounded queues, timeouts and a lost worker.
+//! (Worker *processes* are tested with the SIP server example in `examples/tests`.)
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use sipstls::{Backend, DomainConfig, DomainTable, Listener, SniMatch, TlsStream};
+use sipstls_conformance::pki::{pki, ALT_NAME, CLIENT_CN, SERVER_NAME};
+use sipstls_manager::{
+    channel, CloseReason, ConnectError, ConnectTarget, Connection, Direction, ListenerConfig, ManagerConfig,
+    ManagerEvent, TlsManager, Worker, WorkerError,
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn table(backend: &Arc<dyn Backend>) -> Arc<DomainTable> {
+    let p = pki();
+    let mut t = DomainTable::new(backend.clone());
+    let server = DomainConfig::server(p.server_ecdsa.identity()).with_client_auth(p.roots(), false);
+    t.add_server(Listener::Any, None, &server).unwrap();
+    t.add_server(Listener::Any, Some(SniMatch::Exact(ALT_NAME.into())), &DomainConfig::server(p.server_alt.identity()))
+        .unwrap();
+    t.add_client_default(&DomainConfig::client(p.roots())).unwrap();
+    t.add_client_id("mtls", &DomainConfig::client(p.roots()).with_identity(p.client.identity())).unwrap();
+    Arc::new(t)
+}
+
+struct Setup {
+    manager: TlsManager,
+    workers: Vec<Arc<Worker>>,
+    addr: SocketAddr,
+}
+
+fn setup(backend: &Arc<dyn Backend>, n: usize, cfg: ManagerConfig, proxy_v2: bool) -> Setup {
+    let manager = TlsManager::new(table(backend), cfg).unwrap();
+    let mut workers = Vec::new();
+    for _ in 0..n {
+        let (m, w) = channel().unwrap();
+        manager.add_worker(m).unwrap();
+        workers.push(Arc::new(Worker::new(w).unwrap()));
+    }
+    let mut lc = ListenerConfig::workers("127.0.0.1:0".parse().unwrap());
+    lc.proxy_v2 = proxy_v2;
+    let addr = manager.listen(lc).unwrap();
+    Setup { manager, workers, addr }
+}
+
+fn client(backend: &Arc<dyn Backend>, addr: SocketAddr, cert: bool) -> TlsStream<TcpStream> {
+    let p = pki();
+    let mut cfg = DomainConfig::client(p.roots());
+    if cert {
+        cfg = cfg.with_identity(p.client.identity());
+    }
+    let domain = backend.client_domain(&cfg).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    let mut tls = TlsStream::connect(&*domain, SERVER_NAME, tcp).unwrap();
+    tls.handshake().unwrap();
+    tls
+}
+
+/// Reads from a worker connection until `n` bytes came.
+fn read_n(c: &Connection, n: usize) -> Vec<u8> {
+    c.stream().set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = vec![0; n];
+    (&*c).read_exact(&mut buf).unwrap();
+    buf
+}
+
+fn echo_once(c: &Connection, n: usize) {
+    let got = read_n(c, n);
+    (&*c).write_all(&got).unwrap();
+}
+
+fn handover_with_metadata(backend: Arc<dyn Backend>) {
+    let s = setup(&backend, 1, ManagerConfig::default(), false);
+    let mut tls = client(&backend, s.addr, true);
+    let conn = s.workers[0].accept_timeout(WAIT).unwrap();
+    assert_eq!(conn.meta.direction, Direction::Inbound);
+    assert_eq!(conn.meta.peer, tls.get_ref().local_addr().unwrap());
+    assert_eq!(conn.meta.local, s.addr);
+    let mine = tls.info().unwrap();
+    assert_eq!(conn.meta.tls.version, mine.version);
+    assert_eq!(conn.meta.tls.cipher_suite, mine.cipher_suite);
+    assert_eq!(conn.meta.tls.sni.as_deref(), Some(SERVER_NAME));
+    assert_eq!(conn.meta.tls.verify, sipstls::VerifyResult::Verified);
+    assert_eq!(conn.meta.tls.peer.as_ref().and_then(|p| p.subject_cn.as_deref()), Some(CLIENT_CN));
+    tls.write_all(b"OPTIONS sip:x SIP/2.0\r\n\r\n").unwrap();
+    echo_once(&conn, 25);
+    let mut back = [0; 25];
+    tls.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"OPTIONS sip:x SIP/2.0\r\n\r\n");
+    // The worker closes: the client sees close_notify (a clean end of stream).
+    drop(conn);
+    let mut rest = Vec::new();
+    assert_eq!(tls.read_to_end(&mut rest).unwrap(), 0);
+    assert_eq!(s.manager.stats().handshakes_ok, 1);
+}
+
+fn proxy_v2_header_comes_first(backend: Arc<dyn Backend>) {
+    use sipstls::proxy::{Parsed, ProxyHeader};
+    let s = setup(&backend, 1, ManagerConfig::default(), true);
+    let mut tls = client(&backend, s.addr, true);
+    let conn = s.workers[0].accept_timeout(WAIT).unwrap();
+    tls.write_all(b"ping").unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    let (header, consumed) = loop {
+        assert!(Instant::now() < deadline, "no complete PROXY header");
+        let mut buf = [0; 4096];
+        conn.stream().set_read_timeout(Some(WAIT)).unwrap();
+        let n = (&conn).read(&mut buf).unwrap();
+        assert!(n > 0, "EOF before the header");
+        got.extend_from_slice(&buf[..n]);
+        match ProxyHeader::parse(&got).unwrap() {
+            Parsed::Complete { header, consumed } if got.len() >= consumed + 4 => break (header, consumed),
+            _ => continue,
+        }
+    };
+    assert_eq!(&got[consumed..], b"ping");
+    assert_eq!(header.addresses, Some((tls.get_ref().local_addr().unwrap(), s.addr)));
+    assert_eq!(header.authority.as_deref(), Some(SERVER_NAME));
+    let ssl = header.ssl.unwrap();
+    assert!(ssl.client_cert_verified());
+    assert_eq!(ssl.cn.as_deref(), Some(CLIENT_CN));
+    assert_eq!(ssl.version.as_deref(), Some(tls.info().unwrap().version.name()));
+    assert_eq!(ssl.client_cert.as_deref(), Some(&pki().client.der[..]));
+}
+
+fn round_robin_over_workers(backend: Arc<dyn Backend>) {
+    let s = setup(&backend, 2, ManagerConfig::default(), false);
+    let mut clients = Vec::new();
+    let mut served = [0; 2];
+    for _ in 0..6 {
+        clients.push(client(&backend, s.addr, false));
+        let deadline = Instant::now() + WAIT;
+        'got: loop {
+            assert!(Instant::now() < deadline, "no worker got the connection");
+            for (i, w) in s.workers.iter().enumerate() {
+                if let Ok(c) = w.accept_timeout(Duration::from_millis(20)) {
+                    served[i] += 1;
+                    std::mem::forget(c); // keep it open
+                    break 'got;
+                }
+            }
+        }
+    }
+    assert_eq!(served, [3, 3]);
+}
+
+fn outbound_reuse_only_for_same_domain_and_name(backend: Arc<dyn Backend>) {
+    let s = setup(&backend, 2, ManagerConfig::default(), false);
+    let w = &s.workers[0];
+    let target = ConnectTarget::new(s.addr).server_name(SERVER_NAME);
+    let a = w.connect(&target, WAIT).unwrap();
+    assert!(!a.reused);
+    assert_eq!(a.meta.direction, Direction::Outbound);
+    assert_eq!(a.meta.peer, s.addr);
+    assert_eq!(a.meta.tls.sni.as_deref(), Some(SERVER_NAME));
+    assert_eq!(a.meta.tls.verify, sipstls::VerifyResult::Verified);
+    // The manager's own listener accepted it and gave it to a worker: data flows end to end.
+    let inbound = loop {
+        if let Ok(c) = s.workers[1].accept_timeout(Duration::from_millis(50)) {
+            break c;
+        }
+        if let Ok(c) = s.workers[0].accept_timeout(Duration::from_millis(50)) {
+            break c;
+        }
+    };
+    (&a).write_all(b"hello").unwrap();
+    assert_eq!(read_n(&inbound, 5), b"hello");
+    let same = w.connect(&target, WAIT).unwrap();
+    assert!(same.reused);
+    assert_eq!(same.meta.id, a.meta.id);
+    let other_name = w.connect(&ConnectTarget::new(s.addr).server_name(ALT_NAME), WAIT).unwrap();
+    assert!(!other_name.reused);
+    assert_ne!(other_name.meta.id, a.meta.id);
+    assert_eq!(other_name.meta.tls.sni.as_deref(), Some(ALT_NAME));
+    let other_domain = w.connect(&target.clone().domain_id("mtls"), WAIT).unwrap();
+    assert!(!other_domain.reused);
+    assert_ne!(other_domain.meta.id, a.meta.id);
+    let fresh = w.connect(&target.clone().fresh(), WAIT).unwrap();
+    assert_ne!(fresh.meta.id, a.meta.id);
+    // Another worker never gets this worker's connection.
+    let elsewhere = s.workers[1].connect(&target, WAIT).unwrap();
+    assert!(!elsewhere.reused);
+    let st = s.manager.stats();
+    assert_eq!(st.outbound_reused, 1);
+    assert_eq!(st.outbound_ok, 5);
+}
+
+fn outbound_failures_are_typed(backend: Arc<dyn Backend>) {
+    let s = setup(&backend, 1, ManagerConfig::default(), false);
+    let w = &s.workers[0];
+    let closed_port: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let err = |t: ConnectTarget| match w.connect(&t, WAIT) {
+        Err(WorkerError::Connect(e)) => e,
+        other => panic!("expected a connect error, got {other:?}"),
+    };
+    assert!(matches!(err(ConnectTarget::new(closed_port).server_name(SERVER_NAME)), ConnectError::Tcp(_)));
+    let wrong = err(ConnectTarget::new(s.addr).server_name("nobody.example.test"));
+    assert!(matches!(&wrong, ConnectError::Handshake(m) if m.contains("nobody.example.test")), "{wrong:?}");
+    assert!(matches!(err(ConnectTarget::new(s.addr).domain_id("no-such-domain")), ConnectError::NoDomain(_)));
+    assert_eq!(s.manager.stats().outbound_failed, 3);
+}
+
+fn handshake_timeout_closes(backend: Arc<dyn Backend>) {
+    let cfg = ManagerConfig { handshake_timeout: Duration::from_millis(300), ..Default::default() };
+    let s = setup(&backend, 1, cfg, false);
+    let mut silent = TcpStream::connect(s.addr).unwrap();
+    silent.set_read_timeout(Some(WAIT)).unwrap();
+    let t0 = Instant::now();
+    let mut buf = [0; 16];
+    assert_eq!(silent.read(&mut buf).unwrap(), 0, "the manager closes a silent client");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    let st = s.manager.stats();
+    assert_eq!(st.handshakes_failed, 1);
+    assert_eq!(st.closed.get("handshake_timeout"), Some(&1));
+    assert!(s.workers[0].accept_timeout(Duration::from_millis(50)).is_err(), "nothing handed over");
+}
+
+fn peer_that_never_reads_hits_the_bounded_queue(backend: Arc<dyn Backend>) {
+    let cfg = ManagerConfig { max_queue: 64 * 1024, send_timeout: Duration::from_secs(2), ..Default::default() };
+    let s = setup(&backend, 1, cfg, false);
+    let events = s.manager.events();
+    let _stuck = client(&backend, s.addr, false); // never reads
+    let conn = s.workers[0].accept_timeout(WAIT).unwrap();
+    let mut ok_client = client(&backend, s.addr, false);
+    let other = s.workers[0].accept_timeout(WAIT).unwrap();
+    // The worker writes far more than the queue and the socket buffers hold; its writes end
+    // in an error instead of blocking forever.
+    conn.stream().set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    let t0 = Instant::now();
+    let mut written = 0usize;
+    let write_err = loop {
+        match (&conn).write(&chunk) {
+            Ok(n) => written += n,
+            Err(e) => break e,
+        }
+        assert!(written < 1 << 30, "1 GiB accepted: the queue is not bounded");
+    };
+    assert!(t0.elapsed() < Duration::from_secs(15), "{write_err}");
+    // Meanwhile another connection of the same worker is served.
+    ok_client.write_all(b"still here").unwrap();
+    assert_eq!(read_n(&other, 10), b"still here");
+    let reason = loop {
+        match events.recv_timeout(WAIT).expect("a Closed event") {
+            ManagerEvent::Closed { conn: id, reason, .. } if id == conn.meta.id => break reason,
+            _ => continue,
+        }
+    };
+    assert!(matches!(reason, CloseReason::WriteQueueFull { limit: 65536 } | CloseReason::SendTimeout), "{reason:?}");
+    let deadline = Instant::now() + WAIT;
+    let told = loop {
+        if let Some((id, r)) = s.workers[0].try_closed() {
+            if id == conn.meta.id {
+                break r;
+            }
+        }
+        assert!(Instant::now() < deadline, "the worker was not told");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(told, reason);
+}
+
+fn lost_worker_connections_close_cleanly(backend: Arc<dyn Backend>) {
+    let s = setup(&backend, 2, ManagerConfig::default(), false);
+    let events = s.manager.events();
+    let mut c0 = client(&backend, s.addr, false);
+    let w0 = s.workers[0].accept_timeout(WAIT).unwrap();
+    let mut c1 = client(&backend, s.addr, false);
+    let w1 = s.workers[1].accept_timeout(WAIT).unwrap();
+    // Worker 0 goes away but (as a thread could) keeps the plaintext socket: the manager
+    // must close the connection itself.
+    let Setup { manager, mut workers, addr } = s;
+    let gone = workers.remove(0);
+    drop(Arc::try_unwrap(gone).ok().expect("only this handle"));
+    let lost = loop {
+        match events.recv_timeout(WAIT).expect("a WorkerLost event") {
+            ManagerEvent::WorkerLost { worker, open_connections } => break (worker, open_connections),
+            _ => continue,
+        }
+    };
+    assert_eq!(lost, (0, 1));
+    let mut rest = Vec::new();
+    assert_eq!(c0.read_to_end(&mut rest).unwrap(), 0, "clean close_notify to the lost worker's peer");
+    drop(w0);
+    // The other worker's connection is untouched, and new connections go to it.
+    c1.write_all(b"abc").unwrap();
+    echo_once(&w1, 3);
+    let mut back = [0; 3];
+    c1.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"abc");
+    let _c2 = client(&backend, addr, false);
+    assert!(workers[0].accept_timeout(WAIT).is_ok());
+    let st = manager.stats();
+    assert_eq!((st.workers_alive, st.workers_lost), (1, 1));
+}
+
+fn no_worker_means_close_notify(backend: Arc<dyn Backend>) {
+    let s = setup(&backend, 0, ManagerConfig::default(), false);
+    let mut c = client(&backend, s.addr, false);
+    let mut rest = Vec::new();
+    assert_eq!(c.read_to_end(&mut rest).unwrap(), 0);
+    let deadline = Instant::now() + WAIT;
+    while s.manager.stats().closed.get("no_worker") != Some(&1) {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn manager_gone_is_reported_to_workers(backend: Arc<dyn Backend>) {
+    let s = setup(&backend, 1, ManagerConfig::default(), false);
+    let Setup { manager, workers, .. } = s;
+    drop(manager);
+    assert!(matches!(workers[0].accept_timeout(WAIT), Err(WorkerError::ManagerGone)));
+    let (tx, rx) = mpsc::channel();
+    let w = workers[0].clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(w.connect(&ConnectTarget::new("127.0.0.1:9".parse().unwrap()), WAIT).is_err());
+    });
+    assert!(rx.recv_timeout(WAIT).unwrap());
+}
+
+macro_rules! per_backend {
+    ($($check:ident),* $(,)?) => {
+        mod rustls {
+            $( #[test] fn $check() { super::$check(sipstls::backend("rustls").unwrap()) } )*
+        }
+        mod openssl {
+            $( #[test] fn $check() { super::$check(sipstls::backend("openssl").unwrap()) } )*
+        }
+    };
+}
+
+per_backend!(
+    handover_with_metadata,
+    proxy_v2_header_comes_first,
+    round_robin_over_workers,
+    outbound_reuse_only_for_same_domain_and_name,
+    outbound_failures_are_typed,
+    handshake_timeout_closes,
+    peer_that_never_reads_hits_the_bounded_queue,
+    lost_worker_connections_close_cleanly,
+    no_worker_means_close_notify,
+    manager_gone_is_reported_to_workers,
+);
