@@ -2,5 +2,8 @@
 //! responses, and a threaded TLS listener.
 
 pub mod cli;
+pub mod client;
+pub mod registrar;
 pub mod server;
 pub mod sip;
+pub mod sipserver;

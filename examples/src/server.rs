@@ -19,7 +19,7 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What a server does with an established connection.
-pub type Handler = fn(&mut TlsStream<TcpStream>) -> io::Result<()>;
+pub type Handler = Arc<dyn Fn(&mut TlsStream<TcpStream>) -> io::Result<()> + Send + Sync>;
 
 /// One line describing an established session, for logs.
 pub fn describe(info: &TlsInfo) -> String {
@@ -38,9 +38,15 @@ pub fn describe(info: &TlsInfo) -> String {
 /// Runs the server described by `opts` until killed (or `--max-seconds`).
 pub fn serve(prog: &str, opts: &ServerOptions, handler: Handler) -> Result<(), String> {
     let backend = opts.backend()?;
-    let mut table = DomainTable::new(backend.clone());
+    let mut table = DomainTable::new(backend);
     table.add_server(Listener::Any, None, &opts.domain_config()?).map_err(|e| e.to_string())?;
-    let table = Arc::new(table);
+    serve_table(prog, opts, Arc::new(table), handler)
+}
+
+/// Runs a server for the domains of `table` on `opts.listen` until killed (or
+/// `--max-seconds`).
+pub fn serve_table(prog: &str, opts: &ServerOptions, table: Arc<DomainTable>, handler: Handler) -> Result<(), String> {
+    let backend = table.backend().clone();
     let listener = TcpListener::bind(opts.listen).map_err(|e| format!("{}: {e}", opts.listen))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     eprintln!("{prog}: listening on {local} with {} ({})", backend.info().name, backend.info().library);
@@ -66,10 +72,10 @@ pub fn serve(prog: &str, opts: &ServerOptions, handler: Handler) -> Result<(), S
             eprintln!("{prog}: too many connections, refusing one");
             continue;
         }
-        let (table, active, prog) = (table.clone(), active.clone(), prog.to_owned());
+        let (table, active, prog, handler) = (table.clone(), active.clone(), prog.to_owned(), handler.clone());
         std::thread::spawn(move || {
             let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-            if let Err(e) = connection(&table, tcp, handler) {
+            if let Err(e) = connection(&table, tcp, &handler) {
                 let typed = sipstls::tls_error(&e).map(|t| format!(" [{t:?}]")).unwrap_or_default();
                 eprintln!("{prog}: {peer}: {e}{typed}");
             }
@@ -79,7 +85,7 @@ pub fn serve(prog: &str, opts: &ServerOptions, handler: Handler) -> Result<(), S
     Ok(())
 }
 
-fn connection(table: &DomainTable, tcp: TcpStream, handler: Handler) -> io::Result<()> {
+fn connection(table: &DomainTable, tcp: TcpStream, handler: &Handler) -> io::Result<()> {
     let local = tcp.local_addr()?;
     tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
     tcp.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;

@@ -14,7 +14,7 @@ fn main() {
         println!("{}", usage(prog));
         return;
     }
-    let result = ServerOptions::parse(args).and_then(|opts| serve(prog, &opts, sip_responder));
+    let result = ServerOptions::parse(args).and_then(|opts| serve(prog, &opts, std::sync::Arc::new(sip_responder)));
     if let Err(e) = result {
         eprintln!("{prog}: {e}\n{}", usage(prog));
         std::process::exit(2);

@@ -1,0 +1,311 @@
+//! The SIP server example in the confined model (a TLS manager and 4 worker processes) and
+//! in the single-process model, for every backend of the build: OPTIONS, REGISTER shared
+//! across workers, MESSAGE relayed over TLS to a next hop, keep-alive, and a worker killed
+//! while its connection is open.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sipstls::{DomainConfig, TlsStream};
+use sipstls_conformance::peers::{free_port, wait_for_port, ChildGuard, ScratchDir};
+use sipstls_conformance::pki::{pki, SERVER_NAME};
+use sipstls_examples::client::{self, ClientOptions};
+use sipstls_examples::sip::{self, Frame, Message};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+struct Server {
+    _child: ChildGuard,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Drop for Server {
+    /// An orderly stop first (SIGTERM: the server stops and reaps its workers), then the
+    /// guard's SIGKILL as a backstop.
+    fn drop(&mut self) {
+        let pid = self._child.0.id() as i32;
+        // SAFETY: signalling the server process this test started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self._child.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Server {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the server's log contains `needle`.
+    fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let log = self.log();
+            if log.contains(needle) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn worker_pids(&self) -> Vec<i32> {
+        let log = self.wait_log("pids [");
+        let list = log.split("pids [").nth(1).and_then(|s| s.split(']').next()).expect("pids in the log");
+        list.split(',').map(|p| p.trim().parse().expect("pid")).collect()
+    }
+}
+
+fn start(bin: &str, dir: &Path, tag: &str, args: &[&str]) -> Server {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let log = dir.join(format!("{tag}.log"));
+    let child = Command::new(bin)
+        .args(["--listen", &addr.to_string(), "--max-seconds", "120"])
+        .arg("--cert")
+        .arg(dir.join("server.pem"))
+        .arg("--key")
+        .arg(dir.join("server.key"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn");
+    let child = ChildGuard(child);
+    assert!(wait_for_port(addr, WAIT), "{bin} did not listen on {addr}");
+    Server { _child: child, addr, log }
+}
+
+fn client_opts(dir: &Path, addr: SocketAddr, backend: &str) -> ClientOptions {
+    let mut o = ClientOptions::parse(
+        ["--connect", &addr.to_string(), "--name", SERVER_NAME, "--backend", backend, "--timeout", "10"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["--ca".into(), dir.join("ca.pem").to_string_lossy().into_owned()]),
+    )
+    .unwrap();
+    o.count = 1;
+    o
+}
+
+fn status(m: &Message) -> u16 {
+    m.start_line.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+fn worker_of(m: &Message) -> String {
+    m.header("x-worker").expect("X-Worker header").to_owned()
+}
+
+/// OPTIONS on fresh connections reach every worker; REGISTER made through one worker is
+/// seen through another; MESSAGE is relayed over TLS to the next hop and its answer comes
+/// back with our Via removed; a keep-alive ping gets its pong.
+fn confined_sip_server(backend: &str) {
+    let dir = ScratchDir::new("confined");
+    pki().write_to(dir.path()).unwrap();
+    let ca = dir.path().join("ca.pem");
+    let next_hop = start(env!("CARGO_BIN_EXE_sip-responder"), dir.path(), "next-hop", &["--backend", backend]);
+    let server = start(
+        env!("CARGO_BIN_EXE_sip-server"),
+        dir.path(),
+        "server",
+        &[
+            "--backend",
+            backend,
+            "--model",
+            "confined",
+            "--workers",
+            "4",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--next-hop",
+            &next_hop.addr.to_string(),
+            "--next-hop-name",
+            SERVER_NAME,
+        ],
+    );
+    assert_eq!(server.worker_pids().len(), 4);
+
+    let mut workers = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let mut o = client_opts(dir.path(), server.addr, backend);
+        o.ping = true;
+        let run = client::run(&o).unwrap();
+        assert_eq!(status(&run.responses[0]), 200);
+        workers.insert(worker_of(&run.responses[0]));
+    }
+    assert_eq!(workers.len(), 4, "round robin over 4 worker processes: {workers:?}");
+
+    // REGISTER through one worker, then query through the others.
+    let mut reg = client_opts(dir.path(), server.addr, backend);
+    reg.method = "REGISTER".into();
+    reg.to = Some("sip:alice@example.test".into());
+    reg.ruri = Some("sip:example.test".into());
+    reg.contact = Some("sip:alice@192.0.2.10:5061;transport=tls".into());
+    let done = client::run(&reg).unwrap();
+    assert_eq!(status(&done.responses[0]), 200);
+    let registered_by = worker_of(&done.responses[0]);
+    let mut seen_elsewhere = false;
+    for _ in 0..4 {
+        let mut query = reg.clone();
+        query.contact = None;
+        let r = client::run(&query).unwrap();
+        let contact = r.responses[0].header("contact").unwrap_or_default().to_owned();
+        assert!(contact.contains("sip:alice@192.0.2.10:5061"), "binding visible: {contact:?}");
+        seen_elsewhere |= worker_of(&r.responses[0]) != registered_by;
+    }
+    assert!(seen_elsewhere, "a query answered by another worker process found the binding");
+
+    // MESSAGE relayed to the next hop (which echoes the body) over TLS; 3 on one connection.
+    let mut msg = client_opts(dir.path(), server.addr, backend);
+    msg.method = "MESSAGE".into();
+    msg.ruri = Some("sip:bob@example.test".into());
+    msg.body = "relayed through the TLS manager".into();
+    msg.count = 3;
+    let r = client::run(&msg).unwrap();
+    assert_eq!(r.responses.len(), 3);
+    for resp in &r.responses {
+        assert_eq!(status(resp), 200, "{resp:?}");
+        assert_eq!(resp.body, b"relayed through the TLS manager");
+        assert_eq!(resp.header_all("via").count(), 1, "our Via was removed: {resp:?}");
+        assert!(resp.header("x-worker").is_none(), "answered by the next hop, not locally");
+    }
+    assert!(next_hop.log().contains("request: MESSAGE sip:bob@example.test"), "the next hop got it");
+}
+
+/// A worker process killed with SIGKILL: its connection ends with close_notify, the other
+/// connections keep working, new ones go to the survivors, and the manager reports it.
+fn killed_worker(backend: &str) {
+    let dir = ScratchDir::new("confined-kill");
+    pki().write_to(dir.path()).unwrap();
+    let server = start(
+        env!("CARGO_BIN_EXE_sip-server"),
+        dir.path(),
+        "server",
+        &["--backend", backend, "--model", "confined", "--workers", "4"],
+    );
+    let pids = server.worker_pids();
+    let b = sipstls::backend(backend).unwrap();
+    let domain = b.client_domain(&DomainConfig::client(pki().roots())).unwrap();
+    let mut conns = Vec::new();
+    for i in 0..4 {
+        let tcp = TcpStream::connect(server.addr).unwrap();
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        let mut tls = TlsStream::connect(&*domain, SERVER_NAME, tcp).unwrap();
+        let who = options(&mut tls, i);
+        conns.push((tls, who));
+    }
+    let victim_tag = conns[0].1.clone();
+    let victim_pid: i32 = victim_tag.split("pid=").nth(1).unwrap().parse().unwrap();
+    assert!(pids.contains(&victim_pid));
+    // SAFETY: signalling a worker process of the server this test started.
+    assert_eq!(unsafe { libc::kill(victim_pid, libc::SIGKILL) }, 0);
+    // Its connection: a clean close_notify, not a reset or a hang.
+    let mut rest = Vec::new();
+    let (victim, _) = &mut conns[0];
+    assert_eq!(victim.read_to_end(&mut rest).expect("close_notify, not an error"), 0);
+    // Every other connection still answers (the ones on the same worker, if any, excepted).
+    for (i, (tls, who)) in conns.iter_mut().enumerate().skip(1) {
+        if *who != victim_tag {
+            assert_eq!(&options(tls, 10 + i), who);
+        }
+    }
+    let log = server.wait_log(&format!("(pid {victim_pid}) lost"));
+    assert!(log.contains(&format!("(pid {victim_pid}) lost; its 1 connection(s) closed")), "{log}");
+    for i in 0..6 {
+        let tcp = TcpStream::connect(server.addr).unwrap();
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        let mut tls = TlsStream::connect(&*domain, SERVER_NAME, tcp).unwrap();
+        assert_ne!(options(&mut tls, 20 + i), victim_tag, "no connection goes to the dead worker");
+    }
+}
+
+fn options(tls: &mut TlsStream<TcpStream>, seq: usize) -> String {
+    let req = format!(
+        "OPTIONS sip:{SERVER_NAME} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1;branch=z9hG4bK-k{seq}\r\nFrom: <sip:t@example.test>;tag=t\r\n\
+         To: <sip:{SERVER_NAME}>\r\nCall-ID: kill-{seq}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    tls.write_all(req.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Ok(Frame::Message(m, _)) = sip::parse(&got) {
+            assert_eq!(status(&m), 200);
+            return worker_of(&m);
+        }
+        let n = tls.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the response");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// The same server in one process (TLS terminated per thread): OPTIONS, REGISTER, MESSAGE.
+fn single_sip_server(backend: &str) {
+    let dir = ScratchDir::new("single");
+    pki().write_to(dir.path()).unwrap();
+    let ca = dir.path().join("ca.pem");
+    let next_hop = start(env!("CARGO_BIN_EXE_sip-responder"), dir.path(), "next-hop", &["--backend", backend]);
+    let server = start(
+        env!("CARGO_BIN_EXE_sip-server"),
+        dir.path(),
+        "server",
+        &[
+            "--backend",
+            backend,
+            "--model",
+            "single",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--next-hop",
+            &next_hop.addr.to_string(),
+            "--next-hop-name",
+            SERVER_NAME,
+        ],
+    );
+    let r = client::run(&client_opts(dir.path(), server.addr, backend)).unwrap();
+    assert!(worker_of(&r.responses[0]).starts_with("single"));
+    let mut msg = client_opts(dir.path(), server.addr, backend);
+    msg.method = "MESSAGE".into();
+    msg.body = "direct".into();
+    let r = client::run(&msg).unwrap();
+    assert_eq!((status(&r.responses[0]), &r.responses[0].body[..]), (200, &b"direct"[..]));
+}
+
+/// The client binary prints the response and exits 0; a wrong name fails with a TLS error.
+#[test]
+fn sip_client_binary_against_the_confined_server() {
+    let dir = ScratchDir::new("client-bin");
+    pki().write_to(dir.path()).unwrap();
+    let server = start(env!("CARGO_BIN_EXE_sip-server"), dir.path(), "server", &["--workers", "2"]);
+    let run = |name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sip-client"))
+            .args(["--connect", &server.addr.to_string(), "--name", name, "--ping"])
+            .arg("--ca")
+            .arg(dir.path().join("ca.pem"))
+            .output()
+            .unwrap()
+    };
+    let ok = run(SERVER_NAME);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("SIP/2.0 200 OK\r\n"));
+    let bad = run("nobody.example.test");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("TLS:"), "{}", String::from_utf8_lossy(&bad.stderr));
+}
+
+macro_rules! per_backend {
+    ($($check:ident),*) => {
+        mod rustls { $( #[test] fn $check() { super::$check("rustls") } )* }
+        mod openssl { $( #[test] fn $check() { super::$check("openssl") } )* }
+    };
+}
+
+per_backend!(confined_sip_server, killed_worker, single_sip_server);
