@@ -13,6 +13,44 @@ use crate::error::CloseReason;
 /// Read and record buffer size: one maximal TLS record plus overhead.
 const BUF: usize = 17 * 1024;
 
+/// A write half that can also write without waiting (the fast path of the bridge: most
+/// writes complete at once, and skipping the readiness machinery and the send timer for
+/// them saves a timer registration and a poll per message).
+pub(crate) trait TryWrite {
+    /// Writes what the socket takes now; `WouldBlock` when it takes nothing.
+    fn try_write_now(&self, buf: &[u8]) -> std::io::Result<usize>;
+}
+
+impl TryWrite for tokio::net::tcp::OwnedWriteHalf {
+    fn try_write_now(&self, buf: &[u8]) -> std::io::Result<usize> {
+        self.try_write(buf)
+    }
+}
+
+impl TryWrite for tokio::net::unix::OwnedWriteHalf {
+    fn try_write_now(&self, buf: &[u8]) -> std::io::Result<usize> {
+        self.try_write(buf)
+    }
+}
+
+/// Writes as much of `buf[*pos..]` as `w` takes now. `Err` only for real errors.
+fn write_now<W: TryWrite>(w: &W, buf: &[u8], pos: &mut usize) -> std::io::Result<bool> {
+    let mut progress = false;
+    while *pos < buf.len() {
+        match w.try_write_now(&buf[*pos..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                *pos += n;
+                progress = true;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(progress)
+}
+
 /// Per-connection limits.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -199,9 +237,9 @@ pub(crate) async fn run<PR, PW, WR, WW>(
 ) -> CloseReason
 where
     PR: AsyncRead + Unpin,
-    PW: AsyncWrite + Unpin,
+    PW: AsyncWrite + TryWrite + Unpin,
     WR: AsyncRead + Unpin,
-    WW: AsyncWrite + Unpin,
+    WW: AsyncWrite + TryWrite + Unpin,
 {
     let mut b = Bridge {
         session,
@@ -220,6 +258,15 @@ where
     let reason = loop {
         if let Err(r) = b.pump_in() {
             break r;
+        }
+        // Fast path: write what the sockets take right now.
+        match write_now(&peer_wr, &b.tls_out, &mut b.tls_pos) {
+            Ok(true) => send_deadline = Instant::now() + limits.send_timeout,
+            Ok(false) => {}
+            Err(e) => break e.into(),
+        }
+        if write_now(&wk_wr, &b.plain_out, &mut b.plain_pos).is_err() {
+            break CloseReason::WorkerLost;
         }
         if let Some(notified) = b.peer_done {
             if b.plain_pending() == 0 {

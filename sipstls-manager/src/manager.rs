@@ -170,6 +170,9 @@ struct ReuseKey {
 
 struct Inner {
     table: Arc<DomainTable>,
+    /// One single-threaded runtime per manager thread; connections are spread over them.
+    handles: Vec<tokio::runtime::Handle>,
+    next_handle: AtomicUsize,
     cfg: ManagerConfig,
     workers: Mutex<Vec<Arc<WorkerLink>>>,
     rr: AtomicUsize,
@@ -196,6 +199,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Inner {
+    /// The runtime for the next connection (round robin).
+    fn pick_handle(&self) -> &tokio::runtime::Handle {
+        &self.handles[self.next_handle.fetch_add(1, Ordering::Relaxed) % self.handles.len()]
+    }
+
     fn limits(&self) -> Limits {
         Limits { send_timeout: self.cfg.send_timeout, max_queue: self.cfg.max_queue }
     }
@@ -243,21 +251,35 @@ impl Inner {
 /// workers' control ends with [`add_worker`](TlsManager::add_worker) and start listeners.
 /// Dropping the manager stops it.
 pub struct TlsManager {
-    rt: Option<tokio::runtime::Runtime>,
     inner: Arc<Inner>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl TlsManager {
     /// A manager for the domains of `table`.
+    ///
+    /// Each of the `cfg.threads` threads runs its own single-threaded event loop (no work
+    /// stealing, so a connection's wake-ups never hop between threads); connections are
+    /// spread over them round robin.
     pub fn new(table: Arc<DomainTable>, cfg: ManagerConfig) -> std::io::Result<Self> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(cfg.threads.max(1))
-            .thread_name("sipstls-manager")
-            .enable_io()
-            .enable_time()
-            .build()?;
+        let (mut handles, mut stops, mut threads) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..cfg.threads.max(1) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
+            handles.push(rt.handle().clone());
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            stops.push(stop);
+            threads.push(std::thread::Builder::new().name(format!("sipstls-manager-{i}")).spawn(move || {
+                rt.block_on(async {
+                    let _ = stopped.await;
+                });
+                rt.shutdown_timeout(Duration::from_millis(500));
+            })?);
+        }
         let inner = Arc::new(Inner {
             table,
+            handles,
+            next_handle: AtomicUsize::new(0),
             cfg,
             workers: Mutex::new(Vec::new()),
             rr: AtomicUsize::new(0),
@@ -267,11 +289,12 @@ impl TlsManager {
             events: Mutex::new(None),
             reuse: Mutex::new(HashMap::new()),
         });
-        Ok(TlsManager { rt: Some(rt), inner })
+        Ok(TlsManager { inner, stops, threads })
     }
 
-    fn rt(&self) -> &tokio::runtime::Runtime {
-        self.rt.as_ref().expect("the runtime lives until drop")
+    /// The runtime that owns the control channels and the listeners.
+    fn main_handle(&self) -> &tokio::runtime::Handle {
+        &self.inner.handles[0]
     }
 
     /// A channel of [`ManagerEvent`]s (replacing any earlier one).
@@ -284,7 +307,7 @@ impl TlsManager {
     /// Registers a worker by the manager end of its [`control::channel`]; returns its index.
     pub fn add_worker(&self, control: OwnedFd) -> std::io::Result<usize> {
         control::set_nonblocking(&control)?;
-        let _enter = self.rt().enter();
+        let _enter = self.main_handle().enter();
         // SAFETY: `control` is an `OwnedFd`: its descriptor is open and stays the same until
         // the `AsyncFd` that owns it is dropped.
         let fd = unsafe { AsyncFd::register(control) }.map_err(|e| e.into_parts().1)?;
@@ -298,7 +321,7 @@ impl TlsManager {
         });
         workers.push(link.clone());
         let id = link.id;
-        self.rt().spawn(worker_reader(self.inner.clone(), link));
+        self.main_handle().spawn(worker_reader(self.inner.clone(), link));
         Ok(id)
     }
 
@@ -307,9 +330,9 @@ impl TlsManager {
         let std_listener = std::net::TcpListener::bind(cfg.addr)?;
         std_listener.set_nonblocking(true)?;
         let local = std_listener.local_addr()?;
-        let _enter = self.rt().enter();
+        let _enter = self.main_handle().enter();
         let listener = TcpListener::from_std(std_listener)?;
-        self.rt().spawn(accept_loop(self.inner.clone(), listener, Arc::new(cfg)));
+        self.main_handle().spawn(accept_loop(self.inner.clone(), listener, Arc::new(cfg)));
         Ok(local)
     }
 
@@ -335,8 +358,9 @@ impl TlsManager {
 
 impl Drop for TlsManager {
     fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_timeout(Duration::from_secs(1));
+        self.stops.clear(); // dropping the senders ends every event loop
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
     }
 }
@@ -357,7 +381,20 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, cfg: Arc<Listener
             continue;
         }
         inner.counters.active.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(inbound(inner.clone(), tcp, peer, cfg.clone()));
+        // Move the socket to the event loop that will own the connection.
+        let Ok(std_tcp) = tcp.into_std() else {
+            inner.counters.active.fetch_sub(1, Ordering::Relaxed);
+            continue;
+        };
+        let (inner2, cfg) = (inner.clone(), cfg.clone());
+        inner.pick_handle().spawn(async move {
+            match TcpStream::from_std(std_tcp) {
+                Ok(tcp) => inbound(inner2, tcp, peer, cfg).await,
+                Err(_) => {
+                    inner2.counters.active.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        });
     }
 }
 
@@ -477,7 +514,7 @@ async fn worker_reader(inner: Arc<Inner>, link: Arc<WorkerLink>) {
             Ok((n, _fd)) => match control::decode::<ToManager>(&buf[..n]) {
                 Ok((ToManager::Connect { req, target }, _)) => {
                     inner.counters.active.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(outbound(inner.clone(), link.clone(), req, target));
+                    inner.pick_handle().spawn(outbound(inner.clone(), link.clone(), req, target));
                 }
                 // A malformed request is dropped; the worker's own timeout reports it.
                 Err(_) => continue,
