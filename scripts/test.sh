@@ -5,10 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the default backends and peers need (Debian names).
+# System packages the default backends and peers need (Debian names). Kamailio is a peer
+# of examples/tests/kamailio.rs, which starts its own instances on free loopback ports.
 need=()
-for pkg in libssl-dev pkg-config openssl gcc; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+for pkg in libssl-dev pkg-config openssl gcc kamailio kamailio-tls-modules; do
+    [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" == "install ok installed" ]] || need+=("$pkg")
 done
 if ((${#need[@]})); then
     echo "test.sh: installing ${need[*]}"
@@ -16,8 +17,21 @@ if ((${#need[@]})); then
         echo "test.sh: need root (or sudo) to install: ${need[*]}" >&2
         exit 1
     fi
+    # Packages must not start system services (Kamailio's would hold SIP ports): a
+    # policy-rc.d that refuses every start, unless the machine already has one.
+    own_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        own_policy=1
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+    if [ -n "$own_policy" ]; then
+        rm -f /usr/sbin/policy-rc.d
+        trap - EXIT
+    fi
 fi
 
 echo "== formatting"
@@ -30,9 +44,9 @@ echo "== rustdoc of sipstls-core, warnings denied"
 RUSTDOCFLAGS="-D warnings" cargo doc -p sipstls-core --no-deps --locked -q
 
 echo "== no leftover test servers"
-if pgrep -f "sip-responder|echo-server|openssl s_(server|client)" >/dev/null; then
+if pgrep -f "sip-responder|echo-server|openssl s_(server|client)|(^|/)kamailio( |$)" >/dev/null; then
     echo "test.sh: a test left a server running:" >&2
-    pgrep -fa "sip-responder|echo-server|openssl s_(server|client)" >&2
+    pgrep -fa "sip-responder|echo-server|openssl s_(server|client)|(^|/)kamailio( |$)" >&2
     exit 1
 fi
 echo "test.sh: all tests passed"

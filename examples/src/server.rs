@@ -104,7 +104,10 @@ fn connection(table: &DomainTable, tcp: TcpStream, handler: &Handler) -> io::Res
 pub fn echo(tls: &mut TlsStream<TcpStream>) -> io::Result<()> {
     let mut buf = [0u8; 16 * 1024];
     loop {
-        let n = tls.read(&mut buf)?;
+        let n = match tls.read(&mut buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => r?,
+        };
         if n == 0 {
             return tls.shutdown();
         }
@@ -133,7 +136,10 @@ pub fn sip_responder(tls: &mut TlsStream<TcpStream>) -> io::Result<()> {
                 buf.drain(..used);
             }
             Ok(Frame::Incomplete) => {
-                let n = tls.read(&mut chunk)?;
+                let n = match tls.read(&mut chunk) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    r => r?,
+                };
                 if n == 0 {
                     return tls.shutdown();
                 }

@@ -141,6 +141,64 @@ fn sip_responder_with_sipstls_client_message_keepalive_and_mtls() {
     }
 }
 
+/// A transport whose odd-numbered reads (the first, the third, ...) fail with `Interrupted`
+/// before reading, as a socket read with a timeout does on Linux when the process is
+/// stopped and continued.
+struct Interrupting {
+    tcp: TcpStream,
+    reads: usize,
+    interrupted: usize,
+}
+
+impl Read for Interrupting {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.reads += 1;
+        if self.reads % 2 == 1 {
+            self.interrupted += 1;
+            return Err(std::io::ErrorKind::Interrupted.into());
+        }
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for Interrupting {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tcp.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
+/// `TlsStream::connect` retries interrupted transport reads instead of failing the
+/// handshake; `read` reports them as `Interrupted` (to be retried, as `read_exact` does).
+#[test]
+fn tls_stream_handshake_survives_interrupted_reads() {
+    let dir = ScratchDir::new("eintr");
+    pki().write_to(dir.path()).unwrap();
+    for backend in sipstls::backend_names() {
+        let (_server, addr) = start(env!("CARGO_BIN_EXE_sip-responder"), backend, dir.path(), &[]);
+        let d = sipstls::backend(backend).unwrap().client_domain(&DomainConfig::client(pki().roots())).unwrap();
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let io = Interrupting { tcp, reads: 0, interrupted: 0 };
+        let mut tls = TlsStream::connect(&*d, SERVER_NAME, io).unwrap_or_else(|e| panic!("{backend}: {e:?}"));
+        assert!(tls.get_ref().interrupted > 0, "{backend}: the transport interrupted the handshake");
+        tls.write_all(options_request(addr).as_bytes()).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"Content-Length: 0\r\n\r\n") {
+            match tls.read(&mut buf) {
+                Ok(0) => panic!("{backend}: closed early: {:?}", String::from_utf8_lossy(&got)),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("{backend}: {e:?}"),
+            }
+        }
+        assert!(got.starts_with(b"SIP/2.0 200 OK\r\n"), "{backend}: {:?}", String::from_utf8_lossy(&got));
+    }
+}
+
 #[test]
 fn echo_server_echoes() {
     let dir = ScratchDir::new("echo");

@@ -56,15 +56,21 @@ impl<S: Read + Write> TlsStream<S> {
         Ok(s)
     }
 
-    /// Runs the handshake to completion.
+    /// Runs the handshake to completion. A transport read interrupted by a signal is
+    /// retried (`ErrorKind::Interrupted`: on Linux a socket read with a timeout fails so
+    /// even without a signal handler, when the process is stopped and continued).
     pub fn handshake(&mut self) -> io::Result<()> {
         loop {
             self.flush_tls()?;
             if !self.session.is_handshaking() {
                 return Ok(());
             }
-            if !self.receive()? {
-                return Err(to_io(self.session.error().cloned().unwrap_or(Error::UnexpectedEof)));
+            match self.receive() {
+                Ok(true) => {}
+                Ok(false) => return Err(to_io(self.session.error().cloned().unwrap_or(Error::UnexpectedEof))),
+                // Nothing was read or fed: try again.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
     }

@@ -1,0 +1,439 @@
+//! Interop with Kamailio, a production SIP proxy, on loopback, for every backend of the
+//! build:
+//! - our client -> Kamailio as TLS server: OPTIONS over TLS 1.3 and TLS 1.2, and on a
+//!   listener that requires a client certificate, with and without one;
+//! - Kamailio as TLS client -> our server: our client sends requests through Kamailio to the
+//!   `sip-responder` example, which requires a client certificate; Kamailio relays them with
+//!   its own and the answers come back through it.
+//!
+//! Every test starts its own Kamailio from the templates in `tests/fixtures/` with free
+//! ports and the run-time test PKI in a scratch directory, and stops it by PID. Kamailio
+//! must be installed (`scripts/test.sh` installs it): without it these tests fail.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use sipstls::{Alert, DomainConfig, ProtocolVersion, TlsInfo, TlsStream, VerifyResult};
+use sipstls_conformance::peers::{free_port, wait_for_port, ChildGuard, ScratchDir};
+use sipstls_conformance::pki::{pki, CLIENT_CN, SERVER_NAME};
+use sipstls_examples::sip::{self, Frame, Message};
+
+const KAMAILIO_CFG: &str = include_str!("fixtures/kamailio.cfg.in");
+const TLS_CFG: &str = include_str!("fixtures/tls.cfg.in");
+const INSTALL_HINT: &str = "install kamailio kamailio-tls-modules (scripts/test.sh does)";
+/// Bound on Kamailio's start (it listens after ~0.2 s).
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// Bound on its orderly shutdown (usually ~0.1 s; now and then its timer process never
+/// acts on the SIGTERM and the main process waits for it: then its group is killed).
+const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bound on every read of a SIP response (Kamailio answers 408 after its 5 s fr_timer).
+const READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The `kamailio` binary (in /usr/sbin, which a non-root PATH may lack). Panics when it is
+/// missing: the test command installs it, so a missing peer is a broken machine, not a skip.
+fn kamailio_bin() -> PathBuf {
+    let candidates = [PathBuf::from("kamailio"), PathBuf::from("/usr/sbin/kamailio")];
+    for bin in candidates {
+        let ok = Command::new(&bin)
+            .arg("-v")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return bin;
+        }
+    }
+    panic!("Kamailio is not installed: {INSTALL_HINT}");
+}
+
+/// A Kamailio instance with its own configuration, certificates and run directory, stopped
+/// by PID when dropped.
+struct Kamailio {
+    child: Child,
+    /// TLS listener without client authentication.
+    tls: SocketAddr,
+    /// TLS listener that requires a client certificate.
+    mtls: SocketAddr,
+    log: PathBuf,
+    dir: ScratchDir,
+}
+
+impl Kamailio {
+    fn start(tag: &str) -> Kamailio {
+        let bin = kamailio_bin();
+        let dir = ScratchDir::new(&format!("kamailio-{tag}"));
+        let certs = pki().write_to(&dir.path().join("certs")).expect("write test PKI");
+        let run = dir.path().join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        let (tls_port, mtls_port) = (free_port(), free_port());
+        assert_ne!(tls_port, mtls_port);
+        let fill = |template: &str| {
+            template
+                .replace("@TLS_PORT@", &tls_port.to_string())
+                .replace("@MTLS_PORT@", &mtls_port.to_string())
+                .replace("@CERTS@", certs.to_str().unwrap())
+                .replace("@TLS_CFG@", dir.path().join("tls.cfg").to_str().unwrap())
+                .replace("@RELAY_SNI@", SERVER_NAME)
+        };
+        std::fs::write(dir.path().join("tls.cfg"), fill(TLS_CFG)).unwrap();
+        std::fs::write(dir.path().join("kamailio.cfg"), fill(KAMAILIO_CFG)).unwrap();
+        let log = dir.path().join("kamailio.log");
+        let out = File::create(&log).unwrap();
+        let child = Command::new(bin)
+            .args(["-DD", "-E", "-m", "64", "-M", "8", "-f"])
+            .arg(dir.path().join("kamailio.cfg"))
+            .arg("-Y")
+            .arg(&run)
+            .arg("-P")
+            .arg(run.join("kamailio.pid"))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            // Its own process group: Kamailio's shutdown signals its group, never ours.
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start kamailio ({e}): {INSTALL_HINT}"));
+        let k = Kamailio {
+            child,
+            tls: SocketAddr::from(([127, 0, 0, 1], tls_port)),
+            mtls: SocketAddr::from(([127, 0, 0, 1], mtls_port)),
+            log,
+            dir,
+        };
+        // Both listeners up, bounded; a Kamailio that exits (bad config, no tls module)
+        // fails at once with its log.
+        let deadline = Instant::now() + START_TIMEOUT;
+        let listening = |a: &SocketAddr| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok();
+        while !(listening(&k.tls) && listening(&k.mtls)) {
+            let exited = k.exited();
+            if exited || Instant::now() >= deadline {
+                panic!(
+                    "kamailio did not listen on {} and {} (exited: {exited}); a missing tls module: \
+                     {INSTALL_HINT}\n--- kamailio log ---\n{}",
+                    k.tls,
+                    k.mtls,
+                    k.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        k
+    }
+
+    /// True once the main process has exited; it is not reaped (Drop does that), so its PID
+    /// and process group id cannot be reused meanwhile.
+    fn exited(&self) -> bool {
+        // SAFETY: waitid on our own child with WNOWAIT only reads its state.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let r = libc::waitid(
+                libc::P_PID,
+                self.child.id() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            );
+            r != 0 || info.si_pid() != 0
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until Kamailio's log contains `needle`.
+    fn wait_log(&self, needle: &str) -> bool {
+        wait_file(&self.log, needle, Duration::from_secs(5))
+    }
+}
+
+impl Drop for Kamailio {
+    /// SIGTERM to the main PID (Kamailio then stops its worker processes), bounded; any
+    /// process left in its group is killed before the main process is reaped, so the group
+    /// id cannot have been reused.
+    fn drop(&mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: signals to our own child, not yet reaped, and to its process group.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while !self.exited() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: as above; normally the group is empty but for the unreaped main process.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let _ = self.child.wait();
+        // The scratch directory (a field) is removed after this.
+    }
+}
+
+/// Waits (bounded) until the file contains `needle`.
+fn wait_file(path: &Path, needle: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if std::fs::read_to_string(path).is_ok_and(|s| s.contains(needle)) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Our client configuration: trusts the test CA, versions `min..=max`, and presents
+/// the client certificate (CN alice) when `with_cert`.
+fn client_config(min: ProtocolVersion, max: ProtocolVersion, with_cert: bool) -> DomainConfig {
+    let cfg = DomainConfig::client(pki().roots()).with_versions(min, max);
+    if with_cert {
+        cfg.with_identity(pki().client.identity())
+    } else {
+        cfg
+    }
+}
+
+/// Connects with `backend` to `addr` (verifying the name in Kamailio's certificate).
+fn connect(backend: &str, cfg: &DomainConfig, addr: SocketAddr) -> std::io::Result<TlsStream<TcpStream>> {
+    let b = sipstls::backend(backend).unwrap_or_else(|| panic!("backend {backend} not in this build"));
+    let domain = b.client_domain(cfg).expect("client domain");
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    tcp.set_read_timeout(Some(READ_TIMEOUT))?;
+    tcp.set_write_timeout(Some(READ_TIMEOUT))?;
+    TlsStream::connect(&*domain, SERVER_NAME, tcp)
+}
+
+/// A SIP request from our client, with the body (if any) as text/plain.
+fn request(method: &str, ruri: &str, local: SocketAddr, body: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let id = format!("{}-{n}", std::process::id());
+    let ctype = if body.is_empty() { String::new() } else { "Content-Type: text/plain\r\n".into() };
+    format!(
+        "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bK-sipstls-{id};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag=a{id}\r\nTo: <{ruri}>\r\n\
+         Call-ID: kam-{id}@127.0.0.1\r\nCSeq: 1 {method}\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Sends `req` and reads the final response (provisional ones are skipped), bounded by the
+/// socket's read timeout.
+fn transact(tls: &mut TlsStream<TcpStream>, req: &str) -> std::io::Result<Message> {
+    tls.write_all(req.as_bytes())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match sip::parse(&buf).map_err(std::io::Error::other)? {
+            Frame::Message(msg, used) => {
+                buf.drain(..used);
+                if !msg.start_line.starts_with("SIP/2.0 1") {
+                    return Ok(msg);
+                }
+            }
+            Frame::Ping(used) | Frame::Pong(used) => {
+                buf.drain(..used);
+            }
+            Frame::Incomplete => {
+                let n = match tls.read(&mut chunk) {
+                    // A signal, or a stop and continue of this process: read again.
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    r => r?,
+                };
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+}
+
+fn show(m: &Message) -> String {
+    let mut s = m.start_line.clone();
+    for (n, v) in &m.headers {
+        s.push_str(&format!("\n{n}: {v}"));
+    }
+    s
+}
+
+/// Our client sends OPTIONS to Kamailio's plain TLS listener with exactly `version`.
+fn client_options(backend: &str, version: ProtocolVersion) {
+    let kam = Kamailio::start(&format!("{backend}-options"));
+    let cfg = client_config(version, version, false);
+    let mut tls = connect(backend, &cfg, kam.tls)
+        .unwrap_or_else(|e| panic!("{backend} {version}: handshake with kamailio: {e}\n{}", kam.log()));
+    let info: TlsInfo = tls.info().expect("info after handshake");
+    assert_eq!(info.version, version, "{backend}: negotiated version");
+    assert_eq!(info.verify, VerifyResult::Verified, "{backend}: Kamailio's certificate verified");
+    let local = tls.get_ref().local_addr().unwrap();
+    let resp = transact(&mut tls, &request("OPTIONS", &format!("sip:{};transport=tls", kam.tls), local, ""))
+        .unwrap_or_else(|e| panic!("{backend} {version}: OPTIONS: {e}\n{}", kam.log()));
+    assert!(resp.start_line.starts_with("SIP/2.0 200"), "{backend} {version}: {}", show(&resp));
+    // Kamailio's side of the same session agrees on the version.
+    assert_eq!(resp.header("X-TLS-Version"), Some(version.name()), "{backend}: {}", show(&resp));
+    let _ = tls.shutdown();
+}
+
+/// Our client, with its certificate, on Kamailio's mTLS listener: 200, and Kamailio saw
+/// and verified the certificate.
+fn client_mtls_with_cert(backend: &str) {
+    let kam = Kamailio::start(&format!("{backend}-mtls"));
+    let cfg = client_config(ProtocolVersion::Tls12, ProtocolVersion::Tls13, true);
+    let mut tls = connect(backend, &cfg, kam.mtls)
+        .unwrap_or_else(|e| panic!("{backend}: mTLS handshake with kamailio: {e}\n{}", kam.log()));
+    let local = tls.get_ref().local_addr().unwrap();
+    let resp = transact(&mut tls, &request("OPTIONS", &format!("sip:{};transport=tls", kam.mtls), local, ""))
+        .unwrap_or_else(|e| panic!("{backend}: OPTIONS over mTLS: {e}\n{}", kam.log()));
+    assert!(resp.start_line.starts_with("SIP/2.0 200"), "{backend}: {}", show(&resp));
+    let seen = format!("CN={CLIENT_CN} verified=1");
+    assert_eq!(resp.header("X-TLS-Peer"), Some(seen.as_str()), "{backend}: {}", show(&resp));
+    assert!(
+        kam.wait_log(&format!("mTLS client cert {seen}")),
+        "{backend}: Kamailio did not log the client certificate:\n{}",
+        kam.log()
+    );
+    let _ = tls.shutdown();
+}
+
+/// Our client without a certificate on Kamailio's mTLS listener, over TLS 1.3 and 1.2:
+/// refused with a typed error, the fatal alert Kamailio sent (in TLS 1.3 the refusal
+/// arrives after the client's side of the handshake, so the request is sent and the answer
+/// is the alert).
+fn client_mtls_without_cert(backend: &str) {
+    let kam = Kamailio::start(&format!("{backend}-nocert"));
+    for version in [ProtocolVersion::Tls13, ProtocolVersion::Tls12] {
+        let cfg = client_config(version, version, false);
+        let result = connect(backend, &cfg, kam.mtls).and_then(|mut tls| {
+            let local = tls.get_ref().local_addr()?;
+            transact(&mut tls, &request("OPTIONS", &format!("sip:{};transport=tls", kam.mtls), local, ""))
+        });
+        let e = match result {
+            Ok(resp) => panic!("{backend} {version}: answered without a client certificate: {}", show(&resp)),
+            Err(e) => e,
+        };
+        let typed = sipstls::tls_error(&e).unwrap_or_else(|| panic!("{backend} {version}: untyped error: {e:?}"));
+        // Kamailio's OpenSSL: certificate_required in TLS 1.3, handshake_failure in 1.2.
+        let alert = match version {
+            ProtocolVersion::Tls13 => Alert::CERTIFICATE_REQUIRED,
+            ProtocolVersion::Tls12 => Alert::HANDSHAKE_FAILURE,
+        };
+        assert!(
+            matches!(typed, sipstls::Error::AlertReceived(a) if *a == alert),
+            "{backend} {version}: expected the fatal alert {alert:?} from Kamailio, got {typed:?}"
+        );
+    }
+}
+
+/// Kamailio relays our client's MESSAGE and OPTIONS over TLS, with its client certificate,
+/// to the `sip-responder` example on `backend` (which requires one); the 200s come back
+/// through Kamailio.
+fn kamailio_client_to_our_server(backend: &str) {
+    let kam = Kamailio::start(&format!("{backend}-relay"));
+    let certs = kam.dir.path().join("certs");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let log = kam.dir.path().join("sip-responder.log");
+    let out = File::create(&log).unwrap();
+    let _responder = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_sip-responder"))
+            .args(["--backend", backend, "--listen", &addr.to_string(), "--max-seconds", "120"])
+            .arg("--cert")
+            .arg(certs.join("server.pem"))
+            .arg("--key")
+            .arg(certs.join("server.key"))
+            .arg("--ca")
+            .arg(certs.join("ca.pem"))
+            .arg("--require-client-cert")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("spawn sip-responder"),
+    );
+    assert!(wait_for_port(addr, Duration::from_secs(20)), "sip-responder did not listen on {addr}");
+    let responder_log = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let cfg = client_config(ProtocolVersion::Tls12, ProtocolVersion::Tls13, false);
+    let mut tls = connect(backend, &cfg, kam.tls).expect("handshake with kamailio");
+    let local = tls.get_ref().local_addr().unwrap();
+    let ruri = format!("sip:bob@{addr};transport=tls");
+    let body = format!("hello {backend} via kamailio");
+    let resp = transact(&mut tls, &request("MESSAGE", &ruri, local, &body)).unwrap_or_else(|e| {
+        panic!("{backend}: MESSAGE via kamailio: {e}\n{}\n--- responder ---\n{}", kam.log(), responder_log())
+    });
+    assert!(
+        resp.start_line.starts_with("SIP/2.0 200"),
+        "{backend}: {}\n--- kamailio ---\n{}\n--- responder ---\n{}",
+        show(&resp),
+        kam.log(),
+        responder_log()
+    );
+    assert_eq!(resp.header("Server"), Some("sipstls-example"), "{backend}: answered by our server: {}", show(&resp));
+    assert_eq!(resp.body, body.as_bytes(), "{backend}: our server echoed the body");
+    let resp = transact(&mut tls, &request("OPTIONS", &ruri, local, "")).expect("OPTIONS via kamailio");
+    assert!(resp.start_line.starts_with("SIP/2.0 200"), "{backend}: {}", show(&resp));
+    assert_eq!(resp.header("Allow"), Some("OPTIONS, MESSAGE"), "{backend}: {}", show(&resp));
+    let _ = tls.shutdown();
+
+    // Our server saw Kamailio's client certificate (CN alice) and the SNI set in kamailio.cfg.
+    let logged = responder_log();
+    let session = logged
+        .lines()
+        .find(|l| l.starts_with("established: "))
+        .unwrap_or_else(|| panic!("{backend}: no session logged:\n{logged}"));
+    assert!(session.contains(&format!("peer={CLIENT_CN}")), "{backend}: {session}");
+    assert!(session.contains(&format!("sni={SERVER_NAME} ")), "{backend}: {session}");
+    assert!(logged.contains(&format!("request: MESSAGE {ruri}")), "{backend}:\n{logged}");
+    assert!(logged.contains(&format!("request: OPTIONS {ruri}")), "{backend}:\n{logged}");
+}
+
+macro_rules! kamailio_tests {
+    ($feature:literal, $backend:ident) => {
+        #[cfg(feature = $feature)]
+        mod $backend {
+            use super::*;
+
+            #[test]
+            fn client_to_kamailio_tls13() {
+                client_options(stringify!($backend), ProtocolVersion::Tls13);
+            }
+
+            #[test]
+            fn client_to_kamailio_tls12() {
+                client_options(stringify!($backend), ProtocolVersion::Tls12);
+            }
+
+            #[test]
+            fn client_cert_to_kamailio_mtls() {
+                client_mtls_with_cert(stringify!($backend));
+            }
+
+            #[test]
+            fn client_without_cert_refused_by_kamailio_mtls() {
+                client_mtls_without_cert(stringify!($backend));
+            }
+
+            #[test]
+            fn kamailio_client_to_server_mtls_relay() {
+                kamailio_client_to_our_server(stringify!($backend));
+            }
+        }
+    };
+}
+
+kamailio_tests!("rustls", rustls);
+kamailio_tests!("openssl", openssl);
+
+/// Every backend of the build has the tests above.
+#[test]
+fn every_built_backend_is_covered() {
+    for name in sipstls::backend_names() {
+        assert!(["rustls", "openssl"].contains(&name), "no Kamailio tests for backend {name}: add it above");
+    }
+}
