@@ -26,6 +26,7 @@ use sipstls_examples::sip::{self, Frame, Message};
 
 const KAMAILIO_CFG: &str = include_str!("fixtures/kamailio.cfg.in");
 const TLS_CFG: &str = include_str!("fixtures/tls.cfg.in");
+const PROXY_CFG: &str = include_str!("fixtures/kamailio-proxy.cfg.in");
 const INSTALL_HINT: &str = "install kamailio kamailio-tls-modules (scripts/test.sh does)";
 /// Bound on Kamailio's start (it listens after ~0.2 s).
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -66,8 +67,19 @@ struct Kamailio {
 }
 
 impl Kamailio {
+    /// Kamailio as a plain-TCP worker that accepts PROXY protocol headers; `tls` and `mtls`
+    /// both name its TCP listener.
+    fn start_proxy_worker(tag: &str) -> Kamailio {
+        let dir = ScratchDir::new(&format!("kamailio-{tag}"));
+        let run = dir.path().join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        let port = free_port();
+        std::fs::write(dir.path().join("kamailio.cfg"), PROXY_CFG.replace("@TCP_PORT@", &port.to_string())).unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        Self::spawn(dir, run, addr, addr)
+    }
+
     fn start(tag: &str) -> Kamailio {
-        let bin = kamailio_bin();
         let dir = ScratchDir::new(&format!("kamailio-{tag}"));
         let certs = pki().write_to(&dir.path().join("certs")).expect("write test PKI");
         let run = dir.path().join("run");
@@ -84,6 +96,14 @@ impl Kamailio {
         };
         std::fs::write(dir.path().join("tls.cfg"), fill(TLS_CFG)).unwrap();
         std::fs::write(dir.path().join("kamailio.cfg"), fill(KAMAILIO_CFG)).unwrap();
+        let tls = SocketAddr::from(([127, 0, 0, 1], tls_port));
+        let mtls = SocketAddr::from(([127, 0, 0, 1], mtls_port));
+        Self::spawn(dir, run, tls, mtls)
+    }
+
+    /// Starts Kamailio on `dir/kamailio.cfg` and waits (bounded) for both addresses.
+    fn spawn(dir: ScratchDir, run: PathBuf, tls: SocketAddr, mtls: SocketAddr) -> Kamailio {
+        let bin = kamailio_bin();
         let log = dir.path().join("kamailio.log");
         let out = File::create(&log).unwrap();
         let child = Command::new(bin)
@@ -101,13 +121,7 @@ impl Kamailio {
             .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start kamailio ({e}): {INSTALL_HINT}"));
-        let k = Kamailio {
-            child,
-            tls: SocketAddr::from(([127, 0, 0, 1], tls_port)),
-            mtls: SocketAddr::from(([127, 0, 0, 1], mtls_port)),
-            log,
-            dir,
-        };
+        let k = Kamailio { child, tls, mtls, log, dir };
         // Both listeners up, bounded; a Kamailio that exits (bad config, no tls module)
         // fails at once with its log.
         let deadline = Instant::now() + START_TIMEOUT;
@@ -393,6 +407,38 @@ fn kamailio_client_to_our_server(backend: &str) {
     assert!(logged.contains(&format!("request: OPTIONS {ruri}")), "{backend}:\n{logged}");
 }
 
+/// Kamailio as a plain-TCP worker behind our TLS manager (the confined model with an
+/// external worker): the manager terminates TLS and sends a PROXY v2 header first, and
+/// Kamailio (`tcp_accept_haproxy`) sees the TLS client's address as the source.
+fn kamailio_behind_manager_proxy_v2(backend: &str) {
+    use sipstls_manager::{ListenerConfig, ManagerConfig, TlsManager, Upstream};
+    let k = Kamailio::start_proxy_worker(&format!("proxy-{backend}"));
+    let b = sipstls::backend(backend).unwrap();
+    let mut table = sipstls::DomainTable::new(b);
+    table.add_server(sipstls::Listener::Any, None, &DomainConfig::server(pki().server_ecdsa.identity())).unwrap();
+    let manager = TlsManager::new(std::sync::Arc::new(table), ManagerConfig::default()).unwrap();
+    let front = manager
+        .listen(ListenerConfig { addr: "127.0.0.1:0".parse().unwrap(), upstream: Upstream::Tcp(k.tls), proxy_v2: true })
+        .unwrap();
+    let mut tls = connect(backend, &client_config(ProtocolVersion::Tls12, ProtocolVersion::Tls13, false), front)
+        .expect("TLS to the manager");
+    let me = tls.get_ref().local_addr().unwrap();
+    for _ in 0..3 {
+        let resp = transact(&mut tls, &request("OPTIONS", &format!("sip:{}", k.tls), me, "")).unwrap();
+        assert!(resp.start_line.starts_with("SIP/2.0 200"), "{}\n{}", show(&resp), k.log());
+        // Kamailio 5.6 reads the PROXY v2 port fields with their bytes swapped (kamailio
+        // issue #3683, fixed after 5.6); our header is the specification's big-endian, which
+        // our own parser reads back (sipstls-manager tests). Either way the source is the TLS
+        // client, not the manager's upstream socket.
+        let swapped = SocketAddr::new(me.ip(), me.port().swap_bytes());
+        let seen = resp.header("x-source").unwrap_or_default();
+        assert!(seen == me.to_string() || seen == swapped.to_string(), "{seen} is not {me}: {}", show(&resp));
+        assert_eq!(resp.header("x-proto"), Some("tcp"));
+    }
+    assert!(k.wait_log(&format!("PROXIED OPTIONS from tcp:{}:", me.ip())), "{}", k.log());
+    assert_eq!(manager.stats().handshakes_ok, 1);
+}
+
 macro_rules! kamailio_tests {
     ($feature:literal, $backend:ident) => {
         #[cfg(feature = $feature)]
@@ -422,6 +468,11 @@ macro_rules! kamailio_tests {
             #[test]
             fn kamailio_client_to_server_mtls_relay() {
                 kamailio_client_to_our_server(stringify!($backend));
+            }
+
+            #[test]
+            fn kamailio_behind_manager_proxy_v2() {
+                super::kamailio_behind_manager_proxy_v2(stringify!($backend));
             }
         }
     };
