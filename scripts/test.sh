@@ -40,13 +40,13 @@ cargo fmt --all -- --check
 echo "== cargo test (workspace, default backends: rustls + openssl)"
 cargo test --workspace --locked
 
-echo "== rustdoc of sipstls-core, warnings denied"
-RUSTDOCFLAGS="-D warnings" cargo doc -p sipstls-core --no-deps --locked -q
+echo "== rustdoc of sipstls-core and sipstls-manager, warnings denied"
+RUSTDOCFLAGS="-D warnings" cargo doc -p sipstls-core -p sipstls-manager --no-deps --locked -q
 
 echo "== no leftover test servers"
-if pgrep -f "sip-responder|echo-server|openssl s_(server|client)|(^|/)kamailio( |$)" >/dev/null; then
+if pgrep -f "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|(^|/)kamailio( |$)" >/dev/null; then
     echo "test.sh: a test left a server running:" >&2
-    pgrep -fa "sip-responder|echo-server|openssl s_(server|client)|(^|/)kamailio( |$)" >&2
+    pgrep -fa "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|(^|/)kamailio( |$)" >&2
     exit 1
 fi
 echo "test.sh: all tests passed"

@@ -4,7 +4,7 @@
 //! (`SCM_RIGHTS`).
 //!
 //! Wire format of one message: `u32` little-endian length of the JSON head, the head, then
-//! the metadata bytes (a PROXY protocol v2 header, see [`crate::meta`]) up to the end of the
+//! the metadata bytes (a PROXY protocol v2 header, see [`ConnMeta`](crate::ConnMeta)) up to the end of the
 //! message.
 
 use std::io::{IoSlice, IoSliceMut};

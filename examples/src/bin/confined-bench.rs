@@ -36,9 +36,15 @@ struct Plan {
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
+    /// One process, a thread per connection terminating TLS.
     Single,
-    Confined,
+    /// The TLS manager with worker threads in its own process.
+    ConfinedThreads,
+    /// The TLS manager with forked worker processes.
+    ConfinedProcesses,
 }
+
+const MODES: [Mode; 3] = [Mode::Single, Mode::ConfinedThreads, Mode::ConfinedProcesses];
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -110,15 +116,21 @@ fn main() {
     let mut rows = Vec::new();
     for (name, ends) in names.iter().zip(channels) {
         let Some(backend) = sipstls::backend(name) else {
-            rows.push(format!("| {name} | not in this build | | | | | | |"));
+            rows.push(format!("| {name} | not in this build | | | | | | | |"));
             continue;
         };
         eprintln!("confined-bench: {name}: {} rounds", plan.rounds);
         rows.push(bench_backend(name, backend, ends, &plan));
     }
-    let mut report = String::from(
-        "| backend | single: median / p99 µs | confined: median / p99 µs | added median µs | added p99 µs | single req/s | confined req/s | confined/single |\n\
-         |---|---|---|---|---|---|---|---|\n",
+    let mut report = format!(
+        "# Confined model vs a single process\n\nGenerated {} (UTC) by `cargo run --release -p sipstls-examples \
+         --bin confined-bench -- {}`.\n\n",
+        utc_date(),
+        args.join(" ")
+    );
+    report.push_str(
+        "| backend | confined workers | single: median / p99 µs | confined: median / p99 µs | added median µs | added p99 µs | single req/s | confined req/s | confined/single |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &rows {
         report.push_str(r);
@@ -134,7 +146,8 @@ fn main() {
         "\n1 KiB MESSAGE → 200 with the same 1 KiB body over TLS 1.3 on loopback. Latency: one connection per model, \
          {} sequential requests on each per round, interleaved request by request; throughput: {CLIENTS} connections sending back to back for \
          {} s per model and round; {} alternating rounds, medians of the rounds' figures. Confined: a TLS manager \
-         with 2 threads and {WORKERS} worker processes; single: a thread per connection terminating TLS itself. \
+         with 2 threads and {WORKERS} workers, as threads of the manager's process or as forked processes (each \
+         worker one event loop); single: a thread per connection terminating TLS itself. \
          Goals: added median latency < 20 µs, confined throughput ≥ 70% of single.\n",
         plan.latency_samples, plan.throughput_secs, plan.rounds
     ));
@@ -144,7 +157,7 @@ fn main() {
     }
 }
 
-/// A worker process: one event loop (as a SIP server's worker would run) answering SIP on
+/// A worker (process or thread): one event loop (as a SIP server's worker would run) answering SIP on
 /// every connection the manager hands over.
 fn worker_process(index: usize, control: OwnedFd) {
     let Ok(worker) = Worker::new(control) else { return };
@@ -154,16 +167,6 @@ fn worker_process(index: usize, control: OwnedFd) {
         worker_tag: index.to_string(),
         via_host: "127.0.0.1".into(),
     });
-    if std::env::var("BENCH_WORKER").is_ok_and(|w| w == "threads") {
-        while let Ok(conn) = worker.accept() {
-            let ctx = ctx.clone();
-            std::thread::spawn(move || {
-                let mut c = &conn;
-                let _ = serve_sip(&mut c, &ctx);
-            });
-        }
-        return;
-    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("runtime");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
@@ -312,6 +315,22 @@ impl Client {
     }
 }
 
+/// Today's date, `YYYY-MM-DD` (UTC), from the system clock (days to civil date, the
+/// proleptic Gregorian calendar).
+fn utc_date() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 /// Median and p99 of a 1 KiB round trip through the echo process, in µs.
 fn socketpair_floor(echo: &std::os::unix::net::UnixStream, n: usize) -> (f64, f64) {
     let msg = [b'x'; 1024];
@@ -365,44 +384,51 @@ fn bench_backend(name: &str, backend: Arc<dyn Backend>, ends: Vec<OwnedFd>, plan
     let (table, client) = domains(&backend);
     let stop = Arc::new(AtomicBool::new(false));
     let single = single_server(table.clone(), stop.clone());
-    let threads = std::env::var("BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
-    let manager = TlsManager::new(table, ManagerConfig { threads, ..Default::default() }).expect("manager");
+    let cfg = ManagerConfig::default();
+    let with_processes = TlsManager::new(table.clone(), cfg.clone()).expect("manager");
     for e in ends {
-        manager.add_worker(e).expect("worker");
+        with_processes.add_worker(e).expect("worker");
     }
-    let confined = manager.listen(ListenerConfig::workers("127.0.0.1:0".parse().unwrap())).expect("listen");
-    let addr = |m: Mode| if m == Mode::Single { single } else { confined };
+    let with_threads = TlsManager::new(table, cfg).expect("manager");
+    for i in 0..WORKERS {
+        let (m, w) = sipstls_manager::channel().expect("socketpair");
+        with_threads.add_worker(m).expect("worker");
+        std::thread::spawn(move || worker_process(i, w));
+    }
+    let any = || ListenerConfig::workers("127.0.0.1:0".parse().unwrap());
+    let addrs = [single, with_threads.listen(any()).expect("listen"), with_processes.listen(any()).expect("listen")];
 
-    let mut lat = [Vec::new(), Vec::new()];
-    let mut rps = [Vec::new(), Vec::new()];
+    let mut lat: [Vec<f64>; 3] = Default::default();
+    let mut rps: [Vec<f64>; 3] = Default::default();
     for round in 0..plan.rounds {
         // Latency: one connection to each server, requests interleaved one by one, so that
-        // both models see the same moment of the machine.
-        let mut conns = [Client::connect(&*client, single), Client::connect(&*client, confined)];
+        // every model sees the same moments of the machine.
+        let mut conns = addrs.map(|a| Client::connect(&*client, a));
         for c in &mut conns {
             for _ in 0..50 {
                 c.round_trip(); // warm up
             }
         }
         for k in 0..plan.latency_samples {
-            let order = if k % 2 == 0 { [0, 1] } else { [1, 0] };
-            for i in order {
+            for j in 0..3 {
+                let i = (j + k) % 3;
                 let t = Instant::now();
                 conns[i].round_trip();
                 lat[i].push(t.elapsed().as_secs_f64() * 1e6);
             }
         }
         drop(conns);
-        // Throughput: alternating which model goes first.
-        let order = if round % 2 == 0 { [Mode::Single, Mode::Confined] } else { [Mode::Confined, Mode::Single] };
-        for mode in order {
-            rps[mode as usize].push(throughput(&client, addr(mode), plan.throughput_secs));
+        // Throughput: the models take turns, starting with a different one each round.
+        for j in 0..3 {
+            let mode = MODES[(j + round) % 3];
+            rps[mode as usize].push(throughput(&client, addrs[mode as usize], plan.throughput_secs));
         }
         eprintln!(
-            "  round {}: single {:.0} req/s, confined {:.0} req/s",
+            "  round {}: single {:.0} req/s, confined (threads) {:.0} req/s, confined (processes) {:.0} req/s",
             round + 1,
             rps[0].last().unwrap(),
-            rps[1].last().unwrap()
+            rps[1].last().unwrap(),
+            rps[2].last().unwrap()
         );
     }
     stop.store(true, Ordering::Relaxed);
@@ -410,13 +436,19 @@ fn bench_backend(name: &str, backend: Arc<dyn Backend>, ends: Vec<OwnedFd>, plan
     for l in &mut lat {
         l.sort_by(|a, b| a.total_cmp(b));
     }
-    let (s50, s99) = (percentile(&lat[0], 0.5), percentile(&lat[0], 0.99));
-    let (c50, c99) = (percentile(&lat[1], 0.5), percentile(&lat[1], 0.99));
-    let (sr, cr) = (median(&mut rps[0]), median(&mut rps[1]));
-    format!(
-        "| {name} | {s50:.1} / {s99:.1} | {c50:.1} / {c99:.1} | {:+.1} | {:+.1} | {sr:.0} | {cr:.0} | {:.2} |",
-        c50 - s50,
-        c99 - s99,
-        cr / sr
-    )
+    let p = |i: usize| (percentile(&lat[i], 0.5), percentile(&lat[i], 0.99));
+    let (s50, s99) = p(0);
+    let sr = median(&mut rps[0]);
+    let mut rows = String::new();
+    for (i, label) in [(1, "worker threads"), (2, "worker processes")] {
+        let (c50, c99) = p(i);
+        let cr = median(&mut rps[i]);
+        rows.push_str(&format!(
+            "| {name} | {label} | {s50:.1} / {s99:.1} | {c50:.1} / {c99:.1} | {:+.1} | {:+.1} | {sr:.0} | {cr:.0} | {:.2} |\n",
+            c50 - s50,
+            c99 - s99,
+            cr / sr
+        ));
+    }
+    rows.trim_end().to_owned()
 }
