@@ -25,13 +25,17 @@ pub use sipstls_core::*;
 mod stream;
 pub use stream::{tls_error, TlsStream};
 
+#[cfg(feature = "mbedtls")]
+pub use sipstls_backend_mbedtls as mbedtls;
 #[cfg(feature = "openssl")]
 pub use sipstls_backend_openssl as openssl;
 #[cfg(feature = "rustls")]
 pub use sipstls_backend_rustls as rustls;
+#[cfg(feature = "wolfssl")]
+pub use sipstls_backend_wolfssl as wolfssl;
 
-#[cfg(not(any(feature = "rustls", feature = "openssl")))]
-compile_error!("sipstls needs at least one backend feature: `rustls` or `openssl`");
+#[cfg(not(any(feature = "rustls", feature = "openssl", feature = "wolfssl", feature = "mbedtls")))]
+compile_error!("sipstls needs at least one backend feature: `rustls`, `openssl`, `wolfssl` or `mbedtls`");
 
 /// Every backend compiled into this build, in order of preference.
 #[allow(clippy::vec_init_then_push)] // the pushes depend on features
@@ -42,6 +46,10 @@ pub fn backends() -> Vec<Arc<dyn Backend>> {
     v.push(Arc::new(sipstls_backend_rustls::RustlsBackend::new()));
     #[cfg(feature = "openssl")]
     v.push(Arc::new(sipstls_backend_openssl::OpensslBackend::new()));
+    #[cfg(feature = "wolfssl")]
+    v.push(Arc::new(sipstls_backend_wolfssl::WolfsslBackend::new()));
+    #[cfg(feature = "mbedtls")]
+    v.push(Arc::new(sipstls_backend_mbedtls::MbedtlsBackend::new()));
     v
 }
 
@@ -61,8 +69,12 @@ pub fn default_backend() -> Arc<dyn Backend> {
     cfg_if::cfg_if! {
         if #[cfg(feature = "rustls")] {
             Arc::new(sipstls_backend_rustls::RustlsBackend::new())
-        } else {
+        } else if #[cfg(feature = "openssl")] {
             Arc::new(sipstls_backend_openssl::OpensslBackend::new())
+        } else if #[cfg(feature = "wolfssl")] {
+            Arc::new(sipstls_backend_wolfssl::WolfsslBackend::new())
+        } else {
+            Arc::new(sipstls_backend_mbedtls::MbedtlsBackend::new())
         }
     }
 }
