@@ -146,9 +146,39 @@ struct WorkerLink {
     lost: watch::Sender<bool>,
     alive: AtomicBool,
     open: AtomicUsize,
+    /// Connections that ended because this worker was lost.
+    lost_conns: AtomicUsize,
 }
 
 impl WorkerLink {
+    /// True when the worker's end of the control channel is closed. A dying process's
+    /// descriptors are closed in increasing order, and the control channel (inherited at
+    /// fork) has a lower number than any connection it received: so when a connection's
+    /// socket reports end of stream because its worker died, this already says so.
+    fn hung_up(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(self.fd.get_ref().as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(_) => fds[0].revents().is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)),
+            Err(_) => false,
+        }
+    }
+
+    /// Classifies how a bridged connection of this worker ended, and counts the ones lost
+    /// with it.
+    fn ended(&self, reason: CloseReason) -> CloseReason {
+        let reason = match reason {
+            CloseReason::WorkerClosed if self.hung_up() => CloseReason::WorkerLost,
+            r => r,
+        };
+        if reason == CloseReason::WorkerLost {
+            self.lost_conns.fetch_add(1, Ordering::AcqRel);
+        }
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        reason
+    }
+
     async fn send(&self, msg: &[u8], fd: Option<&std::os::unix::net::UnixStream>) -> std::io::Result<()> {
         loop {
             let mut guard = self.fd.writable().await?;
@@ -233,11 +263,21 @@ impl Inner {
         self.emit(ManagerEvent::Closed { conn, worker: worker.map(|w| w.id), reason });
     }
 
-    fn worker_lost(&self, w: &WorkerLink) {
+    /// Marks a worker lost: its connections are closed (close_notify), and once they all
+    /// have ended (bounded wait) the loss is reported with their number.
+    fn worker_lost(self: &Arc<Self>, w: &Arc<WorkerLink>) {
         if w.alive.swap(false, Ordering::AcqRel) {
             self.counters.workers_lost.fetch_add(1, Ordering::Relaxed);
             let _ = w.lost.send(true);
-            self.emit(ManagerEvent::WorkerLost { worker: w.id, open_connections: w.open.load(Ordering::Acquire) });
+            let (inner, w) = (self.clone(), w.clone());
+            tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+                while w.open.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                let open_connections = w.lost_conns.load(Ordering::Acquire) + w.open.load(Ordering::Acquire);
+                inner.emit(ManagerEvent::WorkerLost { worker: w.id, open_connections });
+            });
         }
     }
 }
@@ -318,6 +358,7 @@ impl TlsManager {
             lost: watch::channel(false).0,
             alive: AtomicBool::new(true),
             open: AtomicUsize::new(0),
+            lost_conns: AtomicUsize::new(0),
         });
         workers.push(link.clone());
         let id = link.id;
@@ -442,7 +483,7 @@ async fn inbound(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, lc: Arc<Li
             worker.open.fetch_add(1, Ordering::AcqRel);
             let lost = worker.lost.subscribe();
             let reason = bridge::run(session, leftover, preamble, rd, wr, ur, uw, inner.limits(), lost).await;
-            worker.open.fetch_sub(1, Ordering::AcqRel);
+            let reason = worker.ended(reason);
             inner.ended(conn, Some(&worker), reason).await;
         }
         Upstream::Tcp(addr) => {
@@ -482,7 +523,7 @@ async fn refuse(mut session: Box<dyn Session>, wr: &mut tokio::net::tcp::OwnedWr
 
 /// Gives a new inbound connection to a live worker; tries the next one if a worker turns
 /// out to be gone.
-async fn hand_over(inner: &Inner, meta: &ConnMeta) -> Option<(Arc<WorkerLink>, UnixStream)> {
+async fn hand_over(inner: &Arc<Inner>, meta: &ConnMeta) -> Option<(Arc<WorkerLink>, UnixStream)> {
     let msg = control::encode(&ToWorker::Inbound { conn: meta.id }, &meta.encode()).ok()?;
     let tries = lock(&inner.workers).len();
     for _ in 0..tries {
@@ -604,7 +645,7 @@ async fn outbound(inner: Arc<Inner>, worker: Arc<WorkerLink>, req: u64, target: 
     worker.open.fetch_add(1, Ordering::AcqRel);
     let lost = worker.lost.subscribe();
     let reason = bridge::run(session, leftover, Vec::new(), rd, wr, ur, uw, inner.limits(), lost).await;
-    worker.open.fetch_sub(1, Ordering::AcqRel);
+    let reason = worker.ended(reason);
     {
         let mut reuse = lock(&inner.reuse);
         if reuse.get(&key) == Some(&conn) {
