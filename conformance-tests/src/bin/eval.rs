@@ -14,12 +14,15 @@ use std::time::Instant;
 mod eval {
     pub mod bench;
     pub mod cli;
+    pub mod crypto;
     pub mod drive;
     pub mod json;
     pub mod markdown;
     pub mod memory;
     pub mod meta;
     pub mod model;
+    pub mod native;
+    pub mod overhead;
     pub mod run;
     pub mod stats;
     pub mod svg;
@@ -31,7 +34,18 @@ use eval::model::Report;
 
 fn main() -> ExitCode {
     let started = Instant::now();
-    let args = match cli::parse(std::env::args().skip(1)) {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("--callgrind-child") {
+        // The child of `--instructions`, run under valgrind by this binary.
+        return match eval::overhead::callgrind_child(&argv[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sipstls-eval --callgrind-child: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let args = match cli::parse(argv) {
         Ok(Parsed::Run(args)) => args,
         Ok(Parsed::Help) => {
             print!("{}", cli::USAGE);
@@ -59,10 +73,21 @@ fn main() -> ExitCode {
     let _ = sipstls_conformance::pki::pki();
     eprintln!("{:.1} s", pki_start.elapsed().as_secs_f64());
 
+    // The crypto limits are timed before and after the scenarios (the machine's speed
+    // drifts over minutes); the faster of the two is the limit.
+    let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    eprint!("crypto limits (public-key operations of each library), first pass ... ");
+    let crypto_before = eval::crypto::measure(&names, &plan);
+    eprintln!("done");
     let results = eval::run::all(&bench::scenarios(&plan), &targets, &plan);
+    eprint!("crypto limits, second pass ... ");
+    let crypto = eval::crypto::fastest(crypto_before, eval::crypto::measure(&names, &plan));
+    eprintln!("done");
+    let exe = std::env::current_exe().unwrap_or_else(|_| "sipstls-eval".into());
+    let overhead = eval::overhead::measure(&targets, &plan, args.instructions, &exe);
     let mut meta = meta;
     meta.load.1 = eval::meta::load_average();
-    let report = Report { meta, plan, backends, results, wall: started.elapsed() };
+    let report = Report { meta, plan, backends, results, wall: started.elapsed(), overhead, crypto };
     let markdown = eval::markdown::render(&report);
     print!("{markdown}");
 

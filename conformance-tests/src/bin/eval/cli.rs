@@ -17,6 +17,9 @@ OPTIONS:
     --markdown FILE     Also write the markdown report (it always goes to stdout).
     --svg FILE          Also write two bar charts (TLS 1.3 handshakes/s, bytes per idle
                         connection) as SVG.
+    --instructions      Also count instructions per operation, sipstls vs each library's
+                        own API, under valgrind's callgrind (needs valgrind; adds about
+                        a minute per backend). Timing ratios are always measured.
     -h, --help          Print this text.
 
 Progress goes to stderr; the markdown report goes to stdout. Build with --release:
@@ -36,6 +39,8 @@ pub struct Args {
     pub markdown: Option<PathBuf>,
     /// Where to write the SVG charts.
     pub svg: Option<PathBuf>,
+    /// Also count instructions under callgrind (abstraction overhead).
+    pub instructions: bool,
 }
 
 /// The outcome of parsing.
@@ -63,6 +68,7 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
         match flag.as_str() {
             "-h" | "--help" => return Ok(Parsed::Help),
             "--quick" if inline.is_none() => args.quick = true,
+            "--instructions" if inline.is_none() => args.instructions = true,
             "--backends" => args.backends = Some(backend_list(&value("--backends")?)?),
             "--json" => args.json = Some(path(value("--json")?)?),
             "--markdown" => args.markdown = Some(path(value("--markdown")?)?),

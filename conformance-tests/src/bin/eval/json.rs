@@ -140,7 +140,47 @@ pub fn report(r: &Report) -> Json {
         ),
         ("backends", Json::Arr(r.backends.iter().map(backend).collect())),
         ("results", Json::Arr(r.results.iter().map(result).collect())),
+        ("overhead", Json::Arr(r.overhead.iter().map(overhead).collect())),
+        ("crypto", Json::Arr(r.crypto.iter().map(crypto).collect())),
     ])
+}
+
+fn overhead(o: &Result<super::overhead::OverheadRow, String>) -> Json {
+    match o {
+        Err(e) => Json::obj([("error", Json::str(e))]),
+        Ok(o) => {
+            let instr = match &o.instructions {
+                None => Json::Null,
+                Some(Err(e)) => Json::obj([("error", Json::str(e))]),
+                Some(Ok((ours, theirs))) => Json::obj([
+                    ("sipstls_per_op", Json::Num(*ours)),
+                    ("native_per_op", Json::Num(*theirs)),
+                    ("overhead", Json::Num(ours / theirs - 1.0)),
+                    ("goal", Json::Num(super::overhead::goal(o.work))),
+                ]),
+            };
+            Json::obj([
+                ("backend", Json::str(&o.backend)),
+                ("work", Json::str(format!("{:?}", o.work))),
+                ("sipstls_ns_per_op_median", Json::Num(o.sipstls_ns.median())),
+                ("native_ns_per_op_median", Json::Num(o.native_ns.median())),
+                ("time_ratio", Json::Num(o.time_ratio())),
+                ("instructions", instr),
+            ])
+        }
+    }
+}
+
+fn crypto(c: &Result<super::crypto::CryptoTimes, String>) -> Json {
+    match c {
+        Err(e) => Json::obj([("error", Json::str(e))]),
+        Ok(c) => Json::obj([
+            ("backend", Json::str(&c.backend)),
+            ("x25519_keygen_agree_us", Json::Num(c.x25519_us)),
+            ("ecdsa_p256_sign_us", Json::Num(c.ecdsa_sign_us)),
+            ("rsa2048_pss_sign_us", Json::Num(c.rsa_sign_us)),
+        ]),
+    }
 }
 
 fn backend(b: &super::model::BackendEntry) -> Json {

@@ -5,7 +5,9 @@ use std::time::Duration;
 use sipstls::{BackendInfo, Capabilities};
 
 use super::bench::{Plan, Scenario};
+use super::crypto::CryptoTimes;
 use super::meta::Meta;
+use super::overhead::OverheadRow;
 use super::stats::Sample;
 
 /// Everything a report shows.
@@ -21,6 +23,17 @@ pub struct Report {
     pub results: Vec<ScenarioResult>,
     /// Wall time of the whole run (PKI generation and measurements).
     pub wall: Duration,
+    /// sipstls against each library's own API.
+    pub overhead: Vec<Result<OverheadRow, String>>,
+    /// The public-key operation times behind the crypto limits.
+    pub crypto: Vec<Result<CryptoTimes, String>>,
+}
+
+impl Report {
+    /// The crypto times of `backend`, if measured.
+    pub fn crypto_of(&self, backend: &str) -> Option<&CryptoTimes> {
+        self.crypto.iter().filter_map(|c| c.as_ref().ok()).find(|c| c.backend == backend)
+    }
 }
 
 impl Report {
