@@ -45,14 +45,7 @@ pub const NAME: &str = "openssl";
 
 /// The TLS 1.2 suites used when no list is configured: forward-secret AEAD only (what
 /// rustls offers), by IANA name.
-const DEFAULT_TLS12: &[&str] = &[
-    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-];
+const DEFAULT_TLS12: &[&str] = sipstls_core::DEFAULT_TLS12_SUITES;
 
 /// IANA name -> OpenSSL name of the TLS 1.2 suites sipstls accepts in a cipher list.
 const TLS12_NAMES: &[(&str, &str)] = &[
@@ -136,14 +129,16 @@ fn common(b: &mut SslContextBuilder, cfg: &DomainConfig, role: Role) -> Result<(
         openssl_names.push(*o);
     }
     b.set_cipher_list(&openssl_names.join(":")).map_err(|e| Error::config("cipher_list_tls12", e.to_string()))?;
-    if let Some(list) = &cfg.cipher_suites_tls13 {
-        for n in list {
-            if !TLS13_NAMES.iter().any(|t| t.eq_ignore_ascii_case(n)) {
-                return Err(Error::config("cipher_suites_tls13", format!("{n} is not a TLS 1.3 suite")));
-            }
+    let tls13: Vec<&str> = match &cfg.cipher_suites_tls13 {
+        Some(list) => list.iter().map(String::as_str).collect(),
+        None => sipstls_core::DEFAULT_TLS13_SUITES.to_vec(),
+    };
+    for n in &tls13 {
+        if !TLS13_NAMES.iter().any(|t| t.eq_ignore_ascii_case(n)) {
+            return Err(Error::config("cipher_suites_tls13", format!("{n} is not a TLS 1.3 suite")));
         }
-        b.set_ciphersuites(&list.join(":")).map_err(|e| Error::config("cipher_suites_tls13", e.to_string()))?;
     }
+    b.set_ciphersuites(&tls13.join(":")).map_err(|e| Error::config("cipher_suites_tls13", e.to_string()))?;
     // Trust anchors.
     if !cfg.trust_anchors.is_empty() {
         let mut store = X509StoreBuilder::new().map_err(backend_err)?;

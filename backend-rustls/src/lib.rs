@@ -77,17 +77,24 @@ impl RustlsBackend {
         // SIGSEGV (aws-lc's lazily built method tables).
         .union(Capabilities::MODEL_MIGRATING);
 
-    /// A provider restricted to the configured cipher suites, in the configured order.
+    /// A provider restricted to the configured cipher suites, in the configured order
+    /// (sipstls's default order where none is configured).
     fn provider_for(&self, cfg: &DomainConfig) -> Result<Arc<CryptoProvider>> {
-        if cfg.cipher_list_tls12.is_none() && cfg.cipher_suites_tls13.is_none() {
-            return Ok(self.provider.clone());
-        }
         let all = &self.provider.cipher_suites;
         let pick =
             |names: &Option<Vec<String>>, tls13: bool, setting: &'static str| -> Result<Vec<SupportedCipherSuite>> {
                 let of_version = all.iter().filter(|s| matches!(s, SupportedCipherSuite::Tls13(_)) == tls13);
                 match names {
-                    None => Ok(of_version.copied().collect()),
+                    // The default order; suites rustls does not offer are left out.
+                    None => {
+                        let defaults =
+                            if tls13 { sipstls_core::DEFAULT_TLS13_SUITES } else { sipstls_core::DEFAULT_TLS12_SUITES };
+                        Ok(defaults
+                            .iter()
+                            .filter_map(|d| of_version.clone().find(|s| iana_suite_name(s).eq_ignore_ascii_case(d)))
+                            .copied()
+                            .collect())
+                    }
                     Some(names) => names
                         .iter()
                         .map(|n| {

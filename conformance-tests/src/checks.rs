@@ -112,6 +112,21 @@ pub fn handshake_and_data(b: &dyn Backend, v: ProtocolVersion) {
     assert_eq!(pump::send(&mut *s, &mut *c, resp).unwrap(), resp);
 }
 
+/// With default settings on both sides the server's preference wins and it is sipstls's
+/// default order (`DEFAULT_TLS13_SUITES` / `DEFAULT_TLS12_SUITES`): AES-128-GCM first,
+/// the same on every backend. (For TLS 1.2 the ECDSA test certificate makes it the ECDSA
+/// suite.)
+pub fn default_suite_order(b: &dyn Backend, v: ProtocolVersion) {
+    require_version!(b, v);
+    let (c, s) = connected(b, &server_cfg(v), &client_cfg(v), SERVER_NAME);
+    let want = match v {
+        ProtocolVersion::Tls13 => sipstls::DEFAULT_TLS13_SUITES[0],
+        ProtocolVersion::Tls12 => sipstls::DEFAULT_TLS12_SUITES[0],
+    };
+    assert_eq!(s.info().expect("server info").cipher_suite, want);
+    assert_eq!(c.info().expect("client info").cipher_suite, want);
+}
+
 /// Plaintext written before the handshake completes is delivered after it.
 pub fn write_before_handshake(b: &dyn Backend, v: ProtocolVersion) {
     require_version!(b, v);

@@ -79,6 +79,7 @@ macro_rules! __versioned_checks {
             resumption_server_cache,
             tls_info_fields,
             cipher_suite_selection,
+            default_suite_order,
             rsa_identity,
             oversize_record_after_handshake,
         );

@@ -35,7 +35,7 @@ pub use backend::{resolve_server_name, Backend, BackendInfo, ClientDomain, Proce
 pub use caps::Capabilities;
 pub use config::{
     Certificate, DomainConfig, Identity, NameVerification, PrivateKey, PrivateKeyFormat, ProtocolVersion, Resumption,
-    Role, ServerName,
+    Role, ServerName, DEFAULT_TLS12_SUITES, DEFAULT_TLS13_SUITES,
 };
 pub use domain::{ClientTarget, DomainTable, Listener, ServerSelection, SniCandidates, SniMatch};
 pub use error::{Alert, CertificateError, Error, ProtocolErrorKind, Result};
