@@ -239,6 +239,18 @@ impl Backend for RustlsBackend {
             .map_err(|e| Error::config("cipher_suites", format!("no usable suite for the versions: {e}")))?;
         let verifier = verify::client_verifier(cfg, roots(cfg)?, provider.clone())?;
         let keys = cfg.identities.iter().map(|id| self.certified_key(id)).collect::<Result<Vec<_>>>()?;
+        if cfg.process_model == ProcessModel::Migrating
+            && keys.iter().any(|k| k.key.algorithm() == rustls::SignatureAlgorithm::RSA)
+        {
+            return Err(Error::unsupported(
+                NAME,
+                Capabilities::MODEL_MIGRATING,
+                "aws-lc takes the RSA key's own lock (a process-private rwlock) on every RSA signature \
+                 to manage its blinding values, so workers sharing the key lose wake-ups; use an ECDSA \
+                 key when sessions migrate between processes (measured: the RSA key's caches also \
+                 grow in the arena from the first worker that signs)",
+            ));
+        }
         let mut config =
             builder.with_client_cert_verifier(verifier).with_cert_resolver(Arc::new(IdentityResolver(keys)));
         config.alpn_protocols = cfg.alpn.clone();

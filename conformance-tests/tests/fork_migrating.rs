@@ -445,6 +445,36 @@ fn main() -> std::process::ExitCode {
     });
     tally
         .run("fork::migrating::rustls::low_memory_with_live_sessions", || low_memory_with_live_sessions(arena, shared));
+    tally.run("fork::migrating::rustls::rsa_server_key_refused", || {
+        // Measured before this refusal: the sessions completed, but the RSA key's caches
+        // grew in the arena from the first worker that signed (4,612 bytes, caught by the
+        // baseline check), and aws-lc takes the key's process-private lock on every RSA
+        // signature (blinding), which can lose wake-ups between processes.
+        let rsa = sipstls::DomainConfig::server(pki().server_rsa.identity())
+            .with_version(sipstls::ProtocolVersion::Tls13)
+            .with_resumption(sipstls::Resumption { tickets: true, session_ids: false })
+            .with_process_model(ProcessModel::Migrating);
+        // TLS work in the parent goes to a helper thread that releases its library state
+        // (the workers of later checks must not inherit it).
+        let backend = shared.backend.clone();
+        let (refused, pinned_ok) = std::thread::spawn(move || {
+            let refused = backend.server_domain(&rsa).err();
+            let pinned =
+                sipstls::DomainConfig::server(pki().server_rsa.identity()).with_process_model(ProcessModel::Pinned);
+            let pinned_ok = backend.server_domain(&pinned).is_ok();
+            backend.release_thread_state();
+            (refused, pinned_ok)
+        })
+        .join()
+        .expect("helper thread");
+        match refused {
+            Some(sipstls::Error::Unsupported { capability, .. }) => {
+                assert_eq!(capability, sipstls::Capabilities::MODEL_MIGRATING)
+            }
+            other => panic!("an RSA key in the migrating model must be refused, got {other:?}"),
+        }
+        assert!(pinned_ok, "the same key is fine in the pinned model");
+    });
     if rustls_claims {
         println!("rustls claims MODEL_MIGRATING: the checks above must pass");
     }
