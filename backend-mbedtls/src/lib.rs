@@ -89,7 +89,8 @@ impl MbedtlsBackend {
         .union(Capabilities::RESUMPTION_TICKETS)
         .union(Capabilities::RESUMPTION_SESSION_ID)
         .union(Capabilities::CIPHER_LIST_TLS12)
-        .union(Capabilities::MODEL_CONFINED);
+        .union(Capabilities::MODEL_CONFINED)
+        .union(Capabilities::MODEL_PINNED);
 }
 
 /// Refuses: Mbed TLS as bundled here is built without `MBEDTLS_PLATFORM_MEMORY`, so its
