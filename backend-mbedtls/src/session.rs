@@ -228,6 +228,20 @@ impl MbedtlsSession {
             match ret {
                 0 => {}
                 sys::ERR_SSL_WANT_READ | sys::ERR_SSL_WANT_WRITE => return Ok(()),
+                sys::ERR_SSL_NO_CLIENT_CERTIFICATE => {
+                    // Mbed TLS fails without telling the client; send what OpenSSL sends in
+                    // TLS 1.2, so the client sees a typed refusal rather than a dropped
+                    // connection.
+                    // SAFETY: the context is alive; writes a plaintext alert through our bio.
+                    unsafe {
+                        sys::ssl_send_alert_message(
+                            self.ssl(),
+                            sys::SSL_ALERT_LEVEL_FATAL as u8,
+                            sys::SSL_ALERT_MSG_HANDSHAKE_FAILURE as u8,
+                        )
+                    };
+                    return Err(self.fail(sys::ERR_SSL_NO_CLIENT_CERTIFICATE));
+                }
                 e => return Err(self.fail(e)),
             }
         }
