@@ -27,6 +27,14 @@
 //!   certificates, trust anchors and client-certificate mode during a handshake.
 //! - ALPN protocol names containing a NUL byte are refused as `InvalidConfig` (Mbed TLS
 //!   takes C strings).
+//!
+//! ## Process models
+//!
+//! Confined and pinned are claimed (measured by `tests/fork_pinned.rs`). In the pinned
+//! model forked workers share the domain's ticket keys until Mbed TLS first rotates them
+//! (after the 24 h ticket lifetime); each worker then rotates on its own and a ticket from
+//! another worker falls back to a full handshake. The server session-ID cache is
+//! per process.
 #![warn(missing_docs)]
 
 mod errors;

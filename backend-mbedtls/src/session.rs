@@ -273,6 +273,7 @@ impl MbedtlsSession {
             self.plain_pos = 0;
         }
         let mut chunk = [0u8; 16 * 1024];
+        let mut empty_records = 0;
         loop {
             // SAFETY: the context is alive.
             let buffered = unsafe { sys::ssl_check_pending(self.ssl()) } != 0;
@@ -286,8 +287,10 @@ impl MbedtlsSession {
             match ret {
                 n if n > 0 => self.plain_in.extend_from_slice(&chunk[..n as usize]),
                 0 => {
-                    // An empty record; stop if nothing more can be processed.
-                    if self.shared().pending_input() == 0 {
+                    // An empty record (Mbed TLS itself refuses long runs of them); stop if
+                    // nothing more can be processed.
+                    empty_records += 1;
+                    if self.shared().pending_input() == 0 || empty_records > 64 {
                         break;
                     }
                 }
