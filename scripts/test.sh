@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Runs every sipstls test: unit tests, the conformance suite for each default backend,
-# the interop matrix (in-process and against the openssl command-line tool), and the
-# example binaries end to end on loopback. Installs what a fresh machine lacks.
+# Runs every sipstls test: unit tests, the conformance suite for each default backend and
+# for Mbed TLS, the interop matrix (in-process and against the openssl command-line tool),
+# and the example binaries end to end on loopback. Installs what a fresh machine lacks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages the default backends and peers need (Debian names). Kamailio is a peer
 # of examples/tests/kamailio.rs, which starts its own instances on free loopback ports.
+# cmake and libclang-dev build the bundled Mbed TLS (mbedtls-sys-auto: cmake + bindgen);
+# `cargo test --workspace` builds backend-mbedtls too.
 need=()
-for pkg in libssl-dev pkg-config openssl gcc kamailio kamailio-tls-modules; do
+for pkg in libssl-dev pkg-config openssl gcc cmake libclang-dev kamailio kamailio-tls-modules; do
     [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" == "install ok installed" ]] || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -39,6 +41,9 @@ cargo fmt --all -- --check
 
 echo "== cargo test (workspace, default backends: rustls + openssl)"
 cargo test --workspace --locked
+
+echo "== conformance-tests on Mbed TLS alone (TLS 1.2 only; suite, fork, hooks, interop)"
+cargo test --locked -p sipstls-conformance --no-default-features --features mbedtls
 
 echo "== rustdoc of sipstls-core and sipstls-manager, warnings denied"
 RUSTDOCFLAGS="-D warnings" cargo doc -p sipstls-core -p sipstls-manager --no-deps --locked -q

@@ -18,6 +18,9 @@
 //! runs clean. OpenSSL 3 needs process-shared internal locks and more
 //! (research/process-sharing.md) and is not tried.
 
+// Without rustls only the refusal checks run; the experiment's code is unused then.
+#![cfg_attr(not(feature = "rustls"), allow(dead_code, unused_imports))]
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -395,7 +398,18 @@ fn main() -> std::process::ExitCode {
         );
         return tally.finish();
     }
+    #[cfg(feature = "rustls")]
+    stress(&mut tally, rustls_claims);
+    #[cfg(not(feature = "rustls"))]
+    tally.run("fork::migrating::stress_needs_rustls", || {
+        panic!("SIPSTLS_MIGRATING_STRESS needs the rustls feature (the experiment runs on rustls)")
+    });
+    tally.finish()
+}
 
+/// The migrating stress experiment (rustls with aws-lc's allocator hook).
+#[cfg(feature = "rustls")]
+fn stress(tally: &mut Tally, rustls_claims: bool) {
     // 1. The arena and the hooks, before the first TLS allocation.
     let arena = SharedArena::create(1 << 30).expect("arena");
     sipstls::rustls::install_allocator_hooks(arena).expect("aws-lc allocator hook");
@@ -478,5 +492,4 @@ fn main() -> std::process::ExitCode {
     if rustls_claims {
         println!("rustls claims MODEL_MIGRATING: the checks above must pass");
     }
-    tally.finish()
 }

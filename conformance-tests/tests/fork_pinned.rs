@@ -395,8 +395,17 @@ fn matrix_markdown(rows: &[MatrixRow]) -> String {
             cell(
                 r.claims[2],
                 None,
-                "OpenSSL 3 keeps per-thread state and process-private locks; sipstls does not yet interpose \
-                 pthread_rwlock_init or have migrating fork checks for it (research/process-sharing.md)",
+                match r.backend {
+                    "openssl" => {
+                        "OpenSSL 3 keeps per-thread state and process-private locks; sipstls does not yet interpose \
+                         pthread_rwlock_init or have migrating fork checks for it (research/process-sharing.md)"
+                    }
+                    "mbedtls" => {
+                        "the bundled Mbed TLS 2.28 has no allocator hook (no MBEDTLS_PLATFORM_MEMORY) and uses \
+                         process-private pthread mutexes: its sessions cannot live in a shared arena"
+                    }
+                    _ => "no migrating fork checks pass for this backend",
+                },
                 "tests/fork_migrating.rs: 10 x 1000 sessions, a random worker per step, a killed lock holder; arena \
                  and hooks before first use, prepare_for_fork, pre-fork work in a helper thread, no rustls session \
                  caches (process-private locks)"

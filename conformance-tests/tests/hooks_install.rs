@@ -3,12 +3,15 @@
 //! - installed first, every TLS-library allocation of a session lands in the arena and is
 //!   freed back to it when the session ends;
 //! - installed after the library's first allocation, the call fails with
-//!   `Error::HookTooLate` (checked in a child process).
+//!   `Error::HookTooLate` (checked in a child process);
+//! - a backend that does not claim `ALLOCATOR_HOOK` and whose installer refuses must refuse
+//!   with `Error::Unsupported { capability: ALLOCATOR_HOOK }` (the two checks above, which
+//!   need the hook, are not run for it).
 
 use std::process::Command;
 use std::time::Duration;
 
-use sipstls::{Error, ProtocolVersion, Resumption, ServerName};
+use sipstls::{Capabilities, Error, ProtocolVersion, Resumption, ServerName};
 use sipstls_conformance::checks::{client_cfg, server_cfg};
 use sipstls_conformance::fork::{hard_timeout, Tally};
 use sipstls_conformance::pki::{pki, SERVER_NAME};
@@ -19,9 +22,13 @@ use sipstls_shm::SharedArena;
 fn install(backend: &str, hooks: &'static dyn AllocatorHooks) -> Result<(), Error> {
     match backend {
         #[cfg(feature = "openssl")]
+        #[cfg(feature = "openssl")]
         "openssl" => sipstls::openssl::install_allocator_hooks(hooks),
         #[cfg(feature = "rustls")]
+        #[cfg(feature = "rustls")]
         "rustls" => sipstls::rustls::install_allocator_hooks(hooks),
+        #[cfg(feature = "mbedtls")]
+        "mbedtls" => sipstls::mbedtls::install_allocator_hooks(hooks),
         other => panic!("no installer for {other}"),
     }
 }
@@ -47,8 +54,8 @@ fn installing_late_is_refused(backend: &str) {
 }
 
 /// Sessions of every backend allocate from the arena and give it all back.
-fn sessions_live_in_the_arena(arena: &'static SharedArena) {
-    for name in sipstls::backend_names() {
+fn sessions_live_in_the_arena(arena: &'static SharedArena, hooked: &[&'static str]) {
+    for &name in hooked {
         let b = sipstls::backend(name).unwrap();
         let v = ProtocolVersion::Tls13;
         let sd = b.server_domain(&server_cfg(v).with_resumption(Resumption::DISABLED)).unwrap();
@@ -79,6 +86,18 @@ fn sessions_live_in_the_arena(arena: &'static SharedArena) {
     }
 }
 
+/// The backends whose allocator hook is checked: those that claim it, and those whose
+/// installer accepted the hooks.
+fn hooked_backends(installed: &[(&'static str, Result<(), Error>)]) -> Vec<&'static str> {
+    installed
+        .iter()
+        .filter(|(name, r)| {
+            r.is_ok() || sipstls::backend(name).is_some_and(|b| b.capabilities().contains(Capabilities::ALLOCATOR_HOOK))
+        })
+        .map(|(name, _)| *name)
+        .collect()
+}
+
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let [flag, backend] = &args[..] {
@@ -93,11 +112,21 @@ fn main() -> std::process::ExitCode {
     let installed: Vec<(&str, Result<(), Error>)> = names.iter().map(|n| (*n, install(n, arena))).collect();
     let _ = pki();
     let mut t = Tally::default();
+    let hooked = hooked_backends(&installed);
     for (name, r) in &installed {
-        t.run(&format!("hooks::{name}::installed_before_first_use"), || assert_eq!(r, &Ok(()), "{name}"));
+        if hooked.contains(name) {
+            t.run(&format!("hooks::{name}::installed_before_first_use"), || assert_eq!(r, &Ok(()), "{name}"));
+        } else {
+            t.run(&format!("hooks::{name}::refused_without_capability"), || match r {
+                Err(Error::Unsupported { capability, .. }) => assert_eq!(*capability, Capabilities::ALLOCATOR_HOOK),
+                other => panic!("{name} does not claim ALLOCATOR_HOOK, so installing must be Unsupported: {other:?}"),
+            });
+        }
     }
-    t.run("hooks::sessions_live_in_the_arena", || sessions_live_in_the_arena(arena));
-    for name in names {
+    if !hooked.is_empty() {
+        t.run("hooks::sessions_live_in_the_arena", || sessions_live_in_the_arena(arena, &hooked));
+    }
+    for name in hooked {
         t.run(&format!("hooks::{name}::installing_late_is_refused"), || installing_late_is_refused(name));
     }
     t.finish()

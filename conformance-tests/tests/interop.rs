@@ -62,6 +62,7 @@ macro_rules! matrix {
     };
 }
 
+#[cfg(all(feature = "rustls", feature = "openssl"))]
 matrix! {
     rustls_to_openssl_tls12: "rustls" -> "openssl", Tls12, false;
     rustls_to_openssl_tls13: "rustls" -> "openssl", Tls13, false;
@@ -71,8 +72,38 @@ matrix! {
     openssl_to_rustls_tls13: "openssl" -> "rustls", Tls13, false;
     openssl_to_rustls_tls12_mtls: "openssl" -> "rustls", Tls12, true;
     openssl_to_rustls_tls13_mtls: "openssl" -> "rustls", Tls13, true;
+}
+
+#[cfg(feature = "rustls")]
+matrix! {
     rustls_to_rustls_tls13_mtls: "rustls" -> "rustls", Tls13, true;
+}
+
+#[cfg(feature = "openssl")]
+matrix! {
     openssl_to_openssl_tls13_mtls: "openssl" -> "openssl", Tls13, true;
+}
+
+// Mbed TLS 2.28 speaks TLS 1.2 only.
+#[cfg(feature = "mbedtls")]
+matrix! {
+    mbedtls_to_mbedtls_tls12_mtls: "mbedtls" -> "mbedtls", Tls12, true;
+}
+
+#[cfg(all(feature = "mbedtls", feature = "rustls"))]
+matrix! {
+    mbedtls_to_rustls_tls12: "mbedtls" -> "rustls", Tls12, false;
+    mbedtls_to_rustls_tls12_mtls: "mbedtls" -> "rustls", Tls12, true;
+    rustls_to_mbedtls_tls12: "rustls" -> "mbedtls", Tls12, false;
+    rustls_to_mbedtls_tls12_mtls: "rustls" -> "mbedtls", Tls12, true;
+}
+
+#[cfg(all(feature = "mbedtls", feature = "openssl"))]
+matrix! {
+    mbedtls_to_openssl_tls12: "mbedtls" -> "openssl", Tls12, false;
+    mbedtls_to_openssl_tls12_mtls: "mbedtls" -> "openssl", Tls12, true;
+    openssl_to_mbedtls_tls12: "openssl" -> "mbedtls", Tls12, false;
+    openssl_to_mbedtls_tls12_mtls: "openssl" -> "mbedtls", Tls12, true;
 }
 
 fn version_flag(v: ProtocolVersion) -> &'static str {
@@ -169,15 +200,26 @@ macro_rules! cli_peers {
     };
 }
 
+#[cfg(feature = "rustls")]
 cli_peers! {
     rustls_client_vs_openssl_s_server_tls12: client_vs_s_server, "rustls", Tls12;
     rustls_client_vs_openssl_s_server_tls13: client_vs_s_server, "rustls", Tls13;
-    openssl_client_vs_openssl_s_server_tls12: client_vs_s_server, "openssl", Tls12;
-    openssl_client_vs_openssl_s_server_tls13: client_vs_s_server, "openssl", Tls13;
     rustls_server_vs_openssl_s_client_tls12: server_vs_s_client, "rustls", Tls12;
     rustls_server_vs_openssl_s_client_tls13: server_vs_s_client, "rustls", Tls13;
+}
+
+#[cfg(feature = "openssl")]
+cli_peers! {
+    openssl_client_vs_openssl_s_server_tls12: client_vs_s_server, "openssl", Tls12;
+    openssl_client_vs_openssl_s_server_tls13: client_vs_s_server, "openssl", Tls13;
     openssl_server_vs_openssl_s_client_tls12: server_vs_s_client, "openssl", Tls12;
     openssl_server_vs_openssl_s_client_tls13: server_vs_s_client, "openssl", Tls13;
+}
+
+#[cfg(feature = "mbedtls")]
+cli_peers! {
+    mbedtls_client_vs_openssl_s_server_tls12: client_vs_s_server, "mbedtls", Tls12;
+    mbedtls_server_vs_openssl_s_client_tls12: server_vs_s_client, "mbedtls", Tls12;
 }
 
 /// A peer that speaks plain TCP to a TLS server gets a typed error on the server, never a

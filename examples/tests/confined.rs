@@ -305,6 +305,8 @@ macro_rules! per_backend {
     ($($check:ident),*) => {
         mod rustls { $( #[test] fn $check() { super::$check("rustls") } )* }
         mod openssl { $( #[test] fn $check() { super::$check("openssl") } )* }
+        #[cfg(feature = "mbedtls")]
+        mod mbedtls { $( #[test] fn $check() { super::$check("mbedtls") } )* }
     };
 }
 

@@ -1,0 +1,328 @@
+//! Per-session state that Mbed TLS's callbacks reach through their `void *` argument: the
+//! in-memory transport (what the peer sent waits in `input`, what Mbed TLS writes collects
+//! in `output`; an empty input is `WANT_READ`, so sessions run without sockets), the
+//! verification policy and its outcome, and the SNI switch.
+//!
+//! Every `extern "C"` function here catches panics: none may unwind into C.
+
+use std::ffi::{c_int, c_uchar, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use mbedtls_sys as sys;
+use sipstls_core::x509::CertificateInfo;
+use sipstls_core::{Error, ServerName, SniCandidates};
+
+use crate::Compiled;
+
+/// Ciphertext buffered from the peer before the session refuses more (back-pressure).
+pub(crate) const MAX_INPUT: usize = 64 * 1024;
+/// Ciphertext waiting for the caller before plaintext writes are refused (back-pressure).
+pub(crate) const MAX_OUTPUT: usize = 256 * 1024;
+/// The largest TLS 1.2 record body (RFC 5246 6.2.3: 2^14 + 2048).
+const MAX_RECORD_BODY: usize = 16384 + 2048;
+
+/// Empties a buffer and gives its memory back when it is larger than a small record.
+pub(crate) fn release(buf: &mut Vec<u8>) {
+    buf.clear();
+    if buf.capacity() > 2048 {
+        *buf = Vec::new();
+    }
+}
+
+/// Follows record boundaries in the incoming byte stream so that a record header
+/// announcing more than TLS allows is reported as a record overflow (Mbed TLS reports it
+/// as a generic invalid record).
+#[derive(Default)]
+struct RecordScanner {
+    header: [u8; 5],
+    header_len: usize,
+    body_left: usize,
+    overflow: bool,
+}
+
+impl RecordScanner {
+    fn scan(&mut self, mut data: &[u8]) {
+        while !data.is_empty() && !self.overflow {
+            if self.body_left > 0 {
+                let n = self.body_left.min(data.len());
+                self.body_left -= n;
+                data = &data[n..];
+                continue;
+            }
+            let n = (5 - self.header_len).min(data.len());
+            self.header[self.header_len..self.header_len + n].copy_from_slice(&data[..n]);
+            self.header_len += n;
+            data = &data[n..];
+            if self.header_len == 5 {
+                self.header_len = 0;
+                let len = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                if len > MAX_RECORD_BODY {
+                    self.overflow = true;
+                }
+                self.body_left = len;
+            }
+        }
+    }
+}
+
+/// How the verify callback treats the peer's chain.
+pub(crate) enum VerifyPolicy {
+    /// A client: Mbed TLS checks the chain; the name is checked here by RFC 5922 (when
+    /// `name` is set), replacing Mbed TLS's own host name check.
+    Client { name: Option<ServerName> },
+    /// A server asking for a client certificate. With `optional`, Mbed TLS would accept a
+    /// certificate that fails verification; the callback makes such a failure fatal.
+    Server { optional: bool },
+}
+
+/// State shared between a session and Mbed TLS's callbacks. Lives in a `Box` whose address
+/// is given to Mbed TLS (`p_bio`, `p_vrfy`); the session frees it after the `ssl_context`.
+pub(crate) struct Shared {
+    pub(crate) input: Vec<u8>,
+    input_pos: usize,
+    pub(crate) output: Vec<u8>,
+    output_pos: usize,
+    scanner: RecordScanner,
+    /// The last fatal alert this side wrote in the clear.
+    pub(crate) sent_alert: Option<u8>,
+    pub(crate) policy: VerifyPolicy,
+    pub(crate) verify_depth: u8,
+    /// `X509_BADCERT_*` flags of the peer's chain as the callback saw (and adjusted) them.
+    pub(crate) verify_flags: u32,
+    pub(crate) chain_too_long: bool,
+    /// Server: the domains the client's SNI may select.
+    pub(crate) sni: Option<Arc<SniCandidates>>,
+    /// Server: the SNI the client sent.
+    pub(crate) sni_seen: Option<String>,
+    /// Server: the listener's default domain (the session's configuration).
+    pub(crate) base: Option<Arc<Compiled>>,
+    /// Server: the domain selected by SNI (kept alive: Mbed TLS points into it).
+    pub(crate) switched: Option<Arc<Compiled>>,
+    /// Server: why the SNI switch failed.
+    pub(crate) sni_error: Option<Error>,
+}
+
+impl Shared {
+    pub(crate) fn new(policy: VerifyPolicy, verify_depth: u8, sni: Option<Arc<SniCandidates>>) -> Self {
+        Shared {
+            input: Vec::new(),
+            input_pos: 0,
+            output: Vec::new(),
+            output_pos: 0,
+            scanner: RecordScanner::default(),
+            sent_alert: None,
+            policy,
+            verify_depth,
+            verify_flags: 0,
+            chain_too_long: false,
+            sni,
+            sni_seen: None,
+            base: None,
+            switched: None,
+            sni_error: None,
+        }
+    }
+
+    /// Appends as much of `data` as fits; returns the count.
+    pub(crate) fn push_input(&mut self, data: &[u8]) -> usize {
+        if self.input_pos > 0 && self.input_pos == self.input.len() {
+            release(&mut self.input);
+            self.input_pos = 0;
+        }
+        let room = MAX_INPUT.saturating_sub(self.input.len() - self.input_pos);
+        let n = room.min(data.len());
+        self.input.extend_from_slice(&data[..n]);
+        self.scanner.scan(&data[..n]);
+        n
+    }
+
+    /// True once a record header announced more than TLS allows.
+    pub(crate) fn record_overflow(&self) -> bool {
+        self.scanner.overflow
+    }
+
+    pub(crate) fn pending_input(&self) -> usize {
+        self.input.len() - self.input_pos
+    }
+
+    pub(crate) fn pending_output(&self) -> usize {
+        self.output.len() - self.output_pos
+    }
+
+    pub(crate) fn take_output(&mut self, out: &mut [u8]) -> usize {
+        let avail = &self.output[self.output_pos..];
+        let n = avail.len().min(out.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        self.output_pos += n;
+        if self.output_pos == self.output.len() {
+            release(&mut self.output);
+            self.output_pos = 0;
+        }
+        n
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> c_int {
+        let avail = &self.input[self.input_pos..];
+        if avail.is_empty() {
+            return sys::ERR_SSL_WANT_READ;
+        }
+        let n = avail.len().min(buf.len()).min(c_int::MAX as usize);
+        buf[..n].copy_from_slice(&avail[..n]);
+        self.input_pos += n;
+        if self.input_pos == self.input.len() {
+            release(&mut self.input);
+            self.input_pos = 0;
+        }
+        n as c_int
+    }
+
+    fn send(&mut self, buf: &[u8]) -> c_int {
+        // A plaintext alert record (during the handshake): remember what we told the peer.
+        if let [0x15, 0x03, _, 0x00, 0x02, 2, desc] = buf {
+            self.sent_alert = Some(*desc);
+        }
+        let n = buf.len().min(c_int::MAX as usize);
+        self.output.extend_from_slice(&buf[..n]);
+        n as c_int
+    }
+
+    /// The verify callback's work for one certificate of the chain.
+    fn verify(&mut self, crt: &sys::x509_crt, depth: c_int, flags: &mut u32) -> c_int {
+        if depth > c_int::from(self.verify_depth) + 1 {
+            self.chain_too_long = true;
+            *flags |= sys::X509_BADCERT_OTHER as u32;
+        }
+        let cn_mismatch = sys::X509_BADCERT_CN_MISMATCH as u32;
+        let mut ret = 0;
+        match &self.policy {
+            VerifyPolicy::Client { name } => {
+                if depth == 0 {
+                    // Names are decided by RFC 5922 here, not by Mbed TLS's host name check.
+                    *flags &= !cn_mismatch;
+                    if let Some(want) = name {
+                        // SAFETY: `raw` describes the certificate's DER, owned by `crt`.
+                        let der = unsafe { raw_der(crt) };
+                        let ok = CertificateInfo::parse(der).is_ok_and(|i| i.matches_sip_identity(want));
+                        if !ok {
+                            *flags |= cn_mismatch;
+                        }
+                    }
+                }
+            }
+            VerifyPolicy::Server { optional } => {
+                if *optional && *flags != 0 {
+                    // A fatal error even in optional mode (Mbed TLS forgives only
+                    // ERR_X509_CERT_VERIFY_FAILED there).
+                    ret = sys::ERR_X509_FATAL_ERROR;
+                }
+            }
+        }
+        self.verify_flags |= *flags;
+        ret
+    }
+}
+
+/// The DER bytes of a parsed certificate.
+///
+/// # Safety
+/// `crt` must be a certificate parsed by Mbed TLS, alive for the returned borrow.
+pub(crate) unsafe fn raw_der(crt: &sys::x509_crt) -> &[u8] {
+    if crt.raw.p.is_null() || crt.raw.len == 0 {
+        return &[];
+    }
+    // SAFETY: Mbed TLS keeps `raw.len` bytes at `raw.p` for the certificate's lifetime.
+    unsafe { std::slice::from_raw_parts(crt.raw.p, crt.raw.len) }
+}
+
+/// `f_send`: everything Mbed TLS writes is queued for `take_tls`.
+///
+/// # Safety
+/// `p` must be the session's `Shared` and `buf` valid for `len` bytes.
+pub(crate) unsafe extern "C" fn send_callback(p: *mut c_void, buf: *const c_uchar, len: usize) -> c_int {
+    catch_unwind(AssertUnwindSafe(|| {
+        if p.is_null() || (buf.is_null() && len > 0) {
+            return sys::ERR_SSL_BAD_INPUT_DATA;
+        }
+        // SAFETY: `p` is the live `Shared` of the session that is inside an Mbed TLS call
+        // (no Rust reference to it is held meanwhile); `buf` has `len` readable bytes.
+        let (shared, data) = unsafe { (&mut *(p as *mut Shared), std::slice::from_raw_parts(buf, len)) };
+        shared.send(data)
+    }))
+    .unwrap_or(sys::ERR_SSL_INTERNAL_ERROR)
+}
+
+/// `f_recv`: reads from what `feed_tls` buffered; `WANT_READ` when empty.
+///
+/// # Safety
+/// `p` must be the session's `Shared` and `buf` valid for writes of `len` bytes.
+pub(crate) unsafe extern "C" fn recv_callback(p: *mut c_void, buf: *mut c_uchar, len: usize) -> c_int {
+    catch_unwind(AssertUnwindSafe(|| {
+        if p.is_null() || (buf.is_null() && len > 0) {
+            return sys::ERR_SSL_BAD_INPUT_DATA;
+        }
+        // SAFETY: as in `send_callback`; `buf` has `len` writable bytes.
+        let (shared, data) = unsafe { (&mut *(p as *mut Shared), std::slice::from_raw_parts_mut(buf, len)) };
+        shared.recv(data)
+    }))
+    .unwrap_or(sys::ERR_SSL_INTERNAL_ERROR)
+}
+
+/// `f_vrfy` (per context): RFC 5922 names on clients, strict optional client auth on
+/// servers, verify depth, and a record of the flags for error mapping.
+///
+/// # Safety
+/// `p` must be the session's `Shared`; `crt` and `flags` valid (Mbed TLS guarantees it).
+pub(crate) unsafe extern "C" fn verify_callback(
+    p: *mut c_void,
+    crt: *mut sys::x509_crt,
+    depth: c_int,
+    flags: *mut u32,
+) -> c_int {
+    catch_unwind(AssertUnwindSafe(|| {
+        if p.is_null() || crt.is_null() || flags.is_null() {
+            return sys::ERR_X509_BAD_INPUT_DATA;
+        }
+        // SAFETY: `p` is the live `Shared` (see `send_callback`); `crt` and `flags` point to
+        // the certificate being verified and its flags, valid during the call.
+        let (shared, crt, flags) = unsafe { (&mut *(p as *mut Shared), &*crt, &mut *flags) };
+        shared.verify(crt, depth, flags)
+    }))
+    .unwrap_or(sys::ERR_X509_FATAL_ERROR)
+}
+
+/// `f_sni` (per server configuration): records the name and, when the listener has SNI
+/// domains, moves the handshake onto the selected domain's certificates, trust anchors and
+/// client-certificate policy.
+///
+/// # Safety
+/// `ssl` must be a context whose `p_bio` is its session's `Shared`; `name` valid for `len`.
+pub(crate) unsafe extern "C" fn sni_callback(
+    _p: *mut c_void,
+    ssl: *mut sys::ssl_context,
+    name: *const c_uchar,
+    len: usize,
+) -> c_int {
+    catch_unwind(AssertUnwindSafe(|| {
+        if ssl.is_null() || (name.is_null() && len > 0) {
+            return -1;
+        }
+        // SAFETY: `ssl` is the live context in a handshake call; its `p_bio` is the
+        // session's `Shared` (set at creation, never changed); `name` has `len` bytes.
+        let (shared, name) = unsafe {
+            let p = (*ssl).p_bio;
+            if p.is_null() {
+                return -1;
+            }
+            (&mut *(p as *mut Shared), std::slice::from_raw_parts(name, len))
+        };
+        match crate::switch_domain(ssl, shared, name) {
+            Ok(()) => 0,
+            Err(e) => {
+                shared.sni_error = Some(e);
+                -1
+            }
+        }
+    }))
+    .unwrap_or(-1)
+}

@@ -1,0 +1,500 @@
+//! The Mbed TLS implementation of [`Session`]: a raw `mbedtls_ssl_context` over the
+//! in-memory transport of [`Shared`].
+
+use std::ffi::{c_int, c_void, CStr};
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
+
+use mbedtls_sys as sys;
+use sipstls_core::{
+    Certificate, Error, ProtocolErrorKind, ProtocolVersion, ReadStatus, Result, Role, Session, SessionState, TlsInfo,
+    VerifyResult,
+};
+
+use crate::errors;
+use crate::io::{self, Shared, MAX_OUTPUT};
+use crate::{ClientCache, Compiled, SavedSession};
+
+/// Plaintext written before the handshake finished, held until it does.
+const MAX_EARLY_PLAINTEXT: usize = 64 * 1024;
+/// Plaintext decrypted ahead of `read` before ciphertext stops being processed.
+const MAX_PLAINTEXT_IN: usize = 64 * 1024;
+
+/// Where a client session stores its session for resumption.
+pub(crate) struct CacheSlot {
+    pub(crate) cache: Arc<Mutex<ClientCache>>,
+    pub(crate) key: String,
+}
+
+/// An Mbed TLS session (client or server), TLS 1.2.
+pub struct MbedtlsSession {
+    /// Boxed `mbedtls_ssl_context`, freed in Drop. Mbed TLS points into `shared` and into
+    /// the configuration held by `domain`.
+    ssl: NonNull<sys::ssl_context>,
+    /// Boxed, freed in Drop after `ssl`. Reached by Mbed TLS's callbacks; Rust code only
+    /// touches it between Mbed TLS calls.
+    shared: NonNull<Shared>,
+    /// Keeps the configuration (and everything it points to) alive.
+    _domain: Arc<Compiled>,
+    role: Role,
+    verify_peer: bool,
+    established: bool,
+    resumed: bool,
+    group: Option<u32>,
+    sent_sni: Option<String>,
+    expected_name: Option<String>,
+    cache: Option<CacheSlot>,
+    plain_early: Vec<u8>,
+    plain_in: Vec<u8>,
+    plain_pos: usize,
+    peer_closed: bool,
+    st: SessionState,
+}
+
+// SAFETY: the session exclusively owns its `ssl_context` and `Shared` (no other handle to
+// them exists outside Mbed TLS calls made through `&mut self`); Mbed TLS contexts have no
+// thread affinity. The configuration it points to is immutable and shared read-only.
+unsafe impl Send for MbedtlsSession {}
+
+pub(crate) struct NewSession {
+    pub(crate) domain: Arc<Compiled>,
+    pub(crate) role: Role,
+    pub(crate) shared: Shared,
+    pub(crate) hostname: Option<Option<String>>,
+    pub(crate) sent_sni: Option<String>,
+    pub(crate) expected_name: Option<String>,
+    pub(crate) cache: Option<CacheSlot>,
+}
+
+impl MbedtlsSession {
+    pub(crate) fn new(n: NewSession) -> Result<Self> {
+        let ssl = NonNull::from(Box::leak(Box::new(sys::ssl_context::default())));
+        let shared = NonNull::from(Box::leak(Box::new(n.shared)));
+        let verify_peer = n.domain.cfg.verify_peer;
+        // From here on Drop frees both boxes (and calls ssl_free, valid after ssl_init).
+        let mut s = MbedtlsSession {
+            ssl,
+            shared,
+            _domain: n.domain,
+            role: n.role,
+            verify_peer,
+            established: false,
+            resumed: false,
+            group: None,
+            sent_sni: n.sent_sni,
+            expected_name: n.expected_name,
+            cache: n.cache,
+            plain_early: Vec::new(),
+            plain_in: Vec::new(),
+            plain_pos: 0,
+            peer_closed: false,
+            st: SessionState::default(),
+        };
+        let conf = s._domain.conf_ptr();
+        // SAFETY: `ssl` is a fresh, zeroed context; ssl_init then ssl_setup with a
+        // configuration that `_domain` keeps alive (and never modifies) for the session's
+        // lifetime.
+        let ret = unsafe {
+            sys::ssl_init(s.ssl.as_ptr());
+            sys::ssl_setup(s.ssl.as_ptr(), conf)
+        };
+        if ret != 0 {
+            return Err(errors::backend(ret));
+        }
+        let p = s.shared.as_ptr() as *mut c_void;
+        // SAFETY: `p` is the boxed `Shared`, freed only after the context in Drop; the
+        // callbacks match Mbed TLS's signatures and catch panics.
+        unsafe {
+            sys::ssl_set_bio(s.ssl.as_ptr(), p, Some(io::send_callback), Some(io::recv_callback), None);
+            sys::ssl_set_verify(s.ssl.as_ptr(), Some(io::verify_callback), p);
+        }
+        if let Some(host) = n.hostname {
+            let c = host
+                .map(std::ffi::CString::new)
+                .transpose()
+                .map_err(|_| Error::config("server_name", "a server name contains a NUL byte"))?;
+            // SAFETY: the context is set up; the string (or NULL, which only marks "no name
+            // check by Mbed TLS, no SNI") is copied by Mbed TLS.
+            let ret =
+                unsafe { sys::ssl_set_hostname(s.ssl.as_ptr(), c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())) };
+            if ret != 0 {
+                return Err(Error::config("server_name", errors::describe(ret)));
+            }
+        }
+        if let Some(slot) = &s.cache {
+            if let Ok(map) = slot.cache.lock() {
+                if let Some(saved) = map.get(&slot.key) {
+                    // SAFETY: `saved` is a session Mbed TLS produced for this client
+                    // domain; ssl_set_session copies it into the new context.
+                    let _ = unsafe { sys::ssl_set_session(s.ssl.as_ptr(), saved.as_ptr()) };
+                }
+            }
+        }
+        if s.role == Role::Client {
+            // Produce the ClientHello now: `wants_write` is then true.
+            s.drive()?;
+        }
+        Ok(s)
+    }
+
+    fn shared(&self) -> &Shared {
+        // SAFETY: the box lives as long as `self`; no Mbed TLS call is running (those
+        // need `&mut self`), so no callback holds a reference.
+        unsafe { self.shared.as_ref() }
+    }
+
+    fn shared_mut(&mut self) -> &mut Shared {
+        // SAFETY: as in `shared`, with exclusive access through `&mut self`.
+        unsafe { self.shared.as_mut() }
+    }
+
+    fn ssl(&self) -> *mut sys::ssl_context {
+        self.ssl.as_ptr()
+    }
+
+    /// Maps a failed call's return code and records it as the sticky error.
+    fn fail(&mut self, code: c_int) -> Error {
+        let sh = self.shared();
+        let err = if let Some(e) = sh.sni_error.clone() {
+            e
+        } else {
+            // SAFETY: the context is alive; `in_msg` points into its input buffer, which
+            // holds the alert record when the code says one was received.
+            let received_alert = unsafe {
+                let ssl = &*self.ssl();
+                (code == sys::ERR_SSL_FATAL_ALERT_MESSAGE && !ssl.in_msg.is_null() && ssl.in_msglen >= 2)
+                    .then(|| *ssl.in_msg.add(1))
+            };
+            errors::map(
+                code,
+                &errors::Context {
+                    received_alert,
+                    sent_alert: sh.sent_alert,
+                    verify_flags: sh.verify_flags,
+                    chain_too_long: sh.chain_too_long,
+                    expected: self.expected_name.as_deref(),
+                },
+            )
+        };
+        self.st.fail(err)
+    }
+
+    /// Reads what the handshake learned before Mbed TLS frees its handshake state.
+    fn capture(&mut self) {
+        // SAFETY: the context is alive; `handshake` is NULL or points to its live state.
+        unsafe {
+            let hs = (*self.ssl()).handshake;
+            if !hs.is_null() {
+                self.resumed = (*hs).resume != 0;
+                let id = (*hs).ecdh_ctx.grp.id;
+                if id != sys::ECP_DP_NONE {
+                    self.group = Some(id);
+                }
+            }
+        }
+    }
+
+    fn check_overflow(&mut self) -> Result<()> {
+        if self.shared().record_overflow() {
+            let e = Error::protocol(ProtocolErrorKind::RecordOverflow, "a record longer than 2^14 + 2048 bytes");
+            // Tell the peer (best effort; the session is failed either way).
+            // SAFETY: the context is alive; the call writes an alert through our bio.
+            unsafe {
+                sys::ssl_send_alert_message(
+                    self.ssl(),
+                    sys::SSL_ALERT_LEVEL_FATAL as u8,
+                    sys::SSL_ALERT_MSG_RECORD_OVERFLOW as u8,
+                )
+            };
+            return Err(self.st.fail(e));
+        }
+        Ok(())
+    }
+
+    /// Advances the handshake as far as the buffered input allows.
+    fn drive(&mut self) -> Result<()> {
+        if self.established {
+            return Ok(());
+        }
+        for _ in 0..256 {
+            // SAFETY: the context is alive.
+            if unsafe { (*self.ssl()).state } == sys::SSL_HANDSHAKE_OVER as c_int {
+                self.on_established();
+                return self.flush_early_plaintext();
+            }
+            // SAFETY: the context is set up; its bio and callbacks point to live state.
+            let ret = unsafe { sys::ssl_handshake_step(self.ssl()) };
+            self.capture();
+            match ret {
+                0 => {}
+                sys::ERR_SSL_WANT_READ | sys::ERR_SSL_WANT_WRITE => return Ok(()),
+                sys::ERR_SSL_NO_CLIENT_CERTIFICATE => {
+                    // Mbed TLS fails without telling the client; send what OpenSSL sends in
+                    // TLS 1.2, so the client sees a typed refusal rather than a dropped
+                    // connection.
+                    // SAFETY: the context is alive; writes a plaintext alert through our bio.
+                    unsafe {
+                        sys::ssl_send_alert_message(
+                            self.ssl(),
+                            sys::SSL_ALERT_LEVEL_FATAL as u8,
+                            sys::SSL_ALERT_MSG_HANDSHAKE_FAILURE as u8,
+                        )
+                    };
+                    return Err(self.fail(sys::ERR_SSL_NO_CLIENT_CERTIFICATE));
+                }
+                e => return Err(self.fail(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn on_established(&mut self) {
+        self.established = true;
+        if let Some(slot) = &self.cache {
+            let mut saved = SavedSession::new();
+            // SAFETY: the context is alive and its handshake is over; `saved` is an
+            // initialised session that ssl_get_session fills with a copy.
+            if unsafe { sys::ssl_get_session(self.ssl(), saved.as_mut_ptr()) } == 0 {
+                if let Ok(mut map) = slot.cache.lock() {
+                    map.insert(slot.key.clone(), saved);
+                }
+            }
+        }
+    }
+
+    /// Processes buffered records now, so protocol errors, alerts and close_notify surface
+    /// at `feed_tls`; plaintext waits in `plain_in`.
+    fn decrypt_ahead(&mut self) -> Result<()> {
+        if !self.established || self.peer_closed {
+            return Ok(());
+        }
+        if self.plain_pos == self.plain_in.len() {
+            io::release(&mut self.plain_in);
+            self.plain_pos = 0;
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let mut empty_records = 0;
+        loop {
+            // SAFETY: the context is alive.
+            let buffered = unsafe { sys::ssl_check_pending(self.ssl()) } != 0;
+            if (self.shared().pending_input() == 0 && !buffered)
+                || self.plain_in.len() - self.plain_pos >= MAX_PLAINTEXT_IN
+            {
+                break;
+            }
+            // SAFETY: `chunk` is a writable buffer of the given length; the context is alive.
+            let ret = unsafe { sys::ssl_read(self.ssl(), chunk.as_mut_ptr(), chunk.len()) };
+            match ret {
+                n if n > 0 => self.plain_in.extend_from_slice(&chunk[..n as usize]),
+                0 => {
+                    // An empty record (Mbed TLS itself refuses long runs of them); stop if
+                    // nothing more can be processed.
+                    empty_records += 1;
+                    if self.shared().pending_input() == 0 || empty_records > 64 {
+                        break;
+                    }
+                }
+                sys::ERR_SSL_PEER_CLOSE_NOTIFY => {
+                    self.peer_closed = true;
+                    break;
+                }
+                sys::ERR_SSL_WANT_READ | sys::ERR_SSL_WANT_WRITE => break,
+                e => return Err(self.fail(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_early_plaintext(&mut self) -> Result<()> {
+        if self.established && !self.plain_early.is_empty() {
+            let data = std::mem::take(&mut self.plain_early);
+            let n = self.write_now(&data)?;
+            self.plain_early = data[n..].to_vec();
+        }
+        Ok(())
+    }
+
+    fn write_now(&mut self, data: &[u8]) -> Result<usize> {
+        let mut written = 0;
+        while written < data.len() && self.shared().pending_output() < MAX_OUTPUT {
+            let rest = &data[written..];
+            // SAFETY: `rest` is a readable buffer of the given length; the context is alive.
+            let ret = unsafe { sys::ssl_write(self.ssl(), rest.as_ptr(), rest.len()) };
+            match ret {
+                n if n > 0 => written += n as usize,
+                0 | sys::ERR_SSL_WANT_READ | sys::ERR_SSL_WANT_WRITE => break,
+                e => return Err(self.fail(e)),
+            }
+        }
+        Ok(written)
+    }
+
+    fn peer_chain(&self) -> Vec<Certificate> {
+        let mut out = Vec::new();
+        // SAFETY: the context is alive; the peer chain is a linked list of certificates
+        // owned by the session, not modified while we read it.
+        unsafe {
+            let mut crt = sys::ssl_get_peer_cert(self.ssl());
+            while !crt.is_null() {
+                let der = io::raw_der(&*crt);
+                if !der.is_empty() {
+                    out.push(Certificate::from_der(der.to_vec()));
+                }
+                crt = (*crt).next;
+            }
+        }
+        out
+    }
+}
+
+impl Session for MbedtlsSession {
+    fn role(&self) -> Role {
+        self.role
+    }
+
+    fn feed_tls(&mut self, input: &[u8]) -> Result<usize> {
+        self.st.check()?;
+        let n = self.shared_mut().push_input(input);
+        self.check_overflow()?;
+        self.drive()?;
+        self.decrypt_ahead()?;
+        Ok(n)
+    }
+
+    fn wants_write(&self) -> bool {
+        self.shared().pending_output() > 0
+    }
+
+    fn take_tls(&mut self, out: &mut [u8]) -> usize {
+        self.shared_mut().take_output(out)
+    }
+
+    fn is_handshaking(&self) -> bool {
+        !self.established
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> Result<ReadStatus> {
+        self.st.check()?;
+        if buf.is_empty() {
+            return Ok(ReadStatus::WouldBlock);
+        }
+        if self.plain_pos == self.plain_in.len() {
+            self.drive()?;
+            self.decrypt_ahead()?;
+        }
+        let avail = &self.plain_in[self.plain_pos..];
+        if !avail.is_empty() {
+            let n = avail.len().min(buf.len());
+            buf[..n].copy_from_slice(&avail[..n]);
+            self.plain_pos += n;
+            if self.plain_pos == self.plain_in.len() {
+                io::release(&mut self.plain_in);
+                self.plain_pos = 0;
+            }
+            return Ok(ReadStatus::Data(n));
+        }
+        Ok(if self.peer_closed { ReadStatus::Closed } else { ReadStatus::WouldBlock })
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<usize> {
+        self.st.check_writable()?;
+        if !self.established || !self.plain_early.is_empty() {
+            let n = data.len().min(MAX_EARLY_PLAINTEXT.saturating_sub(self.plain_early.len()));
+            self.plain_early.extend_from_slice(&data[..n]);
+            self.flush_early_plaintext()?;
+            return Ok(n);
+        }
+        self.write_now(data)
+    }
+
+    fn close_notify(&mut self) {
+        if self.established && self.st.error().is_none() {
+            let _ = self.flush_early_plaintext();
+            // SAFETY: the context is alive and established; writes an alert through our bio.
+            unsafe { sys::ssl_close_notify(self.ssl()) };
+        }
+        self.st.mark_closed();
+    }
+
+    fn info(&self) -> Option<TlsInfo> {
+        if !self.established || self.st.error().is_some() {
+            return None;
+        }
+        // SAFETY: the context is alive; the returned strings are static or owned by it.
+        let (minor, cipher, alpn) = unsafe {
+            let ssl = self.ssl();
+            let cipher = sys::ssl_get_ciphersuite(ssl);
+            let cipher = if cipher.is_null() {
+                String::new()
+            } else {
+                CStr::from_ptr(cipher).to_string_lossy().replace('-', "_")
+            };
+            let alpn = sys::ssl_get_alpn_protocol(ssl);
+            let alpn = (!alpn.is_null()).then(|| CStr::from_ptr(alpn).to_bytes().to_vec());
+            ((*ssl).minor_ver, cipher, alpn)
+        };
+        if minor != sys::SSL_MINOR_VERSION_3 as c_int {
+            return None; // never negotiated: only TLS 1.2 is configured
+        }
+        let peer_chain = self.peer_chain();
+        // SAFETY: the context is alive.
+        let flags = unsafe { sys::ssl_get_verify_result(self.ssl()) } | self.shared().verify_flags;
+        let verify = match (self.verify_peer, peer_chain.is_empty()) {
+            (false, _) => VerifyResult::NotRequested,
+            (true, true) => VerifyResult::NoCertificate,
+            (true, false) if flags == 0 => VerifyResult::Verified,
+            (true, false) => VerifyResult::Failed(errors::map_verify_flags(
+                flags,
+                self.shared().chain_too_long,
+                self.expected_name.as_deref(),
+            )),
+        };
+        let sni = match self.role {
+            Role::Server => self.shared().sni_seen.clone(),
+            Role::Client => self.sent_sni.clone(),
+        };
+        Some(
+            TlsInfo {
+                version: ProtocolVersion::Tls12,
+                cipher_suite: cipher,
+                // A resumed TLS 1.2 session has no key exchange.
+                group: if self.resumed { None } else { self.group.map(group_name) },
+                sni,
+                alpn,
+                resumed: self.resumed,
+                peer_chain,
+                verify,
+                peer: None,
+            }
+            .with_parsed_peer(),
+        )
+    }
+
+    fn error(&self) -> Option<&Error> {
+        self.st.error()
+    }
+}
+
+impl Drop for MbedtlsSession {
+    fn drop(&mut self) {
+        // SAFETY: both boxes were leaked in `new` and are freed exactly once here, the
+        // context first (ssl_free may not call the callbacks, which use `shared`).
+        unsafe {
+            sys::ssl_free(self.ssl.as_ptr());
+            drop(Box::from_raw(self.ssl.as_ptr()));
+            drop(Box::from_raw(self.shared.as_ptr()));
+        }
+    }
+}
+
+/// The IANA name of an Mbed TLS curve id.
+fn group_name(id: u32) -> String {
+    match id {
+        sys::ECP_DP_CURVE25519 => "x25519".into(),
+        sys::ECP_DP_CURVE448 => "x448".into(),
+        sys::ECP_DP_SECP256R1 => "secp256r1".into(),
+        sys::ECP_DP_SECP384R1 => "secp384r1".into(),
+        sys::ECP_DP_SECP521R1 => "secp521r1".into(),
+        other => format!("mbedtls-group:{other}"),
+    }
+}
