@@ -66,15 +66,9 @@ use crate::session::{CacheSlot, NewSession};
 /// The backend name.
 pub const NAME: &str = "mbedtls";
 
-/// The TLS 1.2 suites used when no list is configured: forward-secret AEAD only.
-const DEFAULT_TLS12: &[&str] = &[
-    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-];
+/// The TLS 1.2 suites used when no list is configured, and the only ones a list may name:
+/// forward-secret AEAD only, in sipstls's default order (AES-128-GCM first).
+const DEFAULT_TLS12: &[&str] = sipstls_core::DEFAULT_TLS12_SUITES;
 
 /// Key-exchange groups offered, in preference order.
 const CURVES: &[sys::ecp_group_id] =
