@@ -22,6 +22,8 @@ fn install(backend: &str, hooks: &'static dyn AllocatorHooks) -> Result<(), Erro
         "openssl" => sipstls::openssl::install_allocator_hooks(hooks),
         #[cfg(feature = "rustls")]
         "rustls" => sipstls::rustls::install_allocator_hooks(hooks),
+        #[cfg(feature = "wolfssl")]
+        "wolfssl" => sipstls::wolfssl::install_allocator_hooks(hooks),
         other => panic!("no installer for {other}"),
     }
 }
