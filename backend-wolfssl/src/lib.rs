@@ -50,6 +50,7 @@ mod errors;
 mod hello;
 mod hooks;
 mod session;
+mod tickets;
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -100,6 +101,34 @@ fn init() -> Result<()> {
     }
 }
 
+/// Random bytes from one process-wide wolfCrypt hash DRBG (which, built with
+/// `WC_RNG_AUTOFORK`, reseeds itself in a child process after `fork()`).
+pub(crate) fn random_bytes(out: &mut [u8]) -> Result<()> {
+    init()?;
+    struct Rng(NonNull<w::WC_RNG>);
+    // SAFETY: the generator is only used under the mutex below.
+    unsafe impl Send for Rng {}
+    static RNG: OnceLock<Option<Mutex<Rng>>> = OnceLock::new();
+    let rng = RNG.get_or_init(|| {
+        // SAFETY: no nonce, default heap: wolfSSL allocates and seeds a hash DRBG.
+        NonNull::new(unsafe { w::wc_rng_new(std::ptr::null_mut(), 0, std::ptr::null_mut()) })
+            .map(|p| Mutex::new(Rng(p)))
+    });
+    let Some(rng) = rng else {
+        return Err(Error::Backend { library: NAME, message: "wc_rng_new failed".into() });
+    };
+    let guard = rng.lock().unwrap_or_else(|e| e.into_inner());
+    for chunk in out.chunks_mut(0x8000) {
+        // SAFETY: the generator is live and exclusively ours under the lock; `chunk` is
+        // writable for its length.
+        let r = unsafe { w::wc_RNG_GenerateBlock(guard.0.as_ptr(), chunk.as_mut_ptr(), chunk.len() as c_uint) };
+        if r != 0 {
+            return Err(Error::Backend { library: NAME, message: errors::describe(r) });
+        }
+    }
+    Ok(())
+}
+
 /// The wolfSSL backend.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WolfsslBackend;
@@ -120,7 +149,8 @@ impl WolfsslBackend {
         .union(Capabilities::CIPHER_LIST_TLS12)
         .union(Capabilities::CIPHER_SUITES_TLS13)
         .union(Capabilities::ALLOCATOR_HOOK)
-        .union(Capabilities::MODEL_CONFINED);
+        .union(Capabilities::MODEL_CONFINED)
+        .union(Capabilities::MODEL_PINNED);
 }
 
 /// An owned `WOLFSSL_CTX`.
@@ -320,30 +350,7 @@ impl Backend for WolfsslBackend {
     }
 
     fn fill_random(&self, out: &mut [u8]) -> Result<()> {
-        init()?;
-        struct Rng(NonNull<w::WC_RNG>);
-        // SAFETY: the generator is only used under the mutex below.
-        unsafe impl Send for Rng {}
-        static RNG: OnceLock<Option<Mutex<Rng>>> = OnceLock::new();
-        let rng = RNG.get_or_init(|| {
-            // SAFETY: no nonce, default heap: wolfSSL allocates and seeds a hash DRBG, which
-            // (WC_RNG_AUTOFORK) reseeds itself in a child process after fork().
-            NonNull::new(unsafe { w::wc_rng_new(std::ptr::null_mut(), 0, std::ptr::null_mut()) })
-                .map(|p| Mutex::new(Rng(p)))
-        });
-        let Some(rng) = rng else {
-            return Err(Error::Backend { library: NAME, message: "wc_rng_new failed".into() });
-        };
-        let guard = rng.lock().unwrap_or_else(|e| e.into_inner());
-        for chunk in out.chunks_mut(0x8000) {
-            // SAFETY: the generator is live and exclusively ours under the lock; `chunk` is
-            // writable for its length.
-            let r = unsafe { w::wc_RNG_GenerateBlock(guard.0.as_ptr(), chunk.as_mut_ptr(), chunk.len() as c_uint) };
-            if r != 0 {
-                return Err(Error::Backend { library: NAME, message: errors::describe(r) });
-            }
-        }
-        Ok(())
+        random_bytes(out)
     }
 
     fn server_domain(&self, cfg: &DomainConfig) -> Result<Arc<dyn ServerDomain>> {
@@ -355,12 +362,21 @@ impl Backend for WolfsslBackend {
         // resumes in another (wolfSSL's session cache is process-wide).
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let sid = format!("sipstls-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+        // Ticket keys made now, before any fork, so every worker shares them.
+        let ticket_keys = tickets::TicketKeys::new(&mut |b| random_bytes(b).is_ok())
+            .ok_or(Error::Backend { library: NAME, message: "no random bytes for ticket keys".into() })?;
         // SAFETY: `p` is the live, unshared context; the id buffer is valid for its length.
         unsafe {
             ok(
                 w::wolfSSL_CTX_set_session_id_context(p, sid.as_ptr(), sid.len() as c_uint),
                 "resumption",
                 "session id context",
+            )?;
+            ok(w::wolfSSL_CTX_set_TicketEncCb(p, Some(tickets::ticket_cb)), "resumption", "ticket callback")?;
+            ok(
+                w::wolfSSL_CTX_set_TicketEncCtx(p, (&*ticket_keys as *const tickets::TicketKeys).cast_mut().cast()),
+                "resumption",
+                "ticket keys",
             )?;
             if !cfg.resumption.session_ids {
                 w::wolfSSL_CTX_set_session_cache_mode(p, w::WOLFSSL_SESS_CACHE_OFF as _);
@@ -376,7 +392,9 @@ impl Backend for WolfsslBackend {
                 }
             }
         }
-        Ok(Arc::new(WolfsslServerDomain { inner: Arc::new(ServerInner { ctx, cfg: cfg.clone() }) }))
+        Ok(Arc::new(WolfsslServerDomain {
+            inner: Arc::new(ServerInner { ctx, cfg: cfg.clone(), _tickets: ticket_keys }),
+        }))
     }
 
     fn client_domain(&self, cfg: &DomainConfig) -> Result<Arc<dyn ClientDomain>> {
@@ -395,6 +413,8 @@ impl Backend for WolfsslBackend {
 pub(crate) struct ServerInner {
     pub(crate) ctx: Ctx,
     pub(crate) cfg: DomainConfig,
+    /// The ticket callback's context; dropped after `ctx` (declaration order).
+    _tickets: Box<tickets::TicketKeys>,
 }
 
 /// A compiled server domain.
@@ -421,7 +441,7 @@ pub(crate) fn server_inner(d: &Arc<dyn ServerDomain>) -> Option<Arc<ServerInner>
     d.as_any().downcast_ref::<WolfsslServerDomain>().map(|d| d.inner.clone())
 }
 
-/// A session kept for resumption (a reference counted `WOLFSSL_SESSION`).
+/// A session kept for resumption (a private copy of a `WOLFSSL_SESSION`).
 pub(crate) struct CachedSession(NonNull<w::WOLFSSL_SESSION>);
 
 // SAFETY: a WOLFSSL_SESSION is reference counted under a mutex in this build and only read
@@ -439,7 +459,7 @@ impl CachedSession {
 
 impl Drop for CachedSession {
     fn drop(&mut self) {
-        // SAFETY: we own one reference (from wolfSSL_get1_session).
+        // SAFETY: we own this copy (from wolfSSL_SESSION_dup).
         unsafe { w::wolfSSL_SESSION_free(self.0.as_ptr()) };
     }
 }

@@ -39,7 +39,10 @@ fn release(buf: &mut Vec<u8>) {
 /// own heap allocation (made with `Box::into_raw`), so its address is stable while the
 /// session moves; only the callbacks (during a wolfSSL call) and the session (between
 /// wolfSSL calls) touch it, never both at once.
-struct Shared {
+pub(crate) struct Shared {
+    /// Server: the resumption chain depth of the ticket this connection resumed from
+    /// (see `tickets.rs`).
+    pub(crate) ticket_depth: u32,
     input: Vec<u8>,
     input_pos: usize,
     output: Vec<u8>,
@@ -70,6 +73,19 @@ impl Shared {
     fn pending_output(&self) -> usize {
         self.output.len() - self.output_pos
     }
+}
+
+/// The Shared block of a session, from inside one of wolfSSL's callbacks.
+///
+/// # Safety
+/// `ssl` must be null or a live session created by `new_ssl` that is running the callback
+/// (so no other reference to its Shared is alive).
+pub(crate) unsafe fn shared_of<'a>(ssl: *mut w::WOLFSSL) -> Option<&'a mut Shared> {
+    if ssl.is_null() {
+        return None;
+    }
+    // SAFETY: per the contract, the read context of `ssl` is its Shared block.
+    unsafe { (w::wolfSSL_GetIOReadCtx(ssl) as *mut Shared).as_mut() }
 }
 
 /// wolfSSL's receive callback: copies buffered ciphertext, or "want read" when none.
@@ -197,6 +213,9 @@ pub struct WolfsslSession {
     plain_pos: usize,
     peer_closed: bool,
     cache: Option<(Arc<ClientCache>, String)>,
+    /// Client, TLS 1.3: the ticket in the session at the end of the handshake or at the
+    /// last save (a new one means a NewSessionTicket arrived). TLS 1.2: `Some` once saved.
+    saved_ticket: Option<Vec<u8>>,
     st: SessionState,
 }
 
@@ -208,6 +227,7 @@ unsafe impl Send for WolfsslSession {}
 impl WolfsslSession {
     fn empty(role: Role) -> Self {
         let shared = Box::new(Shared {
+            ticket_depth: 0,
             input: Vec::new(),
             input_pos: 0,
             output: Vec::new(),
@@ -231,6 +251,7 @@ impl WolfsslSession {
             plain_pos: 0,
             peer_closed: false,
             cache: None,
+            saved_ticket: None,
             st: SessionState::default(),
         }
     }
@@ -397,6 +418,10 @@ impl WolfsslSession {
         };
         if r == w::WOLFSSL_SUCCESS as c_int {
             self.established = true;
+            // SAFETY: `ssl` is live.
+            if self.role == Role::Client && unsafe { w::wolfSSL_version(ssl.as_ptr()) } as u32 == w::TLS1_3_VERSION {
+                self.saved_ticket = Some(Self::current_ticket(ssl)); // the resumed (old) ticket, or none
+            }
             self.save_session();
             return self.flush_early_plaintext();
         }
@@ -436,6 +461,7 @@ impl WolfsslSession {
             }
             return Err(self.fail_code(code));
         }
+        self.save_session();
         Ok(())
     }
 
@@ -469,14 +495,59 @@ impl WolfsslSession {
         Err(self.fail_code(code))
     }
 
-    /// Client: keeps the session for resumption.
+    /// The ticket in the session's state (empty without one).
+    fn current_ticket(ssl: NonNull<w::WOLFSSL>) -> Vec<u8> {
+        let mut len: w::word32 = 0;
+        // SAFETY: `ssl` is live; a null buffer with size 0 asks for the length only.
+        unsafe { w::wolfSSL_get_SessionTicket(ssl.as_ptr(), std::ptr::null_mut(), &mut len) };
+        let mut buf = vec![0u8; len as usize];
+        if len > 0 {
+            // SAFETY: `buf` is writable for `len` bytes, which is passed.
+            if unsafe { w::wolfSSL_get_SessionTicket(ssl.as_ptr(), buf.as_mut_ptr(), &mut len) }
+                != w::WOLFSSL_SUCCESS as c_int
+            {
+                return Vec::new();
+            }
+            buf.truncate(len as usize);
+        }
+        buf
+    }
+
+    /// Client: keeps the session for resumption once it is consistent. A TLS 1.2 session
+    /// is complete at the end of the handshake. A TLS 1.3 session is only complete when a
+    /// NewSessionTicket of this connection has arrived: before that, a resumed
+    /// connection's session holds the old ticket with the new connection's secrets, and
+    /// resuming it fails with decrypt_error (measured under load with the pinned fork
+    /// checks).
     fn save_session(&mut self) {
         let (Some(ssl), Some((cache, key))) = (self.ssl, &self.cache) else { return };
         if self.role != Role::Client || !self.established || self.st.error().is_some() {
             return;
         }
-        // SAFETY: `ssl` is live; get1 returns a new reference (or null), owned by the cache.
-        if let Some(s) = CachedSession::new(unsafe { w::wolfSSL_get1_session(ssl.as_ptr()) }) {
+        // SAFETY: `ssl` is live.
+        if unsafe { w::wolfSSL_version(ssl.as_ptr()) } as u32 == w::TLS1_3_VERSION {
+            let ticket = Self::current_ticket(ssl);
+            if ticket.is_empty() || self.saved_ticket.as_deref() == Some(ticket.as_slice()) {
+                return;
+            }
+            self.saved_ticket = Some(ticket);
+        } else if self.saved_ticket.is_some() {
+            return; // TLS 1.2: saved once, at the end of the handshake
+        } else {
+            self.saved_ticket = Some(Vec::new());
+        }
+        // A private copy: the live connection keeps updating its own session object in
+        // place, and other connections copy the cached one concurrently.
+        // SAFETY: `ssl` is live; wolfSSL_get_session borrows its session, which
+        // wolfSSL_SESSION_dup deep-copies into a new object owned by the cache.
+        let copy = unsafe {
+            let cur = w::wolfSSL_get_session(ssl.as_ptr());
+            if cur.is_null() {
+                return;
+            }
+            w::wolfSSL_SESSION_dup(cur)
+        };
+        if let Some(s) = CachedSession::new(copy) {
             crate::cache_put(cache, key.clone(), s);
         }
     }

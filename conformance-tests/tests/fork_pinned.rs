@@ -395,8 +395,17 @@ fn matrix_markdown(rows: &[MatrixRow]) -> String {
             cell(
                 r.claims[2],
                 None,
-                "OpenSSL 3 keeps per-thread state and process-private locks; sipstls does not yet interpose \
-                 pthread_rwlock_init or have migrating fork checks for it (research/process-sharing.md)",
+                match r.backend {
+                    "wolfssl" => {
+                        "wolfSSL's session cache and ticket keys sit behind process-private pthread mutexes and this \
+                         build takes no mutex callbacks (wc_SetMutexCb needs WOLFSSL_USER_MUTEX); no migrating fork \
+                         checks for it"
+                    }
+                    _ => {
+                        "OpenSSL 3 keeps per-thread state and process-private locks; sipstls does not yet interpose \
+                         pthread_rwlock_init or have migrating fork checks for it (research/process-sharing.md)"
+                    }
+                },
                 "tests/fork_migrating.rs: 10 x 1000 sessions, a random worker per step, a killed lock holder; arena \
                  and hooks before first use, prepare_for_fork, pre-fork work in a helper thread, no rustls session \
                  caches (process-private locks)"
