@@ -88,6 +88,10 @@ const TLS13_NAMES: &[(&str, &str)] = &[
     ("TLS_CHACHA20_POLY1305_SHA256", "TLS13-CHACHA20-POLY1305-SHA256"),
 ];
 
+/// Key-exchange groups, in preference order.
+const GROUPS: [u32; 4] =
+    [w::WOLFSSL_X25519MLKEM768, w::WOLFSSL_ECC_X25519, w::WOLFSSL_ECC_SECP256R1, w::WOLFSSL_ECC_SECP384R1];
+
 /// Initializes wolfSSL once per process and marks it used (for the allocator hook).
 fn init() -> Result<()> {
     static INIT: OnceLock<c_int> = OnceLock::new();
@@ -304,6 +308,10 @@ fn build_ctx(cfg: &DomainConfig, role: Role) -> Result<Ctx> {
             ok(r, "trust_anchors", "unusable CA certificate")?;
         }
         w::wolfSSL_CTX_set_verify_depth(p, c_int::from(cfg.verify_depth));
+        if cfg.max_version == ProtocolVersion::Tls13 {
+            let mut groups = GROUPS.map(|g| g as c_int);
+            ok(w::wolfSSL_CTX_set_groups(p, groups.as_mut_ptr(), groups.len() as c_int), "max_version", "groups")?;
+        }
         if let Some(id) = cfg.identities.first() {
             let pem = pem_chain(&id.chain);
             let r = w::wolfSSL_CTX_use_certificate_chain_buffer_format(

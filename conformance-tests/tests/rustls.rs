@@ -1,4 +1,5 @@
 //! The conformance suite for the rustls backend.
+#![cfg(feature = "rustls")]
 sipstls_conformance::conformance_suite!(sipstls::rustls::RustlsBackend::new());
 
 /// rustls-specific: in the migrating model the settings whose caches use process-private
