@@ -7,8 +7,11 @@ cd "$(dirname "$0")/.."
 
 # System packages the default backends and peers need (Debian names). Kamailio is a peer
 # of examples/tests/kamailio.rs, which starts its own instances on free loopback ports.
+# autoconf, automake, libtool, make, patch and libclang-dev build the bundled wolfSSL
+# (wolfssl-sys runs its configure and bindgen) for the wolfssl backend.
 need=()
-for pkg in libssl-dev pkg-config openssl gcc kamailio kamailio-tls-modules; do
+for pkg in libssl-dev pkg-config openssl gcc kamailio kamailio-tls-modules \
+    autoconf automake libtool make patch libclang-dev; do
     [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" == "install ok installed" ]] || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -39,6 +42,12 @@ cargo fmt --all -- --check
 
 echo "== cargo test (workspace, default backends: rustls + openssl)"
 cargo test --workspace --locked
+
+# The wolfssl backend alone (GPLv3, not a default feature): the conformance suite, the fork
+# and hook checks, and interop against the openssl command-line peers. wolfSSL's extra
+# compile-time features come from C_EXTRA_FLAGS in .cargo/config.toml.
+echo "== cargo test (conformance-tests, wolfssl backend)"
+cargo test --locked -p sipstls-conformance --no-default-features --features wolfssl
 
 echo "== rustdoc of sipstls-core and sipstls-manager, warnings denied"
 RUSTDOCFLAGS="-D warnings" cargo doc -p sipstls-core -p sipstls-manager --no-deps --locked -q
