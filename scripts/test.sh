@@ -48,6 +48,8 @@ cargo test --workspace --locked
 # compile-time features come from C_EXTRA_FLAGS in .cargo/config.toml.
 echo "== cargo test (conformance-tests, wolfssl backend)"
 cargo test --locked -p sipstls-conformance --no-default-features --features wolfssl
+echo "== cargo test (examples, wolfssl backend: SIP server and responder, Kamailio)"
+cargo test --locked -p sipstls-examples --no-default-features --features wolfssl
 
 echo "== rustdoc of sipstls-core and sipstls-manager, warnings denied"
 RUSTDOCFLAGS="-D warnings" cargo doc -p sipstls-core -p sipstls-manager --no-deps --locked -q
