@@ -1,6 +1,7 @@
 //! Routing wolfSSL's allocations to [`AllocatorHooks`] (`wolfSSL_SetAllocators`).
 
 use std::ffi::c_void;
+use std::panic::catch_unwind;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,21 +17,33 @@ pub(crate) fn mark_used() {
     LIBRARY_USED.store(true, Ordering::SeqCst);
 }
 
+/// `malloc` for wolfSSL.
+///
+/// # Safety
+/// Called by wolfSSL as its allocator; the result is released with [`hook_free`] or
+/// resized with [`hook_realloc`].
 unsafe extern "C" fn hook_malloc(size: usize) -> *mut c_void {
-    // SAFETY: c_abi::malloc has no precondition beyond being used as an allocator; it
-    // catches panics itself.
-    unsafe { c_abi::malloc(size, ptr::null(), 0) }
+    // SAFETY: c_abi::malloc has no precondition beyond being used as an allocator.
+    catch_unwind(|| unsafe { c_abi::malloc(size, ptr::null(), 0) }).unwrap_or(ptr::null_mut())
 }
 
+/// `free` for wolfSSL.
+///
+/// # Safety
+/// `p` is null or a live allocation of wolfSSL's allocator.
 unsafe extern "C" fn hook_free(p: *mut c_void) {
     // SAFETY: wolfSSL only frees pointers its allocator returned (ours, or libc's for
     // allocations made before the hooks, which c_abi::free hands back to libc).
-    unsafe { c_abi::free(p, ptr::null(), 0) }
+    let _ = catch_unwind(|| unsafe { c_abi::free(p, ptr::null(), 0) });
 }
 
+/// `realloc` for wolfSSL.
+///
+/// # Safety
+/// As for [`hook_free`]: `p` is null or a live allocation of wolfSSL's allocator.
 unsafe extern "C" fn hook_realloc(p: *mut c_void, size: usize) -> *mut c_void {
-    // SAFETY: as for `hook_free`: `p` is null or a live allocation of wolfSSL's allocator.
-    unsafe { c_abi::realloc(p, size, ptr::null(), 0) }
+    // SAFETY: per this function's contract.
+    catch_unwind(|| unsafe { c_abi::realloc(p, size, ptr::null(), 0) }).unwrap_or(ptr::null_mut())
 }
 
 /// Sends every wolfSSL allocation of this process to `hooks` (16-byte aligned, as the

@@ -54,7 +54,7 @@ mod tickets;
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::ffi::{c_int, c_uint, c_void, CStr};
+use std::ffi::{c_int, c_uint, CStr};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -517,10 +517,24 @@ pub(crate) fn cache_put(cache: &ClientCache, key: String, s: CachedSession) {
     }
 }
 
-#[allow(dead_code)]
-fn _assert_send_sync() {
-    fn is<T: Send + Sync>() {}
-    is::<WolfsslServerDomain>();
-    is::<WolfsslClientDomain>();
-    let _ = std::mem::size_of::<*mut c_void>();
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn domains_are_send_and_sync() {
+        fn is<T: Send + Sync>() {}
+        is::<super::WolfsslServerDomain>();
+        is::<super::WolfsslClientDomain>();
+    }
+
+    #[test]
+    fn pem_chain_round_trips() {
+        for len in [1usize, 2, 3, 47, 48, 49, 201] {
+            let chain: Vec<_> = (0..2u8)
+                .map(|k| sipstls_core::Certificate::from_der((0..len).map(|i| (i as u8) ^ k).collect::<Vec<u8>>()))
+                .collect();
+            let pem = super::pem_chain(&chain);
+            assert!(String::from_utf8(pem.clone()).unwrap().lines().all(|l| l.len() <= 64), "{len}");
+            assert_eq!(sipstls_core::Certificate::all_from_pem(&pem).unwrap(), chain, "{len}");
+        }
+    }
 }
