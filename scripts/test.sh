@@ -7,10 +7,13 @@ cd "$(dirname "$0")/.."
 
 # System packages the default backends and peers need (Debian names). Kamailio is a peer
 # of examples/tests/kamailio.rs, which starts its own instances on free loopback ports.
-# cmake and libclang-dev build the bundled Mbed TLS (mbedtls-sys-auto: cmake + bindgen);
-# `cargo test --workspace` builds backend-mbedtls too.
+# The bundled C libraries of the other backends, which `cargo test --workspace` builds too:
+# cmake and libclang-dev for Mbed TLS (mbedtls-sys-auto: cmake + bindgen); autoconf,
+# automake, libtool, make, patch and libclang-dev for wolfSSL (wolfssl-sys: configure +
+# bindgen).
 need=()
-for pkg in libssl-dev pkg-config openssl gcc cmake libclang-dev kamailio kamailio-tls-modules; do
+for pkg in libssl-dev pkg-config openssl gcc kamailio kamailio-tls-modules \
+    cmake libclang-dev autoconf automake libtool make patch; do
     [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" == "install ok installed" ]] || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -42,8 +45,19 @@ cargo fmt --all -- --check
 echo "== cargo test (workspace, default backends: rustls + openssl)"
 cargo test --workspace --locked
 
+# Each extra backend alone (not default features): the conformance suite, the fork and
+# hook checks, interop against the openssl command-line peers. wolfSSL (GPLv3) gets its
+# extra compile-time features from C_EXTRA_FLAGS in .cargo/config.toml.
 echo "== conformance-tests on Mbed TLS alone (TLS 1.2 only; suite, fork, hooks, interop)"
 cargo test --locked -p sipstls-conformance --no-default-features --features mbedtls
+echo "== conformance-tests on wolfSSL alone"
+cargo test --locked -p sipstls-conformance --no-default-features --features wolfssl
+
+# All four backends in one build: the interop matrix (every client x every server x
+# version x client certificate) and the examples (SIP server and responder, Kamailio).
+echo "== interop matrix and examples, rustls + OpenSSL + wolfSSL + Mbed TLS"
+cargo test --locked -p sipstls-conformance --features wolfssl,mbedtls --test interop
+cargo test --locked -p sipstls-examples --features wolfssl,mbedtls
 
 echo "== rustdoc of sipstls-core and sipstls-manager, warnings denied"
 RUSTDOCFLAGS="-D warnings" cargo doc -p sipstls-core -p sipstls-manager --no-deps --locked -q

@@ -404,6 +404,11 @@ fn matrix_markdown(rows: &[MatrixRow]) -> String {
                         "the bundled Mbed TLS 2.28 has no allocator hook (no MBEDTLS_PLATFORM_MEMORY) and uses \
                          process-private pthread mutexes: its sessions cannot live in a shared arena"
                     }
+                    "wolfssl" => {
+                        "wolfSSL's session cache and ticket keys sit behind process-private pthread mutexes and this \
+                         build takes no mutex callbacks (wc_SetMutexCb needs WOLFSSL_USER_MUTEX); no migrating fork \
+                         checks for it"
+                    }
                     _ => "no migrating fork checks pass for this backend",
                 },
                 "tests/fork_migrating.rs: 10 x 1000 sessions, a random worker per step, a killed lock holder; arena \

@@ -25,10 +25,11 @@ fn install(backend: &str, hooks: &'static dyn AllocatorHooks) -> Result<(), Erro
         #[cfg(feature = "openssl")]
         "openssl" => sipstls::openssl::install_allocator_hooks(hooks),
         #[cfg(feature = "rustls")]
-        #[cfg(feature = "rustls")]
         "rustls" => sipstls::rustls::install_allocator_hooks(hooks),
         #[cfg(feature = "mbedtls")]
         "mbedtls" => sipstls::mbedtls::install_allocator_hooks(hooks),
+        #[cfg(feature = "wolfssl")]
+        "wolfssl" => sipstls::wolfssl::install_allocator_hooks(hooks),
         other => panic!("no installer for {other}"),
     }
 }

@@ -55,6 +55,7 @@ macro_rules! matrix {
     ($($name:ident: $c:literal -> $s:literal, $v:ident, $mtls:literal;)*) => {
         $(
             #[test]
+            #[cfg(all(feature = $c, feature = $s))]
             fn $name() {
                 cross($c, $s, ProtocolVersion::$v, $mtls);
             }
@@ -82,6 +83,24 @@ matrix! {
 #[cfg(feature = "openssl")]
 matrix! {
     openssl_to_openssl_tls13_mtls: "openssl" -> "openssl", Tls13, true;
+    wolfssl_to_rustls_tls12: "wolfssl" -> "rustls", Tls12, false;
+    wolfssl_to_rustls_tls13: "wolfssl" -> "rustls", Tls13, false;
+    wolfssl_to_rustls_tls12_mtls: "wolfssl" -> "rustls", Tls12, true;
+    wolfssl_to_rustls_tls13_mtls: "wolfssl" -> "rustls", Tls13, true;
+    rustls_to_wolfssl_tls12: "rustls" -> "wolfssl", Tls12, false;
+    rustls_to_wolfssl_tls13: "rustls" -> "wolfssl", Tls13, false;
+    rustls_to_wolfssl_tls12_mtls: "rustls" -> "wolfssl", Tls12, true;
+    rustls_to_wolfssl_tls13_mtls: "rustls" -> "wolfssl", Tls13, true;
+    wolfssl_to_openssl_tls12: "wolfssl" -> "openssl", Tls12, false;
+    wolfssl_to_openssl_tls13: "wolfssl" -> "openssl", Tls13, false;
+    wolfssl_to_openssl_tls12_mtls: "wolfssl" -> "openssl", Tls12, true;
+    wolfssl_to_openssl_tls13_mtls: "wolfssl" -> "openssl", Tls13, true;
+    openssl_to_wolfssl_tls12: "openssl" -> "wolfssl", Tls12, false;
+    openssl_to_wolfssl_tls13: "openssl" -> "wolfssl", Tls13, false;
+    openssl_to_wolfssl_tls12_mtls: "openssl" -> "wolfssl", Tls12, true;
+    openssl_to_wolfssl_tls13_mtls: "openssl" -> "wolfssl", Tls13, true;
+    wolfssl_to_wolfssl_tls12_mtls: "wolfssl" -> "wolfssl", Tls12, true;
+    wolfssl_to_wolfssl_tls13_mtls: "wolfssl" -> "wolfssl", Tls13, true;
 }
 
 // Mbed TLS 2.28 speaks TLS 1.2 only.
@@ -193,6 +212,7 @@ macro_rules! cli_peers {
     ($($name:ident: $f:ident, $b:literal, $v:ident;)*) => {
         $(
             #[test]
+            #[cfg(feature = $b)]
             fn $name() {
                 $f($b, ProtocolVersion::$v);
             }
@@ -214,6 +234,10 @@ cli_peers! {
     openssl_client_vs_openssl_s_server_tls13: client_vs_s_server, "openssl", Tls13;
     openssl_server_vs_openssl_s_client_tls12: server_vs_s_client, "openssl", Tls12;
     openssl_server_vs_openssl_s_client_tls13: server_vs_s_client, "openssl", Tls13;
+    wolfssl_client_vs_openssl_s_server_tls12: client_vs_s_server, "wolfssl", Tls12;
+    wolfssl_client_vs_openssl_s_server_tls13: client_vs_s_server, "wolfssl", Tls13;
+    wolfssl_server_vs_openssl_s_client_tls12: server_vs_s_client, "wolfssl", Tls12;
+    wolfssl_server_vs_openssl_s_client_tls13: server_vs_s_client, "wolfssl", Tls13;
 }
 
 #[cfg(feature = "mbedtls")]

@@ -303,10 +303,14 @@ fn sip_client_binary_against_the_confined_server() {
 
 macro_rules! per_backend {
     ($($check:ident),*) => {
+        #[cfg(feature = "rustls")]
         mod rustls { $( #[test] fn $check() { super::$check("rustls") } )* }
+        #[cfg(feature = "openssl")]
         mod openssl { $( #[test] fn $check() { super::$check("openssl") } )* }
         #[cfg(feature = "mbedtls")]
         mod mbedtls { $( #[test] fn $check() { super::$check("mbedtls") } )* }
+        #[cfg(feature = "wolfssl")]
+        mod wolfssl { $( #[test] fn $check() { super::$check("wolfssl") } )* }
     };
 }
 

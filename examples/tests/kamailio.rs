@@ -501,11 +501,15 @@ macro_rules! kamailio_tests {
 kamailio_tests!("rustls", rustls);
 kamailio_tests!("openssl", openssl);
 kamailio_tests!("mbedtls", mbedtls);
+kamailio_tests!("wolfssl", wolfssl);
 
 /// Every backend of the build has the tests above.
 #[test]
 fn every_built_backend_is_covered() {
     for name in sipstls::backend_names() {
-        assert!(["rustls", "openssl", "mbedtls"].contains(&name), "no Kamailio tests for backend {name}: add it above");
+        assert!(
+            ["rustls", "openssl", "mbedtls", "wolfssl"].contains(&name),
+            "no Kamailio tests for backend {name}: add it above"
+        );
     }
 }

@@ -128,6 +128,8 @@ fn child(backend_name: &str, hooks_on: bool, n: usize, idle: usize) -> ChildResu
             "rustls" => sipstls::rustls::install_allocator_hooks(arena),
             #[cfg(feature = "mbedtls")]
             "mbedtls" => sipstls::mbedtls::install_allocator_hooks(arena),
+            #[cfg(feature = "wolfssl")]
+            "wolfssl" => sipstls::wolfssl::install_allocator_hooks(arena),
             other => panic!("no hook installer for {other}"),
         };
         installed.expect("hooks installed before the library's first allocation");

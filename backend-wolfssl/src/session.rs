@@ -1,0 +1,743 @@
+//! The wolfSSL implementation of [`Session`], over memory buffers.
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use sipstls_core::x509::CertificateInfo;
+use sipstls_core::{
+    Certificate, CertificateError, DomainConfig, Error, NameVerification, ProtocolVersion, ReadStatus, Result, Role,
+    ServerName, Session, SessionState, SniCandidates, TlsInfo, VerifyResult,
+};
+use wolfssl_sys as w;
+
+use crate::errors::{map_cert_error, map_error};
+use crate::hello::{self, Hello, Peek};
+use crate::{CachedSession, ClientCache, Ctx, ServerInner, NAME};
+
+/// Ciphertext buffered from the peer before the session refuses more (back-pressure).
+const MAX_INPUT: usize = 64 * 1024;
+/// Ciphertext waiting for the caller before plaintext writes are refused (back-pressure).
+const MAX_OUTPUT: usize = 256 * 1024;
+/// Plaintext written before the handshake finished, held until it does.
+const MAX_EARLY_PLAINTEXT: usize = 64 * 1024;
+/// Plaintext decrypted ahead of `read` before ciphertext stops being processed.
+const MAX_PLAINTEXT_IN: usize = 64 * 1024;
+/// Largest plaintext handed to one `wolfSSL_write`.
+const MAX_WRITE: usize = 64 * 1024;
+
+/// Empties a buffer and gives its memory back when it is larger than a small record.
+fn release(buf: &mut Vec<u8>) {
+    buf.clear();
+    if buf.capacity() > 2048 {
+        *buf = Vec::new();
+    }
+}
+
+/// What the I/O and verify callbacks reach through their context pointer. It lives in its
+/// own heap allocation (made with `Box::into_raw`), so its address is stable while the
+/// session moves; only the callbacks (during a wolfSSL call) and the session (between
+/// wolfSSL calls) touch it, never both at once.
+pub(crate) struct Shared {
+    /// Server: the resumption chain depth of the ticket this connection resumed from
+    /// (see `tickets.rs`).
+    pub(crate) ticket_depth: u32,
+    input: Vec<u8>,
+    input_pos: usize,
+    output: Vec<u8>,
+    output_pos: usize,
+    /// Client: the name to check (RFC 5922) when `check_name`.
+    expected: Option<ServerName>,
+    check_name: bool,
+    /// Why our verify callback rejected the peer's certificate.
+    cert_error: Option<CertificateError>,
+}
+
+impl Shared {
+    fn unread(&self) -> &[u8] {
+        &self.input[self.input_pos..]
+    }
+
+    fn push_input(&mut self, data: &[u8]) -> usize {
+        if self.input_pos > 0 && self.input_pos == self.input.len() {
+            release(&mut self.input);
+            self.input_pos = 0;
+        }
+        let room = MAX_INPUT.saturating_sub(self.input.len() - self.input_pos);
+        let n = room.min(data.len());
+        self.input.extend_from_slice(&data[..n]);
+        n
+    }
+
+    fn pending_output(&self) -> usize {
+        self.output.len() - self.output_pos
+    }
+}
+
+/// The Shared block of a session, from inside one of wolfSSL's callbacks.
+///
+/// # Safety
+/// `ssl` must be null or a live session created by `new_ssl` that is running the callback
+/// (so no other reference to its Shared is alive).
+pub(crate) unsafe fn shared_of<'a>(ssl: *mut w::WOLFSSL) -> Option<&'a mut Shared> {
+    if ssl.is_null() {
+        return None;
+    }
+    // SAFETY: per the contract, the read context of `ssl` is its Shared block.
+    unsafe { (w::wolfSSL_GetIOReadCtx(ssl) as *mut Shared).as_mut() }
+}
+
+/// wolfSSL's receive callback: copies buffered ciphertext, or "want read" when none.
+///
+/// # Safety
+/// `ctx` must be the `Shared` of the session that owns `_ssl` (set by `new_ssl`), and `buf`
+/// writable for `sz` bytes.
+pub(crate) unsafe extern "C" fn io_recv(_ssl: *mut w::WOLFSSL, buf: *mut c_char, sz: c_int, ctx: *mut c_void) -> c_int {
+    catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: per this function's contract, `ctx` is the live Shared of this session and
+        // no Rust reference to it exists during the wolfSSL call.
+        let Some(sh) = (unsafe { (ctx as *mut Shared).as_mut() }) else {
+            return w::IOerrors_WOLFSSL_CBIO_ERR_GENERAL;
+        };
+        let avail = sh.unread();
+        if avail.is_empty() {
+            return w::IOerrors_WOLFSSL_CBIO_ERR_WANT_READ;
+        }
+        let n = avail.len().min(usize::try_from(sz).unwrap_or(0));
+        // SAFETY: `buf` is writable for `sz` >= n bytes (contract); the source is our Vec.
+        unsafe { std::ptr::copy_nonoverlapping(avail.as_ptr(), buf.cast::<u8>(), n) };
+        sh.input_pos += n;
+        n as c_int
+    }))
+    .unwrap_or(w::IOerrors_WOLFSSL_CBIO_ERR_GENERAL)
+}
+
+/// wolfSSL's send callback: appends to the output buffer (always all of it).
+///
+/// # Safety
+/// `ctx` must be the `Shared` of the session that owns `_ssl`, and `buf` readable for `sz`
+/// bytes.
+pub(crate) unsafe extern "C" fn io_send(_ssl: *mut w::WOLFSSL, buf: *mut c_char, sz: c_int, ctx: *mut c_void) -> c_int {
+    catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: as in `io_recv`.
+        let Some(sh) = (unsafe { (ctx as *mut Shared).as_mut() }) else {
+            return w::IOerrors_WOLFSSL_CBIO_ERR_GENERAL;
+        };
+        let n = usize::try_from(sz).unwrap_or(0);
+        if n > 0 {
+            // SAFETY: `buf` is readable for `sz` bytes (contract).
+            sh.output.extend_from_slice(unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), n) });
+        }
+        n as c_int
+    }))
+    .unwrap_or(w::IOerrors_WOLFSSL_CBIO_ERR_GENERAL)
+}
+
+/// The verify callback: records why wolfSSL rejected a certificate, and checks the leaf's
+/// name (RFC 5922) on clients. Returns 1 to accept, 0 to reject.
+///
+/// # Safety
+/// Called by wolfSSL with a valid store whose `userCtx` is the session's `Shared` (set with
+/// `wolfSSL_SetCertCbCtx`), or null.
+pub(crate) unsafe extern "C" fn verify_cb(preverify: c_int, store: *mut w::WOLFSSL_X509_STORE_CTX) -> c_int {
+    catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: wolfSSL passes a valid store for the duration of the call.
+        let Some(store) = (unsafe { store.as_ref() }) else { return 0 };
+        // SAFETY: `userCtx` is our Shared (or null); no Rust reference to it is live during
+        // the wolfSSL call that runs this callback.
+        let Some(sh) = (unsafe { (store.userCtx as *mut Shared).as_mut() }) else { return 0 };
+        let expected = sh.expected.as_ref().map(|n| n.to_string());
+        if preverify == 0 {
+            if sh.cert_error.is_none() {
+                sh.cert_error = Some(map_cert_error(store.error, expected.as_deref()));
+            }
+            return 0;
+        }
+        if store.error_depth == 0 && sh.check_name {
+            let leaf: &[u8] = if store.totalCerts > 0 && !store.certs.is_null() {
+                // SAFETY: `certs` holds `totalCerts` buffers, the first being the peer's leaf
+                // as received, valid during the callback.
+                let b = unsafe { &*store.certs };
+                if b.buffer.is_null() {
+                    &[]
+                } else {
+                    // SAFETY: `buffer` is valid for `length` bytes during the callback.
+                    unsafe { std::slice::from_raw_parts(b.buffer, b.length as usize) }
+                }
+            } else {
+                &[]
+            };
+            let matches = match &sh.expected {
+                Some(want) => CertificateInfo::parse(leaf).is_ok_and(|i| i.matches_sip_identity(want)),
+                None => false,
+            };
+            if !matches {
+                sh.cert_error = Some(CertificateError::NameMismatch { expected: expected.unwrap_or_default() });
+                return 0;
+            }
+        }
+        1
+    }))
+    .unwrap_or(0)
+}
+
+/// A server session before the ClientHello: the listener's domain and the SNI candidates.
+struct Pending {
+    default: Arc<ServerInner>,
+    cands: Option<Arc<SniCandidates>>,
+}
+
+/// What a client session is made from.
+pub(crate) struct ClientSetup<'a> {
+    pub(crate) ctx: &'a Ctx,
+    pub(crate) cfg: &'a DomainConfig,
+    pub(crate) alpn: &'a [u8],
+    pub(crate) name: Option<ServerName>,
+    pub(crate) cache: Option<(Arc<ClientCache>, String)>,
+}
+
+/// A wolfSSL session (client or server).
+pub struct WolfsslSession {
+    ssl: Option<NonNull<w::WOLFSSL>>,
+    shared: NonNull<Shared>,
+    role: Role,
+    pending: Option<Pending>,
+    /// The server domain the session was created from (keeps its context alive).
+    domain: Option<Arc<ServerInner>>,
+    verify_peer: bool,
+    established: bool,
+    sni: Option<String>,
+    plain_early: Vec<u8>,
+    plain_in: Vec<u8>,
+    plain_pos: usize,
+    peer_closed: bool,
+    cache: Option<(Arc<ClientCache>, String)>,
+    /// Client, TLS 1.3: the ticket in the session at the end of the handshake or at the
+    /// last save (a new one means a NewSessionTicket arrived). TLS 1.2: `Some` once saved.
+    saved_ticket: Option<Vec<u8>>,
+    st: SessionState,
+}
+
+// SAFETY: the WOLFSSL object and the Shared block are owned exclusively by this session and
+// only used through `&mut self` (or `&self` for read-only queries); wolfSSL objects are not
+// tied to the thread that created them.
+unsafe impl Send for WolfsslSession {}
+
+impl WolfsslSession {
+    fn empty(role: Role) -> Self {
+        let shared = Box::new(Shared {
+            ticket_depth: 0,
+            input: Vec::new(),
+            input_pos: 0,
+            output: Vec::new(),
+            output_pos: 0,
+            expected: None,
+            check_name: false,
+            cert_error: None,
+        });
+        WolfsslSession {
+            ssl: None,
+            // SAFETY: Box::into_raw never returns null.
+            shared: unsafe { NonNull::new_unchecked(Box::into_raw(shared)) },
+            role,
+            pending: None,
+            domain: None,
+            verify_peer: false,
+            established: false,
+            sni: None,
+            plain_early: Vec::new(),
+            plain_in: Vec::new(),
+            plain_pos: 0,
+            peer_closed: false,
+            cache: None,
+            saved_ticket: None,
+            st: SessionState::default(),
+        }
+    }
+
+    pub(crate) fn server(domain: Arc<ServerInner>, cands: Option<Arc<SniCandidates>>) -> Self {
+        let mut s = Self::empty(Role::Server);
+        s.pending = Some(Pending { default: domain, cands });
+        s
+    }
+
+    pub(crate) fn client(setup: ClientSetup<'_>) -> Result<Self> {
+        let mut s = Self::empty(Role::Client);
+        let ssl = s.new_ssl(setup.ctx)?;
+        let cfg = setup.cfg;
+        s.verify_peer = cfg.verify_peer;
+        {
+            let sh = s.sh();
+            sh.check_name = cfg.verify_peer && cfg.name_verification == NameVerification::Rfc5922;
+            sh.expected = setup.name.clone();
+        }
+        // SAFETY (all calls below): `ssl` is the live session just created and owned by `s`;
+        // the buffers passed are valid for the lengths given and copied by wolfSSL.
+        unsafe {
+            if let (Some(ServerName::Dns(n)), true) = (&setup.name, cfg.send_sni) {
+                let r = w::wolfSSL_UseSNI(ssl, w::WOLFSSL_SNI_HOST_NAME as u8, n.as_ptr().cast(), n.len() as u16);
+                crate::ok(r, "server_name", "SNI")?;
+                s.sni = Some(n.clone());
+            }
+            if !setup.alpn.is_empty() {
+                let mut list = setup.alpn.to_vec();
+                let r = w::wolfSSL_UseALPN(
+                    ssl,
+                    list.as_mut_ptr().cast(),
+                    list.len() as _,
+                    w::WOLFSSL_ALPN_FAILED_ON_MISMATCH as u8,
+                );
+                crate::ok(r, "alpn", "ALPN")?;
+            }
+            if cfg.resumption.tickets {
+                crate::ok(w::wolfSSL_UseSessionTicket(ssl), "resumption", "session tickets")?;
+            }
+            if let Some((cache, key)) = &setup.cache {
+                if let Ok(m) = cache.lock() {
+                    if let Some(sess) = m.get(key) {
+                        // A session that no longer fits (expired, other version) just gives
+                        // a full handshake.
+                        let _ = w::wolfSSL_set_session(ssl, sess.as_ptr());
+                    }
+                }
+            }
+        }
+        s.cache = setup.cache;
+        // Produce the ClientHello now: `wants_write` is then true.
+        s.drive()?;
+        Ok(s)
+    }
+
+    /// The Shared block. Never held across a wolfSSL call.
+    fn sh(&mut self) -> &mut Shared {
+        // SAFETY: we own the allocation; callbacks only run inside wolfSSL calls, during
+        // which no reference returned here is alive (each use ends before the next call).
+        unsafe { self.shared.as_mut() }
+    }
+
+    fn sh_ref(&self) -> &Shared {
+        // SAFETY: as in `sh`, read-only.
+        unsafe { self.shared.as_ref() }
+    }
+
+    /// Creates the WOLFSSL object from `ctx`, wired to our buffers and verify callback.
+    fn new_ssl(&mut self, ctx: &Ctx) -> Result<*mut w::WOLFSSL> {
+        // SAFETY: `ctx` is a live context; wolfSSL_new takes its own reference to it.
+        let ssl = NonNull::new(unsafe { w::wolfSSL_new(ctx.as_ptr()) })
+            .ok_or(Error::Backend { library: NAME, message: "wolfSSL_new failed".into() })?;
+        let p = ssl.as_ptr();
+        let sh = self.shared.as_ptr().cast::<c_void>();
+        // SAFETY: `p` is live; `sh` outlives it (freed in Drop after wolfSSL_free).
+        unsafe {
+            w::wolfSSL_SetIOReadCtx(p, sh);
+            w::wolfSSL_SetIOWriteCtx(p, sh);
+            w::wolfSSL_SetCertCbCtx(p, sh);
+        }
+        self.ssl = Some(ssl);
+        Ok(p)
+    }
+
+    /// Server: the ClientHello is in (or cannot be read): choose the domain and the ALPN
+    /// protocol, and create the wolfSSL session.
+    fn activate(&mut self, hello: Option<Hello>) -> Result<()> {
+        let Some(pending) = self.pending.take() else { return Ok(()) };
+        let mut inner = pending.default;
+        let sni = hello.as_ref().and_then(|h| h.sni.clone());
+        if let (Some(name), Some(cands)) = (&sni, &pending.cands) {
+            if let Some(d) = cands.select(name) {
+                inner = crate::server_inner(d).ok_or_else(|| Error::Backend {
+                    library: NAME,
+                    message: "an SNI candidate domain belongs to another backend".into(),
+                })?;
+            }
+        }
+        let ssl = self.new_ssl(&inner.ctx)?;
+        if !inner.cfg.alpn.is_empty() {
+            // Server preference: the first of ours the client offered. Without overlap the
+            // whole list, so wolfSSL fails with no_application_protocol.
+            let offered = hello.as_ref().and_then(|h| h.alpn.as_ref());
+            let choice = offered.and_then(|o| inner.cfg.alpn.iter().find(|p| o.contains(p)));
+            let mut list = match choice {
+                Some(p) => p.clone(),
+                None => crate::alpn_list(&inner.cfg.alpn)?,
+            };
+            // SAFETY: `ssl` is live; the list is copied by wolfSSL.
+            let r = unsafe {
+                w::wolfSSL_UseALPN(
+                    ssl,
+                    list.as_mut_ptr().cast(),
+                    list.len() as _,
+                    w::WOLFSSL_ALPN_FAILED_ON_MISMATCH as u8,
+                )
+            };
+            crate::ok(r, "alpn", "ALPN")?;
+        }
+        self.verify_peer = inner.cfg.verify_peer;
+        self.sni = sni;
+        self.domain = Some(inner);
+        Ok(())
+    }
+
+    fn fail_code(&mut self, code: c_int) -> Error {
+        let alert = self.ssl.and_then(|ssl| {
+            let mut h = w::WOLFSSL_ALERT_HISTORY {
+                last_rx: w::WOLFSSL_ALERT { code: -1, level: -1 },
+                last_tx: w::WOLFSSL_ALERT { code: -1, level: -1 },
+            };
+            // SAFETY: `ssl` is live and `h` is a valid out-parameter.
+            unsafe { w::wolfSSL_get_alert_history(ssl.as_ptr(), &mut h) };
+            (h.last_rx.level == 2).then(|| u8::try_from(h.last_rx.code).ok()).flatten()
+        });
+        let e = map_error(code, self.sh_ref().cert_error.as_ref(), alert);
+        self.st.fail(e)
+    }
+
+    /// The error code of the last failed call on `ssl`.
+    fn error_code(ssl: NonNull<w::WOLFSSL>, ret: c_int) -> c_int {
+        // SAFETY: `ssl` is live.
+        unsafe { w::wolfSSL_get_error(ssl.as_ptr(), ret) }
+    }
+
+    fn is_want(code: c_int) -> bool {
+        code == w::WOLFSSL_ERROR_WANT_READ as c_int || code == w::WOLFSSL_ERROR_WANT_WRITE as c_int
+    }
+
+    /// Advances the handshake as far as the buffered input allows.
+    fn drive(&mut self) -> Result<()> {
+        if self.established {
+            return Ok(());
+        }
+        let Some(ssl) = self.ssl else { return Ok(()) };
+        // SAFETY: `ssl` is live; the callbacks reach only our Shared block.
+        let r = unsafe {
+            match self.role {
+                Role::Server => w::wolfSSL_accept(ssl.as_ptr()),
+                Role::Client => w::wolfSSL_connect(ssl.as_ptr()),
+            }
+        };
+        if r == w::WOLFSSL_SUCCESS as c_int {
+            self.established = true;
+            // SAFETY: `ssl` is live.
+            if self.role == Role::Client && unsafe { w::wolfSSL_version(ssl.as_ptr()) } as u32 == w::TLS1_3_VERSION {
+                self.saved_ticket = Some(Self::current_ticket(ssl)); // the resumed (old) ticket, or none
+            }
+            self.save_session();
+            return self.flush_early_plaintext();
+        }
+        let code = Self::error_code(ssl, r);
+        if Self::is_want(code) {
+            return Ok(());
+        }
+        Err(self.fail_code(code))
+    }
+
+    /// Processes buffered records now, so errors, alerts and close_notify surface at
+    /// `feed_tls`; plaintext waits in `plain_in`.
+    fn decrypt_ahead(&mut self) -> Result<()> {
+        if !self.established || self.peer_closed {
+            return Ok(());
+        }
+        let Some(ssl) = self.ssl else { return Ok(()) };
+        if self.plain_pos == self.plain_in.len() {
+            release(&mut self.plain_in);
+            self.plain_pos = 0;
+        }
+        let mut chunk = vec![0u8; 16 * 1024];
+        while self.plain_in.len() - self.plain_pos < MAX_PLAINTEXT_IN {
+            // SAFETY: `ssl` is live; `chunk` is writable for its length.
+            let n = unsafe { w::wolfSSL_read(ssl.as_ptr(), chunk.as_mut_ptr().cast(), chunk.len() as c_int) };
+            if n > 0 {
+                self.plain_in.extend_from_slice(&chunk[..n as usize]);
+                continue;
+            }
+            let code = Self::error_code(ssl, n);
+            if code == w::WOLFSSL_ERROR_ZERO_RETURN as c_int {
+                self.peer_closed = true;
+                break;
+            }
+            if Self::is_want(code) {
+                break;
+            }
+            return Err(self.fail_code(code));
+        }
+        self.save_session();
+        Ok(())
+    }
+
+    fn flush_early_plaintext(&mut self) -> Result<()> {
+        while self.established && !self.plain_early.is_empty() {
+            let data = std::mem::take(&mut self.plain_early);
+            let n = self.write_now(&data)?;
+            self.plain_early = data[n..].to_vec();
+            if n == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_now(&mut self, data: &[u8]) -> Result<usize> {
+        let Some(ssl) = self.ssl else { return Ok(0) };
+        if data.is_empty() || self.sh_ref().pending_output() >= MAX_OUTPUT {
+            return Ok(0);
+        }
+        let len = data.len().min(MAX_WRITE);
+        // SAFETY: `ssl` is live; `data` is readable for `len` bytes.
+        let r = unsafe { w::wolfSSL_write(ssl.as_ptr(), data.as_ptr().cast(), len as c_int) };
+        if r > 0 {
+            return Ok(r as usize);
+        }
+        let code = Self::error_code(ssl, r);
+        if Self::is_want(code) {
+            return Ok(0);
+        }
+        Err(self.fail_code(code))
+    }
+
+    /// The ticket in the session's state (empty without one).
+    fn current_ticket(ssl: NonNull<w::WOLFSSL>) -> Vec<u8> {
+        let mut len: w::word32 = 0;
+        // SAFETY: `ssl` is live; a null buffer with size 0 asks for the length only.
+        unsafe { w::wolfSSL_get_SessionTicket(ssl.as_ptr(), std::ptr::null_mut(), &mut len) };
+        let mut buf = vec![0u8; len as usize];
+        if len > 0 {
+            // SAFETY: `buf` is writable for `len` bytes, which is passed.
+            if unsafe { w::wolfSSL_get_SessionTicket(ssl.as_ptr(), buf.as_mut_ptr(), &mut len) }
+                != w::WOLFSSL_SUCCESS as c_int
+            {
+                return Vec::new();
+            }
+            buf.truncate(len as usize);
+        }
+        buf
+    }
+
+    /// Client: keeps the session for resumption once it is consistent. A TLS 1.2 session
+    /// is complete at the end of the handshake. A TLS 1.3 session is only complete when a
+    /// NewSessionTicket of this connection has arrived: before that, a resumed
+    /// connection's session holds the old ticket with the new connection's secrets, and
+    /// resuming it fails with decrypt_error (measured under load with the pinned fork
+    /// checks).
+    fn save_session(&mut self) {
+        let (Some(ssl), Some((cache, key))) = (self.ssl, &self.cache) else { return };
+        if self.role != Role::Client || !self.established || self.st.error().is_some() {
+            return;
+        }
+        // SAFETY: `ssl` is live.
+        if unsafe { w::wolfSSL_version(ssl.as_ptr()) } as u32 == w::TLS1_3_VERSION {
+            let ticket = Self::current_ticket(ssl);
+            if ticket.is_empty() || self.saved_ticket.as_deref() == Some(ticket.as_slice()) {
+                return;
+            }
+            self.saved_ticket = Some(ticket);
+        } else if self.saved_ticket.is_some() {
+            return; // TLS 1.2: saved once, at the end of the handshake
+        } else {
+            self.saved_ticket = Some(Vec::new());
+        }
+        // A private copy: the live connection keeps updating its own session object in
+        // place, and other connections copy the cached one concurrently.
+        // SAFETY: `ssl` is live; wolfSSL_get_session borrows its session, which
+        // wolfSSL_SESSION_dup deep-copies into a new object owned by the cache.
+        let copy = unsafe {
+            let cur = w::wolfSSL_get_session(ssl.as_ptr());
+            if cur.is_null() {
+                return;
+            }
+            w::wolfSSL_SESSION_dup(cur)
+        };
+        if let Some(s) = CachedSession::new(copy) {
+            crate::cache_put(cache, key.clone(), s);
+        }
+    }
+
+    fn peer_chain(&self, ssl: NonNull<w::WOLFSSL>) -> Vec<Certificate> {
+        let mut out = Vec::new();
+        // SAFETY: `ssl` is live; the chain belongs to its session and is only read here.
+        unsafe {
+            let chain = w::wolfSSL_get_peer_chain(ssl.as_ptr());
+            if chain.is_null() {
+                return out;
+            }
+            for i in 0..w::wolfSSL_get_chain_count(chain) {
+                let len = w::wolfSSL_get_chain_length(chain, i);
+                let der = w::wolfSSL_get_chain_cert(chain, i);
+                if !der.is_null() && len > 0 {
+                    out.push(Certificate::from_der(std::slice::from_raw_parts(der, len as usize).to_vec()));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn cstr(p: *const c_char) -> Option<String> {
+    // SAFETY: callers pass null or a NUL-terminated string owned by wolfSSL, valid for
+    // the duration of the call.
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+}
+
+fn group_name(wolf: &str) -> String {
+    match wolf {
+        "SECP256R1" => "secp256r1".into(),
+        "SECP384R1" => "secp384r1".into(),
+        "SECP521R1" => "secp521r1".into(),
+        "X25519" => "x25519".into(),
+        "X448" => "x448".into(),
+        other => other.to_owned(),
+    }
+}
+
+impl Session for WolfsslSession {
+    fn role(&self) -> Role {
+        self.role
+    }
+
+    fn feed_tls(&mut self, input: &[u8]) -> Result<usize> {
+        self.st.check()?;
+        let n = self.sh().push_input(input);
+        if self.pending.is_some() {
+            let unread_len = self.sh_ref().unread().len();
+            match hello::peek(self.sh_ref().unread()) {
+                Peek::NeedMore if unread_len < MAX_INPUT => return Ok(n),
+                Peek::NeedMore | Peek::Invalid => self.activate(None),
+                Peek::Hello(h) => self.activate(Some(h)),
+            }
+            .map_err(|e| self.st.fail(e))?;
+        }
+        self.drive()?;
+        self.decrypt_ahead()?;
+        Ok(n)
+    }
+
+    fn wants_write(&self) -> bool {
+        self.sh_ref().pending_output() > 0
+    }
+
+    fn take_tls(&mut self, out: &mut [u8]) -> usize {
+        let sh = self.sh();
+        let avail = &sh.output[sh.output_pos..];
+        let n = avail.len().min(out.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        sh.output_pos += n;
+        if sh.output_pos == sh.output.len() {
+            release(&mut sh.output);
+            sh.output_pos = 0;
+        }
+        n
+    }
+
+    fn is_handshaking(&self) -> bool {
+        !self.established
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> Result<ReadStatus> {
+        self.st.check()?;
+        if buf.is_empty() {
+            return Ok(ReadStatus::WouldBlock);
+        }
+        if self.plain_pos == self.plain_in.len() {
+            self.drive()?;
+            self.decrypt_ahead()?;
+        }
+        let avail = &self.plain_in[self.plain_pos..];
+        if !avail.is_empty() {
+            let n = avail.len().min(buf.len());
+            buf[..n].copy_from_slice(&avail[..n]);
+            self.plain_pos += n;
+            if self.plain_pos == self.plain_in.len() {
+                release(&mut self.plain_in);
+                self.plain_pos = 0;
+            }
+            return Ok(ReadStatus::Data(n));
+        }
+        Ok(if self.peer_closed { ReadStatus::Closed } else { ReadStatus::WouldBlock })
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<usize> {
+        self.st.check_writable()?;
+        if !self.established || !self.plain_early.is_empty() {
+            let n = data.len().min(MAX_EARLY_PLAINTEXT.saturating_sub(self.plain_early.len()));
+            self.plain_early.extend_from_slice(&data[..n]);
+            self.flush_early_plaintext()?;
+            return Ok(n);
+        }
+        self.write_now(data)
+    }
+
+    fn close_notify(&mut self) {
+        if self.established && self.st.error().is_none() {
+            let _ = self.flush_early_plaintext();
+            if let Some(ssl) = self.ssl {
+                // SAFETY: `ssl` is live; this queues close_notify in our output buffer.
+                unsafe { w::wolfSSL_shutdown(ssl.as_ptr()) };
+            }
+        }
+        self.st.mark_closed();
+    }
+
+    fn info(&self) -> Option<TlsInfo> {
+        if !self.established || self.st.error().is_some() {
+            return None;
+        }
+        let ssl = self.ssl?;
+        let p = ssl.as_ptr();
+        // SAFETY (all calls below): `p` is the live session; the strings returned point into
+        // wolfSSL's static tables or the session, and are copied at once.
+        let (version, cipher, curve, alpn, resumed) = unsafe {
+            let version = match w::wolfSSL_version(p) as u32 {
+                w::TLS1_3_VERSION => ProtocolVersion::Tls13,
+                w::TLS1_2_VERSION => ProtocolVersion::Tls12,
+                _ => return None,
+            };
+            let cipher = cstr(w::wolfSSL_CIPHER_get_name(w::wolfSSL_get_current_cipher(p))).unwrap_or_default();
+            let curve = cstr(w::wolfSSL_get_curve_name(p));
+            let mut name: *mut c_char = std::ptr::null_mut();
+            let mut len: u16 = 0;
+            let alpn = (w::wolfSSL_ALPN_GetProtocol(p, &mut name, &mut len) == w::WOLFSSL_SUCCESS as c_int
+                && !name.is_null()
+                && len > 0)
+                .then(|| std::slice::from_raw_parts(name.cast::<u8>(), usize::from(len)).to_vec());
+            (version, cipher, curve, alpn, w::wolfSSL_session_reused(p) != 0)
+        };
+        let peer_chain = self.peer_chain(ssl);
+        let verify = match (self.verify_peer, peer_chain.is_empty()) {
+            (false, _) => VerifyResult::NotRequested,
+            (true, true) => VerifyResult::NoCertificate,
+            (true, false) => VerifyResult::Verified,
+        };
+        Some(
+            TlsInfo {
+                version,
+                cipher_suite: cipher,
+                // A resumed TLS 1.2 session has no key exchange.
+                group: if version == ProtocolVersion::Tls12 && resumed { None } else { curve.map(|c| group_name(&c)) },
+                sni: self.sni.clone(),
+                alpn,
+                resumed,
+                peer_chain,
+                verify,
+                peer: None,
+            }
+            .with_parsed_peer(),
+        )
+    }
+
+    fn error(&self) -> Option<&Error> {
+        self.st.error()
+    }
+}
+
+impl Drop for WolfsslSession {
+    fn drop(&mut self) {
+        self.save_session();
+        if let Some(ssl) = self.ssl.take() {
+            // SAFETY: we own the session; nothing uses it afterwards.
+            unsafe { w::wolfSSL_free(ssl.as_ptr()) };
+        }
+        // SAFETY: the Shared block came from Box::into_raw in `empty` and the only other
+        // user, the WOLFSSL object, is gone.
+        drop(unsafe { Box::from_raw(self.shared.as_ptr()) });
+    }
+}
