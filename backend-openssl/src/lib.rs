@@ -254,6 +254,29 @@ fn set_no_tickets(b: &mut SslContextBuilder) -> Result<()> {
     }
 }
 
+/// OpenSSL draws a context's ticket keys when the context is made: worker processes forked
+/// afterwards share them, so a ticket issued by one worker resumes in another.
+#[cfg(not(feature = "boring"))]
+fn set_ticket_keys(_: &mut SslContextBuilder) -> Result<()> {
+    Ok(())
+}
+
+/// BoringSSL draws ticket keys at the first ticket (in each worker after a fork) and
+/// rotates them: set random keys now, as OpenSSL does (explicit keys are not rotated).
+#[cfg(feature = "boring")]
+fn set_ticket_keys(b: &mut SslContextBuilder) -> Result<()> {
+    let mut keys = [0u8; 48]; // BoringSSL: name (16), HMAC key (16), AES-128 key (16)
+    ssl_lib::rand::rand_bytes(&mut keys).map_err(backend_err)?;
+    // SAFETY: `b.as_ptr()` is the live SSL_CTX owned by the builder; the call copies the
+    // 48 bytes of `keys`, which outlives it.
+    let ok = unsafe { ssl_lib::ffi::SSL_CTX_set_tlsext_ticket_keys(b.as_ptr(), keys.as_ptr().cast(), keys.len()) };
+    if ok == 1 {
+        Ok(())
+    } else {
+        Err(backend_err(ssl_lib::error::ErrorStack::get()))
+    }
+}
+
 /// Adds an intermediate certificate to the chain a context sends; 1 on success.
 fn add1_chain_cert(b: &mut SslContextBuilder, cert: &X509) -> std::ffi::c_int {
     // SAFETY: `b.as_ptr()` is a live SSL_CTX owned by the builder; SSL_CTRL_CHAIN_CERT
@@ -382,7 +405,9 @@ impl Backend for OpensslBackend {
         } else {
             SslSessionCacheMode::OFF
         });
-        if !cfg.resumption.tickets {
+        if cfg.resumption.tickets {
+            set_ticket_keys(&mut b)?;
+        } else {
             b.set_options(SslOptions::NO_TICKET);
             if !cfg.resumption.session_ids {
                 set_no_tickets(&mut b)?;

@@ -3,12 +3,14 @@
 //! - installed first, every TLS-library allocation of a session lands in the arena and is
 //!   freed back to it when the session ends;
 //! - installed after the library's first allocation, the call fails with
-//!   `Error::HookTooLate` (checked in a child process).
+//!   `Error::HookTooLate` (checked in a child process);
+//! - a backend whose library takes no allocator (BoringSSL) refuses installation with
+//!   `Error::Unsupported`, does not claim `ALLOCATOR_HOOK`, and is left out of the rest.
 
 use std::process::Command;
 use std::time::Duration;
 
-use sipstls::{Error, ProtocolVersion, Resumption, ServerName};
+use sipstls::{Capabilities, Error, ProtocolVersion, Resumption, ServerName};
 use sipstls_conformance::checks::{client_cfg, server_cfg};
 use sipstls_conformance::fork::{hard_timeout, Tally};
 use sipstls_conformance::pki::{pki, SERVER_NAME};
@@ -20,6 +22,8 @@ fn install(backend: &str, hooks: &'static dyn AllocatorHooks) -> Result<(), Erro
     match backend {
         #[cfg(feature = "openssl")]
         "openssl" => sipstls::openssl::install_allocator_hooks(hooks),
+        #[cfg(feature = "boring")]
+        "boring" => sipstls::boring::install_allocator_hooks(hooks),
         #[cfg(feature = "rustls")]
         "rustls" => sipstls::rustls::install_allocator_hooks(hooks),
         other => panic!("no installer for {other}"),
@@ -47,8 +51,8 @@ fn installing_late_is_refused(backend: &str) {
 }
 
 /// Sessions of every backend allocate from the arena and give it all back.
-fn sessions_live_in_the_arena(arena: &'static SharedArena) {
-    for name in sipstls::backend_names() {
+fn sessions_live_in_the_arena(arena: &'static SharedArena, hooked: &[&str]) {
+    for &name in hooked {
         let b = sipstls::backend(name).unwrap();
         let v = ProtocolVersion::Tls13;
         let sd = b.server_domain(&server_cfg(v).with_resumption(Resumption::DISABLED)).unwrap();
@@ -79,6 +83,10 @@ fn sessions_live_in_the_arena(arena: &'static SharedArena) {
     }
 }
 
+fn refused(r: &Result<(), Error>) -> bool {
+    matches!(r, Err(Error::Unsupported { capability, .. }) if *capability == Capabilities::ALLOCATOR_HOOK)
+}
+
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let [flag, backend] = &args[..] {
@@ -94,10 +102,18 @@ fn main() -> std::process::ExitCode {
     let _ = pki();
     let mut t = Tally::default();
     for (name, r) in &installed {
-        t.run(&format!("hooks::{name}::installed_before_first_use"), || assert_eq!(r, &Ok(()), "{name}"));
+        if refused(r) {
+            t.run(&format!("hooks::{name}::refused_and_not_claimed"), || {
+                let caps = sipstls::backend(name).unwrap().capabilities();
+                assert!(!caps.contains(Capabilities::ALLOCATOR_HOOK), "{name} refuses hooks but claims ALLOCATOR_HOOK")
+            });
+        } else {
+            t.run(&format!("hooks::{name}::installed_before_first_use"), || assert_eq!(r, &Ok(()), "{name}"));
+        }
     }
-    t.run("hooks::sessions_live_in_the_arena", || sessions_live_in_the_arena(arena));
-    for name in names {
+    let hooked: Vec<&str> = installed.iter().filter(|(_, r)| !refused(r)).map(|(n, _)| *n).collect();
+    t.run("hooks::sessions_live_in_the_arena", || sessions_live_in_the_arena(arena, &hooked));
+    for name in hooked {
         t.run(&format!("hooks::{name}::installing_late_is_refused"), || installing_late_is_refused(name));
     }
     t.finish()

@@ -52,8 +52,9 @@ fn cross(client: &str, server: &str, v: ProtocolVersion, mtls: bool) {
 }
 
 macro_rules! matrix {
-    ($($name:ident: $c:literal -> $s:literal, $v:ident, $mtls:literal;)*) => {
+    ($($(#[$m:meta])* $name:ident: $c:literal -> $s:literal, $v:ident, $mtls:literal;)*) => {
         $(
+            $(#[$m])*
             #[test]
             fn $name() {
                 cross($c, $s, ProtocolVersion::$v, $mtls);
@@ -63,15 +64,34 @@ macro_rules! matrix {
 }
 
 matrix! {
+    #[cfg(feature = "openssl")]
     rustls_to_openssl_tls12: "rustls" -> "openssl", Tls12, false;
+    #[cfg(feature = "openssl")]
     rustls_to_openssl_tls13: "rustls" -> "openssl", Tls13, false;
+    #[cfg(feature = "openssl")]
     rustls_to_openssl_tls12_mtls: "rustls" -> "openssl", Tls12, true;
+    #[cfg(feature = "openssl")]
     rustls_to_openssl_tls13_mtls: "rustls" -> "openssl", Tls13, true;
+    #[cfg(feature = "openssl")]
     openssl_to_rustls_tls12: "openssl" -> "rustls", Tls12, false;
+    #[cfg(feature = "openssl")]
     openssl_to_rustls_tls13: "openssl" -> "rustls", Tls13, false;
+    #[cfg(feature = "openssl")]
     openssl_to_rustls_tls12_mtls: "openssl" -> "rustls", Tls12, true;
+    #[cfg(feature = "openssl")]
     openssl_to_rustls_tls13_mtls: "openssl" -> "rustls", Tls13, true;
     rustls_to_rustls_tls13_mtls: "rustls" -> "rustls", Tls13, true;
+    #[cfg(feature = "boring")]
+    rustls_to_boring_tls12_mtls: "rustls" -> "boring", Tls12, true;
+    #[cfg(feature = "boring")]
+    rustls_to_boring_tls13_mtls: "rustls" -> "boring", Tls13, true;
+    #[cfg(feature = "boring")]
+    boring_to_rustls_tls12_mtls: "boring" -> "rustls", Tls12, true;
+    #[cfg(feature = "boring")]
+    boring_to_rustls_tls13_mtls: "boring" -> "rustls", Tls13, true;
+    #[cfg(feature = "boring")]
+    boring_to_boring_tls13_mtls: "boring" -> "boring", Tls13, true;
+    #[cfg(feature = "openssl")]
     openssl_to_openssl_tls13_mtls: "openssl" -> "openssl", Tls13, true;
 }
 
@@ -159,8 +179,9 @@ fn server_vs_s_client(backend_name: &str, v: ProtocolVersion) {
 }
 
 macro_rules! cli_peers {
-    ($($name:ident: $f:ident, $b:literal, $v:ident;)*) => {
+    ($($(#[$m:meta])* $name:ident: $f:ident, $b:literal, $v:ident;)*) => {
         $(
+            $(#[$m])*
             #[test]
             fn $name() {
                 $f($b, ProtocolVersion::$v);
@@ -172,12 +193,24 @@ macro_rules! cli_peers {
 cli_peers! {
     rustls_client_vs_openssl_s_server_tls12: client_vs_s_server, "rustls", Tls12;
     rustls_client_vs_openssl_s_server_tls13: client_vs_s_server, "rustls", Tls13;
+    #[cfg(feature = "openssl")]
     openssl_client_vs_openssl_s_server_tls12: client_vs_s_server, "openssl", Tls12;
+    #[cfg(feature = "openssl")]
     openssl_client_vs_openssl_s_server_tls13: client_vs_s_server, "openssl", Tls13;
     rustls_server_vs_openssl_s_client_tls12: server_vs_s_client, "rustls", Tls12;
     rustls_server_vs_openssl_s_client_tls13: server_vs_s_client, "rustls", Tls13;
+    #[cfg(feature = "openssl")]
     openssl_server_vs_openssl_s_client_tls12: server_vs_s_client, "openssl", Tls12;
+    #[cfg(feature = "openssl")]
     openssl_server_vs_openssl_s_client_tls13: server_vs_s_client, "openssl", Tls13;
+    #[cfg(feature = "boring")]
+    boring_client_vs_openssl_s_server_tls12: client_vs_s_server, "boring", Tls12;
+    #[cfg(feature = "boring")]
+    boring_client_vs_openssl_s_server_tls13: client_vs_s_server, "boring", Tls13;
+    #[cfg(feature = "boring")]
+    boring_server_vs_openssl_s_client_tls12: server_vs_s_client, "boring", Tls12;
+    #[cfg(feature = "boring")]
+    boring_server_vs_openssl_s_client_tls13: server_vs_s_client, "boring", Tls13;
 }
 
 /// A peer that speaks plain TCP to a TLS server gets a typed error on the server, never a

@@ -122,6 +122,7 @@ fn child(backend_name: &str, hooks_on: bool, n: usize, idle: usize) -> ChildResu
     let arena = if hooks_on {
         let arena = SharedArena::create(ARENA_BYTES).expect("arena");
         let installed = match backend_name {
+            #[cfg(feature = "openssl")]
             "openssl" => sipstls::openssl::install_allocator_hooks(arena),
             "rustls" => sipstls::rustls::install_allocator_hooks(arena),
             other => panic!("no hook installer for {other}"),
