@@ -304,7 +304,10 @@ fn sip_client_binary_against_the_confined_server() {
 macro_rules! per_backend {
     ($($check:ident),*) => {
         mod rustls { $( #[test] fn $check() { super::$check("rustls") } )* }
+        #[cfg(feature = "openssl")]
         mod openssl { $( #[test] fn $check() { super::$check("openssl") } )* }
+        #[cfg(feature = "boring")]
+        mod boring { $( #[test] fn $check() { super::$check("boring") } )* }
     };
 }
 

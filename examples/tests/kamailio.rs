@@ -480,11 +480,12 @@ macro_rules! kamailio_tests {
 
 kamailio_tests!("rustls", rustls);
 kamailio_tests!("openssl", openssl);
+kamailio_tests!("boring", boring);
 
 /// Every backend of the build has the tests above.
 #[test]
 fn every_built_backend_is_covered() {
     for name in sipstls::backend_names() {
-        assert!(["rustls", "openssl"].contains(&name), "no Kamailio tests for backend {name}: add it above");
+        assert!(["rustls", "openssl", "boring"].contains(&name), "no Kamailio tests for backend {name}: add it above");
     }
 }
