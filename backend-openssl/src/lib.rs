@@ -27,6 +27,8 @@ compile_error!("sipstls-backend-openssl needs one of the features `openssl` (def
 mod errors;
 mod hooks;
 mod memio;
+#[cfg(feature = "boring")]
+mod server_cache;
 mod session;
 mod ssl_lib;
 
@@ -254,6 +256,40 @@ fn set_no_tickets(b: &mut SslContextBuilder) -> Result<()> {
     }
 }
 
+/// Tickets of a server context. OpenSSL: `SSL_OP_NO_TICKET` without stateless tickets
+/// (with session ids on, TLS 1.3 then uses OpenSSL's stateful tickets, keys into its session
+/// cache), and no TLS 1.3 tickets at all when both are off.
+#[cfg(not(feature = "boring"))]
+fn set_tickets(b: &mut SslContextBuilder, cfg: &DomainConfig) -> Result<()> {
+    if cfg.resumption.tickets {
+        set_ticket_keys(b)
+    } else {
+        b.set_options(SslOptions::NO_TICKET);
+        if !cfg.resumption.session_ids {
+            set_no_tickets(b)?;
+        }
+        Ok(())
+    }
+}
+
+/// Tickets of a server context. BoringSSL has no stateful tickets and `SSL_OP_NO_TICKET`
+/// ends TLS 1.3 resumption: without stateless tickets but with session ids, tickets become
+/// keys into [`server_cache`], as OpenSSL's stateful tickets are.
+#[cfg(feature = "boring")]
+fn set_tickets(b: &mut SslContextBuilder, cfg: &DomainConfig) -> Result<()> {
+    match (cfg.resumption.tickets, cfg.resumption.session_ids) {
+        (true, _) => set_ticket_keys(b),
+        (false, true) => {
+            server_cache::install(b);
+            Ok(())
+        }
+        (false, false) => {
+            b.set_options(SslOptions::NO_TICKET);
+            set_no_tickets(b)
+        }
+    }
+}
+
 /// OpenSSL draws a context's ticket keys when the context is made: worker processes forked
 /// afterwards share them, so a ticket issued by one worker resumes in another.
 #[cfg(not(feature = "boring"))]
@@ -405,14 +441,7 @@ impl Backend for OpensslBackend {
         } else {
             SslSessionCacheMode::OFF
         });
-        if cfg.resumption.tickets {
-            set_ticket_keys(&mut b)?;
-        } else {
-            b.set_options(SslOptions::NO_TICKET);
-            if !cfg.resumption.session_ids {
-                set_no_tickets(&mut b)?;
-            }
-        }
+        set_tickets(&mut b, cfg)?;
         if !cfg.alpn.is_empty() {
             let wire = alpn_wire(&cfg.alpn);
             b.set_alpn_select_callback(move |_, client| {
