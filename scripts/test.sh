@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 # System packages the default backends and peers need (Debian names). Kamailio is a peer
 # of examples/tests/kamailio.rs, which starts its own instances on free loopback ports.
+# cmake and libclang-dev build BoringSSL (boring-sys) for the `boring` run below.
 need=()
-for pkg in libssl-dev pkg-config openssl gcc kamailio kamailio-tls-modules; do
+for pkg in libssl-dev pkg-config openssl gcc kamailio kamailio-tls-modules cmake libclang-dev; do
     [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" == "install ok installed" ]] || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -39,6 +40,11 @@ cargo fmt --all -- --check
 
 echo "== cargo test (workspace, default backends: rustls + openssl)"
 cargo test --workspace --locked
+
+# BoringSSL cannot link beside OpenSSL (same C symbols): its own build, rustls beside it.
+# The first build compiles BoringSSL with cmake (about 4 minutes on 2 cores).
+echo "== cargo test (BoringSSL through the boring crate, beside rustls)"
+cargo test --locked -p sipstls-conformance -p sipstls-examples --no-default-features --features rustls,boring
 
 echo "== rustdoc of sipstls-core and sipstls-manager, warnings denied"
 RUSTDOCFLAGS="-D warnings" cargo doc -p sipstls-core -p sipstls-manager --no-deps --locked -q
