@@ -78,6 +78,8 @@ impl OpensslSession {
         match self.stream.do_handshake() {
             Ok(()) => {
                 self.established = true;
+                #[cfg(feature = "boring")]
+                self.flush_tickets();
                 self.flush_early_plaintext()
             }
             Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => Ok(()),
@@ -85,6 +87,21 @@ impl OpensslSession {
                 let err = self.map(&e);
                 Err(self.st.fail(err))
             }
+        }
+    }
+
+    /// A BoringSSL server over a stream transport holds its TLS 1.3 tickets until it next
+    /// writes (so that a client that never reads cannot stall it); OpenSSL sends them at
+    /// the end of the handshake. A zero-byte write sends them now, as OpenSSL would: a
+    /// client that connects, handshakes and leaves still gets a ticket.
+    #[cfg(feature = "boring")]
+    fn flush_tickets(&mut self) {
+        if self.role == Role::Server {
+            // SAFETY: the pointer is the live SSL owned by this stream, whose BIO is the
+            // stream's MemIo; a zero-byte write only flushes pending handshake messages and
+            // reads nothing from the (non-null, empty) buffer.
+            unsafe { ssl_lib::ffi::SSL_write(self.stream.ssl().as_ptr(), [0u8; 1].as_ptr().cast(), 0) };
+            drop(ssl_lib::error::ErrorStack::get());
         }
     }
 
