@@ -25,10 +25,10 @@ pub use sipstls_core::*;
 mod stream;
 pub use stream::{tls_error, TlsStream};
 
-#[cfg(feature = "boring")]
-pub use sipstls_backend_openssl as boring;
 #[cfg(feature = "mbedtls")]
 pub use sipstls_backend_mbedtls as mbedtls;
+#[cfg(feature = "boring")]
+pub use sipstls_backend_openssl as boring;
 #[cfg(feature = "openssl")]
 pub use sipstls_backend_openssl as openssl;
 #[cfg(feature = "rustls")]
@@ -36,7 +36,13 @@ pub use sipstls_backend_rustls as rustls;
 #[cfg(feature = "wolfssl")]
 pub use sipstls_backend_wolfssl as wolfssl;
 
-#[cfg(not(any(feature = "rustls", feature = "openssl", feature = "boring", feature = "wolfssl", feature = "mbedtls")))]
+#[cfg(not(any(
+    feature = "rustls",
+    feature = "openssl",
+    feature = "boring",
+    feature = "wolfssl",
+    feature = "mbedtls"
+)))]
 compile_error!("sipstls needs at least one backend feature: `rustls`, `openssl`, `boring`, `wolfssl` or `mbedtls`");
 
 #[cfg(all(feature = "openssl", feature = "boring"))]
