@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # The bundled C libraries of the other backends, which `cargo test --workspace` builds too:
 # cmake and libclang-dev for Mbed TLS (mbedtls-sys-auto: cmake + bindgen); autoconf,
 # automake, libtool, make, patch and libclang-dev for wolfSSL (wolfssl-sys: configure +
-# bindgen).
+# bindgen); cmake and libclang-dev also build BoringSSL (boring-sys) for the `boring` run.
 need=()
 for pkg in libssl-dev pkg-config openssl gcc kamailio kamailio-tls-modules \
     cmake libclang-dev autoconf automake libtool make patch; do
@@ -58,6 +58,11 @@ cargo test --locked -p sipstls-conformance --no-default-features --features wolf
 echo "== interop matrix and examples, rustls + OpenSSL + wolfSSL + Mbed TLS"
 cargo test --locked -p sipstls-conformance --features wolfssl,mbedtls --test interop
 cargo test --locked -p sipstls-examples --features wolfssl,mbedtls
+
+# BoringSSL cannot link beside OpenSSL (same C symbols): its own build, rustls beside it.
+# The first build compiles BoringSSL with cmake (about 4 minutes on 2 cores).
+echo "== cargo test (BoringSSL through the boring crate, beside rustls)"
+cargo test --locked -p sipstls-conformance -p sipstls-examples --no-default-features --features rustls,boring
 
 echo "== rustdoc of sipstls-core and sipstls-manager, warnings denied"
 RUSTDOCFLAGS="-D warnings" cargo doc -p sipstls-core -p sipstls-manager --no-deps --locked -q

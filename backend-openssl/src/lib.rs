@@ -1,6 +1,11 @@
 //! # sipstls-backend-openssl
 //!
-//! The sipstls [`Backend`] on the system's OpenSSL 3 (libssl) through rust-openssl.
+//! The sipstls [`Backend`] on the system's OpenSSL 3 (libssl) through rust-openssl
+//! (feature `openssl`, the default), or on BoringSSL through the `boring` crate (feature
+//! `boring`, backend name `"boring"`): one code base, compiled against either crate
+//! through the `ssl_lib` module, with `#[cfg(feature = "boring")]` where the APIs differ.
+//! The two features exclude each other: OpenSSL and BoringSSL export the same C symbols
+//! and cannot be linked into one binary.
 //!
 //! Sessions run over memory buffers (no socket): ciphertext fed in is what OpenSSL reads,
 //! what it writes is taken out. Server domains switch by SNI in OpenSSL's servername
@@ -10,38 +15,63 @@
 //! (`SSL_MODE_RELEASE_BUFFERS`).
 #![warn(missing_docs)]
 
+#[cfg(all(feature = "openssl", feature = "boring"))]
+compile_error!(
+    "sipstls-backend-openssl: the features `openssl` and `boring` exclude each other (OpenSSL and BoringSSL \
+     export the same C symbols and cannot link into one binary); for BoringSSL build with \
+     `--no-default-features --features boring`"
+);
+#[cfg(not(any(feature = "openssl", feature = "boring")))]
+compile_error!("sipstls-backend-openssl needs one of the features `openssl` (default) or `boring`");
+
 mod errors;
 mod hooks;
 mod memio;
+#[cfg(feature = "boring")]
+mod server_cache;
 mod session;
+mod ssl_lib;
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use foreign_types_shared::{ForeignType, ForeignTypeRef};
-use openssl::ec::EcKey;
-use openssl::pkey::{PKey, Private};
-use openssl::rsa::Rsa;
-use openssl::ssl::{
-    AlpnError, NameType, SniError, Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslRef,
-    SslSession, SslSessionCacheMode, SslVerifyMode, SslVersion,
-};
-use openssl::stack::Stack;
-use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::{X509StoreContextRef, X509VerifyResult, X509};
 use sipstls_core::x509::CertificateInfo;
 use sipstls_core::{
     Backend, BackendInfo, Capabilities, ClientDomain, DomainConfig, Error, NameVerification, PrivateKeyFormat,
     ProtocolVersion, Result, Role, ServerDomain, ServerName, Session, SniCandidates,
 };
+use ssl_lib::ec::EcKey;
+use ssl_lib::pkey::{PKey, Private};
+use ssl_lib::rsa::Rsa;
+use ssl_lib::ssl::{
+    AlpnError, NameType, SniError, Ssl, SslContext, SslContextBuilder, SslMode, SslOptions, SslRef, SslSession,
+    SslSessionCacheMode, SslVerifyMode, SslVersion,
+};
+use ssl_lib::x509::store::X509StoreBuilder;
+use ssl_lib::x509::{X509StoreContextRef, X509};
+use ssl_lib::ForeignType;
+#[cfg(not(feature = "boring"))]
+use ssl_lib::ForeignTypeRef;
 
 pub use hooks::install_allocator_hooks;
 pub use session::OpensslSession;
 
+/// The licence reported in [`BackendInfo`]: the TLS library's. OpenSSL 3 is Apache-2.0.
+#[cfg(not(feature = "boring"))]
+const LICENSE: &str = "Apache-2.0";
+/// BoringSSL's `LICENSE` (the copy bundled in boring-sys 5.4) is the Apache License 2.0,
+/// with a note that Go-licensed test code is not compiled into libcrypto/libssl.
+#[cfg(feature = "boring")]
+const LICENSE: &str = "Apache-2.0";
+
 /// The backend name.
+#[cfg(not(feature = "boring"))]
 pub const NAME: &str = "openssl";
+/// The backend name.
+#[cfg(feature = "boring")]
+pub const NAME: &str = "boring";
 
 /// The TLS 1.2 suites used when no list is configured: forward-secret AEAD only (what
 /// rustls offers), by IANA name.
@@ -61,9 +91,14 @@ const TLS12_NAMES: &[(&str, &str)] = &[
 
 const TLS13_NAMES: &[&str] = &["TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256"];
 
-/// The OpenSSL backend.
+/// The OpenSSL backend (on BoringSSL with the feature `boring`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OpensslBackend;
+
+/// The backend on BoringSSL: the same type as [`OpensslBackend`], under the name of its
+/// library.
+#[cfg(feature = "boring")]
+pub type BoringBackend = OpensslBackend;
 
 impl OpensslBackend {
     /// The backend.
@@ -71,7 +106,7 @@ impl OpensslBackend {
         OpensslBackend
     }
 
-    const CAPS: Capabilities = Capabilities::TLS12
+    const COMMON_CAPS: Capabilities = Capabilities::TLS12
         .union(Capabilities::TLS13)
         .union(Capabilities::CLIENT_CERT)
         .union(Capabilities::SNI_SWITCH)
@@ -79,13 +114,21 @@ impl OpensslBackend {
         .union(Capabilities::RESUMPTION_TICKETS)
         .union(Capabilities::RESUMPTION_SESSION_ID)
         .union(Capabilities::CIPHER_LIST_TLS12)
-        .union(Capabilities::CIPHER_SUITES_TLS13)
-        .union(Capabilities::ALLOCATOR_HOOK)
         .union(Capabilities::MODEL_CONFINED)
         .union(Capabilities::MODEL_PINNED);
+
+    /// OpenSSL also sets its TLS 1.3 suites and takes allocator functions.
+    #[cfg(not(feature = "boring"))]
+    const CAPS: Capabilities =
+        Self::COMMON_CAPS.union(Capabilities::CIPHER_SUITES_TLS13).union(Capabilities::ALLOCATOR_HOOK);
+
+    /// BoringSSL's TLS 1.3 suites are fixed (not configurable), and it has no
+    /// `CRYPTO_set_mem_functions`.
+    #[cfg(feature = "boring")]
+    const CAPS: Capabilities = Self::COMMON_CAPS;
 }
 
-fn backend_err(e: openssl::error::ErrorStack) -> Error {
+fn backend_err(e: ssl_lib::error::ErrorStack) -> Error {
     Error::Backend { library: NAME, message: e.to_string() }
 }
 
@@ -98,7 +141,7 @@ fn ssl_version(v: ProtocolVersion) -> SslVersion {
 
 fn load_key(id: &sipstls_core::Identity) -> Result<PKey<Private>> {
     let der = id.key.der();
-    let bad = |e: openssl::error::ErrorStack| Error::config("identities", format!("unusable private key: {e}"));
+    let bad = |e: ssl_lib::error::ErrorStack| Error::config("identities", format!("unusable private key: {e}"));
     match id.key.format() {
         PrivateKeyFormat::Pkcs8 => PKey::private_key_from_pkcs8(der).map_err(bad),
         PrivateKeyFormat::Sec1 => EcKey::private_key_from_der(der).and_then(PKey::from_ec_key).map_err(bad),
@@ -128,17 +171,8 @@ fn common(b: &mut SslContextBuilder, cfg: &DomainConfig, role: Role) -> Result<(
         };
         openssl_names.push(*o);
     }
-    b.set_cipher_list(&openssl_names.join(":")).map_err(|e| Error::config("cipher_list_tls12", e.to_string()))?;
-    let tls13: Vec<&str> = match &cfg.cipher_suites_tls13 {
-        Some(list) => list.iter().map(String::as_str).collect(),
-        None => sipstls_core::DEFAULT_TLS13_SUITES.to_vec(),
-    };
-    for n in &tls13 {
-        if !TLS13_NAMES.iter().any(|t| t.eq_ignore_ascii_case(n)) {
-            return Err(Error::config("cipher_suites_tls13", format!("{n} is not a TLS 1.3 suite")));
-        }
-    }
-    b.set_ciphersuites(&tls13.join(":")).map_err(|e| Error::config("cipher_suites_tls13", e.to_string()))?;
+    set_cipher_list(b, &openssl_names.join(":")).map_err(|e| Error::config("cipher_list_tls12", e.to_string()))?;
+    set_tls13_suites(b, cfg)?;
     // Trust anchors.
     if !cfg.trust_anchors.is_empty() {
         let mut store = X509StoreBuilder::new().map_err(backend_err)?;
@@ -161,11 +195,7 @@ fn common(b: &mut SslContextBuilder, cfg: &DomainConfig, role: Role) -> Result<(
             .map_err(|_| Error::config("identities", "the private key does not match the certificate"))?;
         for inter in &id.chain[1..] {
             let cert = x509(inter, "identities")?;
-            // SAFETY: `b.as_ptr()` is a live SSL_CTX owned by the builder; SSL_CTRL_CHAIN_CERT
-            // with larg = 1 (add1) takes its own reference to `cert`, which stays owned here
-            // and is freed when dropped.
-            let ok = unsafe { openssl_sys::SSL_CTX_ctrl(b.as_ptr(), 89, 1, cert.as_ptr() as *mut std::ffi::c_void) };
-            if ok != 1 {
+            if add1_chain_cert(b, &cert) != 1 {
                 return Err(Error::config("identities", "could not add an intermediate certificate"));
             }
         }
@@ -173,22 +203,146 @@ fn common(b: &mut SslContextBuilder, cfg: &DomainConfig, role: Role) -> Result<(
     Ok(())
 }
 
+/// The TLS 1.2 cipher list. BoringSSL skips unknown names in `SSL_CTX_set_cipher_list`
+/// (it has no DHE suites): the strict variant refuses them instead of ignoring them.
+fn set_cipher_list(b: &mut SslContextBuilder, list: &str) -> std::result::Result<(), ssl_lib::error::ErrorStack> {
+    #[cfg(feature = "boring")]
+    return b.set_strict_cipher_list(list);
+    #[cfg(not(feature = "boring"))]
+    return b.set_cipher_list(list);
+}
+
+/// TLS 1.3 suites (OpenSSL): IANA names, checked, in order.
+#[cfg(not(feature = "boring"))]
+fn set_tls13_suites(b: &mut SslContextBuilder, cfg: &DomainConfig) -> Result<()> {
+    let tls13: Vec<&str> = match &cfg.cipher_suites_tls13 {
+        Some(list) => list.iter().map(String::as_str).collect(),
+        None => sipstls_core::DEFAULT_TLS13_SUITES.to_vec(),
+    };
+    for n in &tls13 {
+        if !TLS13_NAMES.iter().any(|t| t.eq_ignore_ascii_case(n)) {
+            return Err(Error::config("cipher_suites_tls13", format!("{n} is not a TLS 1.3 suite")));
+        }
+    }
+    b.set_ciphersuites(&tls13.join(":")).map_err(|e| Error::config("cipher_suites_tls13", e.to_string()))
+}
+
+/// TLS 1.3 suites (BoringSSL): fixed by the library (AES-128-GCM, AES-256-GCM,
+/// ChaCha20-Poly1305, all of [`sipstls_core::DEFAULT_TLS13_SUITES`]); an explicit list is
+/// refused (`validate` already refuses it: no `CIPHER_SUITES_TLS13` capability).
+#[cfg(feature = "boring")]
+fn set_tls13_suites(_: &mut SslContextBuilder, cfg: &DomainConfig) -> Result<()> {
+    let _ = TLS13_NAMES;
+    match cfg.cipher_suites_tls13 {
+        None => Ok(()),
+        Some(_) => Err(Error::unsupported(NAME, Capabilities::CIPHER_SUITES_TLS13, "an explicit TLS 1.3 cipher list")),
+    }
+}
+
+/// No TLS 1.3 tickets at all (with neither tickets nor session ids configured).
+#[cfg(not(feature = "boring"))]
+fn set_no_tickets(b: &mut SslContextBuilder) -> Result<()> {
+    b.set_num_tickets(0).map_err(backend_err)
+}
+
+/// No TLS 1.3 tickets at all (boring does not wrap `SSL_CTX_set_num_tickets`; BoringSSL
+/// has it).
+#[cfg(feature = "boring")]
+fn set_no_tickets(b: &mut SslContextBuilder) -> Result<()> {
+    // SAFETY: `b.as_ptr()` is the live SSL_CTX owned by the builder; the call stores a count.
+    match unsafe { ssl_lib::ffi::SSL_CTX_set_num_tickets(b.as_ptr(), 0) } {
+        1 => Ok(()),
+        _ => Err(backend_err(ssl_lib::error::ErrorStack::get())),
+    }
+}
+
+/// Tickets of a server context. OpenSSL: `SSL_OP_NO_TICKET` without stateless tickets
+/// (with session ids on, TLS 1.3 then uses OpenSSL's stateful tickets, keys into its session
+/// cache), and no TLS 1.3 tickets at all when both are off.
+#[cfg(not(feature = "boring"))]
+fn set_tickets(b: &mut SslContextBuilder, cfg: &DomainConfig) -> Result<()> {
+    if cfg.resumption.tickets {
+        set_ticket_keys(b)
+    } else {
+        b.set_options(SslOptions::NO_TICKET);
+        if !cfg.resumption.session_ids {
+            set_no_tickets(b)?;
+        }
+        Ok(())
+    }
+}
+
+/// Tickets of a server context. BoringSSL has no stateful tickets and `SSL_OP_NO_TICKET`
+/// ends TLS 1.3 resumption: without stateless tickets but with session ids, tickets become
+/// keys into [`server_cache`], as OpenSSL's stateful tickets are.
+#[cfg(feature = "boring")]
+fn set_tickets(b: &mut SslContextBuilder, cfg: &DomainConfig) -> Result<()> {
+    match (cfg.resumption.tickets, cfg.resumption.session_ids) {
+        (true, _) => set_ticket_keys(b),
+        (false, true) => {
+            server_cache::install(b);
+            Ok(())
+        }
+        (false, false) => {
+            b.set_options(SslOptions::NO_TICKET);
+            set_no_tickets(b)
+        }
+    }
+}
+
+/// OpenSSL draws a context's ticket keys when the context is made: worker processes forked
+/// afterwards share them, so a ticket issued by one worker resumes in another.
+#[cfg(not(feature = "boring"))]
+fn set_ticket_keys(_: &mut SslContextBuilder) -> Result<()> {
+    Ok(())
+}
+
+/// BoringSSL draws ticket keys at the first ticket (in each worker after a fork) and
+/// rotates them: set random keys now, as OpenSSL does (explicit keys are not rotated).
+#[cfg(feature = "boring")]
+fn set_ticket_keys(b: &mut SslContextBuilder) -> Result<()> {
+    let mut keys = [0u8; 48]; // BoringSSL: name (16), HMAC key (16), AES-128 key (16)
+    ssl_lib::rand::rand_bytes(&mut keys).map_err(backend_err)?;
+    // SAFETY: `b.as_ptr()` is the live SSL_CTX owned by the builder; the call copies the
+    // 48 bytes of `keys`, which outlives it.
+    let ok = unsafe { ssl_lib::ffi::SSL_CTX_set_tlsext_ticket_keys(b.as_ptr(), keys.as_ptr().cast(), keys.len()) };
+    if ok == 1 {
+        Ok(())
+    } else {
+        Err(backend_err(ssl_lib::error::ErrorStack::get()))
+    }
+}
+
+/// Adds an intermediate certificate to the chain a context sends; 1 on success.
+fn add1_chain_cert(b: &mut SslContextBuilder, cert: &X509) -> std::ffi::c_int {
+    // SAFETY: `b.as_ptr()` is a live SSL_CTX owned by the builder; SSL_CTRL_CHAIN_CERT
+    // with larg = 1 (add1) takes its own reference to `cert`, which stays owned by the
+    // caller and is freed when dropped.
+    #[cfg(not(feature = "boring"))]
+    let ok = unsafe { ssl_lib::ffi::SSL_CTX_ctrl(b.as_ptr(), 89, 1, cert.as_ptr() as *mut std::ffi::c_void) } as _;
+    // SAFETY: `b.as_ptr()` is a live SSL_CTX owned by the builder; SSL_CTX_add1_chain_cert
+    // takes its own reference to `cert`, which stays owned by the caller.
+    #[cfg(feature = "boring")]
+    let ok = unsafe { ssl_lib::ffi::SSL_CTX_add1_chain_cert(b.as_ptr(), cert.as_ptr()) };
+    ok
+}
+
 /// The `verify_peer` flag of the domain a server session ended up with (after SNI).
 #[derive(Clone, Copy)]
 pub(crate) struct VerifyPeer(pub(crate) bool);
 
-fn sni_index() -> openssl::ex_data::Index<Ssl, Arc<SniCandidates>> {
-    static IDX: OnceLock<openssl::ex_data::Index<Ssl, Arc<SniCandidates>>> = OnceLock::new();
+fn sni_index() -> ssl_lib::ex_data::Index<Ssl, Arc<SniCandidates>> {
+    static IDX: OnceLock<ssl_lib::ex_data::Index<Ssl, Arc<SniCandidates>>> = OnceLock::new();
     *IDX.get_or_init(|| Ssl::new_ex_index().expect("OpenSSL ex_data index"))
 }
 
-pub(crate) fn verify_index() -> openssl::ex_data::Index<Ssl, VerifyPeer> {
-    static IDX: OnceLock<openssl::ex_data::Index<Ssl, VerifyPeer>> = OnceLock::new();
+pub(crate) fn verify_index() -> ssl_lib::ex_data::Index<Ssl, VerifyPeer> {
+    static IDX: OnceLock<ssl_lib::ex_data::Index<Ssl, VerifyPeer>> = OnceLock::new();
     *IDX.get_or_init(|| Ssl::new_ex_index().expect("OpenSSL ex_data index"))
 }
 
-fn cache_key_index() -> openssl::ex_data::Index<Ssl, String> {
-    static IDX: OnceLock<openssl::ex_data::Index<Ssl, String>> = OnceLock::new();
+fn cache_key_index() -> ssl_lib::ex_data::Index<Ssl, String> {
+    static IDX: OnceLock<ssl_lib::ex_data::Index<Ssl, String>> = OnceLock::new();
     *IDX.get_or_init(|| Ssl::new_ex_index().expect("OpenSSL ex_data index"))
 }
 
@@ -200,20 +354,28 @@ fn server_verify_mode(cfg: &DomainConfig) -> SslVerifyMode {
     }
 }
 
+#[cfg(not(feature = "boring"))]
 extern "C" {
     // Not bound by openssl-sys; exported by libssl 3.
     fn SSL_set_verify_depth(s: *mut openssl_sys::SSL, depth: std::ffi::c_int);
     fn SSL_SESSION_is_resumable(s: *const openssl_sys::SSL_SESSION) -> std::ffi::c_int;
     fn OPENSSL_thread_stop();
 }
+#[cfg(feature = "boring")]
+use ssl_lib::ffi::SSL_SESSION_is_resumable;
 
 /// Applies a server domain's verification settings to a session (at creation and after an
 /// SNI switch, since `SSL_set_SSL_CTX` does not copy them).
 fn apply_server_verify(ssl: &mut SslRef, cfg: &DomainConfig) {
     ssl.set_verify(server_verify_mode(cfg));
+    #[cfg(feature = "boring")]
+    ssl.set_verify_depth(u32::from(cfg.verify_depth));
     // SAFETY: `ssl.as_ptr()` is the live SSL this reference borrows; the call only stores
     // an integer in its verify parameters.
-    unsafe { SSL_set_verify_depth(ssl.as_ptr(), i32::from(cfg.verify_depth)) };
+    #[cfg(not(feature = "boring"))]
+    unsafe {
+        SSL_set_verify_depth(ssl.as_ptr(), i32::from(cfg.verify_depth))
+    };
     ssl.set_ex_data(verify_index(), VerifyPeer(cfg.verify_peer));
 }
 
@@ -233,7 +395,7 @@ fn on_servername(ssl: &mut SslRef) -> std::result::Result<(), SniError> {
 
 impl Backend for OpensslBackend {
     fn info(&self) -> BackendInfo {
-        BackendInfo { name: NAME, library: openssl::version::version().to_owned(), license: "Apache-2.0" }
+        BackendInfo { name: NAME, library: ssl_lib::version::version().to_owned(), license: LICENSE }
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -241,27 +403,32 @@ impl Backend for OpensslBackend {
     }
 
     fn fill_random(&self, out: &mut [u8]) -> Result<()> {
-        openssl::rand::rand_bytes(out).map_err(backend_err)
+        ssl_lib::rand::rand_bytes(out).map_err(backend_err)
     }
 
     fn release_thread_state(&self) {
         // SAFETY: frees only the calling thread's OpenSSL state (error queue, DRBGs);
         // OpenSSL recreates it if the thread calls it again.
-        unsafe { OPENSSL_thread_stop() };
+        #[cfg(not(feature = "boring"))]
+        unsafe {
+            OPENSSL_thread_stop()
+        };
+        // BoringSSL has no OPENSSL_thread_stop: its per-thread state (error queue, RNG) is
+        // freed by a thread-exit destructor. Clearing the error queue is what can be done now.
+        #[cfg(feature = "boring")]
+        drop(ssl_lib::error::ErrorStack::get());
     }
 
     fn server_domain(&self, cfg: &DomainConfig) -> Result<Arc<dyn ServerDomain>> {
         cfg.validate(Role::Server, NAME, Self::CAPS)?;
-        let mut b = SslContextBuilder::new(SslMethod::tls_server()).map_err(backend_err)?;
+        let mut b = SslContextBuilder::new(ssl_lib::server_method()).map_err(backend_err)?;
         common(&mut b, cfg, Role::Server)?;
         if cfg.verify_peer {
-            let mut names = Stack::new().map_err(backend_err)?;
+            // The CA names sent in the CertificateRequest.
             for ca in &cfg.trust_anchors {
-                names
-                    .push(x509(ca, "trust_anchors")?.subject_name().to_owned().map_err(backend_err)?)
-                    .map_err(backend_err)?;
+                let ca = x509(ca, "trust_anchors")?;
+                b.add_client_ca(&ca).map_err(backend_err)?;
             }
-            b.set_client_ca_list(names);
         }
         b.set_verify(server_verify_mode(cfg));
         // Sessions: a distinct id context per domain, so a session from one domain never
@@ -274,12 +441,7 @@ impl Backend for OpensslBackend {
         } else {
             SslSessionCacheMode::OFF
         });
-        if !cfg.resumption.tickets {
-            b.set_options(SslOptions::NO_TICKET);
-            if !cfg.resumption.session_ids {
-                b.set_num_tickets(0).map_err(backend_err)?;
-            }
-        }
+        set_tickets(&mut b, cfg)?;
         if !cfg.alpn.is_empty() {
             let wire = alpn_wire(&cfg.alpn);
             b.set_alpn_select_callback(move |_, client| {
@@ -294,7 +456,7 @@ impl Backend for OpensslBackend {
 
     fn client_domain(&self, cfg: &DomainConfig) -> Result<Arc<dyn ClientDomain>> {
         cfg.validate(Role::Client, NAME, Self::CAPS)?;
-        let mut b = SslContextBuilder::new(SslMethod::tls_client()).map_err(backend_err)?;
+        let mut b = SslContextBuilder::new(ssl_lib::client_method()).map_err(backend_err)?;
         common(&mut b, cfg, Role::Client)?;
         if !cfg.alpn.is_empty() {
             b.set_alpn_protos(&alpn_wire(&cfg.alpn)).map_err(|e| Error::config("alpn", e.to_string()))?;
@@ -388,7 +550,7 @@ impl ServerDomain for OpensslServerDomain {
         if let Some(c) = sni {
             ssl.set_ex_data(sni_index(), c);
         }
-        ssl.set_accept_state();
+        ssl_lib::set_accept_state(&mut ssl);
         Ok(Box::new(OpensslSession::new(ssl, Role::Server, None)?))
     }
 
@@ -451,8 +613,7 @@ fn verify_name(preverify_ok: bool, ctx: &mut X509StoreContextRef, want: &ServerN
         .and_then(|der| CertificateInfo::parse(&der).ok())
         .is_some_and(|info| info.matches_sip_identity(want));
     if !matches {
-        // SAFETY: 62 is X509_V_ERR_HOSTNAME_MISMATCH, a valid verification result code.
-        ctx.set_error(unsafe { X509VerifyResult::from_raw(62) });
+        ctx.set_error(ssl_lib::hostname_mismatch());
     }
     matches
 }
@@ -490,7 +651,7 @@ impl ClientDomain for OpensslClientDomain {
             unsafe { ssl.set_session(&sess) }.map_err(backend_err)?;
         }
         ssl.set_ex_data(cache_key_index(), key);
-        ssl.set_connect_state();
+        ssl_lib::set_connect_state(&mut ssl);
         let expected = name.map(|n| n.to_string());
         Ok(Box::new(OpensslSession::new(ssl, Role::Client, sni.or(None)).map(|s| s.expecting(expected))?))
     }

@@ -1,8 +1,7 @@
 //! The OpenSSL implementation of [`Session`], over memory buffers.
 
-use foreign_types_shared::ForeignTypeRef;
-use openssl::ssl::{ErrorCode, ShutdownState, Ssl, SslStream, SslVersion};
-use openssl::x509::X509VerifyResult;
+use crate::ssl_lib::ssl::{ErrorCode, ShutdownState, Ssl, SslRef, SslStream, SslVersion};
+use crate::ssl_lib::{self, ForeignTypeRef};
 use sipstls_core::{
     Certificate, Error, ProtocolVersion, ReadStatus, Result, Role, Session, SessionState, TlsInfo, VerifyResult,
 };
@@ -59,11 +58,11 @@ impl OpensslSession {
     }
 
     /// The underlying `SSL` (for introspection and benchmarks).
-    pub fn ssl(&self) -> &openssl::ssl::SslRef {
+    pub fn ssl(&self) -> &SslRef {
         self.stream.ssl()
     }
 
-    fn map(&self, e: &openssl::ssl::Error) -> Error {
+    fn map(&self, e: &ssl_lib::ssl::Error) -> Error {
         let verify = self.stream.ssl().verify_result();
         if let Some(io) = e.io_error() {
             return Error::Backend { library: crate::NAME, message: io.to_string() };
@@ -79,6 +78,8 @@ impl OpensslSession {
         match self.stream.do_handshake() {
             Ok(()) => {
                 self.established = true;
+                #[cfg(feature = "boring")]
+                self.flush_tickets();
                 self.flush_early_plaintext()
             }
             Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => Ok(()),
@@ -86,6 +87,21 @@ impl OpensslSession {
                 let err = self.map(&e);
                 Err(self.st.fail(err))
             }
+        }
+    }
+
+    /// A BoringSSL server over a stream transport holds its TLS 1.3 tickets until it next
+    /// writes (so that a client that never reads cannot stall it); OpenSSL sends them at
+    /// the end of the handshake. A zero-byte write sends them now, as OpenSSL would: a
+    /// client that connects, handshakes and leaves still gets a ticket.
+    #[cfg(feature = "boring")]
+    fn flush_tickets(&mut self) {
+        if self.role == Role::Server {
+            // SAFETY: the pointer is the live SSL owned by this stream, whose BIO is the
+            // stream's MemIo; a zero-byte write only flushes pending handshake messages and
+            // reads nothing from the (non-null, empty) buffer.
+            unsafe { ssl_lib::ffi::SSL_write(self.stream.ssl().as_ptr(), [0u8; 1].as_ptr().cast(), 0) };
+            drop(ssl_lib::error::ErrorStack::get());
         }
     }
 
@@ -250,11 +266,11 @@ impl Session for OpensslSession {
         let verify = match (verify_peer, peer_chain.is_empty()) {
             (false, _) => VerifyResult::NotRequested,
             (true, true) => VerifyResult::NoCertificate,
-            (true, false) if ssl.verify_result() == X509VerifyResult::OK => VerifyResult::Verified,
+            (true, false) if ssl_lib::verify_code(&ssl.verify_result()) == 0 => VerifyResult::Verified,
             (true, false) => VerifyResult::Failed(crate::errors::map_verify_result(ssl.verify_result(), None)),
         };
         let sni = match self.role {
-            Role::Server => ssl.servername(openssl::ssl::NameType::HOST_NAME).map(str::to_owned),
+            Role::Server => ssl.servername(ssl_lib::ssl::NameType::HOST_NAME).map(str::to_owned),
             Role::Client => self.sent_sni.clone(),
         };
         Some(
@@ -303,16 +319,35 @@ impl ShutdownExt for SslStream<MemIo> {
         // SAFETY: the pointer is the live SSL owned by this stream; SSL_set_shutdown only
         // sets flags in it.
         unsafe {
-            openssl_sys::SSL_set_shutdown(self.ssl().as_ptr(), (ShutdownState::SENT | ShutdownState::RECEIVED).bits())
+            ssl_lib::ffi::SSL_set_shutdown(self.ssl().as_ptr(), (ShutdownState::SENT | ShutdownState::RECEIVED).bits())
         };
     }
 }
 
-/// The negotiated key-exchange group, IANA name.
-fn negotiated_group(ssl: &openssl::ssl::SslRef) -> Option<String> {
+/// The negotiated key-exchange group, by name (BoringSSL reports the IANA group id).
+#[cfg(feature = "boring")]
+fn negotiated_group(ssl: &SslRef) -> Option<String> {
+    Some(
+        match ssl.curve()? {
+            0 => return None,
+            29 => "x25519",
+            30 => "x448",
+            23 => "secp256r1",
+            24 => "secp384r1",
+            25 => "secp521r1",
+            0x11ec => "X25519MLKEM768",
+            other => return Some(format!("group:{other:#06x}")),
+        }
+        .to_owned(),
+    )
+}
+
+/// The negotiated key-exchange group, by name (OpenSSL reports a NID).
+#[cfg(not(feature = "boring"))]
+fn negotiated_group(ssl: &SslRef) -> Option<String> {
     // SAFETY: `ssl.as_ptr()` is live for the borrow; SSL_CTRL_GET_NEGOTIATED_GROUP (134)
     // reads a value and writes nothing through `parg`, which is null.
-    let nid = unsafe { openssl_sys::SSL_ctrl(ssl.as_ptr(), 134, 0, std::ptr::null_mut()) };
+    let nid = unsafe { ssl_lib::ffi::SSL_ctrl(ssl.as_ptr(), 134, 0, std::ptr::null_mut()) };
     Some(
         match nid {
             1034 => "x25519",

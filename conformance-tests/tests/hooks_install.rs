@@ -30,6 +30,8 @@ fn install(backend: &str, hooks: &'static dyn AllocatorHooks) -> Result<(), Erro
         "mbedtls" => sipstls::mbedtls::install_allocator_hooks(hooks),
         #[cfg(feature = "wolfssl")]
         "wolfssl" => sipstls::wolfssl::install_allocator_hooks(hooks),
+        #[cfg(feature = "boring")]
+        "boring" => sipstls::boring::install_allocator_hooks(hooks),
         other => panic!("no installer for {other}"),
     }
 }

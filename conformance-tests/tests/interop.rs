@@ -272,6 +272,23 @@ fn plaintext_sip_to_tls_server_is_a_typed_error() {
     }
 }
 
+#[cfg(all(feature = "rustls", feature = "boring"))]
+matrix! {
+    rustls_to_boring_tls12_mtls: "rustls" -> "boring", Tls12, true;
+    rustls_to_boring_tls13_mtls: "rustls" -> "boring", Tls13, true;
+    boring_to_rustls_tls12_mtls: "boring" -> "rustls", Tls12, true;
+    boring_to_rustls_tls13_mtls: "boring" -> "rustls", Tls13, true;
+    boring_to_boring_tls13_mtls: "boring" -> "boring", Tls13, true;
+}
+
+#[cfg(feature = "boring")]
+cli_peers! {
+    boring_client_vs_openssl_s_server_tls12: client_vs_s_server, "boring", Tls12;
+    boring_client_vs_openssl_s_server_tls13: client_vs_s_server, "boring", Tls13;
+    boring_server_vs_openssl_s_client_tls12: server_vs_s_client, "boring", Tls12;
+    boring_server_vs_openssl_s_client_tls13: server_vs_s_client, "boring", Tls13;
+}
+
 /// One cell of the generated matrix.
 enum Cell {
     Pass { resumed: bool },

@@ -311,6 +311,8 @@ macro_rules! per_backend {
         mod mbedtls { $( #[test] fn $check() { super::$check("mbedtls") } )* }
         #[cfg(feature = "wolfssl")]
         mod wolfssl { $( #[test] fn $check() { super::$check("wolfssl") } )* }
+        #[cfg(feature = "boring")]
+        mod boring { $( #[test] fn $check() { super::$check("boring") } )* }
     };
 }
 

@@ -502,13 +502,14 @@ kamailio_tests!("rustls", rustls);
 kamailio_tests!("openssl", openssl);
 kamailio_tests!("mbedtls", mbedtls);
 kamailio_tests!("wolfssl", wolfssl);
+kamailio_tests!("boring", boring);
 
 /// Every backend of the build has the tests above.
 #[test]
 fn every_built_backend_is_covered() {
     for name in sipstls::backend_names() {
         assert!(
-            ["rustls", "openssl", "mbedtls", "wolfssl"].contains(&name),
+            ["rustls", "openssl", "mbedtls", "wolfssl", "boring"].contains(&name),
             "no Kamailio tests for backend {name}: add it above"
         );
     }

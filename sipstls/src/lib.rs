@@ -1,7 +1,7 @@
 //! # sipstls
 //!
 //! A pluggable TLS layer for SIP servers. Pick the TLS library with a cargo feature
-//! (`rustls`, `openssl`; both by default), drive sessions sans-I/O through
+//! (`rustls`, `openssl`; both by default; `boring`, `wolfssl`, `mbedtls`), drive sessions sans-I/O through
 //! [`Session`], or use the blocking [`TlsStream`] adapter:
 //!
 //! ```no_run
@@ -27,6 +27,8 @@ pub use stream::{tls_error, TlsStream};
 
 #[cfg(feature = "mbedtls")]
 pub use sipstls_backend_mbedtls as mbedtls;
+#[cfg(feature = "boring")]
+pub use sipstls_backend_openssl as boring;
 #[cfg(feature = "openssl")]
 pub use sipstls_backend_openssl as openssl;
 #[cfg(feature = "rustls")]
@@ -34,8 +36,21 @@ pub use sipstls_backend_rustls as rustls;
 #[cfg(feature = "wolfssl")]
 pub use sipstls_backend_wolfssl as wolfssl;
 
-#[cfg(not(any(feature = "rustls", feature = "openssl", feature = "wolfssl", feature = "mbedtls")))]
-compile_error!("sipstls needs at least one backend feature: `rustls`, `openssl`, `wolfssl` or `mbedtls`");
+#[cfg(not(any(
+    feature = "rustls",
+    feature = "openssl",
+    feature = "boring",
+    feature = "wolfssl",
+    feature = "mbedtls"
+)))]
+compile_error!("sipstls needs at least one backend feature: `rustls`, `openssl`, `boring`, `wolfssl` or `mbedtls`");
+
+#[cfg(all(feature = "openssl", feature = "boring"))]
+compile_error!(
+    "sipstls: the features `openssl` and `boring` exclude each other (OpenSSL and BoringSSL export the same C \
+     symbols and cannot link into one binary); for BoringSSL build with \
+     `--no-default-features --features rustls,boring`"
+);
 
 /// Every backend compiled into this build, in order of preference.
 #[allow(clippy::vec_init_then_push)] // the pushes depend on features
@@ -46,6 +61,8 @@ pub fn backends() -> Vec<Arc<dyn Backend>> {
     v.push(Arc::new(sipstls_backend_rustls::RustlsBackend::new()));
     #[cfg(feature = "openssl")]
     v.push(Arc::new(sipstls_backend_openssl::OpensslBackend::new()));
+    #[cfg(feature = "boring")]
+    v.push(Arc::new(sipstls_backend_openssl::BoringBackend::new()));
     #[cfg(feature = "wolfssl")]
     v.push(Arc::new(sipstls_backend_wolfssl::WolfsslBackend::new()));
     #[cfg(feature = "mbedtls")]
@@ -64,13 +81,15 @@ pub fn backend(name: &str) -> Option<Arc<dyn Backend>> {
 }
 
 /// The preferred backend of this build: rustls when compiled in (memory-safe, fastest
-/// handshakes here), else OpenSSL.
+/// handshakes here), else OpenSSL, else BoringSSL.
 pub fn default_backend() -> Arc<dyn Backend> {
     cfg_if::cfg_if! {
         if #[cfg(feature = "rustls")] {
             Arc::new(sipstls_backend_rustls::RustlsBackend::new())
         } else if #[cfg(feature = "openssl")] {
             Arc::new(sipstls_backend_openssl::OpensslBackend::new())
+        } else if #[cfg(feature = "boring")] {
+            Arc::new(sipstls_backend_openssl::BoringBackend::new())
         } else if #[cfg(feature = "wolfssl")] {
             Arc::new(sipstls_backend_wolfssl::WolfsslBackend::new())
         } else {
