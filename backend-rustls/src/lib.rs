@@ -69,6 +69,9 @@ impl RustlsBackend {
         .union(Capabilities::RESUMPTION_SESSION_ID)
         .union(Capabilities::CIPHER_LIST_TLS12)
         .union(Capabilities::CIPHER_SUITES_TLS13)
+        // aws-lc's allocations through `install_allocator_hooks` (conformance-tests/tests/
+        // hooks_install.rs: a session's C allocations land in the arena and all return).
+        .union(Capabilities::ALLOCATOR_HOOK)
         .union(Capabilities::MODEL_CONFINED)
         .union(Capabilities::MODEL_PINNED)
         // Proven by conformance-tests/tests/fork_migrating.rs under the set-up it documents
