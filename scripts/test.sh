@@ -12,8 +12,10 @@ cd "$(dirname "$0")/.."
 # automake, libtool, make, patch and libclang-dev for wolfSSL (wolfssl-sys: configure +
 # bindgen); cmake and libclang-dev also build BoringSSL (boring-sys) for the `boring` run.
 need=()
+# gnutls-bin and android-boringssl are independent TLS peers (gnutls-cli/-serv, bssl-tool)
+# of examples/tests/third_party_peers.rs.
 for pkg in libssl-dev pkg-config openssl gcc kamailio kamailio-tls-modules \
-    cmake libclang-dev autoconf automake libtool make patch; do
+    cmake libclang-dev autoconf automake libtool make patch gnutls-bin android-boringssl; do
     [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" == "install ok installed" ]] || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -68,9 +70,9 @@ echo "== rustdoc of sipstls-core and sipstls-manager, warnings denied"
 RUSTDOCFLAGS="-D warnings" cargo doc -p sipstls-core -p sipstls-manager --no-deps --locked -q
 
 echo "== no leftover test servers"
-if pgrep -f "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|(^|/)kamailio( |$)" >/dev/null; then
+if pgrep -f "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|gnutls-(serv|cli)|bssl-tool|(^|/)kamailio( |$)" >/dev/null; then
     echo "test.sh: a test left a server running:" >&2
-    pgrep -fa "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|(^|/)kamailio( |$)" >&2
+    pgrep -fa "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|gnutls-(serv|cli)|bssl-tool|(^|/)kamailio( |$)" >&2
     exit 1
 fi
 echo "test.sh: all tests passed"

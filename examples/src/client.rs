@@ -42,6 +42,11 @@ pub struct ClientOptions {
     pub ping: bool,
     /// `--timeout SECS`: for the handshake and each response (default 5).
     pub timeout: Duration,
+    /// `--handshake-only`: connect, complete the handshake, close (for non-SIP peers).
+    pub handshake_only: bool,
+    /// `--echo-peer`: the peer echoes (a test server such as `gnutls-serv --echo`): the
+    /// request coming back counts as the answer.
+    pub echo_peer: bool,
 }
 
 /// The usage text.
@@ -49,7 +54,7 @@ pub fn usage(prog: &str) -> String {
     format!(
         "usage: {prog} --connect ADDR --ca FILE [--name NAME] [--cert FILE --key FILE] [--backend NAME]\n\
          \x20      [--tls 1.2|1.3] [--method OPTIONS|MESSAGE|REGISTER] [--ruri URI] [--to URI] [--body TEXT]\n\
-         \x20      [--contact URI] [--count N] [--ping] [--timeout SECS]"
+         \x20      [--contact URI] [--count N] [--ping] [--timeout SECS] [--handshake-only] [--echo-peer]"
     )
 }
 
@@ -71,6 +76,8 @@ impl ClientOptions {
             count: 1,
             ping: false,
             timeout: Duration::from_secs(5),
+            handshake_only: false,
+            echo_peer: false,
         };
         let (mut connect, mut ca, mut cert, mut key) = (false, false, None, None);
         let mut it = args.into_iter();
@@ -103,6 +110,8 @@ impl ClientOptions {
                 "--contact" => o.contact = Some(value()?),
                 "--count" => o.count = value()?.parse().map_err(|e| format!("--count: {e}"))?,
                 "--ping" => o.ping = true,
+                "--handshake-only" => o.handshake_only = true,
+                "--echo-peer" => o.echo_peer = true,
                 "--timeout" => {
                     o.timeout = Duration::from_secs(value()?.parse().map_err(|e| format!("--timeout: {e}"))?)
                 }
@@ -186,6 +195,10 @@ pub fn run(o: &ClientOptions) -> Result<ClientRun, String> {
     let mut tls = TlsStream::connect(&*domain, &name, tcp).map_err(tls_err)?;
     tls.handshake().map_err(tls_err)?;
     let mut run = ClientRun { info: tls.info(), responses: Vec::new(), raw: Vec::new() };
+    if o.handshake_only {
+        let _ = tls.shutdown();
+        return Ok(run);
+    }
     let mut pending = Vec::new();
     if o.ping {
         tls.write_all(b"\r\n\r\n").map_err(tls_err)?;
@@ -201,8 +214,9 @@ pub fn run(o: &ClientOptions) -> Result<ClientRun, String> {
                 Frame::Message(m, _) => {
                     let code = m.start_line.split(' ').nth(1).and_then(|c| c.parse::<u16>().ok()).unwrap_or(0);
                     run.raw.extend_from_slice(&render(&m));
+                    let echoed = o.echo_peer && m.method().is_some();
                     run.responses.push(m);
-                    if code >= 200 {
+                    if code >= 200 || echoed {
                         break;
                     }
                 }
