@@ -381,7 +381,7 @@ fn cell(claimed: bool, measured: Option<bool>, refusal: &str, proof: &str) -> St
 fn matrix_markdown(rows: &[MatrixRow]) -> String {
     let mut md = String::from(
         "# Process models by backend (measured)\n\n\
-         Generated from the workspace root by `SIPSTLS_MATRIX_OUT=$PWD/docs/capability-matrix.md cargo test -p sipstls-conformance --test fork_pinned`.\n\
+         Generated from the workspace root by `SIPSTLS_MATRIX_OUT=$PWD/docs/capability-matrix.md cargo test -p sipstls-conformance --features wolfssl,mbedtls --test fork_pinned` (BoringSSL, which cannot link beside OpenSSL: `docs/capability-matrix-boring.md`, from a `--no-default-features --features rustls,boring` build).\n\
          A model is claimed in `capabilities()` only when its checks pass; the fork binary fails when a claim and \
          a measurement disagree.\n\n| backend | library | confined | pinned | migrating |\n|---|---|---|---|---|\n",
     );
@@ -403,6 +403,10 @@ fn matrix_markdown(rows: &[MatrixRow]) -> String {
                     "mbedtls" => {
                         "the bundled Mbed TLS 2.28 has no allocator hook (no MBEDTLS_PLATFORM_MEMORY) and uses \
                          process-private pthread mutexes: its sessions cannot live in a shared arena"
+                    }
+                    "boring" => {
+                        "BoringSSL takes no allocator hook here and keeps per-thread state and process-private locks \
+                         like OpenSSL; no migrating fork checks for it"
                     }
                     "wolfssl" => {
                         "wolfSSL's session cache and ticket keys sit behind process-private pthread mutexes and this \
