@@ -20,38 +20,10 @@ fn backend(name: &str) -> Arc<dyn Backend> {
     sipstls::backend(name).unwrap_or_else(|| panic!("backend {name} not compiled in"))
 }
 
-/// Handshake, data both ways, agreement on version and cipher, client certificate seen by
-/// the server, and resumption of the second and third connections.
+/// Handshake, data both ways, agreement on version, cipher and group, client certificate
+/// seen by the server, and resumption of the second and third connections.
 fn cross(client: &str, server: &str, v: ProtocolVersion, mtls: bool) {
-    let (cb, sb) = (backend(client), backend(server));
-    let mut scfg = server_cfg(v);
-    let mut ccfg = client_cfg(v);
-    if mtls {
-        scfg = scfg.with_client_auth(pki().roots(), true);
-        ccfg = ccfg.with_identity(pki().client.identity());
-    }
-    let sd = sb.server_domain(&scfg).unwrap();
-    let cd = cb.client_domain(&ccfg).unwrap();
-    let mut resumed = Vec::new();
-    for _ in 0..3 {
-        let mut c = cd.connect(Some(&ServerName::parse(SERVER_NAME).unwrap())).unwrap();
-        let mut s = sd.accept(None).unwrap();
-        pump::handshake(&mut *c, &mut *s).unwrap_or_else(|f| panic!("{client} -> {server} {v}: {f:?}"));
-        assert_eq!(pump::send(&mut *c, &mut *s, b"REGISTER").unwrap(), b"REGISTER");
-        assert_eq!(pump::send(&mut *s, &mut *c, b"SIP/2.0 200 OK").unwrap(), b"SIP/2.0 200 OK");
-        let (ci, si) = (c.info().unwrap(), s.info().unwrap());
-        assert_eq!((ci.version, si.version), (v, v));
-        assert_eq!(ci.cipher_suite, si.cipher_suite);
-        assert_eq!(ci.group, si.group);
-        if mtls && !si.resumed {
-            assert_eq!(si.verify, VerifyResult::Verified);
-            assert_eq!(si.peer.unwrap().subject_cn.as_deref(), Some(CLIENT_CN));
-        }
-        resumed.push(ci.resumed);
-        c.close_notify();
-        pump::transfer(&mut *c, &mut *s).unwrap();
-    }
-    assert_eq!(resumed, [false, true, true], "{client} -> {server} {v}: resumption");
+    cross_once(client, server, v, mtls, true);
 }
 
 macro_rules! matrix {
@@ -66,7 +38,6 @@ macro_rules! matrix {
     };
 }
 
-#[cfg(all(feature = "rustls", feature = "openssl"))]
 matrix! {
     rustls_to_openssl_tls12: "rustls" -> "openssl", Tls12, false;
     rustls_to_openssl_tls13: "rustls" -> "openssl", Tls13, false;
@@ -78,12 +49,10 @@ matrix! {
     openssl_to_rustls_tls13_mtls: "openssl" -> "rustls", Tls13, true;
 }
 
-#[cfg(feature = "rustls")]
 matrix! {
     rustls_to_rustls_tls13_mtls: "rustls" -> "rustls", Tls13, true;
 }
 
-#[cfg(feature = "openssl")]
 matrix! {
     openssl_to_openssl_tls13_mtls: "openssl" -> "openssl", Tls13, true;
     wolfssl_to_rustls_tls12: "wolfssl" -> "rustls", Tls12, false;
@@ -107,12 +76,10 @@ matrix! {
 }
 
 // Mbed TLS 2.28 speaks TLS 1.2 only.
-#[cfg(feature = "mbedtls")]
 matrix! {
     mbedtls_to_mbedtls_tls12_mtls: "mbedtls" -> "mbedtls", Tls12, true;
 }
 
-#[cfg(all(feature = "mbedtls", feature = "rustls"))]
 matrix! {
     mbedtls_to_rustls_tls12: "mbedtls" -> "rustls", Tls12, false;
     mbedtls_to_rustls_tls12_mtls: "mbedtls" -> "rustls", Tls12, true;
@@ -120,7 +87,6 @@ matrix! {
     rustls_to_mbedtls_tls12_mtls: "rustls" -> "mbedtls", Tls12, true;
 }
 
-#[cfg(all(feature = "mbedtls", feature = "openssl"))]
 matrix! {
     mbedtls_to_openssl_tls12: "mbedtls" -> "openssl", Tls12, false;
     mbedtls_to_openssl_tls12_mtls: "mbedtls" -> "openssl", Tls12, true;
@@ -223,7 +189,6 @@ macro_rules! cli_peers {
     };
 }
 
-#[cfg(feature = "rustls")]
 cli_peers! {
     rustls_client_vs_openssl_s_server_tls12: client_vs_s_server, "rustls", Tls12;
     rustls_client_vs_openssl_s_server_tls13: client_vs_s_server, "rustls", Tls13;
@@ -231,7 +196,6 @@ cli_peers! {
     rustls_server_vs_openssl_s_client_tls13: server_vs_s_client, "rustls", Tls13;
 }
 
-#[cfg(feature = "openssl")]
 cli_peers! {
     openssl_client_vs_openssl_s_server_tls12: client_vs_s_server, "openssl", Tls12;
     openssl_client_vs_openssl_s_server_tls13: client_vs_s_server, "openssl", Tls13;
@@ -243,7 +207,6 @@ cli_peers! {
     wolfssl_server_vs_openssl_s_client_tls13: server_vs_s_client, "wolfssl", Tls13;
 }
 
-#[cfg(feature = "mbedtls")]
 cli_peers! {
     mbedtls_client_vs_openssl_s_server_tls12: client_vs_s_server, "mbedtls", Tls12;
     mbedtls_server_vs_openssl_s_client_tls12: server_vs_s_client, "mbedtls", Tls12;
@@ -272,7 +235,6 @@ fn plaintext_sip_to_tls_server_is_a_typed_error() {
     }
 }
 
-#[cfg(all(feature = "rustls", feature = "boring"))]
 matrix! {
     rustls_to_boring_tls12_mtls: "rustls" -> "boring", Tls12, true;
     rustls_to_boring_tls13_mtls: "rustls" -> "boring", Tls13, true;
@@ -281,7 +243,6 @@ matrix! {
     boring_to_boring_tls13_mtls: "boring" -> "boring", Tls13, true;
 }
 
-#[cfg(feature = "boring")]
 cli_peers! {
     boring_client_vs_openssl_s_server_tls12: client_vs_s_server, "boring", Tls12;
     boring_client_vs_openssl_s_server_tls13: client_vs_s_server, "boring", Tls13;
@@ -371,8 +332,8 @@ fn generated_matrix_every_backend_pair() {
             "# Interop matrix\n\nGenerated by `SIPSTLS_INTEROP_OUT=$PWD/docs/interop-matrix.md cargo test -p \
              sipstls-conformance --test interop generated_matrix` (add `--features wolfssl,mbedtls` for \
              those backends; BoringSSL cannot link beside OpenSSL, so it runs in its own build). \
-             Each cell: 3 connections in memory (handshake, data both ways, version and suite \
-             agreed, the client certificate verified by the server with mTLS, resumption of the later \
+             Each cell: 3 connections in memory (handshake, data both ways, version, suite and \
+             group agreed, the client certificate verified by the server with mTLS, resumption of the later \
              connections where both sides claim a mechanism for the version).\n\n",
         );
         md.push_str(&format!("Backends in this build: {}.\n\n", names.join(", ")));
@@ -391,8 +352,9 @@ fn generated_matrix_every_backend_pair() {
     assert!(failures.is_empty(), "{} cells failed:\n{}", failures.len(), failures.join("\n"));
 }
 
-/// `cross` with the resumption expectation given: connections 2 and 3 resume exactly when
-/// `resumable`.
+/// Three connections from `client` to `server`: handshake, data both ways, version, suite
+/// and group agreed, the client certificate verified with mTLS; connections 2 and 3 resume
+/// exactly when `resumable`.
 fn cross_once(client: &str, server: &str, v: ProtocolVersion, mtls: bool, resumable: bool) {
     let (cb, sb) = (backend(client), backend(server));
     let mut scfg = server_cfg(v);
@@ -401,18 +363,19 @@ fn cross_once(client: &str, server: &str, v: ProtocolVersion, mtls: bool, resuma
         scfg = scfg.with_client_auth(pki().roots(), true);
         ccfg = ccfg.with_identity(pki().client.identity());
     }
-    let sd = sb.server_domain(&scfg).unwrap_or_else(|e| panic!("server domain: {e}"));
-    let cd = cb.client_domain(&ccfg).unwrap_or_else(|e| panic!("client domain: {e}"));
+    let sd = sb.server_domain(&scfg).unwrap_or_else(|e| panic!("{client} -> {server} {v}: server domain: {e}"));
+    let cd = cb.client_domain(&ccfg).unwrap_or_else(|e| panic!("{client} -> {server} {v}: client domain: {e}"));
     let mut resumed = Vec::new();
     for _ in 0..3 {
         let mut c = cd.connect(Some(&ServerName::parse(SERVER_NAME).unwrap())).unwrap();
         let mut s = sd.accept(None).unwrap();
-        pump::handshake(&mut *c, &mut *s).unwrap_or_else(|f| panic!("handshake: {f:?}"));
+        pump::handshake(&mut *c, &mut *s).unwrap_or_else(|f| panic!("{client} -> {server} {v}: {f:?}"));
         assert_eq!(pump::send(&mut *c, &mut *s, b"REGISTER").unwrap(), b"REGISTER");
         assert_eq!(pump::send(&mut *s, &mut *c, b"SIP/2.0 200 OK").unwrap(), b"SIP/2.0 200 OK");
         let (ci, si) = (c.info().unwrap(), s.info().unwrap());
         assert_eq!((ci.version, si.version), (v, v));
         assert_eq!(ci.cipher_suite, si.cipher_suite);
+        assert_eq!(ci.group, si.group);
         if mtls && !si.resumed {
             assert_eq!(si.verify, VerifyResult::Verified);
             assert_eq!(si.peer.unwrap().subject_cn.as_deref(), Some(CLIENT_CN));
@@ -421,5 +384,5 @@ fn cross_once(client: &str, server: &str, v: ProtocolVersion, mtls: bool, resuma
         c.close_notify();
         pump::transfer(&mut *c, &mut *s).unwrap();
     }
-    assert_eq!(resumed, [false, resumable, resumable], "resumption");
+    assert_eq!(resumed, [false, resumable, resumable], "{client} -> {server} {v}: resumption");
 }
