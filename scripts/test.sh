@@ -13,9 +13,11 @@ cd "$(dirname "$0")/.."
 # bindgen); cmake and libclang-dev also build BoringSSL (boring-sys) for the `boring` run.
 need=()
 # gnutls-bin and android-boringssl are independent TLS peers (gnutls-cli/-serv, bssl-tool)
-# of examples/tests/third_party_peers.rs.
+# of examples/tests/third_party_peers.rs, which runs the servers in `unshare -n` namespaces
+# (util-linux) and brings up their loopback with `ip` (iproute2).
 for pkg in libssl-dev pkg-config openssl gcc kamailio kamailio-tls-modules \
-    cmake libclang-dev autoconf automake libtool make patch gnutls-bin android-boringssl; do
+    cmake libclang-dev autoconf automake libtool make patch gnutls-bin android-boringssl \
+    util-linux iproute2; do
     [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" == "install ok installed" ]] || need+=("$pkg")
 done
 if ((${#need[@]})); then

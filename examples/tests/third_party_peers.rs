@@ -157,50 +157,45 @@ fn in_namespace(dir: &Path, server: &str, client_args: &str) -> (bool, String) {
     (out.status.success(), format!("{}\n--- server log ---\n{log}", String::from_utf8_lossy(&out.stderr)))
 }
 
-fn our_client_to_gnutls_serv(v: ProtocolVersion) {
-    require("gnutls-serv");
-    let dir = ScratchDir::new("gnutls-serv");
+/// Our client, on every backend that claims `v`, completes a handshake with the peer server
+/// that `server` starts on port 4433 (chain and name verified, version as asked).
+fn our_client_to_peer_server(v: ProtocolVersion, tool: &str, server: impl Fn(&Path) -> String) {
+    require(tool);
+    let dir = ScratchDir::new(tool);
     pki().write_to(dir.path()).unwrap();
-    let d = dir.path();
-    let server = format!(
-        "gnutls-serv -p 4433 --priority {} --x509certfile {} --x509keyfile {}",
-        gnutls_priority(v),
-        d.join("server.pem").display(),
-        d.join("server.key").display()
-    );
+    let server = server(dir.path());
     for b in sipstls::backend_names() {
         if !claims(b, v) {
             assert_refused(b, v);
             continue;
         }
         let tls = if v == ProtocolVersion::Tls13 { "1.3" } else { "1.2" };
-        let (ok, out) = in_namespace(d, &server, &format!("--backend {b} --tls {tls} --handshake-only"));
-        assert!(ok, "{b} client -> gnutls-serv {v}: {out}");
+        let (ok, out) = in_namespace(dir.path(), &server, &format!("--backend {b} --tls {tls} --handshake-only"));
+        assert!(ok, "{b} client -> {tool} {v}: {out}");
         assert!(out.contains(&format!("sip-client: {v} ")), "{b}: negotiated {v}? {out}");
     }
 }
 
+fn our_client_to_gnutls_serv(v: ProtocolVersion) {
+    our_client_to_peer_server(v, "gnutls-serv", |d| {
+        format!(
+            "gnutls-serv -p 4433 --priority {} --x509certfile {} --x509keyfile {}",
+            gnutls_priority(v),
+            d.join("server.pem").display(),
+            d.join("server.key").display()
+        )
+    });
+}
+
 fn our_client_to_bssl_server(v: ProtocolVersion) {
-    require("bssl-tool");
-    let dir = ScratchDir::new("bssl-server");
-    pki().write_to(dir.path()).unwrap();
-    let d = dir.path();
-    let server = format!(
-        "bssl-tool server -loop -accept 4433 -min-version {v} -max-version {v} -cert {} -key {}",
-        d.join("server.pem").display(),
-        d.join("server.key").display(),
-        v = bssl_version(v)
-    );
-    for b in sipstls::backend_names() {
-        if !claims(b, v) {
-            assert_refused(b, v);
-            continue;
-        }
-        let tls = if v == ProtocolVersion::Tls13 { "1.3" } else { "1.2" };
-        let (ok, out) = in_namespace(d, &server, &format!("--backend {b} --tls {tls} --handshake-only"));
-        assert!(ok, "{b} client -> bssl-tool server {v}: {out}");
-        assert!(out.contains(&format!("sip-client: {v} ")), "{b}: negotiated {v}? {out}");
-    }
+    our_client_to_peer_server(v, "bssl-tool", |d| {
+        format!(
+            "bssl-tool server -loop -accept 4433 -min-version {v} -max-version {v} -cert {} -key {}",
+            d.join("server.pem").display(),
+            d.join("server.key").display(),
+            v = bssl_version(v)
+        )
+    });
 }
 
 #[test]
