@@ -91,6 +91,9 @@ impl MbedtlsBackend {
         .union(Capabilities::RESUMPTION_TICKETS)
         .union(Capabilities::RESUMPTION_SESSION_ID)
         .union(Capabilities::CIPHER_LIST_TLS12)
+        // Each identity is pushed with mbedtls_ssl_conf_own_cert; Mbed TLS picks the first
+        // one the suite and the client's signature algorithms allow.
+        .union(Capabilities::MULTIPLE_IDENTITIES)
         .union(Capabilities::MODEL_CONFINED)
         .union(Capabilities::MODEL_PINNED);
 }

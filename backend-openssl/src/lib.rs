@@ -119,8 +119,12 @@ impl OpensslBackend {
 
     /// OpenSSL also sets its TLS 1.3 suites and takes allocator functions.
     #[cfg(not(feature = "boring"))]
-    const CAPS: Capabilities =
-        Self::COMMON_CAPS.union(Capabilities::CIPHER_SUITES_TLS13).union(Capabilities::ALLOCATOR_HOOK);
+    const CAPS: Capabilities = Self::COMMON_CAPS
+        .union(Capabilities::CIPHER_SUITES_TLS13)
+        .union(Capabilities::ALLOCATOR_HOOK)
+        // One certificate slot per key type (RSA, ECDSA); OpenSSL picks by the client's
+        // signature algorithms. BoringSSL has a single slot.
+        .union(Capabilities::MULTIPLE_IDENTITIES);
 
     /// BoringSSL's TLS 1.3 suites are fixed (not configurable), and it has no
     /// `CRYPTO_set_mem_functions`.

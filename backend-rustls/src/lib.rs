@@ -69,6 +69,8 @@ impl RustlsBackend {
         .union(Capabilities::RESUMPTION_SESSION_ID)
         .union(Capabilities::CIPHER_LIST_TLS12)
         .union(Capabilities::CIPHER_SUITES_TLS13)
+        // IdentityResolver picks the first identity the client's signature schemes allow.
+        .union(Capabilities::MULTIPLE_IDENTITIES)
         // aws-lc's allocations through `install_allocator_hooks` (conformance-tests/tests/
         // hooks_install.rs: a session's C allocations land in the arena and all return).
         .union(Capabilities::ALLOCATOR_HOOK)

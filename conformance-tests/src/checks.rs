@@ -613,6 +613,12 @@ pub fn truncated_record(b: &dyn Backend) {
     assert_eq!(sipstls::tls_error(&e), Some(&Error::UnexpectedEof), "got {e:?}");
 }
 
+/// A key log that drops everything.
+struct NoKeyLog;
+impl sipstls::KeyLog for NoKeyLog {
+    fn log(&self, _: &str, _: &[u8], _: &[u8]) {}
+}
+
 /// Settings the backend cannot honour are refused with `Unsupported`, the others accepted.
 pub fn unsupported_settings_refused(b: &dyn Backend) {
     let caps = b.capabilities();
@@ -632,6 +638,8 @@ pub fn unsupported_settings_refused(b: &dyn Backend) {
         ),
         (Capabilities::RESUMPTION_TICKETS, base().with_resumption(Resumption { tickets: true, session_ids: false })),
         (Capabilities::RESUMPTION_SESSION_ID, base().with_resumption(Resumption { tickets: false, session_ids: true })),
+        (Capabilities::KEY_LOG, base().with_key_log(sipstls::KeyLogSink::new(NoKeyLog))),
+        (Capabilities::MULTIPLE_IDENTITIES, base().with_identity(pki().server_rsa.identity())),
     ];
     for (cap, cfg) in cases {
         match (caps.contains(cap), b.server_domain(&cfg)) {

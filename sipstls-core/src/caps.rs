@@ -30,6 +30,15 @@ bitflags! {
         const CIPHER_LIST_TLS12 = 1 << 7;
         /// An explicit TLS 1.3 cipher suite list.
         const CIPHER_SUITES_TLS13 = 1 << 8;
+        /// Certificate revocation lists in [`DomainConfig::crls`](crate::DomainConfig::crls)
+        /// are enforced when verifying the peer's chain.
+        const CRL = 1 << 9;
+        /// Session secrets are written to [`DomainConfig::key_log`](crate::DomainConfig::key_log)
+        /// in the NSS key log format.
+        const KEY_LOG = 1 << 10;
+        /// A server domain holds several identities (say RSA and ECDSA) and the handshake
+        /// picks the one the client's signature algorithms allow.
+        const MULTIPLE_IDENTITIES = 1 << 11;
         /// Allocations of the library can be routed to [`AllocatorHooks`](crate::hooks::AllocatorHooks).
         const ALLOCATOR_HOOK = 1 << 16;
         /// The library's internal locks can be replaced through [`LockHooks`](crate::hooks::LockHooks).

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use crate::backend::ProcessModel;
 use crate::caps::Capabilities;
 use crate::error::{Error, Result};
+use crate::keylog::KeyLogSink;
 
 /// The TLS 1.3 suites every backend offers by default, in server preference order.
 ///
@@ -115,6 +116,33 @@ pub enum PrivateKeyFormat {
     Sec1,
     /// PKCS#1 `RSAPrivateKey` (`-----BEGIN RSA PRIVATE KEY-----`).
     Pkcs1,
+}
+
+/// A DER-encoded X.509 certificate revocation list.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Crl(Vec<u8>);
+
+impl Crl {
+    /// Wraps DER bytes. They are parsed (and rejected if malformed) when a domain is built.
+    pub fn from_der(der: impl Into<Vec<u8>>) -> Self {
+        Crl(der.into())
+    }
+
+    /// Every `X509 CRL` block of a PEM buffer, in order. Other blocks are ignored.
+    pub fn all_from_pem(pem: &[u8]) -> Result<Vec<Crl>> {
+        Ok(pem_blocks(pem, "crls")?.into_iter().filter(|(l, _)| l == "X509 CRL").map(|(_, d)| Crl(d)).collect())
+    }
+
+    /// The DER bytes.
+    pub fn der(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Crl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Crl({} bytes)", self.0.len())
+    }
 }
 
 /// A private key. Its bytes are wiped when it is dropped and never printed.
@@ -311,6 +339,14 @@ pub struct DomainConfig {
     /// The process model the domain will be used in (default: confined). A backend that
     /// does not support the model, or settings that are unsafe in it, are refused.
     pub process_model: ProcessModel,
+    /// Revocation lists checked when verifying the peer's chain (Kamailio's `crl`): a
+    /// revoked peer certificate fails the handshake. Needs [`Capabilities::CRL`]. Every
+    /// listed CRL must be signed by one of `trust_anchors` or the chain.
+    pub crls: Vec<Crl>,
+    /// Where session secrets go, in the NSS key log format (default: nowhere). Anyone who
+    /// reads them can decrypt the sessions: for debugging only. Needs
+    /// [`Capabilities::KEY_LOG`].
+    pub key_log: Option<KeyLogSink>,
 }
 
 impl Default for DomainConfig {
@@ -331,6 +367,8 @@ impl Default for DomainConfig {
             send_sni: true,
             resumption: Resumption::ENABLED,
             process_model: ProcessModel::Confined,
+            crls: Vec::new(),
+            key_log: None,
         }
     }
 }
@@ -395,6 +433,18 @@ impl DomainConfig {
         self
     }
 
+    /// Adds certificate revocation lists (checked against the peer's chain).
+    pub fn with_crls(mut self, crls: impl IntoIterator<Item = Crl>) -> Self {
+        self.crls.extend(crls);
+        self
+    }
+
+    /// Writes session secrets to `log` (NSS key log format).
+    pub fn with_key_log(mut self, log: KeyLogSink) -> Self {
+        self.key_log = Some(log);
+        self
+    }
+
     /// Sets the resumption mechanisms.
     pub fn with_resumption(mut self, r: Resumption) -> Self {
         self.resumption = r;
@@ -423,6 +473,15 @@ impl DomainConfig {
         for c in &self.trust_anchors {
             crate::x509::CertificateInfo::parse(c.der())
                 .map_err(|_| Error::config("trust_anchors", "a CA certificate does not parse"))?;
+        }
+        for c in &self.crls {
+            match x509_parser::parse_x509_crl(c.der()) {
+                Ok((rest, _)) if rest.is_empty() => {}
+                _ => return Err(Error::config("crls", "a certificate revocation list does not parse")),
+            }
+        }
+        if !self.crls.is_empty() && !self.verify_peer {
+            return Err(Error::config("crls", "revocation lists need verify_peer: nothing would check them"));
         }
         if self.verify_peer && self.trust_anchors.is_empty() {
             return Err(Error::config(
@@ -495,6 +554,15 @@ impl DomainConfig {
         }
         if self.resumption.session_ids {
             need(Capabilities::RESUMPTION_SESSION_ID, "session-ID resumption (disable it in `resumption`)")?;
+        }
+        if !self.crls.is_empty() {
+            need(Capabilities::CRL, "certificate revocation lists")?;
+        }
+        if self.key_log.is_some() {
+            need(Capabilities::KEY_LOG, "a key log")?;
+        }
+        if role == Role::Server && self.identities.len() > 1 {
+            need(Capabilities::MULTIPLE_IDENTITIES, "several identities on one server domain")?;
         }
         need(self.process_model.capability(), "this process model (see Backend::supports_model)")?;
         Ok(())

@@ -27,6 +27,7 @@ mod error;
 #[allow(unsafe_code)] // unsafe traits: the contracts of C-facing hooks
 pub mod hooks;
 mod info;
+pub mod keylog;
 pub mod proxy;
 mod session;
 pub mod x509;
@@ -34,10 +35,11 @@ pub mod x509;
 pub use backend::{resolve_server_name, Backend, BackendInfo, ClientDomain, ProcessModel, ServerDomain};
 pub use caps::Capabilities;
 pub use config::{
-    Certificate, DomainConfig, Identity, NameVerification, PrivateKey, PrivateKeyFormat, ProtocolVersion, Resumption,
-    Role, ServerName, DEFAULT_TLS12_SUITES, DEFAULT_TLS13_SUITES,
+    Certificate, Crl, DomainConfig, Identity, NameVerification, PrivateKey, PrivateKeyFormat, ProtocolVersion,
+    Resumption, Role, ServerName, DEFAULT_TLS12_SUITES, DEFAULT_TLS13_SUITES,
 };
 pub use domain::{ClientTarget, DomainTable, Listener, ServerSelection, SniCandidates, SniMatch};
 pub use error::{Alert, CertificateError, Error, ProtocolErrorKind, Result};
 pub use info::{TlsInfo, VerifyResult};
+pub use keylog::{KeyLog, KeyLogFile, KeyLogSink};
 pub use session::{ReadStatus, Session, SessionState};
