@@ -14,6 +14,7 @@
 
 pub mod checks;
 pub mod fork;
+pub mod ops;
 pub mod peers;
 pub mod pki;
 pub mod pump;
@@ -49,6 +50,26 @@ macro_rules! conformance_suite {
                 process_model_settings,
             );
         }
+
+        mod ops {
+            $crate::__ops_checks!(super::__sipstls_backend;
+                table_statistics,
+                reload_swaps_domains,
+            );
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __ops_checks {
+    ($b:path; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::ops::$name(&*$b());
+            }
+        )*
     };
 }
 

@@ -4,12 +4,14 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use crate::backend::{Backend, ClientDomain, ServerDomain};
 use crate::config::{DomainConfig, ServerName};
 use crate::error::{Error, Result};
 use crate::session::Session;
+use crate::stats::{DomainStats, DomainStatsSnapshot, Keep, SessionSnapshot, TrackedSession};
 
 /// How a server domain's name is compared with the client's SNI (case-insensitive;
 /// Kamailio's `server_name_mode` 0, 1, 2).
@@ -79,11 +81,37 @@ impl Listener {
     }
 }
 
+impl fmt::Display for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listener::Any => f.write_str("any"),
+            Listener::Addr(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+impl fmt::Display for SniMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SniMatch::Exact(n) => f.write_str(n),
+            SniMatch::DomainAndSubdomains(n) => write!(f, "{n} and *.{n}"),
+            SniMatch::SubdomainsOnly(n) => write!(f, "*.{n}"),
+        }
+    }
+}
+
 struct ServerEntry {
     listener: Listener,
     sni: Option<SniMatch>,
     domain: Arc<dyn ServerDomain>,
     order: usize,
+    stats: Arc<DomainStats>,
+}
+
+#[derive(Clone)]
+struct ClientEntry {
+    domain: Arc<dyn ClientDomain>,
+    stats: Arc<DomainStats>,
 }
 
 /// The server domains a connection on one listener may switch to by SNI. Backends call
@@ -151,13 +179,17 @@ impl ClientTarget {
 /// by SNI during the handshake (exact name, then the longest matching parent domain; ties go
 /// to the domain defined first). Clients: by explicit id, else remote address, else server
 /// name (case-insensitive), else the default client domain.
+///
+/// Every session the table starts is counted in its domain's [`DomainStats`]
+/// ([`stats`](DomainTable::stats), [`sessions`](DomainTable::sessions)). To replace the
+/// table while sessions run, hold it in a [`ReloadableTable`].
 pub struct DomainTable {
     backend: Arc<dyn Backend>,
     servers: Vec<ServerEntry>,
-    clients_by_id: HashMap<String, Arc<dyn ClientDomain>>,
-    clients_by_addr: HashMap<SocketAddr, Arc<dyn ClientDomain>>,
-    clients_by_name: HashMap<String, Arc<dyn ClientDomain>>,
-    client_default: Option<Arc<dyn ClientDomain>>,
+    clients_by_id: HashMap<String, ClientEntry>,
+    clients_by_addr: HashMap<SocketAddr, ClientEntry>,
+    clients_by_name: HashMap<String, ClientEntry>,
+    client_default: Option<ClientEntry>,
 }
 
 impl DomainTable {
@@ -196,8 +228,16 @@ impl DomainTable {
         }
         let domain = self.backend.server_domain(config)?;
         let order = self.servers.len();
-        self.servers.push(ServerEntry { listener, sni, domain, order });
+        let label = match &sni {
+            None => format!("server {listener}"),
+            Some(m) => format!("server {listener} sni {m}"),
+        };
+        self.servers.push(ServerEntry { listener, sni, domain, order, stats: DomainStats::new(label) });
         Ok(self)
+    }
+
+    fn client_entry(&self, config: &DomainConfig, label: String) -> Result<ClientEntry> {
+        Ok(ClientEntry { domain: self.backend.client_domain(config)?, stats: DomainStats::new(label) })
     }
 
     /// Adds the default client domain.
@@ -205,20 +245,20 @@ impl DomainTable {
         if self.client_default.is_some() {
             return Err(Error::config("domain", "a default client domain exists already"));
         }
-        self.client_default = Some(self.backend.client_domain(config)?);
+        self.client_default = Some(self.client_entry(config, "client default".into())?);
         Ok(self)
     }
 
     /// Adds a client domain chosen by explicit id.
     pub fn add_client_id(&mut self, id: &str, config: &DomainConfig) -> Result<&mut Self> {
-        let d = self.backend.client_domain(config)?;
+        let d = self.client_entry(config, format!("client id {id}"))?;
         insert_unique(&mut self.clients_by_id, id.to_owned(), d, "client id")?;
         Ok(self)
     }
 
     /// Adds a client domain chosen by remote address.
     pub fn add_client_addr(&mut self, addr: SocketAddr, config: &DomainConfig) -> Result<&mut Self> {
-        let d = self.backend.client_domain(config)?;
+        let d = self.client_entry(config, format!("client addr {addr}"))?;
         insert_unique(&mut self.clients_by_addr, addr, d, "client address")?;
         Ok(self)
     }
@@ -229,13 +269,17 @@ impl DomainTable {
             ServerName::Dns(n) => n,
             ServerName::Ip(ip) => ip.to_string(),
         };
-        let d = self.backend.client_domain(config)?;
+        let d = self.client_entry(config, format!("client name {key}"))?;
         insert_unique(&mut self.clients_by_name, key, d, "client name")?;
         Ok(self)
     }
 
     /// The SNI candidates and the initial domain for a connection accepted on `local`.
     pub fn server_for(&self, local: SocketAddr) -> Result<ServerSelection> {
+        self.server_entry_for(local).map(|(e, c)| (e.domain.clone(), c))
+    }
+
+    fn server_entry_for(&self, local: SocketAddr) -> Result<(&ServerEntry, Option<Arc<SniCandidates>>)> {
         let mut initial: Option<(u8, &ServerEntry)> = None;
         let mut entries = Vec::new();
         for e in &self.servers {
@@ -251,17 +295,37 @@ impl DomainTable {
         }
         let (_, initial) = initial.ok_or_else(|| Error::NoDomain(format!("listener {local}")))?;
         let candidates = (!entries.is_empty()).then(|| Arc::new(SniCandidates { entries }));
-        Ok((initial.domain.clone(), candidates))
+        Ok((initial, candidates))
     }
 
     /// Starts a server session for a connection accepted on `local`.
     pub fn accept(&self, local: SocketAddr) -> Result<Box<dyn Session>> {
-        let (domain, candidates) = self.server_for(local)?;
-        domain.accept(candidates)
+        self.accept_from(local, None)
+    }
+
+    /// Starts a server session for a connection from `peer` accepted on `local` (the peer
+    /// appears in the session list).
+    pub fn accept_from(&self, local: SocketAddr, peer: Option<SocketAddr>) -> Result<Box<dyn Session>> {
+        self.accept_keeping(local, peer, None)
+    }
+
+    fn accept_keeping(
+        &self,
+        local: SocketAddr,
+        peer: Option<SocketAddr>,
+        keep: Option<Keep>,
+    ) -> Result<Box<dyn Session>> {
+        let (entry, candidates) = self.server_entry_for(local)?;
+        let session = entry.domain.accept(candidates)?;
+        Ok(TrackedSession::new(session, entry.stats.clone(), peer, keep))
     }
 
     /// The client domain for `target`, and the server name the session will use.
     pub fn client_for(&self, target: &ClientTarget) -> Result<(Arc<dyn ClientDomain>, Option<ServerName>)> {
+        self.client_entry_for(target).map(|(e, n)| (e.domain.clone(), n))
+    }
+
+    fn client_entry_for(&self, target: &ClientTarget) -> Result<(&ClientEntry, Option<ServerName>)> {
         let name = target.server_name.as_deref().map(ServerName::parse).transpose()?;
         let domain = if let Some(id) = &target.id {
             self.clients_by_id.get(id).ok_or_else(|| Error::NoDomain(format!("client id {id:?}")))?
@@ -274,16 +338,151 @@ impl DomainTable {
         };
         let name = match name {
             Some(n) => Some(n),
-            None if domain.config().server_name.is_some() => None, // the domain's own
+            None if domain.domain.config().server_name.is_some() => None, // the domain's own
             None => target.addr.map(|a| ServerName::Ip(a.ip())),
         };
-        Ok((domain.clone(), name))
+        Ok((domain, name))
     }
 
     /// Starts a client session for `target`.
     pub fn connect(&self, target: &ClientTarget) -> Result<Box<dyn Session>> {
-        let (domain, name) = self.client_for(target)?;
-        domain.connect(name.as_ref())
+        self.connect_keeping(target, None)
+    }
+
+    fn connect_keeping(&self, target: &ClientTarget, keep: Option<Keep>) -> Result<Box<dyn Session>> {
+        let (entry, name) = self.client_entry_for(target)?;
+        let session = entry.domain.connect(name.as_ref())?;
+        Ok(TrackedSession::new(session, entry.stats.clone(), target.addr, keep))
+    }
+
+    /// Every domain's counters, servers first in the order they were added, then clients
+    /// (default, by id, by address, by name; each group sorted by label).
+    pub fn domain_stats(&self) -> Vec<Arc<DomainStats>> {
+        let mut out: Vec<Arc<DomainStats>> = self.servers.iter().map(|e| e.stats.clone()).collect();
+        out.extend(self.client_default.iter().map(|e| e.stats.clone()));
+        for map in [
+            self.clients_by_id.values().collect::<Vec<_>>(),
+            self.clients_by_addr.values().collect(),
+            self.clients_by_name.values().collect(),
+        ] {
+            let mut group: Vec<_> = map.into_iter().map(|e| e.stats.clone()).collect();
+            group.sort_by(|a, b| a.label().cmp(b.label()));
+            out.extend(group);
+        }
+        out
+    }
+
+    /// A copy of every domain's counters (see [`domain_stats`](DomainTable::domain_stats)).
+    pub fn stats(&self) -> Vec<DomainStatsSnapshot> {
+        self.domain_stats().iter().map(|d| d.snapshot()).collect()
+    }
+
+    /// The live sessions of every domain, with the domain's label.
+    pub fn sessions(&self) -> Vec<(String, SessionSnapshot)> {
+        self.domain_stats().iter().flat_map(|d| d.sessions().into_iter().map(|s| (d.label().to_owned(), s))).collect()
+    }
+
+    /// Takes over the counters of `old`'s domains that have the same labels, so statistics
+    /// continue across a reload.
+    fn adopt_stats(&mut self, old: &DomainTable) {
+        let by_label: HashMap<&str, &Arc<DomainStats>> = old.domain_stats_refs().map(|s| (s.label(), s)).collect();
+        for slot in self.domain_stats_slots() {
+            if let Some(s) = by_label.get(slot.label()) {
+                *slot = Arc::clone(s);
+            }
+        }
+    }
+
+    fn domain_stats_refs(&self) -> impl Iterator<Item = &Arc<DomainStats>> {
+        self.servers.iter().map(|e| &e.stats).chain(
+            self.client_default
+                .iter()
+                .chain(self.clients_by_id.values())
+                .chain(self.clients_by_addr.values())
+                .chain(self.clients_by_name.values())
+                .map(|e| &e.stats),
+        )
+    }
+
+    fn domain_stats_slots(&mut self) -> impl Iterator<Item = &mut Arc<DomainStats>> {
+        self.servers.iter_mut().map(|e| &mut e.stats).chain(
+            self.client_default
+                .iter_mut()
+                .chain(self.clients_by_id.values_mut())
+                .chain(self.clients_by_addr.values_mut())
+                .chain(self.clients_by_name.values_mut())
+                .map(|e| &mut e.stats),
+        )
+    }
+}
+
+/// A [`DomainTable`] that can be replaced while sessions run (a configuration reload).
+///
+/// [`reload`](ReloadableTable::reload) swaps the whole table at once: sessions started
+/// before keep the domain they were started with (each session holds its table), new
+/// sessions get the new table, and the old table is freed when its last session ends. A
+/// new table that fails to build is never installed: build it first, then swap, as
+/// [`try_reload`](ReloadableTable::try_reload) does. Statistics of domains with the same
+/// label carry over.
+pub struct ReloadableTable {
+    current: RwLock<Arc<DomainTable>>,
+    reloads: AtomicU64,
+}
+
+impl ReloadableTable {
+    /// Starts with `table`.
+    pub fn new(table: DomainTable) -> Self {
+        ReloadableTable { current: RwLock::new(Arc::new(table)), reloads: AtomicU64::new(0) }
+    }
+
+    /// The table new sessions use now.
+    pub fn current(&self) -> Arc<DomainTable> {
+        // Only a swap writes, and it cannot panic while holding the lock.
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Installs `table` for new sessions and returns the one it replaces.
+    pub fn reload(&self, mut table: DomainTable) -> Arc<DomainTable> {
+        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        table.adopt_stats(&cur);
+        let old = std::mem::replace(&mut *cur, Arc::new(table));
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        old
+    }
+
+    /// Builds a new table with `build` (given the current table's backend) and installs
+    /// it; when `build` fails, its error is returned and the current table stays.
+    pub fn try_reload<F>(&self, build: F) -> Result<()>
+    where
+        F: FnOnce(&Arc<dyn Backend>) -> Result<DomainTable>,
+    {
+        let backend = self.current().backend().clone();
+        let table = build(&backend)?;
+        self.reload(table);
+        Ok(())
+    }
+
+    /// How many reloads have been installed.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
+    }
+
+    /// Starts a server session with the current table (see [`DomainTable::accept_from`]).
+    pub fn accept(&self, local: SocketAddr, peer: Option<SocketAddr>) -> Result<Box<dyn Session>> {
+        let table = self.current();
+        table.accept_keeping(local, peer, Some(table.clone() as Keep))
+    }
+
+    /// Starts a client session with the current table (see [`DomainTable::connect`]).
+    pub fn connect(&self, target: &ClientTarget) -> Result<Box<dyn Session>> {
+        let table = self.current();
+        table.connect_keeping(target, Some(table.clone() as Keep))
+    }
+}
+
+impl fmt::Debug for ReloadableTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReloadableTable").field("current", &self.current()).field("reloads", &self.reloads()).finish()
     }
 }
 
@@ -298,9 +497,9 @@ impl fmt::Debug for DomainTable {
 }
 
 fn insert_unique<K: std::hash::Hash + Eq + fmt::Debug>(
-    map: &mut HashMap<K, Arc<dyn ClientDomain>>,
+    map: &mut HashMap<K, ClientEntry>,
     key: K,
-    d: Arc<dyn ClientDomain>,
+    d: ClientEntry,
     what: &str,
 ) -> Result<()> {
     if map.contains_key(&key) {

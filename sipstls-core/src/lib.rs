@@ -30,6 +30,7 @@ mod info;
 pub mod keylog;
 pub mod proxy;
 mod session;
+pub mod stats;
 pub mod x509;
 
 pub use backend::{resolve_server_name, Backend, BackendInfo, ClientDomain, ProcessModel, ServerDomain};
@@ -38,7 +39,7 @@ pub use config::{
     Certificate, Crl, DomainConfig, Identity, NameVerification, PrivateKey, PrivateKeyFormat, ProtocolVersion,
     Resumption, Role, ServerName, DEFAULT_TLS12_SUITES, DEFAULT_TLS13_SUITES,
 };
-pub use domain::{ClientTarget, DomainTable, Listener, ServerSelection, SniCandidates, SniMatch};
+pub use domain::{ClientTarget, DomainTable, Listener, ReloadableTable, ServerSelection, SniCandidates, SniMatch};
 pub use error::{Alert, CertificateError, Error, ProtocolErrorKind, Result};
 pub use info::{TlsInfo, VerifyResult};
 pub use keylog::{KeyLog, KeyLogFile, KeyLogSink};
