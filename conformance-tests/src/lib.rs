@@ -55,6 +55,7 @@ macro_rules! conformance_suite {
             $crate::__ops_checks!(super::__sipstls_backend;
                 table_statistics,
                 reload_swaps_domains,
+                peer_certificate_inspection,
             );
         }
     };

@@ -11,7 +11,7 @@ use sipstls::{
 };
 
 use crate::checks::{client_cfg, server_cfg};
-use crate::pki::{pki, ALT_NAME, SERVER_NAME};
+use crate::pki::{pki, ALT_NAME, CLIENT_CN, ROOT_CN, SERVER_NAME};
 use crate::pump;
 
 const LOCAL: &str = "127.0.0.1:5061";
@@ -164,4 +164,34 @@ pub fn reload_swaps_domains(b: &dyn Backend) {
     let stats = rt.current().stats();
     let srv = stats.iter().find(|d| d.label == "server any").unwrap();
     assert_eq!((srv.handshakes_ok, srv.active), (2, 0), "counters carry over a reload: {srv:?}");
+}
+
+/// Peer certificate inspection through a real handshake: the server sees the client's
+/// certificate and the client the server's, byte for byte (same fingerprint as the DER the
+/// test made), with subject and issuer fields, the chain, and validity.
+pub fn peer_certificate_inspection(b: &dyn Backend) {
+    let v = best_version(b);
+    let p = pki();
+    let scfg = server_cfg(v).with_client_auth(p.roots(), true);
+    let ccfg = client_cfg(v).with_identity(p.client.identity());
+    let (c, s) = crate::checks::connected(b, &scfg, &ccfg, SERVER_NAME);
+
+    let seen_by_server = s.info().unwrap();
+    assert_eq!(seen_by_server.verify, sipstls::VerifyResult::Verified);
+    let client = seen_by_server.peer.clone().expect("client certificate");
+    let made = sipstls::x509::CertificateInfo::parse(&p.client.der).unwrap();
+    assert_eq!(client.fingerprint_sha256, made.fingerprint_sha256, "the client's DER, unchanged");
+    assert_eq!(client.subject_fields.cn, [CLIENT_CN]);
+    assert_eq!(client.issuer_fields.cn, [ROOT_CN]);
+    assert_eq!(client.san_uri, ["sip:alice@example.test"]);
+    assert!(!client.self_signed && !client.is_ca && !client.is_expired());
+    assert_eq!(seen_by_server.peer_chain_info().first(), Some(&client));
+
+    let seen_by_client = c.info().unwrap();
+    assert_eq!(seen_by_client.verify, sipstls::VerifyResult::Verified);
+    let server = seen_by_client.peer.clone().expect("server certificate");
+    let made = sipstls::x509::CertificateInfo::parse(&p.server_ecdsa.der).unwrap();
+    assert_eq!(server, made, "every field as parsed from the DER the test made");
+    assert_eq!(server.subject_fields.cn, [SERVER_NAME]);
+    assert!(server.is_valid_at(made.not_before) && !server.is_expired());
 }

@@ -45,6 +45,13 @@ pub struct TlsInfo {
 }
 
 impl TlsInfo {
+    /// Parsed facts about every certificate of the peer's chain, leaf first, as it sent it
+    /// (certificates that do not parse are left out). When `verify` is
+    /// [`VerifyResult::Verified`], this chain led to one of the domain's trust anchors.
+    pub fn peer_chain_info(&self) -> Vec<CertificateInfo> {
+        self.peer_chain.iter().filter_map(|c| CertificateInfo::parse(c.der()).ok()).collect()
+    }
+
     /// Fills `peer` from the first certificate of `peer_chain` (a chain that does not parse
     /// leaves `peer` empty).
     pub fn with_parsed_peer(mut self) -> Self {

@@ -5,8 +5,11 @@
 
 use std::net::IpAddr;
 
-use x509_parser::extensions::GeneralName;
+use sha2::{Digest, Sha256};
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::oid_registry::{self, Oid};
 use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::x509::X509Name;
 
 use crate::config::ServerName;
 use crate::error::CertificateError;
@@ -40,6 +43,74 @@ pub struct CertificateInfo {
     pub san_email: Vec<String>,
     /// basicConstraints CA flag.
     pub is_ca: bool,
+    /// The subject's attributes one by one (what Kamailio's `$tls_peer_subject_*` give).
+    pub subject_fields: NameFields,
+    /// The issuer's attributes one by one (`$tls_peer_issuer_*`).
+    pub issuer_fields: NameFields,
+    /// The X.509 version (3 for every current certificate).
+    pub version: u32,
+    /// Issued by itself: the subject equals the issuer and, when both key identifiers are
+    /// present, the authority key identifier equals the subject key identifier (OpenSSL's
+    /// `X509_check_issued(cert, cert)`, behind Kamailio's `$tls_peer_...selfsigned`). The
+    /// signature is not checked here; verification is the TLS library's job.
+    pub self_signed: bool,
+    /// SHA-256 of the DER encoding.
+    pub fingerprint_sha256: [u8; 32],
+}
+
+/// The attributes of a distinguished name, each in the order it appears. Attributes not
+/// listed here are in the full string (`subject`, `issuer`) only.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NameFields {
+    /// commonName (CN).
+    pub cn: Vec<String>,
+    /// organizationName (O).
+    pub o: Vec<String>,
+    /// organizationalUnitName (OU).
+    pub ou: Vec<String>,
+    /// countryName (C).
+    pub c: Vec<String>,
+    /// stateOrProvinceName (ST).
+    pub st: Vec<String>,
+    /// localityName (L).
+    pub l: Vec<String>,
+    /// userId (UID, 0.9.2342.19200300.100.1.1).
+    pub uid: Vec<String>,
+    /// emailAddress (1.2.840.113549.1.9.1), deprecated in favour of SAN e-mail.
+    pub email: Vec<String>,
+}
+
+impl NameFields {
+    fn parse(name: &X509Name<'_>) -> NameFields {
+        let mut f = NameFields::default();
+        let uid = Oid::from(&[0, 9, 2342, 19200300, 100, 1, 1]).expect("static OID");
+        for attr in name.iter_attributes() {
+            // Attributes that are not strings (rare, legacy) are left to the full string.
+            let Ok(value) = attr.as_str() else { continue };
+            let oid = attr.attr_type();
+            let slot = if *oid == oid_registry::OID_X509_COMMON_NAME {
+                &mut f.cn
+            } else if *oid == oid_registry::OID_X509_ORGANIZATION_NAME {
+                &mut f.o
+            } else if *oid == oid_registry::OID_X509_ORGANIZATIONAL_UNIT {
+                &mut f.ou
+            } else if *oid == oid_registry::OID_X509_COUNTRY_NAME {
+                &mut f.c
+            } else if *oid == oid_registry::OID_X509_STATE_OR_PROVINCE_NAME {
+                &mut f.st
+            } else if *oid == oid_registry::OID_X509_LOCALITY_NAME {
+                &mut f.l
+            } else if *oid == uid {
+                &mut f.uid
+            } else if *oid == oid_registry::OID_PKCS9_EMAIL_ADDRESS {
+                &mut f.email
+            } else {
+                continue;
+            };
+            slot.push(value.to_owned());
+        }
+        f
+    }
 }
 
 impl CertificateInfo {
@@ -61,8 +132,26 @@ impl CertificateInfo {
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
             is_ca: cert.is_ca(),
+            subject_fields: NameFields::parse(cert.subject()),
+            issuer_fields: NameFields::parse(cert.issuer()),
+            version: cert.version().0 + 1,
+            fingerprint_sha256: Sha256::digest(der).into(),
             ..Default::default()
         };
+        let mut ski = None;
+        let mut aki = None;
+        for ext in cert.extensions() {
+            match ext.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(k) => ski = Some(k.0),
+                ParsedExtension::AuthorityKeyIdentifier(a) => aki = a.key_identifier.as_ref().map(|k| k.0),
+                _ => {}
+            }
+        }
+        info.self_signed = cert.subject().as_raw() == cert.issuer().as_raw()
+            && match (aki, ski) {
+                (Some(a), Some(s)) => a == s,
+                _ => true,
+            };
         let san = cert.subject_alternative_name().map_err(|_| CertificateError::Malformed)?;
         if let Some(san) = san {
             info.has_san = true;
@@ -83,6 +172,30 @@ impl CertificateInfo {
             }
         }
         Ok(info)
+    }
+
+    /// The SHA-256 fingerprint as upper-case hex pairs joined by colons (as `openssl x509
+    /// -fingerprint -sha256` prints it).
+    pub fn fingerprint_hex(&self) -> String {
+        self.fingerprint_sha256.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+    }
+
+    /// True when `unix_time` (seconds) is within notBefore..=notAfter.
+    pub fn is_valid_at(&self, unix_time: i64) -> bool {
+        self.not_before <= unix_time && unix_time <= self.not_after
+    }
+
+    /// True when the certificate's validity ended before `unix_time` (seconds).
+    pub fn is_expired_at(&self, unix_time: i64) -> bool {
+        unix_time > self.not_after
+    }
+
+    /// True when the certificate's validity has ended (by the system clock).
+    pub fn is_expired(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.is_expired_at(now)
     }
 
     /// True when this certificate identifies `name` under RFC 5922 section 7.2:
