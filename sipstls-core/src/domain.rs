@@ -355,6 +355,17 @@ impl DomainTable {
         Ok(TrackedSession::new(session, entry.stats.clone(), target.addr, keep))
     }
 
+    /// As [`accept_from`](DomainTable::accept_from), and the session keeps this table alive
+    /// (what a [`ReloadableTable`] hands out).
+    pub fn accept_arc(self: &Arc<Self>, local: SocketAddr, peer: Option<SocketAddr>) -> Result<Box<dyn Session>> {
+        self.accept_keeping(local, peer, Some(self.clone() as Keep))
+    }
+
+    /// As [`connect`](DomainTable::connect), and the session keeps this table alive.
+    pub fn connect_arc(self: &Arc<Self>, target: &ClientTarget) -> Result<Box<dyn Session>> {
+        self.connect_keeping(target, Some(self.clone() as Keep))
+    }
+
     /// Every domain's counters, servers first in the order they were added, then clients
     /// (default, by id, by address, by name; each group sorted by label).
     pub fn domain_stats(&self) -> Vec<Arc<DomainStats>> {
@@ -432,7 +443,12 @@ pub struct ReloadableTable {
 impl ReloadableTable {
     /// Starts with `table`.
     pub fn new(table: DomainTable) -> Self {
-        ReloadableTable { current: RwLock::new(Arc::new(table)), reloads: AtomicU64::new(0) }
+        Self::from_arc(Arc::new(table))
+    }
+
+    /// Starts with a table that is shared already.
+    pub fn from_arc(table: Arc<DomainTable>) -> Self {
+        ReloadableTable { current: RwLock::new(table), reloads: AtomicU64::new(0) }
     }
 
     /// The table new sessions use now.
@@ -469,14 +485,12 @@ impl ReloadableTable {
 
     /// Starts a server session with the current table (see [`DomainTable::accept_from`]).
     pub fn accept(&self, local: SocketAddr, peer: Option<SocketAddr>) -> Result<Box<dyn Session>> {
-        let table = self.current();
-        table.accept_keeping(local, peer, Some(table.clone() as Keep))
+        self.current().accept_arc(local, peer)
     }
 
     /// Starts a client session with the current table (see [`DomainTable::connect`]).
     pub fn connect(&self, target: &ClientTarget) -> Result<Box<dyn Session>> {
-        let table = self.current();
-        table.connect_keeping(target, Some(table.clone() as Keep))
+        self.current().connect_arc(target)
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use sipstls_core::{ClientTarget, DomainTable, Session};
+use sipstls_core::{ClientTarget, DomainTable, ReloadableTable, Session};
 use tokio::io::{unix::AsyncFd, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::watch;
@@ -199,7 +199,7 @@ struct ReuseKey {
 }
 
 struct Inner {
-    table: Arc<DomainTable>,
+    table: ReloadableTable,
     /// One single-threaded runtime per manager thread; connections are spread over them.
     handles: Vec<tokio::runtime::Handle>,
     next_handle: AtomicUsize,
@@ -317,7 +317,7 @@ impl TlsManager {
             })?);
         }
         let inner = Arc::new(Inner {
-            table,
+            table: ReloadableTable::from_arc(table),
             handles,
             next_handle: AtomicUsize::new(0),
             cfg,
@@ -375,6 +375,19 @@ impl TlsManager {
         let listener = TcpListener::from_std(std_listener)?;
         self.main_handle().spawn(accept_loop(self.inner.clone(), listener, Arc::new(cfg)));
         Ok(local)
+    }
+
+    /// Replaces the domain table (a configuration reload): connections open now keep the
+    /// domains they were made with, new ones use `table`. Build the new table first; a
+    /// configuration that does not build never reaches the manager.
+    pub fn reload(&self, table: DomainTable) {
+        self.inner.table.reload(table);
+    }
+
+    /// The domain table new connections use now, with its per-domain statistics and
+    /// session list ([`DomainTable::stats`], [`DomainTable::sessions`]).
+    pub fn table(&self) -> Arc<DomainTable> {
+        self.inner.table.current()
     }
 
     /// The counters now.
@@ -452,7 +465,7 @@ async fn inbound(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, lc: Arc<Li
         Ok(a) => a,
         Err(_) => return,
     };
-    let mut session = match inner.table.accept(local) {
+    let mut session = match inner.table.accept(local, Some(peer)) {
         Ok(s) => s,
         Err(_) => {
             inner.counters.handshakes_failed.fetch_add(1, Ordering::Relaxed);
@@ -581,7 +594,8 @@ async fn outbound(inner: Arc<Inner>, worker: Arc<WorkerLink>, req: u64, target: 
     };
     let ct =
         ClientTarget { id: target.domain_id.clone(), addr: Some(target.dest), server_name: target.server_name.clone() };
-    let (domain, name) = match inner.table.client_for(&ct) {
+    let table = inner.table.current();
+    let (domain, name) = match table.client_for(&ct) {
         Ok(x) => x,
         Err(e) => return fail(ConnectError::NoDomain(e.to_string())).await,
     };
@@ -608,7 +622,7 @@ async fn outbound(inner: Arc<Inner>, worker: Arc<WorkerLink>, req: u64, target: 
     };
     let _ = tcp.set_nodelay(true);
     let local = tcp.local_addr().unwrap_or(target.dest);
-    let mut session = match domain.connect(name.as_ref()) {
+    let mut session = match table.connect_arc(&ct) {
         Ok(s) => s,
         Err(e) => return fail(ConnectError::Handshake(e.to_string())).await,
     };

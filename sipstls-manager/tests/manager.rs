@@ -50,6 +50,15 @@ fn setup(backend: &Arc<dyn Backend>, n: usize, cfg: ManagerConfig, proxy_v2: boo
 }
 
 fn client(backend: &Arc<dyn Backend>, addr: SocketAddr, cert: bool) -> TlsStream<TcpStream> {
+    client_to(backend, addr, cert, SERVER_NAME).unwrap()
+}
+
+fn client_to(
+    backend: &Arc<dyn Backend>,
+    addr: SocketAddr,
+    cert: bool,
+    name: &str,
+) -> std::io::Result<TlsStream<TcpStream>> {
     let p = pki();
     let mut cfg = DomainConfig::client(p.roots());
     if cert {
@@ -58,9 +67,9 @@ fn client(backend: &Arc<dyn Backend>, addr: SocketAddr, cert: bool) -> TlsStream
     let domain = backend.client_domain(&cfg).unwrap();
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(WAIT)).unwrap();
-    let mut tls = TlsStream::connect(&*domain, SERVER_NAME, tcp).unwrap();
-    tls.handshake().unwrap();
-    tls
+    let mut tls = TlsStream::connect(&*domain, name, tcp)?;
+    tls.handshake()?;
+    Ok(tls)
 }
 
 /// Reads from a worker connection until `n` bytes came.
@@ -330,6 +339,43 @@ fn manager_gone_is_reported_to_workers(backend: Arc<dyn Backend>) {
     assert!(rx.recv_timeout(WAIT).unwrap());
 }
 
+/// A reload while a connection is open: the open one keeps working with its domain, new
+/// connections get the new table's certificate, the table's statistics carry over and list
+/// every open session with its peer.
+fn reload_keeps_open_connections(backend: Arc<dyn Backend>) {
+    let s = setup(&backend, 1, ManagerConfig::default(), false);
+    let mut first = client(&backend, s.addr, false);
+    let conn1 = s.workers[0].accept_timeout(WAIT).unwrap();
+
+    let p = pki();
+    let mut t = DomainTable::new(backend.clone());
+    t.add_server(Listener::Any, None, &DomainConfig::server(p.server_alt.identity())).unwrap();
+    t.add_client_default(&DomainConfig::client(p.roots())).unwrap();
+    s.manager.reload(t);
+
+    let refused = client_to(&backend, s.addr, false, SERVER_NAME);
+    assert!(refused.is_err(), "the new table presents the alt certificate");
+    let mut second = client_to(&backend, s.addr, false, ALT_NAME).expect("a new connection gets the new domain");
+    let conn2 = s.workers[0].accept_timeout(WAIT).unwrap();
+    assert_eq!(second.info().unwrap().peer.unwrap().subject_cn.as_deref(), Some(ALT_NAME));
+    for (tls, conn) in [(&mut first, &conn1), (&mut second, &conn2)] {
+        tls.write_all(b"OPTIONS sip:x SIP/2.0\r\n\r\n").unwrap();
+        echo_once(conn, 25);
+        let mut back = [0; 25];
+        tls.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"OPTIONS sip:x SIP/2.0\r\n\r\n");
+    }
+    assert_eq!(first.info().unwrap().peer.unwrap().subject_cn.as_deref(), Some(SERVER_NAME));
+
+    let table = s.manager.table();
+    let srv = table.stats().into_iter().find(|d| d.label == "server any").unwrap();
+    assert_eq!(srv.handshakes_ok, 2, "counted across the reload: {srv:?}");
+    assert!(srv.failed_total() >= 1, "the refused client is counted: {srv:?}");
+    let peers: Vec<_> = table.sessions().into_iter().filter_map(|(_, s)| s.peer).collect();
+    assert!(peers.contains(&second.get_ref().local_addr().unwrap()), "{peers:?}");
+    assert!(peers.contains(&first.get_ref().local_addr().unwrap()), "{peers:?}");
+}
+
 macro_rules! per_backend {
     ($($check:ident),* $(,)?) => {
         mod rustls {
@@ -352,4 +398,5 @@ per_backend!(
     lost_worker_connections_close_cleanly,
     no_worker_means_close_notify,
     manager_gone_is_reported_to_workers,
+    reload_keeps_open_connections,
 );
