@@ -67,7 +67,13 @@ fn line_of(text: &str, offset: usize) -> usize {
 
 pub(crate) fn parse(text: &str, file: &str, options: &ParseOptions) -> Result<KamailioConfig, ConfigError> {
     let doc: TomlFile = toml::from_str(text).map_err(|e| {
-        let kind = if e.message().contains("unknown field") { ErrorKind::UnknownKey } else { ErrorKind::Syntax };
+        let kind = if e.message().contains("unknown field") {
+            ErrorKind::UnknownKey
+        } else if e.message().contains("invalid type") || e.message().contains("invalid value") {
+            ErrorKind::BadValue
+        } else {
+            ErrorKind::Syntax
+        };
         let err = ConfigError::new(kind, e.message().trim().to_owned());
         match e.span() {
             Some(span) => err.at(file, line_of(text, span.start)),
