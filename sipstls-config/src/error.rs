@@ -58,9 +58,9 @@ pub struct ConfigError {
     pub key: Option<String>,
     /// What is wrong, in words.
     pub message: String,
-    /// The sipstls error behind it, if any.
+    /// The sipstls error behind it, if any (boxed: it is large and errors are rare).
     #[source]
-    pub source: Option<sipstls_core::Error>,
+    pub source: Option<Box<sipstls_core::Error>>,
 }
 
 impl ConfigError {
@@ -83,7 +83,7 @@ impl ConfigError {
     }
 
     pub(crate) fn with_source(mut self, source: sipstls_core::Error) -> Self {
-        self.source = Some(source);
+        self.source = Some(Box::new(source));
         self
     }
 

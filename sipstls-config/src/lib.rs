@@ -111,10 +111,31 @@ impl KamailioConfig {
         Ok(out)
     }
 
-    /// Parses the native TOML format (see [`parse_toml`](KamailioConfig::parse_toml)'s
-    /// module documentation in the crate source, `toml_format.rs`): `[[server]]` tables
-    /// with `listen`, `[[client]]` tables with `remote`, and tls.cfg's keys by their
-    /// canonical names with TOML types.
+    /// Parses the native TOML format; `file` names it in errors.
+    ///
+    /// `[[server]]` tables select their listener with `listen`, `[[client]]` tables their
+    /// remote side with `remote` (`"default"`, `"any"` or `"IP:port"`, as a tls.cfg
+    /// section header). Every other key is a tls.cfg key under its canonical name
+    /// (`private_key`, not `pkey_file`), with TOML types: booleans for
+    /// `verify_certificate` and `require_certificate`, integers for `verify_depth` and
+    /// `server_name_mode`, strings for the rest. Values go through the same checks as
+    /// tls.cfg values, so the same profile in either format gives the same
+    /// [`DomainConfig`](sipstls_core::DomainConfig); errors name the line (unknown keys and
+    /// type errors are toml's own messages).
+    ///
+    /// ```toml
+    /// [[server]]
+    /// listen = "127.0.0.1:5061"
+    /// method = "TLSv1.2+"
+    /// certificate = "certs/server.crt"
+    /// private_key = "certs/server.key"
+    /// server_name = "sip.example.com"   # SNI to match
+    /// server_name_mode = 1              # 0 exact, 1 with subdomains, 2 subdomains only
+    ///
+    /// [[client]]
+    /// remote = "default"
+    /// ca_list = "certs/ca.crt"
+    /// ```
     ///
     /// ```
     /// # use sipstls_config::{KamailioConfig, ParseOptions, Selector};

@@ -197,8 +197,8 @@ verify_client = optional
     assert_eq!(s.certificate.as_ref().unwrap().value, "dir with space/c.pem");
     assert_eq!(s.private_key.as_ref().unwrap().value, "dir with space/k.pem");
     assert_eq!(s.private_key_password.as_ref().unwrap().value, "p#ss\"word");
-    assert_eq!(s.verify_certificate.as_ref().unwrap().value, true);
-    assert_eq!(s.require_certificate.as_ref().unwrap().value, false);
+    assert!(s.verify_certificate.as_ref().unwrap().value);
+    assert!(!s.require_certificate.as_ref().unwrap().value);
     let ciphers = &s.cipher_list.as_ref().unwrap().value;
     assert_eq!(ciphers.tls12.as_deref(), Some(&["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".to_owned()][..]));
     assert_eq!(ciphers.tls13.as_deref(), Some(&["TLS_AES_128_GCM_SHA256".to_owned()][..]));
@@ -235,7 +235,8 @@ fn directory_of_files_reads_every_regular_file_in_name_order() {
 #[test]
 fn malformed_toml_names_line_and_key() {
     use ErrorKind::*;
-    let cases: [(&str, &str, ErrorKind, usize, Option<&str>, &str); 8] = [
+    type TomlCase = (&'static str, &'static str, ErrorKind, usize, Option<&'static str>, &'static str);
+    let cases: [TomlCase; 8] = [
         ("syntax", "[[server]\n", Syntax, 1, None, ""),
         ("unknown key", "[[client]]\nremote = \"default\"\npkey_file = \"k.pem\"\n", UnknownKey, 3, None, "unknown field"),
         ("wrong type", "[[client]]\nremote = \"default\"\nverify_certificate = \"yes\"\n", BadValue, 3, None, "invalid type"),

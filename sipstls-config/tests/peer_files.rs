@@ -65,14 +65,14 @@ fn peers_tls_cfg_parses_with_every_setting() {
     assert_eq!(s0.private_key.as_ref().map(|s| (s.value.as_str(), s.line)), Some(("CERTS/server.key", 6)));
     assert_eq!(s0.certificate.as_ref().unwrap().value, "CERTS/server.crt");
     let s1 = &p[1].settings;
-    assert_eq!(s1.verify_certificate.as_ref().unwrap().value, true);
-    assert_eq!(s1.require_certificate.as_ref().unwrap().value, true);
+    assert!(s1.verify_certificate.as_ref().unwrap().value);
+    assert!(s1.require_certificate.as_ref().unwrap().value);
     assert_eq!(s1.certificate.as_ref().map(|s| (s.value.as_str(), s.line)), Some(("CERTS/client.crt", 16)));
     assert_eq!(s1.private_key.as_ref().unwrap().value, "CERTS/client.key");
     assert_eq!(s1.server_name.as_ref().map(|s| (s.value.as_str(), s.line)), Some(("localhost", 18)));
     let s2 = &p[2].settings;
-    assert_eq!(s2.verify_certificate.as_ref().unwrap().value, true);
-    assert_eq!(s2.require_certificate.as_ref().unwrap().value, true);
+    assert!(s2.verify_certificate.as_ref().unwrap().value);
+    assert!(s2.require_certificate.as_ref().unwrap().value);
     assert!(s2.server_name.is_none() && s2.server_id.is_none() && s2.crl.is_none() && s2.cipher_list.is_none());
 }
 
@@ -210,8 +210,8 @@ fn kamailio_sample_parses_with_deprecated_methods_allowed() {
     let m = s.method.as_ref().unwrap();
     assert_eq!((m.value, m.line), (Method::Tls10, 4));
     assert_eq!(m.value.versions(), (TLS12, TLS12));
-    assert_eq!(s.verify_certificate.as_ref().unwrap().value, false);
-    assert_eq!(s.require_certificate.as_ref().unwrap().value, false);
+    assert!(!s.verify_certificate.as_ref().unwrap().value);
+    assert!(!s.require_certificate.as_ref().unwrap().value);
     assert_eq!(s.private_key.as_ref().unwrap().value, "default_key.pem");
     assert_eq!(s.certificate.as_ref().unwrap().value, "default_cert.pem");
     assert_eq!(s.ca_list.as_ref().unwrap().value, "default_ca.pem");
@@ -227,8 +227,8 @@ fn kamailio_sample_parses_with_deprecated_methods_allowed() {
     assert_eq!(s.method.as_ref().unwrap().value, Method::Sslv23);
     assert_eq!(Method::Sslv23.versions(), (TLS12, TLS13));
     assert!(!Method::Sslv23.is_deprecated());
-    assert_eq!(s.verify_certificate.as_ref().unwrap().value, true);
-    assert_eq!(s.require_certificate.as_ref().unwrap().value, false);
+    assert!(s.verify_certificate.as_ref().unwrap().value);
+    assert!(!s.require_certificate.as_ref().unwrap().value);
     assert_eq!(s.verify_depth.as_ref().map(|d| (d.value, d.line)), Some((3, 22)));
     assert_eq!(s.private_key.as_ref().unwrap().value, "local_key.pem");
     assert_eq!(s.certificate.as_ref().unwrap().value, "local_cert.pem");
@@ -250,7 +250,7 @@ fn kamailio_sample_parses_with_deprecated_methods_allowed() {
     assert_eq!(s.server_name.as_ref().unwrap().value, "gw.example.net");
     assert_eq!(s.server_id.as_ref().map(|i| (i.value.as_str(), i.line)), Some(("gw1", 34)));
     assert_eq!(s.method.as_ref().unwrap().value.versions(), (TLS13, TLS13));
-    assert_eq!(s.verify_certificate.as_ref().unwrap().value, true);
+    assert!(s.verify_certificate.as_ref().unwrap().value);
     assert_eq!(s.ca_list.as_ref().unwrap().value, "gw_ca.pem");
     assert!(p.iter().all(|p| p.settings.verify_client.is_none()));
     let _ = VerifyClient::Optional;
