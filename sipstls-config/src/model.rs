@@ -460,6 +460,15 @@ impl Profile {
                     "server_id names client profiles (for connect calls); a server profile cannot use it",
                 ));
             }
+            if let Some(n) = &s.server_name {
+                if matches!(ServerName::parse(&n.value), Ok(ServerName::Ip(_))) {
+                    return Err(n.error(
+                        file,
+                        ErrorKind::Inconsistent,
+                        "a server matches server_name against SNI, which never carries an IP address",
+                    ));
+                }
+            }
             if let (Selector::Default, Some(n)) = (self.selector, &s.server_name) {
                 return Err(n.error(
                     file,
