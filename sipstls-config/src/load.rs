@@ -173,6 +173,13 @@ fn identity(
 ) -> Result<Identity, ConfigError> {
     let chain = Certificate::all_from_pem(&read(file, cert, base_dir)?).map_err(|e| pem_error(file, cert, e))?;
     let key_pem = read(file, key, base_dir)?;
+    if contains(&key_pem, b"Proc-Type: 4,ENCRYPTED") {
+        // Legacy OpenSSL encryption: refused whatever the password, with the conversion.
+        return Err(PrivateKey::from_pem(&key_pem).map_or_else(
+            |e| pem_error(file, key, e),
+            |_| key.error(file, ErrorKind::Pem, "legacy OpenSSL encryption is not supported"),
+        ));
+    }
     let encrypted = contains(&key_pem, b"-----BEGIN ENCRYPTED PRIVATE KEY-----");
     let key = match password {
         Some(p) if !encrypted => {

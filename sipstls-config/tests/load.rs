@@ -477,3 +477,48 @@ fn load_errors_name_the_file_and_line() {
     assert_eq!((err.kind, err.line), (ErrorKind::Backend, Some(1)), "{err}");
     assert!(err.source.is_some());
 }
+
+/// Runs the `openssl` command-line tool (installed on the project's machines); a missing
+/// tool fails the test rather than skipping it.
+fn openssl(args: &[&str], input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the openssl command-line tool is needed to encrypt keys as Kamailio users do");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+#[test]
+fn keys_encrypted_by_the_openssl_tool() {
+    let f = files();
+    let key_pem = std::fs::read(f.dir.path().join("certs/server.key")).unwrap();
+    let pbkdf2 = openssl(&["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-passout", "pass:kama ilio"], &key_pem);
+    let scrypt = openssl(&["pkcs8", "-topk8", "-scrypt", "-passout", "pass:kama ilio"], &key_pem);
+    let legacy = openssl(&["ec", "-aes256", "-passout", "pass:kama ilio"], &key_pem);
+    assert!(String::from_utf8_lossy(&legacy).contains("Proc-Type: 4,ENCRYPTED"));
+    f.dir.write("certs/pbkdf2.key", &pbkdf2);
+    f.dir.write("certs/scrypt.key", &scrypt);
+    f.dir.write("certs/legacy.key", &legacy);
+    let profile = |key: &str, password: &str| {
+        format!(
+            "[server:default]\ncertificate = certs/server.crt\nprivate_key = {key}\nprivate_key_password = \"{password}\"\n"
+        )
+    };
+    for key in ["certs/pbkdf2.key", "certs/scrypt.key"] {
+        let d = load_cfg(&f, &profile(key, "kama ilio")).unwrap();
+        assert_eq!(d.servers[0].config.identities[0].key.der(), f.server_key_der.as_slice(), "{key}");
+        let err = load_cfg(&f, &profile(key, "kamailio")).unwrap_err();
+        assert_eq!((err.kind, err.line), (ErrorKind::WrongPassword, Some(4)), "{key}: {err}");
+    }
+    let err = load_cfg(&f, &profile("certs/legacy.key", "kama ilio")).unwrap_err();
+    assert_eq!((err.kind, err.line, err.key.as_deref()), (ErrorKind::Pem, Some(3), Some("private_key")));
+    assert!(err.message.contains("openssl pkcs8 -topk8"), "{err}");
+}
