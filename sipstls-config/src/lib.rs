@@ -67,14 +67,21 @@
 //!   `server_name` is the name sent as SNI and verified when a connect call gives none.
 //! - **`cipher_list`**: explicit suite names only, mapped to IANA names (see [`cipher`]);
 //!   OpenSSL keyword expressions (`HIGH`, `!aNULL`, `DEFAULT`...) are refused.
-//! - **Paths**: relative paths are resolved against the base directory given to
-//!   [`KamailioConfig::load`], as Kamailio resolves them against the directory of
-//!   `kamailio.cfg`.
+//! - **Paths**: as Kamailio: absolute paths and paths starting with `.` (relative to the
+//!   working directory) are used as they are; other relative paths are resolved against
+//!   the base directory given to [`KamailioConfig::load`], where Kamailio uses the
+//!   directory of `kamailio.cfg`.
 //! - **Profiles**: `[server:default]` and `[server:any]` serve every listener
 //!   ([`Listener::Any`](sipstls_core::Listener::Any)), `[server:any]` only by SNI (it needs
 //!   `server_name`); `server_name` on `[server:IP:PORT]` selects it by SNI on that
-//!   listener. `[client:any]` is chosen by `server_name`, `[client:IP:PORT]` by remote
-//!   address; `server_id` adds a lookup by id. Settings a profile leaves out are sipstls's
+//!   listener, and when every profile of that address has a `server_name`, the last of
+//!   them is also the listener's domain until SNI says otherwise (as in Kamailio, which
+//!   finds profiles by address before SNI is known). Unlike Kamailio, a profile without
+//!   `server_name` may share its address with profiles that have one (it is the
+//!   listener's domain, they are SNI choices). `[client:any]` is chosen by `server_name`,
+//!   `[client:IP:PORT]` by remote address alone (Kamailio also compares its
+//!   `server_name` with the target's name when both are set); `server_id` adds a lookup
+//!   by id. Settings a profile leaves out are sipstls's
 //!   defaults, not the default profile's (as in Kamailio, where they come from module
 //!   parameters). A server profile needs `certificate` and `private_key` (Kamailio would
 //!   fall back to a `cert.pem` next to its configuration).

@@ -29,6 +29,11 @@ pub struct ServerDomainConfig {
     pub listener: Listener,
     /// From `server_name` and `server_name_mode`; `None`: the listener's default domain.
     pub sni: Option<SniMatch>,
+    /// Also the listener's default domain (used until SNI selects another), although it
+    /// has an SNI pattern: set on the last `[server:IP:PORT]` profile with `server_name`
+    /// of an address that has no profile without `server_name`, as Kamailio picks such a
+    /// profile for connections to its address before SNI is known.
+    pub listener_default: bool,
     /// The domain.
     pub config: DomainConfig,
     /// Where the profile was written.
@@ -63,9 +68,11 @@ pub struct ClientDomainConfig {
 impl KamailioConfig {
     /// Reads the files the profiles name and builds their [`DomainConfig`]s.
     ///
-    /// Relative paths are resolved against `base_dir`; absolute paths are used as they
-    /// are. Kamailio resolves them against the directory of its main configuration file
-    /// (`kamailio.cfg`), not of tls.cfg: pass that directory for the same result.
+    /// Paths are resolved as Kamailio resolves them: absolute paths and paths starting
+    /// with `.` (`./certs/a.pem`, `../a.pem`: relative to the process's working directory)
+    /// are used as they are; any other relative path is relative to `base_dir`. Kamailio
+    /// uses the directory of its main configuration file (`kamailio.cfg`), not of tls.cfg:
+    /// pass that directory for the same result.
     ///
     /// Every domain is checked with [`DomainConfig::validate`] as if the backend could do
     /// everything: what no backend could accept (a client that verifies without any CA,
@@ -88,7 +95,13 @@ impl KamailioConfig {
                         let mode = s.server_name_mode.as_ref().map(|m| m.value).unwrap_or_default();
                         mode.sni_match(n.value.clone())
                     });
-                    out.servers.push(ServerDomainConfig { listener, sni, config, origin: profile.origin.clone() });
+                    out.servers.push(ServerDomainConfig {
+                        listener,
+                        sni,
+                        listener_default: false,
+                        config,
+                        origin: profile.origin.clone(),
+                    });
                 }
                 ProfileKind::Client => {
                     let selector = match profile.selector {
@@ -107,6 +120,19 @@ impl KamailioConfig {
                 }
             }
         }
+        // Kamailio looks server profiles up by address before SNI is known, whatever their
+        // server_name, and keeps them in reverse file order: an address whose profiles all
+        // have a server_name starts with the last of them.
+        for i in 0..out.servers.len() {
+            let listener = out.servers[i].listener;
+            if !matches!(listener, Listener::Addr(_)) {
+                continue;
+            }
+            let same = |s: &ServerDomainConfig| s.listener == listener;
+            let has_plain = out.servers.iter().any(|s| same(s) && s.sni.is_none());
+            let is_last = !out.servers[i + 1..].iter().any(same);
+            out.servers[i].listener_default = !has_plain && is_last;
+        }
         Ok(out)
     }
 }
@@ -122,6 +148,9 @@ impl Domains {
         };
         for s in &self.servers {
             table.add_server(s.listener, s.sni.clone(), &s.config).map_err(|e| refused(&s.origin, e))?;
+            if s.listener_default {
+                table.add_server(s.listener, None, &s.config).map_err(|e| refused(&s.origin, e))?;
+            }
         }
         for c in &self.clients {
             match &c.selector {
@@ -138,10 +167,12 @@ impl Domains {
     }
 }
 
-/// The directory-relative path of a setting.
+/// The path a setting names, by Kamailio's rule: absolute paths and paths starting with
+/// `.` (`./x`, `../x`: relative to the working directory) as they are, others relative to
+/// `base_dir`.
 fn resolve(base_dir: &Path, path: &str) -> PathBuf {
     let p = Path::new(path);
-    if p.is_absolute() {
+    if p.is_absolute() || path.starts_with('.') {
         p.to_path_buf()
     } else {
         base_dir.join(p)

@@ -522,3 +522,80 @@ fn keys_encrypted_by_the_openssl_tool() {
     assert_eq!((err.kind, err.line, err.key.as_deref()), (ErrorKind::Pem, Some(3), Some("private_key")));
     assert!(err.message.contains("openssl pkcs8 -topk8"), "{err}");
 }
+
+#[test]
+fn named_server_profiles_of_an_address() {
+    let f = files();
+    let text = "\
+[server:default]
+certificate = certs/server.crt
+private_key = certs/server.key
+
+[server:127.0.0.1:5061]
+server_name = a.example
+verify_depth = 1
+certificate = certs/server.crt
+private_key = certs/server.key
+
+[server:127.0.0.1:5061]
+server_name = b.example
+verify_depth = 2
+certificate = certs/second.crt
+private_key = certs/second.key
+
+[server:127.0.0.2:5061]
+verify_depth = 3
+certificate = certs/server.crt
+private_key = certs/server.key
+
+[server:127.0.0.2:5061]
+server_name = c.example
+verify_depth = 4
+certificate = certs/server.crt
+private_key = certs/server.key
+";
+    let d = load_cfg(&f, text).unwrap();
+    let flags: Vec<_> =
+        d.servers.iter().map(|s| (s.config.verify_depth, s.sni.is_some(), s.listener_default)).collect();
+    assert_eq!(
+        flags,
+        [(9, false, false), (1, true, false), (2, true, true), (3, false, false), (4, true, false)],
+        "only the last named profile of an address without a plain one starts its connections"
+    );
+
+    let table = d.build_table(Arc::new(RustlsBackend::new())).unwrap();
+    let depth = |local: &str| table.server_for(local.parse().unwrap()).unwrap().0.config().verify_depth;
+    assert_eq!(depth("127.0.0.1:5061"), 2, "before SNI: the last named profile, as Kamailio");
+    assert_eq!(depth("127.0.0.2:5061"), 3, "the plain profile of the address");
+    assert_eq!(depth("127.0.0.3:5061"), 9, "the default profile");
+    let (_, sni) = table.server_for("127.0.0.1:5061".parse().unwrap()).unwrap();
+    let sni = sni.unwrap();
+    assert_eq!(sni.select("a.example").unwrap().config().verify_depth, 1);
+    assert_eq!(sni.select("B.EXAMPLE").unwrap().config().verify_depth, 2);
+    assert!(sni.select("c.example").is_none(), "c.example belongs to another address");
+}
+
+#[test]
+fn paths_starting_with_a_dot_are_relative_to_the_working_directory() {
+    let f = files();
+    // As Kamailio: "certs/ca.crt" is relative to the base directory, "./..." to the
+    // working directory (cargo runs tests in the crate directory).
+    let cwd = std::env::current_dir().unwrap();
+    let up = "../".repeat(cwd.components().count() - 1);
+    let abs_ca = f.dir.path().join("certs/ca.crt");
+    let dotted = format!("./{up}{}", abs_ca.strip_prefix("/").unwrap().display());
+    assert!(std::path::Path::new(&dotted).is_file(), "{dotted}");
+
+    let d = load_cfg(&f, &format!("[client:default]\nca_list = \"{dotted}\"\n")).unwrap();
+    assert_eq!(d.clients[0].config.trust_anchors[0].der(), f.ca.der.as_slice());
+    // The same "./" path is not looked up under the base directory.
+    let err = load_cfg(&f, "[client:default]\nca_list = ./certs/ca.crt\n").unwrap_err();
+    assert_eq!((err.kind, err.line), (ErrorKind::Io, Some(2)), "{err}");
+    // Nor is a plain relative path looked up in the working directory.
+    let other_base = TempDir::new("empty-base");
+    let err = KamailioConfig::parse("[client:default]\nca_list = certs/ca.crt\n", "t.cfg", &ParseOptions::default())
+        .unwrap()
+        .load(other_base.path())
+        .unwrap_err();
+    assert!(err.message.contains(&other_base.path().join("certs/ca.crt").display().to_string()), "{err}");
+}

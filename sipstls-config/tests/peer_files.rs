@@ -87,6 +87,7 @@ fn peers_tls_cfg_loads_into_the_expected_domains() {
     let default = &domains.servers[0];
     assert_eq!(default.listener, Listener::Any);
     assert_eq!(default.sni, None);
+    assert!(!default.listener_default, "only named profiles need the flag");
     assert_eq!(default.origin.line, 2);
     let c = &default.config;
     assert_common(c);
@@ -102,6 +103,7 @@ fn peers_tls_cfg_loads_into_the_expected_domains() {
     let mtls = &domains.servers[1];
     assert_eq!(mtls.listener, Listener::Addr(addr("127.0.0.1:5063")));
     assert_eq!(mtls.sni, None);
+    assert!(!mtls.listener_default);
     let c = &mtls.config;
     assert_common(c);
     assert!(c.verify_peer && c.require_peer_certificate, "verify and require = yes");
