@@ -321,7 +321,24 @@ impl Settings {
     ) -> Result<(), ConfigError> {
         let err = |kind: ErrorKind, msg: String| ConfigError::new(kind, msg).at(file, line).key(key);
         let canonical = canonical_key(key).ok_or_else(|| {
-            err(ErrorKind::UnknownKey, format!("unknown key (see Kamailio's tls module documentation for {key:?})"))
+            let hint = match key.to_ascii_lowercase().as_str() {
+                "ca_file" | "cafile" | "ca" => " (did you mean ca_list?)",
+                "cipher" | "ciphers" | "cipher_suites" => " (did you mean cipher_list?)",
+                "cert" | "certfile" => " (did you mean certificate?)",
+                "key" | "keyfile" | "pkey" => " (did you mean private_key?)",
+                "tls_version" | "version" | "protocol" => " (did you mean method?)",
+                "verify_peer" | "verify" => " (did you mean verify_certificate?)",
+                _ => "",
+            };
+            err(
+                ErrorKind::UnknownKey,
+                format!(
+                    "unknown key{hint}; Kamailio's tls module knows method, verify_certificate, verify_depth, \
+                     require_certificate, verify_client, private_key, private_key_password, certificate, \
+                     certificate2, private_key2, private_key_password2, ca_list, ca_path, crl, cipher_list, \
+                     server_name, server_name_mode and server_id (and their aliases)"
+                ),
+            )
         })?;
         let bad = |msg: String| err(ErrorKind::BadValue, msg);
         let text = || value.text().map(str::to_owned).map_err(bad);

@@ -42,6 +42,7 @@ fn malformed_tls_cfg_files_name_line_and_key() {
         case("junk after header", "[client:default] x\n", Syntax, 1, None, "after the section header"),
         case("key before any section", "\nmethod = TLSv1.2+\n", Syntax, 2, None, "outside a profile"),
         case("unknown key", "[client:default]\nverify_peer = yes\n", UnknownKey, 2, Some("verify_peer"), "unknown key"),
+        case("ca_file is not a Kamailio key", "[client:default]\nca_file = ca.pem\n", UnknownKey, 2, Some("ca_file"), "did you mean ca_list?"),
         case("not an assignment", "[client:default]\nhello\n", Syntax, 2, None, "'=' expected"),
         case("missing =", "[client:default]\nmethod TLSv1.2\n", Syntax, 2, None, "'=' expected"),
         case("missing value", "[client:default]\nmethod =   # none\n", Syntax, 2, None, "value missing"),
