@@ -12,7 +12,8 @@
 //!    other than the configuration is touched. Syntax, unknown keys, bad values, methods
 //!    below TLS 1.2, contradictions and duplicate profiles are refused here.
 //! 2. **Load** ([`KamailioConfig::load`]): certificates, keys, CA lists and directories,
-//!    CRLs are read (relative paths against a base directory you give), every profile
+//!    CRLs are read (relative paths resolved as Kamailio does, against a base directory you
+//!    give), every profile
 //!    becomes a [`DomainConfig`] checked by [`DomainConfig::validate`];
 //!    [`Domains::build_table`] compiles them with a backend.
 //!
@@ -81,10 +82,16 @@
 //!   listener's domain, they are SNI choices). `[client:any]` is chosen by `server_name`,
 //!   `[client:IP:PORT]` by remote address alone (Kamailio also compares its
 //!   `server_name` with the target's name when both are set); `server_id` adds a lookup
-//!   by id. Settings a profile leaves out are sipstls's
-//!   defaults, not the default profile's (as in Kamailio, where they come from module
-//!   parameters). A server profile needs `certificate` and `private_key` (Kamailio would
-//!   fall back to a `cert.pem` next to its configuration).
+//!   by id. Settings a profile leaves out are sipstls's defaults, not the default
+//!   profile's (as in Kamailio, where they come from module parameters); settings tls.cfg
+//!   has no key for (ALPN, resumption, key log, process model) keep sipstls's defaults.
+//!   A server profile needs `certificate` and `private_key` (Kamailio would fall back to
+//!   a `cert.pem` next to its configuration).
+//! - **Stricter than Kamailio**: a key set twice in one profile (Kamailio keeps the last),
+//!   a key before the first section of a file, line continuations, a password for an
+//!   unencrypted key, `verify_client` or `server_name_mode` on a client profile,
+//!   `server_id` on a server profile and `server_name` on `[server:default]` (which
+//!   Kamailio ignores) are errors.
 //!
 //! [`DomainConfig`]: sipstls_core::DomainConfig
 //! [`DomainConfig::validate`]: sipstls_core::DomainConfig::validate
