@@ -158,23 +158,45 @@ impl PrivateKey {
         PrivateKey { format, der: der.into() }
     }
 
-    /// The first private key block of a PEM buffer. Encrypted keys are refused with
-    /// [`Error::InvalidConfig`] for now (password support comes with the configuration work).
+    /// The first private key block of a PEM buffer: PKCS#8, SEC1 or PKCS#1, unencrypted.
+    ///
+    /// Encrypted keys are refused with [`Error::InvalidConfig`]: use
+    /// [`from_pem_with_password`](PrivateKey::from_pem_with_password) for those.
     pub fn from_pem(pem: &[u8]) -> Result<PrivateKey> {
+        refuse_legacy_encryption(pem)?;
         for (label, der) in pem_blocks(pem, "private_key")? {
-            let format = match label.as_str() {
-                "PRIVATE KEY" => PrivateKeyFormat::Pkcs8,
-                "EC PRIVATE KEY" => PrivateKeyFormat::Sec1,
-                "RSA PRIVATE KEY" => PrivateKeyFormat::Pkcs1,
-                "ENCRYPTED PRIVATE KEY" => {
-                    return Err(Error::config(
-                        "private_key",
-                        "encrypted private keys are not supported yet; decrypt the key first",
-                    ))
-                }
-                _ => continue,
-            };
-            return Ok(PrivateKey { format, der });
+            if label == "ENCRYPTED PRIVATE KEY" {
+                return Err(Error::config(
+                    "private_key",
+                    "the private key is encrypted: use PrivateKey::from_pem_with_password with its password",
+                ));
+            }
+            if let Some(format) = unencrypted_format(&label) {
+                return Ok(PrivateKey { format, der });
+            }
+        }
+        Err(Error::config("private_key", "no private key block in the PEM data"))
+    }
+
+    /// The first private key block of a PEM buffer, decrypting an encrypted PKCS#8 key
+    /// (`-----BEGIN ENCRYPTED PRIVATE KEY-----`, PBES2 with PBKDF2 or scrypt and AES-CBC, as
+    /// `openssl pkcs8 -topk8 -v2 aes-256-cbc` writes) with `password`. The result is the
+    /// decrypted PKCS#8 key.
+    ///
+    /// An unencrypted key is returned as [`from_pem`](PrivateKey::from_pem) returns it (the
+    /// password is not needed). A wrong password, or an encrypted key that is damaged,
+    /// gives [`Error::InvalidConfig`] with the setting `"private_key_password"`. Keys in
+    /// the legacy OpenSSL format (`Proc-Type: 4,ENCRYPTED` headers) are refused with
+    /// instructions to convert them.
+    pub fn from_pem_with_password(pem: &[u8], password: &[u8]) -> Result<PrivateKey> {
+        refuse_legacy_encryption(pem)?;
+        for (label, der) in pem_blocks(pem, "private_key")? {
+            if label == "ENCRYPTED PRIVATE KEY" {
+                return decrypt_pkcs8(&der, password);
+            }
+            if let Some(format) = unencrypted_format(&label) {
+                return Ok(PrivateKey { format, der });
+            }
         }
         Err(Error::config("private_key", "no private key block in the PEM data"))
     }
@@ -579,4 +601,128 @@ fn pem_blocks(pem: &[u8], setting: &'static str) -> Result<Vec<(String, Vec<u8>)
         }
     }
     Ok(out)
+}
+
+/// The format of an unencrypted private key PEM label.
+fn unencrypted_format(label: &str) -> Option<PrivateKeyFormat> {
+    match label {
+        "PRIVATE KEY" => Some(PrivateKeyFormat::Pkcs8),
+        "EC PRIVATE KEY" => Some(PrivateKeyFormat::Sec1),
+        "RSA PRIVATE KEY" => Some(PrivateKeyFormat::Pkcs1),
+        _ => None,
+    }
+}
+
+/// Refuses keys encrypted in the legacy OpenSSL PEM format (RFC 1421 headers), which
+/// use MD5 as a key derivation: they must be converted to encrypted PKCS#8.
+fn refuse_legacy_encryption(pem: &[u8]) -> Result<()> {
+    let text = String::from_utf8_lossy(pem);
+    if text.lines().any(|l| l.trim_start().starts_with("Proc-Type:") && l.contains("ENCRYPTED")) {
+        return Err(Error::config(
+            "private_key",
+            "the key is encrypted in the legacy OpenSSL format (Proc-Type: 4,ENCRYPTED), which is \
+             not supported; convert it to encrypted PKCS#8 with \
+             `openssl pkcs8 -topk8 -v2 aes-256-cbc -in old.key -out new.key`",
+        ));
+    }
+    Ok(())
+}
+
+/// Decrypts an `EncryptedPrivateKeyInfo` (RFC 5958) into PKCS#8 DER.
+fn decrypt_pkcs8(der: &[u8], password: &[u8]) -> Result<PrivateKey> {
+    let info = pkcs8::EncryptedPrivateKeyInfo::try_from(der)
+        .map_err(|e| Error::config("private_key", format!("malformed encrypted private key: {e}")))?;
+    let wrong =
+        || Error::config("private_key_password", "the private key does not decrypt: wrong password or damaged key");
+    let plain = match info.decrypt(password) {
+        Ok(doc) => doc,
+        // pkcs5 0.7 reports a bad CBC padding (the usual sign of a wrong password) as
+        // EncryptFailed, even when decrypting.
+        Err(pkcs8::Error::EncryptedPrivateKey(
+            pkcs8::pkcs5::Error::DecryptFailed | pkcs8::pkcs5::Error::EncryptFailed,
+        )) => return Err(wrong()),
+        Err(e) => {
+            return Err(Error::config("private_key", format!("cannot decrypt the private key: {e}")));
+        }
+    };
+    // A wrong password passes the CBC padding check about once in 256 tries: the result
+    // must also be a well-formed PrivateKeyInfo.
+    if pkcs8::PrivateKeyInfo::try_from(plain.as_bytes()).is_err() {
+        return Err(wrong());
+    }
+    Ok(PrivateKey { format: PrivateKeyFormat::Pkcs8, der: plain.as_bytes().to_vec() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pkcs8::pkcs5::{pbes2, scrypt};
+    use pkcs8::{der::pem::LineEnding, PrivateKeyInfo};
+
+    /// An Ed25519 PKCS#8 key (RFC 8410 layout) with a fixed seed.
+    fn ed25519_pkcs8() -> Vec<u8> {
+        let mut der =
+            vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+        der.extend((0u8..32).map(|i| i.wrapping_mul(7).wrapping_add(3)));
+        der
+    }
+
+    fn encrypted_pem(params: pbes2::Parameters<'_>, password: &[u8]) -> String {
+        let der = ed25519_pkcs8();
+        let info = PrivateKeyInfo::try_from(der.as_slice()).unwrap();
+        let doc = info.encrypt_with_params(params, password).unwrap();
+        doc.to_pem("ENCRYPTED PRIVATE KEY", LineEnding::LF).unwrap().to_string()
+    }
+
+    #[test]
+    fn encrypted_pkcs8_pbkdf2_aes256() {
+        let params = pbes2::Parameters::pbkdf2_sha256_aes256cbc(2048, &[7; 16], &[9; 16]).unwrap();
+        let pem = encrypted_pem(params, b"s3cret");
+        let key = PrivateKey::from_pem_with_password(pem.as_bytes(), b"s3cret").unwrap();
+        assert_eq!(key.format(), PrivateKeyFormat::Pkcs8);
+        assert_eq!(key.der(), ed25519_pkcs8().as_slice());
+
+        let err = PrivateKey::from_pem_with_password(pem.as_bytes(), b"wrong").unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidConfig { setting: "private_key_password", .. }),
+            "wrong password must be a typed error: {err:?}"
+        );
+        let err = PrivateKey::from_pem(pem.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("from_pem_with_password"), "{err}");
+    }
+
+    #[test]
+    fn encrypted_pkcs8_scrypt_aes256() {
+        let params =
+            pbes2::Parameters::scrypt_aes256cbc(scrypt::Params::new(10, 8, 1, 32).unwrap(), &[1; 16], &[2; 16])
+                .unwrap();
+        let pem = encrypted_pem(params, b"pw");
+        let key = PrivateKey::from_pem_with_password(pem.as_bytes(), b"pw").unwrap();
+        assert_eq!(key.der(), ed25519_pkcs8().as_slice());
+        let err = PrivateKey::from_pem_with_password(pem.as_bytes(), b"pW").unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig { setting: "private_key_password", .. }), "{err:?}");
+    }
+
+    #[test]
+    fn unencrypted_key_with_password_and_legacy_encryption() {
+        let der = ed25519_pkcs8();
+        let pem = pkcs8::der::pem::encode_string("PRIVATE KEY", LineEnding::LF, &der).unwrap();
+        let key = PrivateKey::from_pem_with_password(pem.as_bytes(), b"unused").unwrap();
+        assert_eq!(key, PrivateKey::from_pem(pem.as_bytes()).unwrap());
+
+        let legacy = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00112233445566778899AABBCCDDEEFF\n\nAAAA\n-----END RSA PRIVATE KEY-----\n";
+        for err in [
+            PrivateKey::from_pem(legacy.as_bytes()).unwrap_err(),
+            PrivateKey::from_pem_with_password(legacy.as_bytes(), b"pw").unwrap_err(),
+        ] {
+            assert!(err.to_string().contains("openssl pkcs8 -topk8"), "{err}");
+        }
+    }
+
+    #[test]
+    fn garbage_in_encrypted_block_is_an_error() {
+        let pem = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMAMCAQA=\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        let err = PrivateKey::from_pem_with_password(pem.as_bytes(), b"pw").unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig { setting: "private_key", .. }), "{err:?}");
+    }
 }
