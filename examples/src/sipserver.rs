@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sipstls::{Certificate, ClientDomain, DomainConfig, DomainTable, Listener, TlsStream};
+use sipstls::{Certificate, ClientDomain, DomainConfig, DomainTable, TlsStream};
 use sipstls_manager::{ConnectTarget, Connection, ListenerConfig, ManagerConfig, ManagerEvent, TlsManager, Worker};
 
 use crate::cli::ServerOptions;
@@ -96,7 +96,7 @@ impl SipServerOptions {
         if next_hop.is_some() && next_hop_name.is_none() {
             return Err("--next-hop needs --next-hop-name (the name its certificate must carry)".into());
         }
-        if next_hop.is_some() && next_hop_ca.is_none() && base.ca.is_none() {
+        if next_hop.is_some() && next_hop_ca.is_none() && base.ca.is_none() && base.tls_cfg.is_none() {
             return Err("--next-hop needs --next-hop-ca or --ca (trust anchors for the next hop)".into());
         }
         Ok(SipServerOptions { base, model, workers, next_hop, next_hop_name, next_hop_ca })
@@ -104,10 +104,8 @@ impl SipServerOptions {
 
     /// The domain table: the server domain and, with a next hop, the client domain.
     pub fn table(&self) -> Result<DomainTable, String> {
-        let backend = self.base.backend()?;
-        let mut table = DomainTable::new(backend);
-        table.add_server(Listener::Any, None, &self.base.domain_config()?).map_err(|e| e.to_string())?;
-        if self.next_hop.is_some() {
+        let mut table = self.base.table()?;
+        if self.next_hop.is_some() && (self.next_hop_ca.is_some() || self.base.tls_cfg.is_none()) {
             let ca = self.next_hop_ca.as_ref().or(self.base.ca.as_ref()).ok_or("no trust anchors for the next hop")?;
             let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
             let roots = Certificate::all_from_pem(&pem).map_err(|e| e.to_string())?;
@@ -375,6 +373,8 @@ pub fn run(prog: &str, opts: &SipServerOptions) -> Result<(), String> {
 }
 
 fn run_single(prog: &str, opts: &SipServerOptions) -> Result<(), String> {
+    // The relay keeps the next hop's client domain of the first table (its connection is
+    // reused); reloads change the server domains.
     let table = opts.table()?;
     let relay: Option<Box<dyn Relay>> = match (opts.next_hop, &opts.next_hop_name) {
         (Some(addr), Some(name)) => {
@@ -394,7 +394,8 @@ fn run_single(prog: &str, opts: &SipServerOptions) -> Result<(), String> {
         serve_sip(tls, &ctx)?;
         tls.shutdown()
     });
-    server::serve_table(prog, &opts.base, Arc::new(table), handler)
+    let o = opts.clone();
+    server::serve_table(prog, &opts.base, Arc::new(move || o.table()), handler)
 }
 
 fn run_confined(prog: &str, opts: &SipServerOptions) -> Result<(), String> {
@@ -443,6 +444,9 @@ fn run_confined(prog: &str, opts: &SipServerOptions) -> Result<(), String> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("signal handler: {e}"))?;
     }
+    let signals = server::Signals::register()?;
+    let o = opts.clone();
+    let build: server::TableBuilder = Arc::new(move || o.table());
     let started = Instant::now();
     loop {
         match events.recv_timeout(Duration::from_millis(200)) {
@@ -455,6 +459,7 @@ fn run_confined(prog: &str, opts: &SipServerOptions) -> Result<(), String> {
             }
             _ => {}
         }
+        signals.poll(prog, &build, |t| manager.reload(t), || manager.table());
         // Reap workers that ended.
         // SAFETY: non-blocking wait for any of our children.
         while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}

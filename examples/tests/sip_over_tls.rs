@@ -244,7 +244,12 @@ fn examples_refuse_bad_arguments() {
     for bin in [env!("CARGO_BIN_EXE_sip-responder"), env!("CARGO_BIN_EXE_echo-server")] {
         let out = Command::new(bin).args(["--cert", "x.pem"]).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{bin}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("--key is required"));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--cert and --key are required (or --tls-cfg)"));
+        let out = Command::new(bin).args(["--tls-cfg", "tls.cfg", "--cert", "x.pem"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bin}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-cfg holds the certificates"));
+        let out = Command::new(bin).args(["--tls-cfg", "/nonexistent/tls.cfg"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bin}: a missing tls.cfg is an error, not a panic");
         let out = Command::new(bin).args(["--cert", "/nonexistent.pem", "--key", "/nonexistent.key"]).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{bin}: missing files are an error, not a panic");
         let out = Command::new(bin).args(["--backend", "nosuch", "--cert", "a", "--key", "b"]).output().unwrap();
