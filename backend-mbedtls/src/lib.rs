@@ -13,8 +13,9 @@
 //!
 //! CRLs (`DomainConfig::crls`) are handed to Mbed TLS with the trust anchors; it checks
 //! every certificate of the peer's chain against the CRL of its issuer when one is listed.
-//! Unlike the OpenSSL and rustls backends, a certificate whose issuer has no CRL in the
-//! list is accepted (Mbed TLS has no "CRL required" mode). The key log gets one
+//! Mbed TLS accepts a certificate whose issuer has no CRL in the list; as in the other
+//! backends, the verify callback refuses a peer leaf whose issuer has none (the leaf's raw
+//! issuer name against each CRL's). The key log gets one
 //! `CLIENT_RANDOM` line per full handshake from `mbedtls_ssl_conf_export_keys_ext_cb`.
 //! Several identities on one server domain: Mbed TLS picks the first whose key type the
 //! negotiated suite and the client's signature algorithms allow.
@@ -173,12 +174,15 @@ pub(crate) struct Compiled {
     identities: Vec<(Arc<MbedtlsList<MbedCert>>, Arc<Pk>)>,
     trust: Option<Arc<MbedtlsList<MbedCert>>>,
     crl: Option<Arc<MbedCrl>>,
+    /// The raw issuer names of `crl` (see `io::Shared::crl_issuers`).
+    pub(crate) crl_issuers: Vec<Vec<u8>>,
     authmode: c_int,
     pub(crate) cfg: DomainConfig,
 }
 
 // SAFETY: after `compile` nothing modifies the configuration or the objects it points to
-// (certificates, keys, ALPN strings); Mbed TLS reads an `ssl_config` from many contexts at
+// (certificates, CRLs, keys, ALPN strings, the key log sink, which is itself Send + Sync);
+// Mbed TLS reads an `ssl_config` from many contexts at
 // once by design. The session cache and ticket keys lock internally (MBEDTLS_THREADING_C).
 unsafe impl Send for Compiled {}
 // SAFETY: see `Send`.
@@ -233,8 +237,13 @@ fn compile(cfg: &DomainConfig, role: Role) -> Result<Compiled> {
         for c in &cfg.crls {
             crl.push_from_der(c.der()).map_err(|e| Error::config("crls", format!("unusable CRL: {e}")))?;
         }
-        Some(Arc::new(crl))
+        // The mbedtls crate's `set_ca_list` takes an `Arc<Crl>`; the CRL is only read after
+        // `compile` (see the Send/Sync note on `Compiled`).
+        #[allow(clippy::arc_with_non_send_sync)]
+        let crl = Arc::new(crl);
+        Some(crl)
     };
+    let crl_issuers = crl.as_deref().map(crl_issuer_names).unwrap_or_default();
     let trust = if cfg.trust_anchors.is_empty() {
         None
     } else {
@@ -378,9 +387,27 @@ fn compile(cfg: &DomainConfig, role: Role) -> Result<Compiled> {
         identities,
         trust,
         crl,
+        crl_issuers,
         authmode,
         cfg: cfg.clone(),
     })
+}
+
+/// The raw issuer names (DER) of every CRL in a parsed list.
+fn crl_issuer_names(crl: &MbedCrl) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut p: *const sys::x509_crl = crl.into();
+    while !p.is_null() {
+        // SAFETY: `p` is the head of the list owned by `crl` or a `next` link of it; Mbed
+        // TLS keeps every entry and its `issuer_raw` bytes alive as long as the list.
+        let c = unsafe { &*p };
+        if c.version != 0 && !c.issuer_raw.p.is_null() {
+            // SAFETY: `issuer_raw` describes `len` bytes inside the CRL's DER (see above).
+            out.push(unsafe { std::slice::from_raw_parts(c.issuer_raw.p, c.issuer_raw.len) }.to_vec());
+        }
+        p = c.next;
+    }
+    out
 }
 
 /// Mbed TLS's export-keys callback: the TLS 1.2 master secret (48 bytes) and the client
@@ -465,6 +492,7 @@ impl ServerDomain for MbedtlsServerDomain {
             sni,
         );
         shared.base = Some(self.inner.clone());
+        shared.crl_issuers = self.inner.crl_issuers.clone();
         Ok(Box::new(MbedtlsSession::new(NewSession {
             domain: self.inner.clone(),
             role: Role::Server,
@@ -540,6 +568,7 @@ pub(crate) fn switch_domain(ssl: *mut sys::ssl_context, shared: &mut Shared, nam
     }
     shared.policy = VerifyPolicy::Server { optional: target.authmode == sys::SSL_VERIFY_OPTIONAL };
     shared.verify_depth = target.cfg.verify_depth;
+    shared.crl_issuers = target.crl_issuers.clone();
     shared.switched = Some(target);
     Ok(())
 }
@@ -623,7 +652,11 @@ impl ClientDomain for MbedtlsClientDomain {
         Ok(Box::new(MbedtlsSession::new(NewSession {
             domain: self.inner.clone(),
             role: Role::Client,
-            shared: Shared::new(VerifyPolicy::Client { name: check }, cfg.verify_depth, None),
+            shared: {
+                let mut shared = Shared::new(VerifyPolicy::Client { name: check }, cfg.verify_depth, None);
+                shared.crl_issuers = self.inner.crl_issuers.clone();
+                shared
+            },
             // SNI (and Mbed TLS's own name check, which the verify callback overrides);
             // NULL when no SNI is sent.
             hostname: Some(sni.clone()),

@@ -572,6 +572,33 @@ pub fn crl_revoked_server_refused(b: &dyn Backend, v: ProtocolVersion) {
 /// One key log entry: label, client random, secret.
 pub type KeyLogEntry = (String, Vec<u8>, Vec<u8>);
 
+/// CRLs that do not cover the peer's issuer leave the peer's revocation status unknown,
+/// and every backend refuses it (a certificate error, on the verifying side): a client
+/// trusting both roots with only the untrusted root's CRL refuses the server, and a server
+/// configured the same way refuses the client's certificate. Without `CRL`: refused as
+/// `Unsupported(CRL)`.
+pub fn crl_unknown_status_refused(b: &dyn Backend, v: ProtocolVersion) {
+    require_version!(b, v);
+    let p = pki();
+    let both_roots = vec![
+        sipstls::Certificate::from_der(p.root_der.clone()),
+        sipstls::Certificate::from_der(p.other_root_der.clone()),
+    ];
+    let other_crl = vec![sipstls::Crl::from_der(p.other_crl_der.clone())];
+    let ccfg = DomainConfig::client(both_roots.clone()).with_version(v).with_crls(other_crl.clone());
+    if !b.capabilities().contains(Capabilities::CRL) {
+        return assert_refused(b, Capabilities::CRL, false, &ccfg);
+    }
+    let e = client_refuses(b, v, server_cfg(v), ccfg, SERVER_NAME);
+    assert!(matches!(e, Error::Certificate(_)), "{v}: a server of unknown revocation status: got {e:?}");
+
+    let scfg = server_cfg(v).with_client_auth(both_roots, true).with_crls(other_crl);
+    let (mut c, mut s) = sessions(b, &scfg, &client_cfg(v).with_identity(p.client.identity()), SERVER_NAME);
+    let f = expect_failure(&mut *c, &mut *s);
+    assert_eq!(f.side, Side::Server, "{v}: {f:?}");
+    assert!(matches!(f.error, Error::Certificate(_)), "{v}: a client of unknown revocation status: got {f:?}");
+}
+
 /// A key log collecting every (label, client random, secret) it is given; clones share
 /// the entries.
 #[derive(Default, Clone)]

@@ -85,6 +85,7 @@ macro_rules! __versioned_checks {
             oversize_record_after_handshake,
             crl_revoked_client_refused,
             crl_revoked_server_refused,
+            crl_unknown_status_refused,
             key_log_written,
             multiple_identities_selects,
         );

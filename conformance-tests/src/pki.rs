@@ -80,6 +80,9 @@ pub struct Pki {
     pub crl_pem: String,
     /// The same CRL (DER).
     pub crl_der: Vec<u8>,
+    /// A CRL of the untrusted root (revoking nothing): it covers none of the trusted
+    /// root's leaves, whose revocation status is then unknown.
+    pub other_crl_der: Vec<u8>,
 }
 
 impl Pki {
@@ -226,6 +229,7 @@ pub fn pki() -> &'static Pki {
             serial,
         };
         let (crl_pem, crl_der) = crl(&root, &[SERVER_REVOKED_SERIAL, CLIENT_REVOKED_SERIAL]);
+        let (_, other_crl_der) = crl(&other, &[]);
         Pki {
             server_ecdsa: leaf(&root, server_spec(&PKCS_ECDSA_P256_SHA256, false)),
             server_rsa: leaf(&root, server_spec(&PKCS_RSA_SHA256, false)),
@@ -252,6 +256,7 @@ pub fn pki() -> &'static Pki {
             ),
             crl_pem,
             crl_der,
+            other_crl_der,
             client_untrusted: leaf(
                 &other,
                 LeafSpec {
