@@ -43,6 +43,14 @@ fn crls(cfg: &DomainConfig) -> Vec<CertificateRevocationListDer<'static>> {
     cfg.crls.iter().map(|c| CertificateRevocationListDer::from(c.der().to_vec())).collect()
 }
 
+/// A webpki verifier that cannot be built, as the setting at fault.
+fn builder_error(e: rustls::client::VerifierBuilderError) -> Error {
+    match e {
+        rustls::client::VerifierBuilderError::InvalidCrl(c) => Error::config("crls", format!("unusable CRL: {c:?}")),
+        other => Error::config("trust_anchors", other.to_string()),
+    }
+}
+
 pub(crate) fn server_verifier(cfg: &DomainConfig, provider: Arc<CryptoProvider>) -> Result<Arc<SipServerVerifier>> {
     let chain = if cfg.verify_peer {
         let roots = crate::roots(cfg)?;
@@ -50,7 +58,7 @@ pub(crate) fn server_verifier(cfg: &DomainConfig, provider: Arc<CryptoProvider>)
         if !cfg.crls.is_empty() {
             b = b.with_crls(crls(cfg)).only_check_end_entity_revocation();
         }
-        Some(b.build().map_err(|e| Error::config("crls", e.to_string()))?)
+        Some(b.build().map_err(builder_error)?)
     } else {
         None
     };
@@ -140,7 +148,7 @@ pub(crate) fn client_verifier(
     if !cfg.crls.is_empty() {
         b = b.with_crls(crls(cfg)).only_check_end_entity_revocation();
     }
-    let inner = b.build().map_err(|e| Error::config("crls", e.to_string()))?;
+    let inner = b.build().map_err(builder_error)?;
     Ok(Arc::new(DepthBoundClientVerifier { inner, depth: cfg.verify_depth }))
 }
 
