@@ -19,6 +19,8 @@ const REQUIRED: &[(&str, &str)] = &[
     ("WOLFSSL_ALWAYS_VERIFY_CB", "the verify callback on success (the RFC 5922 name check runs there)"),
     ("WOLFSSL_SESSION_ID_CTX", "per-domain session id contexts (wolfSSL's session cache is process-wide)"),
     ("WOLFSSL_TICKET_NONCE_MALLOC", "TLS 1.3 ticket nonces longer than 8 bytes (rustls servers send 32)"),
+    ("HAVE_SECRET_CALLBACK", "the TLS secret callbacks (the key log)"),
+    ("HAVE_CRL", "certificate revocation lists (configure --enable-crl)"),
     ("HAVE_ALPN", "ALPN (wolfssl-sys feature `alpn`)"),
     ("HAVE_SNI", "SNI"),
     ("WOLFSSL_TLS13", "TLS 1.3"),
@@ -45,8 +47,8 @@ fn main() {
             "the bundled wolfSSL lacks compile-time features the sipstls wolfssl backend needs:\n{}\n\
              Build with the environment variable\n  C_EXTRA_FLAGS=\"-DHAVE_SESSION_TICKET -DKEEP_PEER_CERT \
              -DSESSION_CERTS -DWOLFSSL_ALWAYS_VERIFY_CB -DWOLFSSL_SESSION_ID_CTX \
-             -DWOLFSSL_TICKET_NONCE_MALLOC\"\n\
-             (the sipstls workspace sets it in .cargo/config.toml), then `cargo clean -p wolfssl-sys`.",
+             -DWOLFSSL_TICKET_NONCE_MALLOC -DHAVE_SECRET_CALLBACK\"\n  enable_crl=yes\n\
+             (the sipstls workspace sets both in .cargo/config.toml), then `cargo clean -p wolfssl-sys`.",
             missing.join("\n")
         );
     }

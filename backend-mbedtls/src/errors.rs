@@ -37,6 +37,8 @@ pub(crate) fn map_verify_flags(flags: u32, chain_too_long: bool, expected: Optio
         || has(sys::X509_BADCERT_NS_CERT_TYPE)
     {
         CertificateError::InvalidPurpose
+    } else if has(sys::X509_BADCRL_NOT_TRUSTED) {
+        CertificateError::Other("no CRL for the certificate's issuer (revocation status unknown)".into())
     } else {
         CertificateError::Other(format!("Mbed TLS verification flags 0x{flags:08X}"))
     }

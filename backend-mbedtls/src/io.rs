@@ -101,6 +101,9 @@ pub(crate) struct Shared {
     pub(crate) switched: Option<Arc<Compiled>>,
     /// Server: why the SNI switch failed.
     pub(crate) sni_error: Option<Error>,
+    /// The raw issuer names of the domain's CRLs. When not empty, a peer leaf whose issuer
+    /// is none of them is refused (Mbed TLS itself would accept it unchecked).
+    pub(crate) crl_issuers: Vec<Vec<u8>>,
 }
 
 impl Shared {
@@ -121,6 +124,7 @@ impl Shared {
             base: None,
             switched: None,
             sni_error: None,
+            crl_issuers: Vec::new(),
         }
     }
 
@@ -192,6 +196,19 @@ impl Shared {
         if depth > c_int::from(self.verify_depth) + 1 {
             self.chain_too_long = true;
             *flags |= sys::X509_BADCERT_OTHER as u32;
+        }
+        if depth == 0 && !self.crl_issuers.is_empty() {
+            let issuer: &[u8] = if crt.issuer_raw.p.is_null() {
+                &[]
+            } else {
+                // SAFETY: `issuer_raw` describes `len` bytes of the certificate's DER, owned
+                // by `crt` for the duration of the callback.
+                unsafe { std::slice::from_raw_parts(crt.issuer_raw.p, crt.issuer_raw.len) }
+            };
+            if !self.crl_issuers.iter().any(|i| i == issuer) {
+                // No CRL for the leaf's issuer: its revocation status is unknown.
+                *flags |= sys::X509_BADCRL_NOT_TRUSTED as u32;
+            }
         }
         let cn_mismatch = sys::X509_BADCERT_CN_MISMATCH as u32;
         let mut ret = 0;

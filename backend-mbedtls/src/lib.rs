@@ -11,6 +11,15 @@
 //! callback that replaces Mbed TLS's own host name check. One CTR-DRBG per process,
 //! reseeded when the process id changes (fork).
 //!
+//! CRLs (`DomainConfig::crls`) are handed to Mbed TLS with the trust anchors; it checks
+//! every certificate of the peer's chain against the CRL of its issuer when one is listed.
+//! Mbed TLS accepts a certificate whose issuer has no CRL in the list; as in the other
+//! backends, the verify callback refuses a peer leaf whose issuer has none (the leaf's raw
+//! issuer name against each CRL's). The key log gets one
+//! `CLIENT_RANDOM` line per full handshake from `mbedtls_ssl_conf_export_keys_ext_cb`.
+//! Several identities on one server domain: Mbed TLS picks the first whose key type the
+//! negotiated suite and the client's signature algorithms allow.
+//!
 //! ## What this backend refuses (`Error::Unsupported`) and why
 //!
 //! - **TLS 1.3** (`TLS13`, `CIPHER_SUITES_TLS13`): Mbed TLS 2.28 has none. A domain whose
@@ -25,6 +34,8 @@
 //!   settings differ from the listener's default domain fails that handshake with
 //!   `Error::Unsupported { capability: SNI_SWITCH }`: Mbed TLS can change only the
 //!   certificates, trust anchors and client-certificate mode during a handshake.
+//! - An SNI switch to a domain with another key log is refused the same way (the export-keys
+//!   callback belongs to the configuration).
 //! - ALPN protocol names containing a NUL byte are refused as `InvalidConfig` (Mbed TLS
 //!   takes C strings).
 //!
@@ -52,6 +63,7 @@ use mbedtls::pk::Pk;
 use mbedtls::ssl::config::{AuthMode, Endpoint, Preset, Renegotiation, Transport, UseSessionTickets, Version};
 use mbedtls::ssl::Config;
 use mbedtls::x509::Certificate as MbedCert;
+use mbedtls::x509::Crl as MbedCrl;
 use mbedtls_sys as sys;
 use sipstls_core::hooks::AllocatorHooks;
 use sipstls_core::{
@@ -94,6 +106,11 @@ impl MbedtlsBackend {
         // Each identity is pushed with mbedtls_ssl_conf_own_cert; Mbed TLS picks the first
         // one the suite and the client's signature algorithms allow.
         .union(Capabilities::MULTIPLE_IDENTITIES)
+        // CRLs beside the trust anchors (mbedtls_ssl_conf_ca_chain / _set_hs_ca_chain), and
+        // the key log from mbedtls_ssl_conf_export_keys_ext_cb (master secret and client
+        // random: CLIENT_RANDOM lines). Conformance: crl_revoked_*_refused, key_log_written.
+        .union(Capabilities::CRL)
+        .union(Capabilities::KEY_LOG)
         .union(Capabilities::MODEL_CONFINED)
         .union(Capabilities::MODEL_PINNED);
 }
@@ -152,14 +169,20 @@ pub(crate) struct Compiled {
     _cache: Option<SessionCache>,
     _tickets: Option<TicketKeys>,
     _alpn: Option<AlpnList>,
+    /// The key log the export-keys callback writes to (its context pointer points here).
+    _key_log: Option<Box<sipstls_core::KeyLogSink>>,
     identities: Vec<(Arc<MbedtlsList<MbedCert>>, Arc<Pk>)>,
     trust: Option<Arc<MbedtlsList<MbedCert>>>,
+    crl: Option<Arc<MbedCrl>>,
+    /// The raw issuer names of `crl` (see `io::Shared::crl_issuers`).
+    pub(crate) crl_issuers: Vec<Vec<u8>>,
     authmode: c_int,
     pub(crate) cfg: DomainConfig,
 }
 
 // SAFETY: after `compile` nothing modifies the configuration or the objects it points to
-// (certificates, keys, ALPN strings); Mbed TLS reads an `ssl_config` from many contexts at
+// (certificates, CRLs, keys, ALPN strings, the key log sink, which is itself Send + Sync);
+// Mbed TLS reads an `ssl_config` from many contexts at
 // once by design. The session cache and ticket keys lock internally (MBEDTLS_THREADING_C).
 unsafe impl Send for Compiled {}
 // SAFETY: see `Send`.
@@ -206,12 +229,26 @@ fn compile(cfg: &DomainConfig, role: Role) -> Result<Compiled> {
     ids.push(0);
     conf.set_ciphersuites(Arc::new(ids));
 
-    // Trust anchors.
+    // Trust anchors, and the CRLs Mbed TLS checks beside them.
+    let crl = if cfg.crls.is_empty() {
+        None
+    } else {
+        let mut crl = MbedCrl::new();
+        for c in &cfg.crls {
+            crl.push_from_der(c.der()).map_err(|e| Error::config("crls", format!("unusable CRL: {e}")))?;
+        }
+        // The mbedtls crate's `set_ca_list` takes an `Arc<Crl>`; the CRL is only read after
+        // `compile` (see the Send/Sync note on `Compiled`).
+        #[allow(clippy::arc_with_non_send_sync)]
+        let crl = Arc::new(crl);
+        Some(crl)
+    };
+    let crl_issuers = crl.as_deref().map(crl_issuer_names).unwrap_or_default();
     let trust = if cfg.trust_anchors.is_empty() {
         None
     } else {
         let list = Arc::new(cert_list(&cfg.trust_anchors, "trust_anchors")?);
-        conf.set_ca_list(list.clone(), None);
+        conf.set_ca_list(list.clone(), crl.clone());
         Some(list)
     };
     // Our identities: a server presents any (Mbed TLS picks by the client's algorithms);
@@ -251,6 +288,16 @@ fn compile(cfg: &DomainConfig, role: Role) -> Result<Compiled> {
     // SAFETY: `conf_ptr` is the configuration being built, exclusively ours; the RNG
     // callback is a plain function over the global generator (no context pointer).
     unsafe { sys::ssl_conf_rng(conf_ptr, Some(rng::rng_callback), std::ptr::null_mut()) };
+
+    // Key log: the callback's context is a boxed sink kept in `Compiled` (a stable
+    // address for as long as the configuration).
+    let key_log = cfg.key_log.clone().map(Box::new);
+    if let Some(sink) = &key_log {
+        let ctx = &**sink as *const sipstls_core::KeyLogSink as *mut std::ffi::c_void;
+        // SAFETY: `conf_ptr` is the configuration being built; `ctx` points at the boxed
+        // sink, which `Compiled` keeps (and never moves) while the configuration exists.
+        unsafe { sys::ssl_conf_export_keys_ext_cb(conf_ptr, Some(export_keys), ctx) };
+    }
 
     // ALPN.
     let alpn = if cfg.alpn.is_empty() {
@@ -331,7 +378,72 @@ fn compile(cfg: &DomainConfig, role: Role) -> Result<Compiled> {
             });
         }
     }
-    Ok(Compiled { conf, _cache: cache, _tickets: tickets, _alpn: alpn, identities, trust, authmode, cfg: cfg.clone() })
+    Ok(Compiled {
+        conf,
+        _cache: cache,
+        _tickets: tickets,
+        _alpn: alpn,
+        _key_log: key_log,
+        identities,
+        trust,
+        crl,
+        crl_issuers,
+        authmode,
+        cfg: cfg.clone(),
+    })
+}
+
+/// The raw issuer names (DER) of every CRL in a parsed list.
+fn crl_issuer_names(crl: &MbedCrl) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut p: *const sys::x509_crl = crl.into();
+    while !p.is_null() {
+        // SAFETY: `p` is the head of the list owned by `crl` or a `next` link of it; Mbed
+        // TLS keeps every entry and its `issuer_raw` bytes alive as long as the list.
+        let c = unsafe { &*p };
+        if c.version != 0 && !c.issuer_raw.p.is_null() {
+            // SAFETY: `issuer_raw` describes `len` bytes inside the CRL's DER (see above).
+            out.push(unsafe { std::slice::from_raw_parts(c.issuer_raw.p, c.issuer_raw.len) }.to_vec());
+        }
+        p = c.next;
+    }
+    out
+}
+
+/// Mbed TLS's export-keys callback: the TLS 1.2 master secret (48 bytes) and the client
+/// random (32 bytes) become a `CLIENT_RANDOM` key log entry. Always returns 0 (a key log
+/// never fails a handshake); a panic in the sink is caught.
+///
+/// # Safety
+///
+/// Called by Mbed TLS only: `ctx` is the `KeyLogSink` registered in `compile` (alive with
+/// the configuration), `ms` points at the 48-byte master secret and `client_random` at 32
+/// bytes, all valid for the call.
+unsafe extern "C" fn export_keys(
+    ctx: *mut std::ffi::c_void,
+    ms: *const u8,
+    _kb: *const u8,
+    _maclen: usize,
+    _keylen: usize,
+    _ivlen: usize,
+    client_random: *const u8,
+    _server_random: *const u8,
+    _prf: sys::tls_prf_types,
+) -> c_int {
+    if ctx.is_null() || ms.is_null() || client_random.is_null() {
+        return 0;
+    }
+    // SAFETY: per this function's contract, `ctx` is the live sink and the two pointers
+    // point at 48 and 32 readable bytes for the duration of the call.
+    let (sink, ms, cr) = unsafe {
+        (
+            &*(ctx as *const sipstls_core::KeyLogSink),
+            std::slice::from_raw_parts(ms, 48),
+            std::slice::from_raw_parts(client_random, 32),
+        )
+    };
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.log("CLIENT_RANDOM", cr, ms)));
+    0
 }
 
 impl Backend for MbedtlsBackend {
@@ -380,6 +492,7 @@ impl ServerDomain for MbedtlsServerDomain {
             sni,
         );
         shared.base = Some(self.inner.clone());
+        shared.crl_issuers = self.inner.crl_issuers.clone();
         Ok(Box::new(MbedtlsSession::new(NewSession {
             domain: self.inner.clone(),
             role: Role::Server,
@@ -408,6 +521,7 @@ fn switch_compatible(a: &DomainConfig, b: &DomainConfig) -> bool {
         && a.max_version == b.max_version
         && a.cipher_list_tls12 == b.cipher_list_tls12
         && a.resumption == b.resumption
+        && a.key_log == b.key_log
 }
 
 /// The SNI callback's work: record the name, select a domain, move the handshake onto it.
@@ -444,15 +558,17 @@ pub(crate) fn switch_domain(ssl: *mut sys::ssl_context, shared: &mut Shared, nam
         }
     }
     let ca = target.trust.as_ref().map_or(std::ptr::null(), |t| (&**t).into()) as *mut sys::x509_crt;
+    let crl = target.crl.as_ref().map_or(std::ptr::null(), |c| (&**c).into()) as *mut sys::x509_crl;
     // SAFETY: as above; a NULL chain keeps the configuration's.
     unsafe {
         if !ca.is_null() {
-            sys::ssl_set_hs_ca_chain(ssl, ca, std::ptr::null_mut());
+            sys::ssl_set_hs_ca_chain(ssl, ca, crl);
         }
         sys::ssl_set_hs_authmode(ssl, target.authmode);
     }
     shared.policy = VerifyPolicy::Server { optional: target.authmode == sys::SSL_VERIFY_OPTIONAL };
     shared.verify_depth = target.cfg.verify_depth;
+    shared.crl_issuers = target.crl_issuers.clone();
     shared.switched = Some(target);
     Ok(())
 }
@@ -536,7 +652,11 @@ impl ClientDomain for MbedtlsClientDomain {
         Ok(Box::new(MbedtlsSession::new(NewSession {
             domain: self.inner.clone(),
             role: Role::Client,
-            shared: Shared::new(VerifyPolicy::Client { name: check }, cfg.verify_depth, None),
+            shared: {
+                let mut shared = Shared::new(VerifyPolicy::Client { name: check }, cfg.verify_depth, None);
+                shared.crl_issuers = self.inner.crl_issuers.clone();
+                shared
+            },
             // SNI (and Mbed TLS's own name check, which the verify callback overrides);
             // NULL when no SNI is sent.
             hostname: Some(sni.clone()),

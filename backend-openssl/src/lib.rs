@@ -13,6 +13,14 @@
 //! checks follow RFC 5922 in the verify callback, so a wrong name fails the handshake with
 //! `X509_V_ERR_HOSTNAME_MISMATCH`. Idle connections release their record buffers
 //! (`SSL_MODE_RELEASE_BUFFERS`).
+//!
+//! CRLs (`DomainConfig::crls`) go into the context's trust store with
+//! `X509_V_FLAG_CRL_CHECK`: the peer's leaf is checked, intermediates are not
+//! (`CRL_CHECK_ALL` is off), and a leaf whose issuer has no CRL in the store is refused.
+//! The key log (`DomainConfig::key_log`) is OpenSSL's keylog callback, whose NSS lines go
+//! to `KeyLogSink::log_nss_line`. Several identities on one server domain (OpenSSL only):
+//! one certificate slot per key type, chosen by the client's signature algorithms and
+//! suites; BoringSSL has one slot, so it refuses a second identity.
 #![warn(missing_docs)]
 
 #[cfg(all(feature = "openssl", feature = "boring"))]
@@ -115,7 +123,11 @@ impl OpensslBackend {
         .union(Capabilities::RESUMPTION_SESSION_ID)
         .union(Capabilities::CIPHER_LIST_TLS12)
         .union(Capabilities::MODEL_CONFINED)
-        .union(Capabilities::MODEL_PINNED);
+        .union(Capabilities::MODEL_PINNED)
+        // CRLs in the trust store with X509_V_FLAG_CRL_CHECK (leaf only), and the key log
+        // through SSL_CTX_set_keylog_callback (crl_revoked_*_refused, key_log_written).
+        .union(Capabilities::CRL)
+        .union(Capabilities::KEY_LOG);
 
     /// OpenSSL also sets its TLS 1.3 suites and takes allocator functions.
     #[cfg(not(feature = "boring"))]
@@ -177,13 +189,20 @@ fn common(b: &mut SslContextBuilder, cfg: &DomainConfig, role: Role) -> Result<(
     }
     set_cipher_list(b, &openssl_names.join(":")).map_err(|e| Error::config("cipher_list_tls12", e.to_string()))?;
     set_tls13_suites(b, cfg)?;
-    // Trust anchors.
+    // Trust anchors, and the CRLs beside them (checked for the peer's leaf only).
     if !cfg.trust_anchors.is_empty() {
         let mut store = X509StoreBuilder::new().map_err(backend_err)?;
         for ca in &cfg.trust_anchors {
             store.add_cert(x509(ca, "trust_anchors")?).map_err(|e| Error::config("trust_anchors", e.to_string()))?;
         }
+        add_crls(&mut store, cfg)?;
         b.set_cert_store(store.build());
+    }
+    if let Some(sink) = cfg.key_log.clone() {
+        // OpenSSL hands complete NSS lines; a panic in the sink must not unwind into C.
+        b.set_keylog_callback(move |_, line| {
+            let _ = catch_unwind(AssertUnwindSafe(|| sink.log_nss_line(line)));
+        });
     }
     b.set_verify_depth(u32::from(cfg.verify_depth));
     // Our identities (a server's certificates, a client's certificate).
@@ -204,6 +223,51 @@ fn common(b: &mut SslContextBuilder, cfg: &DomainConfig, role: Role) -> Result<(
             }
         }
     }
+    Ok(())
+}
+
+#[cfg(not(feature = "boring"))]
+extern "C" {
+    // Not bound by openssl-sys; exported by libcrypto 3.
+    fn X509_STORE_add_crl(store: *mut openssl_sys::X509_STORE, crl: *mut openssl_sys::X509_CRL) -> std::ffi::c_int;
+}
+#[cfg(feature = "boring")]
+use ssl_lib::ffi::X509_STORE_add_crl;
+
+/// Adds the configured CRLs to a trust store and turns on `X509_V_FLAG_CRL_CHECK`: the
+/// peer's leaf is checked (not the intermediates: `CRL_CHECK_ALL` is not set), and a leaf
+/// whose issuer has no CRL in the store fails with "unable to get certificate CRL".
+fn add_crls(store: &mut X509StoreBuilder, cfg: &DomainConfig) -> Result<()> {
+    use ssl_lib::x509::verify::X509VerifyFlags;
+    if cfg.crls.is_empty() {
+        return Ok(());
+    }
+    for crl in &cfg.crls {
+        let der = crl.der();
+        let len = std::ffi::c_long::try_from(der.len())
+            .map_err(|_| Error::config("crls", "a certificate revocation list is too large"))?;
+        let mut p = der.as_ptr();
+        // SAFETY: `p` points at `len` readable bytes of `der`, which outlives the call;
+        // d2i_X509_CRL reads at most `len` bytes, advances `p` and returns a new CRL object
+        // (owned here) or null.
+        let parsed = unsafe { ssl_lib::ffi::d2i_X509_CRL(std::ptr::null_mut(), &mut p, len as _) };
+        if parsed.is_null() {
+            drop(ssl_lib::error::ErrorStack::get());
+            return Err(Error::config("crls", "a certificate revocation list does not parse"));
+        }
+        // SAFETY: `store.as_ptr()` is the live X509_STORE owned by the builder and `parsed`
+        // a valid CRL: X509_STORE_add_crl takes its own reference, so ours is freed after.
+        let ok = unsafe { X509_STORE_add_crl(store.as_ptr(), parsed) };
+        // SAFETY: `parsed` is the CRL d2i_X509_CRL returned; the store holds its own reference.
+        unsafe { ssl_lib::ffi::X509_CRL_free(parsed) };
+        if ok != 1 {
+            return Err(Error::config("crls", backend_err(ssl_lib::error::ErrorStack::get()).to_string()));
+        }
+    }
+    #[cfg(not(feature = "boring"))]
+    store.set_flags(X509VerifyFlags::CRL_CHECK).map_err(backend_err)?;
+    #[cfg(feature = "boring")]
+    store.set_flags(X509VerifyFlags::CRL_CHECK);
     Ok(())
 }
 

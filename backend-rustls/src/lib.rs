@@ -7,6 +7,11 @@
 //!   ALPN, versions), then the handshake continues with that configuration.
 //! - Clients verify the chain with webpki and the name with sipstls's RFC 5922 rules (SIP
 //!   URI SAN, DNS SAN without wildcards, CN only without SAN).
+//! - CRLs (`DomainConfig::crls`) are checked by webpki for the peer's leaf only; a leaf
+//!   whose issuer has no CRL in the list is refused (unknown revocation status).
+//! - A key log (`DomainConfig::key_log`) receives rustls's NSS key log secrets.
+//! - Several identities on one server domain: the first whose key can sign with a scheme
+//!   the client offers serves.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -69,8 +74,13 @@ impl RustlsBackend {
         .union(Capabilities::RESUMPTION_SESSION_ID)
         .union(Capabilities::CIPHER_LIST_TLS12)
         .union(Capabilities::CIPHER_SUITES_TLS13)
-        // IdentityResolver picks the first identity the client's signature schemes allow.
+        // IdentityResolver picks the first identity the client's signature schemes allow
+        // (conformance check multiple_identities_selects, TLS 1.2 and 1.3).
         .union(Capabilities::MULTIPLE_IDENTITIES)
+        // webpki's CRL support on both verifiers, leaf only (crl_revoked_*_refused).
+        .union(Capabilities::CRL)
+        // rustls's KeyLog through `SinkKeyLog` (key_log_written).
+        .union(Capabilities::KEY_LOG)
         // aws-lc's allocations through `install_allocator_hooks` (conformance-tests/tests/
         // hooks_install.rs: a session's C allocations land in the arena and all return).
         .union(Capabilities::ALLOCATOR_HOOK)
@@ -176,15 +186,44 @@ fn roots(cfg: &DomainConfig) -> Result<Arc<RootCertStore>> {
     Ok(Arc::new(store))
 }
 
-/// Picks the first identity whose key can sign with a scheme the client offers (so an
-/// ECDSA and an RSA pair on one domain serve both kinds of client).
+/// rustls's key log, forwarding to the domain's [`KeyLogSink`](sipstls_core::KeyLogSink).
 #[derive(Debug)]
-struct IdentityResolver(Vec<Arc<CertifiedKey>>);
+struct SinkKeyLog(sipstls_core::KeyLogSink);
+
+impl rustls::KeyLog for SinkKeyLog {
+    fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
+        self.0.log(label, client_random, secret)
+    }
+}
+
+/// Picks the first identity whose key can sign with a scheme the client offers and that a
+/// cipher suite in common can use (so an ECDSA and an RSA pair on one domain serve both
+/// kinds of client). rustls narrows the offered schemes by the suites in common, but counts
+/// TLS 1.3 suites even when TLS 1.2 is negotiated (a TLS 1.2-only rustls client still lists
+/// them), so for TLS 1.2 the resolver itself checks for a TLS 1.2 suite of the key's kind.
+#[derive(Debug)]
+struct IdentityResolver {
+    keys: Vec<Arc<CertifiedKey>>,
+    /// The domain's TLS 1.2 suites (empty when TLS 1.2 is off).
+    tls12_suites: Vec<SupportedCipherSuite>,
+    /// TLS 1.3 suites the domain offers, if TLS 1.3 is on.
+    tls13_suites: Vec<SupportedCipherSuite>,
+}
 
 impl ResolvesServerCert for IdentityResolver {
     fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let schemes = hello.signature_schemes();
-        self.0.iter().find(|k| k.key.choose_scheme(schemes).is_some()).cloned()
+        let offered = hello.cipher_suites();
+        let tls13 = self.tls13_suites.iter().any(|s| offered.contains(&s.suite()));
+        let suite_fits = |k: &CertifiedKey| {
+            tls13
+                || self
+                    .tls12_suites
+                    .iter()
+                    .any(|s| offered.contains(&s.suite()) && s.usable_for_signature_algorithm(k.key.algorithm()))
+        };
+        let signable = || self.keys.iter().filter(|k| k.key.choose_scheme(schemes).is_some());
+        signable().find(|k| suite_fits(k)).or_else(|| signable().next()).cloned()
     }
 }
 
@@ -256,9 +295,22 @@ impl Backend for RustlsBackend {
                  grow in the arena from the first worker that signs)",
             ));
         }
-        let mut config =
-            builder.with_client_cert_verifier(verifier).with_cert_resolver(Arc::new(IdentityResolver(keys)));
+        let of_version = |tls13: bool| -> Vec<SupportedCipherSuite> {
+            let pv = if tls13 { ProtocolVersion::Tls13 } else { ProtocolVersion::Tls12 };
+            let on = cfg.min_version <= pv && pv <= cfg.max_version;
+            provider
+                .cipher_suites
+                .iter()
+                .filter(|s| on && matches!(s, SupportedCipherSuite::Tls13(_)) == tls13)
+                .copied()
+                .collect()
+        };
+        let resolver = IdentityResolver { keys, tls12_suites: of_version(false), tls13_suites: of_version(true) };
+        let mut config = builder.with_client_cert_verifier(verifier).with_cert_resolver(Arc::new(resolver));
         config.alpn_protocols = cfg.alpn.clone();
+        if let Some(sink) = &cfg.key_log {
+            config.key_log = Arc::new(SinkKeyLog(sink.clone()));
+        }
         config.session_storage = if cfg.resumption.session_ids {
             ServerSessionMemoryCache::new(4096)
         } else {
@@ -305,6 +357,9 @@ impl Backend for RustlsBackend {
         };
         config.alpn_protocols = cfg.alpn.clone();
         config.enable_sni = cfg.send_sni;
+        if let Some(sink) = &cfg.key_log {
+            config.key_log = Arc::new(SinkKeyLog(sink.clone()));
+        }
         config.resumption = match (cfg.resumption.tickets, cfg.resumption.session_ids) {
             (false, false) => ClientResumption::disabled(),
             (true, _) => ClientResumption::in_memory_sessions(256),

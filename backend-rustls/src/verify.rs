@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::{CertificateDer, ServerName as RustlsName, UnixTime};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName as RustlsName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
@@ -36,14 +36,29 @@ pub(crate) struct SipServerVerifier {
     depth: u8,
 }
 
+/// The configured CRLs for webpki. Revocation is checked for the peer's leaf only (as the
+/// OpenSSL backend does); a leaf whose issuer has no CRL in the list is refused (webpki's
+/// default "unknown status" policy, like OpenSSL's `X509_V_FLAG_CRL_CHECK`).
+fn crls(cfg: &DomainConfig) -> Vec<CertificateRevocationListDer<'static>> {
+    cfg.crls.iter().map(|c| CertificateRevocationListDer::from(c.der().to_vec())).collect()
+}
+
+/// A webpki verifier that cannot be built, as the setting at fault.
+fn builder_error(e: rustls::client::VerifierBuilderError) -> Error {
+    match e {
+        rustls::client::VerifierBuilderError::InvalidCrl(c) => Error::config("crls", format!("unusable CRL: {c:?}")),
+        other => Error::config("trust_anchors", other.to_string()),
+    }
+}
+
 pub(crate) fn server_verifier(cfg: &DomainConfig, provider: Arc<CryptoProvider>) -> Result<Arc<SipServerVerifier>> {
     let chain = if cfg.verify_peer {
         let roots = crate::roots(cfg)?;
-        Some(
-            WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-                .build()
-                .map_err(|e| Error::config("trust_anchors", e.to_string()))?,
-        )
+        let mut b = WebPkiServerVerifier::builder_with_provider(roots, provider.clone());
+        if !cfg.crls.is_empty() {
+            b = b.with_crls(crls(cfg)).only_check_end_entity_revocation();
+        }
+        Some(b.build().map_err(builder_error)?)
     } else {
         None
     };
@@ -130,7 +145,10 @@ pub(crate) fn client_verifier(
     if !cfg.require_peer_certificate {
         b = b.allow_unauthenticated();
     }
-    let inner = b.build().map_err(|e| Error::config("trust_anchors", e.to_string()))?;
+    if !cfg.crls.is_empty() {
+        b = b.with_crls(crls(cfg)).only_check_end_entity_revocation();
+    }
+    let inner = b.build().map_err(builder_error)?;
     Ok(Arc::new(DepthBoundClientVerifier { inner, depth: cfg.verify_depth }))
 }
 

@@ -21,17 +21,27 @@
 //!   per domain by a session id context. TLS 1.3 has no session IDs: with
 //!   `Resumption { tickets: false, session_ids: true }` a TLS 1.3 server still issues
 //!   (wolfSSL's stateless) tickets, which is how wolfSSL resumes TLS 1.3 at all.
+//! - **CRLs**: `wolfSSL_CTX_EnableCRL(WOLFSSL_CRL_CHECK)` and `wolfSSL_CTX_LoadCRLBuffer`:
+//!   the peer's leaf is checked; a leaf whose issuer has no CRL loaded fails.
+//! - **Key log**: the per-session secret callbacks (`wolfSSL_set_secret_cb` for the TLS 1.2
+//!   master secret, `wolfSSL_set_tls13_secret_cb` for the TLS 1.3 traffic secrets) with the
+//!   client random from `wolfSSL_get_client_random`. A resumed TLS 1.2 session derives no
+//!   new master secret, so it is not logged (its full handshake was).
 //!
 //! ## Build requirements
 //!
 //! `wolfssl-sys` configures wolfSSL without session tickets, the kept peer certificate and
-//! chain, the verify callback on success and session id contexts. wolfSSL's configure
-//! takes extra defines from the environment variable `C_EXTRA_FLAGS`; the sipstls
-//! workspace sets it in `.cargo/config.toml`, and `build.rs` stops the build with
+//! chain, the verify callback on success, session id contexts, the secret callbacks and
+//! CRLs. wolfSSL's configure takes extra defines from the environment variable
+//! `C_EXTRA_FLAGS`, and `--enable-crl` from `enable_crl=yes` in the environment; the
+//! sipstls workspace sets both in `.cargo/config.toml`, and `build.rs` stops the build with
 //! instructions when the bundled library lacks them.
 //!
 //! ## Refused (`Error::Unsupported` or `InvalidConfig`)
 //!
+//! - several identities on one server domain (`MULTIPLE_IDENTITIES`): a `WOLFSSL_CTX`
+//!   holds one certificate and key, and without the OpenSSL compatibility layer there is
+//!   no per-key-type slot or certificate callback to choose by the client's algorithms;
 //! - the migrating process model (not claimed: sessions live in wolfSSL's heap objects and
 //!   its session cache is guarded by process-private locks);
 //! - lock hooks (wolfSSL takes no mutex callbacks in this build: `wc_SetMutexCb` needs
@@ -153,6 +163,11 @@ impl WolfsslBackend {
         .union(Capabilities::CIPHER_LIST_TLS12)
         .union(Capabilities::CIPHER_SUITES_TLS13)
         .union(Capabilities::ALLOCATOR_HOOK)
+        // wolfSSL_CTX_EnableCRL + LoadCRLBuffer (needs HAVE_CRL: configure --enable-crl),
+        // and the TLS 1.2 / 1.3 secret callbacks (HAVE_SECRET_CALLBACK) for the key log;
+        // build.rs checks both defines. Conformance: crl_revoked_*_refused, key_log_written.
+        .union(Capabilities::CRL)
+        .union(Capabilities::KEY_LOG)
         .union(Capabilities::MODEL_CONFINED)
         .union(Capabilities::MODEL_PINNED);
 }
@@ -313,6 +328,20 @@ fn build_ctx(cfg: &DomainConfig, role: Role) -> Result<Ctx> {
             ok(r, "trust_anchors", "unusable CA certificate")?;
         }
         w::wolfSSL_CTX_set_verify_depth(p, c_int::from(cfg.verify_depth));
+        if !cfg.crls.is_empty() {
+            // The peer's leaf is checked (WOLFSSL_CRL_CHECK, not CHECKALL); a leaf whose
+            // issuer has no CRL loaded fails (CRL_MISSING).
+            ok(w::wolfSSL_CTX_EnableCRL(p, w::WOLFSSL_CRL_CHECK as c_int), "crls", "enabling CRL checks")?;
+            for crl in &cfg.crls {
+                let r = w::wolfSSL_CTX_LoadCRLBuffer(
+                    p,
+                    crl.der().as_ptr(),
+                    crl.der().len() as _,
+                    w::WOLFSSL_FILETYPE_ASN1 as c_int,
+                );
+                ok(r, "crls", "unusable certificate revocation list")?;
+            }
+        }
         if cfg.max_version == ProtocolVersion::Tls13 {
             let mut groups = GROUPS.map(|g| g as c_int);
             ok(w::wolfSSL_CTX_set_groups(p, groups.as_mut_ptr(), groups.len() as c_int), "max_version", "groups")?;

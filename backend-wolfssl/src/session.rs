@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     check_name: bool,
     /// Why our verify callback rejected the peer's certificate.
     cert_error: Option<CertificateError>,
+    /// Where the secret callbacks write (the domain's key log), if anywhere.
+    key_log: Option<sipstls_core::KeyLogSink>,
 }
 
 impl Shared {
@@ -182,6 +184,96 @@ pub(crate) unsafe extern "C" fn verify_cb(preverify: c_int, store: *mut w::WOLFS
     .unwrap_or(0)
 }
 
+/// The session's client random (32 bytes), or `None` when wolfSSL no longer has it.
+///
+/// # Safety
+/// `ssl` must be a live session.
+unsafe fn client_random(ssl: *mut w::WOLFSSL) -> Option<[u8; 32]> {
+    let mut cr = [0u8; 32];
+    // SAFETY: `ssl` is live (contract); `cr` is writable for the 32 bytes passed.
+    let n = unsafe { w::wolfSSL_get_client_random(ssl, cr.as_mut_ptr(), cr.len()) };
+    (n == cr.len()).then_some(cr)
+}
+
+/// The key log of a session, from a secret callback's context.
+///
+/// # Safety
+/// `ctx` must be null or the live `Shared` of the session running the callback; the
+/// returned reference must not outlive the callback.
+unsafe fn key_log_of<'a>(ctx: *mut c_void) -> Option<&'a sipstls_core::KeyLogSink> {
+    // SAFETY: per the contract; only read, while no `&mut` to the block is alive (the
+    // session holds none during a wolfSSL call, and the I/O callbacks are not running).
+    unsafe { (ctx as *const Shared).as_ref() }.and_then(|sh| sh.key_log.as_ref())
+}
+
+/// wolfSSL's TLS 1.2 secret callback: the master secret (48 bytes) right after it is
+/// derived in a full handshake, logged as `CLIENT_RANDOM`. (A resumed TLS 1.2 session
+/// reuses the master secret without calling it: resumptions are not logged.) Returns 0: a
+/// key log never fails the handshake.
+///
+/// # Safety
+/// Called by wolfSSL with the live session `ssl`, `secret` readable for `secret_sz` bytes,
+/// and `ctx` the session's Shared (set by `new_ssl`).
+unsafe extern "C" fn tls12_secret_cb(
+    ssl: *mut w::WOLFSSL,
+    secret: *mut c_void,
+    secret_sz: c_int,
+    ctx: *mut c_void,
+) -> c_int {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `ctx` is the session's Shared, during the callback (contract).
+        let Some(log) = (unsafe { key_log_of(ctx) }) else { return };
+        let Ok(len) = usize::try_from(secret_sz) else { return };
+        if secret.is_null() || ssl.is_null() || len == 0 {
+            return;
+        }
+        // SAFETY: `ssl` is the live session running the callback.
+        let Some(cr) = (unsafe { client_random(ssl) }) else { return };
+        // SAFETY: `secret` is readable for `secret_sz` bytes during the callback (contract).
+        let secret = unsafe { std::slice::from_raw_parts(secret as *const u8, len) };
+        log.log("CLIENT_RANDOM", &cr, secret);
+    }));
+    0
+}
+
+/// wolfSSL's TLS 1.3 secret callback: each traffic secret as it is derived, under its NSS
+/// key log label. Other ids (ECH) are not logged. Returns 0: a key log never fails the
+/// handshake.
+///
+/// # Safety
+/// As [`tls12_secret_cb`].
+unsafe extern "C" fn tls13_secret_cb(
+    ssl: *mut w::WOLFSSL,
+    id: c_int,
+    secret: *const u8,
+    secret_sz: c_int,
+    ctx: *mut c_void,
+) -> c_int {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let label = match u32::try_from(id) {
+            Ok(w::Tls13Secret_CLIENT_EARLY_TRAFFIC_SECRET) => "CLIENT_EARLY_TRAFFIC_SECRET",
+            Ok(w::Tls13Secret_CLIENT_HANDSHAKE_TRAFFIC_SECRET) => "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+            Ok(w::Tls13Secret_SERVER_HANDSHAKE_TRAFFIC_SECRET) => "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+            Ok(w::Tls13Secret_CLIENT_TRAFFIC_SECRET) => "CLIENT_TRAFFIC_SECRET_0",
+            Ok(w::Tls13Secret_SERVER_TRAFFIC_SECRET) => "SERVER_TRAFFIC_SECRET_0",
+            Ok(w::Tls13Secret_EXPORTER_SECRET) => "EXPORTER_SECRET",
+            _ => return,
+        };
+        // SAFETY: `ctx` is the session's Shared, during the callback (contract).
+        let Some(log) = (unsafe { key_log_of(ctx) }) else { return };
+        let Ok(len) = usize::try_from(secret_sz) else { return };
+        if secret.is_null() || ssl.is_null() || len == 0 {
+            return;
+        }
+        // SAFETY: `ssl` is the live session running the callback.
+        let Some(cr) = (unsafe { client_random(ssl) }) else { return };
+        // SAFETY: `secret` is readable for `secret_sz` bytes during the callback (contract).
+        let secret = unsafe { std::slice::from_raw_parts(secret, len) };
+        log.log(label, &cr, secret);
+    }));
+    0
+}
+
 /// A server session before the ClientHello: the listener's domain and the SNI candidates.
 struct Pending {
     default: Arc<ServerInner>,
@@ -235,6 +327,7 @@ impl WolfsslSession {
             expected: None,
             check_name: false,
             cert_error: None,
+            key_log: None,
         });
         WolfsslSession {
             ssl: None,
@@ -264,7 +357,7 @@ impl WolfsslSession {
 
     pub(crate) fn client(setup: ClientSetup<'_>) -> Result<Self> {
         let mut s = Self::empty(Role::Client);
-        let ssl = s.new_ssl(setup.ctx)?;
+        let ssl = s.new_ssl(setup.ctx, setup.cfg.key_log.as_ref())?;
         let cfg = setup.cfg;
         s.verify_peer = cfg.verify_peer;
         {
@@ -321,8 +414,9 @@ impl WolfsslSession {
         unsafe { self.shared.as_ref() }
     }
 
-    /// Creates the WOLFSSL object from `ctx`, wired to our buffers and verify callback.
-    fn new_ssl(&mut self, ctx: &Ctx) -> Result<*mut w::WOLFSSL> {
+    /// Creates the WOLFSSL object from `ctx`, wired to our buffers and verify callback (and
+    /// to the secret callbacks when the domain has a key log).
+    fn new_ssl(&mut self, ctx: &Ctx, key_log: Option<&sipstls_core::KeyLogSink>) -> Result<*mut w::WOLFSSL> {
         // SAFETY: `ctx` is a live context; wolfSSL_new takes its own reference to it.
         let ssl = NonNull::new(unsafe { w::wolfSSL_new(ctx.as_ptr()) })
             .ok_or(Error::Backend { library: NAME, message: "wolfSSL_new failed".into() })?;
@@ -335,6 +429,20 @@ impl WolfsslSession {
             w::wolfSSL_SetCertCbCtx(p, sh);
         }
         self.ssl = Some(ssl);
+        if let Some(log) = key_log {
+            self.sh().key_log = Some(log.clone());
+            // SAFETY: `p` is live; `sh` (the Shared block, which outlives `p`) is the context
+            // both callbacks read their key log from.
+            let (r12, r13) = unsafe {
+                (
+                    w::wolfSSL_set_secret_cb(p, Some(tls12_secret_cb), sh),
+                    w::wolfSSL_set_tls13_secret_cb(p, Some(tls13_secret_cb), sh),
+                )
+            };
+            if r12 != w::WOLFSSL_SUCCESS as c_int || r13 != w::WOLFSSL_SUCCESS as c_int {
+                return Err(Error::Backend { library: NAME, message: "cannot set the key log callbacks".into() });
+            }
+        }
         Ok(p)
     }
 
@@ -352,7 +460,7 @@ impl WolfsslSession {
                 })?;
             }
         }
-        let ssl = self.new_ssl(&inner.ctx)?;
+        let ssl = self.new_ssl(&inner.ctx, inner.cfg.key_log.as_ref())?;
         if !inner.cfg.alpn.is_empty() {
             // Server preference: the first of ours the client offered. Without overlap the
             // whole list, so wolfSSL fails with no_application_protocol.

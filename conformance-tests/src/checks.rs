@@ -519,6 +519,217 @@ pub fn oversize_record_after_handshake(b: &dyn Backend, v: ProtocolVersion) {
     assert!(matches!(e, Error::Protocol { kind: ProtocolErrorKind::RecordOverflow, .. }), "got {e:?}");
 }
 
+/// Asserts that `cfg` is refused as `Unsupported(cap)` on the side `role` (for a
+/// capability the backend does not claim).
+fn assert_refused(b: &dyn Backend, cap: Capabilities, server: bool, cfg: &DomainConfig) {
+    let r = if server { b.server_domain(cfg).map(|_| ()) } else { b.client_domain(cfg).map(|_| ()) };
+    match r {
+        Err(Error::Unsupported { capability, .. }) => assert_eq!(capability, cap),
+        other => panic!("{cap:?} is not claimed: expected Unsupported({cap:?}), got {other:?}"),
+    }
+}
+
+/// A server requiring client certificates with the root's CRL refuses the revoked client
+/// certificate (`Certificate(Revoked)`, on the server) and accepts a client certificate the
+/// CRL does not list. Without `CRL`: the CRL is refused as `Unsupported(CRL)`.
+pub fn crl_revoked_client_refused(b: &dyn Backend, v: ProtocolVersion) {
+    require_version!(b, v);
+    let scfg = server_cfg(v).with_client_auth(pki().roots(), true).with_crls(pki().crls());
+    if !b.capabilities().contains(Capabilities::CRL) {
+        return assert_refused(b, Capabilities::CRL, true, &scfg);
+    }
+    let revoked = client_cfg(v).with_identity(pki().client_revoked.identity());
+    let (mut c, mut s) = sessions(b, &scfg, &revoked, SERVER_NAME);
+    let f = expect_failure(&mut *c, &mut *s);
+    assert_eq!((f.side, &f.error), (Side::Server, &Error::Certificate(CertificateError::Revoked)), "{f:?}");
+    assert!(s.info().is_none(), "the server must not consider the session established");
+
+    let good = client_cfg(v).with_identity(pki().client.identity());
+    let (mut c, mut s) = connected(b, &scfg, &good, SERVER_NAME);
+    assert_eq!(pump::send(&mut *c, &mut *s, b"not revoked").unwrap(), b"not revoked");
+    let info = s.info().expect("server info");
+    assert_eq!(info.verify, VerifyResult::Verified);
+    assert_eq!(info.peer_chain[0].der(), pki().client.der.as_slice());
+}
+
+/// A client with the root's CRL refuses the revoked server certificate
+/// (`Certificate(Revoked)`, on the client) and accepts the server certificate the CRL does
+/// not list. Without `CRL`: the CRL is refused as `Unsupported(CRL)`.
+pub fn crl_revoked_server_refused(b: &dyn Backend, v: ProtocolVersion) {
+    require_version!(b, v);
+    let ccfg = client_cfg(v).with_crls(pki().crls());
+    if !b.capabilities().contains(Capabilities::CRL) {
+        return assert_refused(b, Capabilities::CRL, false, &ccfg);
+    }
+    let revoked = DomainConfig::server(pki().server_revoked.identity()).with_version(v);
+    let e = client_refuses(b, v, revoked, ccfg.clone(), SERVER_NAME);
+    assert_eq!(e, Error::Certificate(CertificateError::Revoked));
+    let (mut c, mut s) = connected(b, &server_cfg(v), &ccfg, SERVER_NAME);
+    assert_eq!(pump::send(&mut *s, &mut *c, b"not revoked").unwrap(), b"not revoked");
+    assert_eq!(c.info().unwrap().peer_chain[0].der(), pki().server_ecdsa.der.as_slice());
+}
+
+/// One key log entry: label, client random, secret.
+pub type KeyLogEntry = (String, Vec<u8>, Vec<u8>);
+
+/// CRLs that do not cover the peer's issuer leave the peer's revocation status unknown,
+/// and every backend refuses it (a certificate error, on the verifying side): a client
+/// trusting both roots with only the untrusted root's CRL refuses the server, and a server
+/// configured the same way refuses the client's certificate. Without `CRL`: refused as
+/// `Unsupported(CRL)`.
+pub fn crl_unknown_status_refused(b: &dyn Backend, v: ProtocolVersion) {
+    require_version!(b, v);
+    let p = pki();
+    let both_roots = vec![
+        sipstls::Certificate::from_der(p.root_der.clone()),
+        sipstls::Certificate::from_der(p.other_root_der.clone()),
+    ];
+    let other_crl = vec![sipstls::Crl::from_der(p.other_crl_der.clone())];
+    let ccfg = DomainConfig::client(both_roots.clone()).with_version(v).with_crls(other_crl.clone());
+    if !b.capabilities().contains(Capabilities::CRL) {
+        return assert_refused(b, Capabilities::CRL, false, &ccfg);
+    }
+    let e = client_refuses(b, v, server_cfg(v), ccfg, SERVER_NAME);
+    assert!(matches!(e, Error::Certificate(_)), "{v}: a server of unknown revocation status: got {e:?}");
+
+    let scfg = server_cfg(v).with_client_auth(both_roots, true).with_crls(other_crl);
+    let (mut c, mut s) = sessions(b, &scfg, &client_cfg(v).with_identity(p.client.identity()), SERVER_NAME);
+    let f = expect_failure(&mut *c, &mut *s);
+    assert_eq!(f.side, Side::Server, "{v}: {f:?}");
+    assert!(matches!(f.error, Error::Certificate(_)), "{v}: a client of unknown revocation status: got {f:?}");
+}
+
+/// A key log collecting every (label, client random, secret) it is given; clones share
+/// the entries.
+#[derive(Default, Clone)]
+pub struct CollectKeyLog(pub Arc<std::sync::Mutex<Vec<KeyLogEntry>>>);
+
+impl CollectKeyLog {
+    /// The entries so far.
+    pub fn entries(&self) -> Vec<KeyLogEntry> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl sipstls::KeyLog for CollectKeyLog {
+    fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push((
+            label.to_owned(),
+            client_random.to_vec(),
+            secret.to_vec(),
+        ));
+    }
+}
+
+/// The labels a key log of one full handshake must carry for version `v` (what Wireshark
+/// needs to decrypt both directions).
+pub fn required_key_log_labels(v: ProtocolVersion) -> &'static [&'static str] {
+    match v {
+        ProtocolVersion::Tls12 => &["CLIENT_RANDOM"],
+        ProtocolVersion::Tls13 => &[
+            "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+            "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+            "CLIENT_TRAFFIC_SECRET_0",
+            "SERVER_TRAFFIC_SECRET_0",
+        ],
+    }
+}
+
+/// Client and server each with their own key log: after a handshake and data both logs
+/// hold the labels of the version (TLS 1.2 `CLIENT_RANDOM`; TLS 1.3 the handshake and
+/// application traffic secrets, `EXPORTER_SECRET` optional, nothing else), one 32-byte
+/// client random that is the same on both sides, and for every label the same secret on
+/// both sides (each side derived it independently, so the secrets are the real ones).
+/// Without `KEY_LOG`: a key log is refused as `Unsupported(KEY_LOG)` on both sides.
+pub fn key_log_written(b: &dyn Backend, v: ProtocolVersion) {
+    require_version!(b, v);
+    let (clog, slog) = (CollectKeyLog::default(), CollectKeyLog::default());
+    let scfg = server_cfg(v).with_key_log(sipstls::KeyLogSink::new(slog.clone()));
+    let ccfg = client_cfg(v).with_key_log(sipstls::KeyLogSink::new(clog.clone()));
+    if !b.capabilities().contains(Capabilities::KEY_LOG) {
+        assert_refused(b, Capabilities::KEY_LOG, true, &scfg);
+        return assert_refused(b, Capabilities::KEY_LOG, false, &ccfg);
+    }
+    let (mut c, mut s) = connected(b, &scfg, &ccfg, SERVER_NAME);
+    assert_eq!(pump::send(&mut *c, &mut *s, b"ping").unwrap(), b"ping");
+    assert_eq!(pump::send(&mut *s, &mut *c, b"pong").unwrap(), b"pong");
+    let required = required_key_log_labels(v);
+    let allowed: &[&str] = match v {
+        ProtocolVersion::Tls12 => &["CLIENT_RANDOM"],
+        ProtocolVersion::Tls13 => &[
+            "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+            "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+            "CLIENT_TRAFFIC_SECRET_0",
+            "SERVER_TRAFFIC_SECRET_0",
+            "EXPORTER_SECRET",
+        ],
+    };
+    let (centries, sentries) = (clog.entries(), slog.entries());
+    let mut randoms = Vec::new();
+    for (who, entries) in [("client", &centries), ("server", &sentries)] {
+        assert!(!entries.is_empty(), "{v}: the {who} key log is empty");
+        for (label, cr, secret) in entries.iter() {
+            assert!(allowed.contains(&label.as_str()), "{v}: {who} logged an unexpected label {label}");
+            assert_eq!(cr.len(), 32, "{v}: {who} {label}: the client random is 32 bytes");
+            let want_len: &[usize] = if v == ProtocolVersion::Tls12 { &[48] } else { &[32, 48] };
+            assert!(want_len.contains(&secret.len()), "{v}: {who} {label}: secret of {} bytes", secret.len());
+            assert!(secret.iter().any(|&x| x != 0), "{v}: {who} {label}: an all-zero secret");
+            randoms.push(cr.clone());
+        }
+        for want in required {
+            let n = entries.iter().filter(|(l, _, _)| l == want).count();
+            assert_eq!(n, 1, "{v}: the {who} key log has {n} {want} lines (want one): {entries:?}");
+        }
+    }
+    randoms.dedup();
+    assert_eq!(randoms.len(), 1, "{v}: one session, so one client random on both sides");
+    for (label, _, secret) in &centries {
+        let theirs = sentries.iter().find(|(l, _, _)| l == label);
+        if let Some((_, _, theirs)) = theirs {
+            assert_eq!(secret, theirs, "{v}: {label} differs between client and server");
+        } else {
+            assert!(!required.contains(&label.as_str()), "{v}: the server did not log {label}");
+        }
+    }
+}
+
+/// One server domain with an ECDSA and an RSA identity (in both orders): a client that
+/// can only verify RSA signatures gets the RSA leaf, one restricted to ECDSA the ECDSA
+/// leaf. TLS 1.2 restricts through sipstls's `cipher_list_tls12` (ECDHE_RSA vs
+/// ECDHE_ECDSA suites) on this backend's own client; TLS 1.3 has no sipstls setting for
+/// the client's signature algorithms, so a rustls client offering only RSA-PSS/PKCS#1 or
+/// only ECDSA schemes is used (feature `rustls` of this crate). Without
+/// `MULTIPLE_IDENTITIES`: the second identity is refused.
+pub fn multiple_identities_selects(b: &dyn Backend, v: ProtocolVersion) {
+    require_version!(b, v);
+    let p = pki();
+    let ecdsa_first = server_cfg(v).with_identity(p.server_rsa.identity());
+    if !b.capabilities().contains(Capabilities::MULTIPLE_IDENTITIES) {
+        return assert_refused(b, Capabilities::MULTIPLE_IDENTITIES, true, &ecdsa_first);
+    }
+    let rsa_first =
+        DomainConfig::server(p.server_rsa.identity()).with_version(v).with_identity(p.server_ecdsa.identity());
+    for (order, scfg) in [("ECDSA, RSA", &ecdsa_first), ("RSA, ECDSA", &rsa_first)] {
+        for (kind, want) in [("RSA", &p.server_rsa), ("ECDSA", &p.server_ecdsa)] {
+            let got = match v {
+                ProtocolVersion::Tls12 => {
+                    let suite = format!("TLS_ECDHE_{kind}_WITH_AES_128_GCM_SHA256");
+                    let ccfg = DomainConfig { cipher_list_tls12: Some(vec![suite.clone()]), ..client_cfg(v) };
+                    let (mut c, mut s) = sessions(b, scfg, &ccfg, SERVER_NAME);
+                    if let Err(f) = pump::handshake(&mut *c, &mut *s) {
+                        panic!("identities {order}, client offering only {suite}: handshake failed: {f:?}");
+                    }
+                    assert_eq!(pump::send(&mut *c, &mut *s, b"x").unwrap(), b"x");
+                    assert_eq!(c.info().unwrap().cipher_suite, suite, "{order}");
+                    c.info().unwrap().peer_chain[0].der().to_vec()
+                }
+                ProtocolVersion::Tls13 => crate::peers_rustls::tls13_leaf_for_schemes(b, scfg, kind == "RSA"),
+            };
+            assert!(got == want.der, "identities {order}: a client restricted to {kind} got the other leaf");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Version-independent checks.
 
@@ -639,6 +850,7 @@ pub fn unsupported_settings_refused(b: &dyn Backend) {
         (Capabilities::RESUMPTION_TICKETS, base().with_resumption(Resumption { tickets: true, session_ids: false })),
         (Capabilities::RESUMPTION_SESSION_ID, base().with_resumption(Resumption { tickets: false, session_ids: true })),
         (Capabilities::KEY_LOG, base().with_key_log(sipstls::KeyLogSink::new(NoKeyLog))),
+        (Capabilities::CRL, base().with_client_auth(pki().roots(), true).with_crls(pki().crls())),
         (Capabilities::MULTIPLE_IDENTITIES, base().with_identity(pki().server_rsa.identity())),
     ];
     for (cap, cfg) in cases {

@@ -16,6 +16,7 @@ pub mod checks;
 pub mod fork;
 pub mod ops;
 pub mod peers;
+mod peers_rustls;
 pub mod pki;
 pub mod pump;
 
@@ -104,6 +105,11 @@ macro_rules! __versioned_checks {
             default_suite_order,
             rsa_identity,
             oversize_record_after_handshake,
+            crl_revoked_client_refused,
+            crl_revoked_server_refused,
+            crl_unknown_status_refused,
+            key_log_written,
+            multiple_identities_selects,
         );
     };
 }

@@ -1,15 +1,17 @@
 //! A test PKI generated at run time (never committed keys): a trusted root, an untrusted
-//! root, and the leaf certificates every check needs.
+//! root, the leaf certificates every check needs, and a CRL of the trusted root revoking
+//! two dedicated leaves (one server, one client).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    SanType, SignatureAlgorithm, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams, SanType, SerialNumber,
+    SignatureAlgorithm, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256,
 };
-use sipstls::{Certificate, Identity, PrivateKey};
+use sipstls::{Certificate, Crl, Identity, PrivateKey};
 use time::{Duration, OffsetDateTime};
 
 /// The SIP domain the main server certificate is for (SAN URI `sip:example.test`).
@@ -69,6 +71,18 @@ pub struct Pki {
     pub client: Leaf,
     /// A client leaf issued by the untrusted root.
     pub client_untrusted: Leaf,
+    /// A server leaf like `server_ecdsa` (same names, trusted root) whose serial the CRL
+    /// lists as revoked.
+    pub server_revoked: Leaf,
+    /// A client leaf like `client` (CN `alice`) whose serial the CRL lists as revoked.
+    pub client_revoked: Leaf,
+    /// The trusted root's CRL (PEM), revoking `server_revoked` and `client_revoked` only.
+    pub crl_pem: String,
+    /// The same CRL (DER).
+    pub crl_der: Vec<u8>,
+    /// A CRL of the untrusted root (revoking nothing): it covers none of the trusted
+    /// root's leaves, whose revocation status is then unknown.
+    pub other_crl_der: Vec<u8>,
 }
 
 impl Pki {
@@ -77,11 +91,17 @@ impl Pki {
         vec![Certificate::from_der(self.root_der.clone())]
     }
 
+    /// The trusted root's CRL as a sipstls CRL list.
+    pub fn crls(&self) -> Vec<Crl> {
+        vec![Crl::from_der(self.crl_der.clone())]
+    }
+
     /// Writes every PEM into `dir` (for command-line peers and example binaries) and
     /// returns the directory.
     pub fn write_to(&self, dir: &Path) -> std::io::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("ca.pem"), &self.root_pem)?;
+        std::fs::write(dir.join("crl.pem"), &self.crl_pem)?;
         for (name, leaf) in [
             ("server", &self.server_ecdsa),
             ("server-rsa", &self.server_rsa),
@@ -120,6 +140,8 @@ struct LeafSpec<'a> {
     alg: &'static SignatureAlgorithm,
     client: bool,
     expired: bool,
+    /// An explicit serial (for the CRL); `None`: rcgen's default.
+    serial: Option<u64>,
 }
 
 fn leaf(issuer: &Ca, spec: LeafSpec<'_>) -> Leaf {
@@ -135,6 +157,7 @@ fn leaf(issuer: &Ca, spec: LeafSpec<'_>) -> Leaf {
     params.distinguished_name.push(DnType::CommonName, spec.cn);
     params.distinguished_name.push(DnType::OrganizationName, "sipstls tests");
     params.is_ca = IsCa::ExplicitNoCa;
+    params.serial_number = spec.serial.map(SerialNumber::from);
     params.extended_key_usages =
         vec![if spec.client { ExtendedKeyUsagePurpose::ClientAuth } else { ExtendedKeyUsagePurpose::ServerAuth }];
     let now = OffsetDateTime::now_utc();
@@ -148,6 +171,33 @@ fn leaf(issuer: &Ca, spec: LeafSpec<'_>) -> Leaf {
     let iss = Issuer::from_params(&issuer.params, &issuer.key);
     let cert = params.signed_by(&key, &iss).expect("sign leaf");
     Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec() }
+}
+
+/// The serials of the revoked leaves (other leaves get rcgen's random serials).
+const SERVER_REVOKED_SERIAL: u64 = 0x5e_0001;
+const CLIENT_REVOKED_SERIAL: u64 = 0xc1_0001;
+
+/// A CRL of `issuer` revoking `serials`, valid from a day ago for thirty days.
+fn crl(issuer: &Ca, serials: &[u64]) -> (String, Vec<u8>) {
+    let now = OffsetDateTime::now_utc();
+    let params = CertificateRevocationListParams {
+        this_update: now - Duration::days(1),
+        next_update: now + Duration::days(30),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: serials
+            .iter()
+            .map(|s| RevokedCertParams {
+                serial_number: SerialNumber::from(*s),
+                revocation_time: now - Duration::hours(1),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    let crl = params.signed_by(&Issuer::from_params(&issuer.params, &issuer.key)).expect("sign CRL");
+    (crl.pem().expect("CRL PEM"), crl.der().to_vec())
 }
 
 const LOOPBACK: [IpAddr; 2] = [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)];
@@ -166,7 +216,20 @@ pub fn pki() -> &'static Pki {
             alg,
             client: false,
             expired,
+            serial: None,
         };
+        let client_spec = |serial| LeafSpec {
+            cn: CLIENT_CN,
+            dns: &["client.example.test"],
+            uris: &["sip:alice@example.test"],
+            ips: &[],
+            alg: &PKCS_ECDSA_P256_SHA256,
+            client: true,
+            expired: false,
+            serial,
+        };
+        let (crl_pem, crl_der) = crl(&root, &[SERVER_REVOKED_SERIAL, CLIENT_REVOKED_SERIAL]);
+        let (_, other_crl_der) = crl(&other, &[]);
         Pki {
             server_ecdsa: leaf(&root, server_spec(&PKCS_ECDSA_P256_SHA256, false)),
             server_rsa: leaf(&root, server_spec(&PKCS_RSA_SHA256, false)),
@@ -182,20 +245,18 @@ pub fn pki() -> &'static Pki {
                     alg: &PKCS_ECDSA_P256_SHA256,
                     client: false,
                     expired: false,
+                    serial: None,
                 },
             ),
-            client: leaf(
+            client: leaf(&root, client_spec(None)),
+            client_revoked: leaf(&root, client_spec(Some(CLIENT_REVOKED_SERIAL))),
+            server_revoked: leaf(
                 &root,
-                LeafSpec {
-                    cn: CLIENT_CN,
-                    dns: &["client.example.test"],
-                    uris: &["sip:alice@example.test"],
-                    ips: &[],
-                    alg: &PKCS_ECDSA_P256_SHA256,
-                    client: true,
-                    expired: false,
-                },
+                LeafSpec { serial: Some(SERVER_REVOKED_SERIAL), ..server_spec(&PKCS_ECDSA_P256_SHA256, false) },
             ),
+            crl_pem,
+            crl_der,
+            other_crl_der,
             client_untrusted: leaf(
                 &other,
                 LeafSpec {
@@ -206,6 +267,7 @@ pub fn pki() -> &'static Pki {
                     alg: &PKCS_ECDSA_P256_SHA256,
                     client: true,
                     expired: false,
+                    serial: None,
                 },
             ),
             root_pem: root.pem.clone(),
