@@ -20,10 +20,15 @@ for pkg in libssl-dev pkg-config openssl gcc kamailio kamailio-tls-modules \
     util-linux iproute2; do
     [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" == "install ok installed" ]] || need+=("$pkg")
 done
-if ((${#need[@]})); then
-    echo "test.sh: installing ${need[*]}"
+# tshark (with dumpcap) decrypts a captured SIP-over-TLS exchange with sipstls's key log
+# in examples/tests/keylog_tshark.rs. It is installed on its own below: if it cannot be,
+# that test is told why (SIPSTLS_TSHARK_UNAVAILABLE) and asserts that reason.
+want_tshark=
+[[ "$(dpkg-query -W -f='${Status}' tshark 2>/dev/null)" == "install ok installed" ]] || want_tshark=1
+if ((${#need[@]})) || [ -n "$want_tshark" ]; then
+    echo "test.sh: installing ${need[*]} ${want_tshark:+tshark}"
     if [ "$(id -u)" -ne 0 ]; then
-        echo "test.sh: need root (or sudo) to install: ${need[*]}" >&2
+        echo "test.sh: need root (or sudo) to install: ${need[*]} ${want_tshark:+tshark}" >&2
         exit 1
     fi
     # Packages must not start system services (Kamailio's would hold SIP ports): a
@@ -36,7 +41,13 @@ if ((${#need[@]})); then
         trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+    if ((${#need[@]})); then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+    fi
+    if [ -n "$want_tshark" ] && ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tshark; then
+        export SIPSTLS_TSHARK_UNAVAILABLE="apt-get install tshark failed on this machine"
+        echo "test.sh: $SIPSTLS_TSHARK_UNAVAILABLE; keylog_tshark will report it" >&2
+    fi
     if [ -n "$own_policy" ]; then
         rm -f /usr/sbin/policy-rc.d
         trap - EXIT
@@ -72,9 +83,9 @@ echo "== rustdoc of sipstls-core and sipstls-manager, warnings denied"
 RUSTDOCFLAGS="-D warnings" cargo doc -p sipstls-core -p sipstls-manager --no-deps --locked -q
 
 echo "== no leftover test servers"
-if pgrep -f "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|gnutls-(serv|cli)|bssl-tool|(^|/)kamailio( |$)" >/dev/null; then
+if pgrep -f "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|gnutls-(serv|cli)|bssl-tool|(^|/)kamailio( |$)|(^|/)(dumpcap|tshark) " >/dev/null; then
     echo "test.sh: a test left a server running:" >&2
-    pgrep -fa "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|gnutls-(serv|cli)|bssl-tool|(^|/)kamailio( |$)" >&2
+    pgrep -fa "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|gnutls-(serv|cli)|bssl-tool|(^|/)kamailio( |$)|(^|/)(dumpcap|tshark) " >&2
     exit 1
 fi
 echo "test.sh: all tests passed"

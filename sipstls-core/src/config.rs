@@ -498,7 +498,7 @@ impl DomainConfig {
         }
         for c in &self.crls {
             match x509_parser::parse_x509_crl(c.der()) {
-                Ok((rest, _)) if rest.is_empty() => {}
+                Ok(([], _)) => {}
                 _ => return Err(Error::config("crls", "a certificate revocation list does not parse")),
             }
         }
@@ -531,7 +531,7 @@ impl DomainConfig {
         for (setting, list) in
             [("cipher_list_tls12", &self.cipher_list_tls12), ("cipher_suites_tls13", &self.cipher_suites_tls13)]
         {
-            if matches!(list, Some(l) if l.is_empty()) {
+            if list.as_ref().is_some_and(|l| l.is_empty()) {
                 return Err(Error::config(setting, "an empty cipher list allows no cipher"));
             }
         }

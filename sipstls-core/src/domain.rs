@@ -317,7 +317,7 @@ impl DomainTable {
     ) -> Result<Box<dyn Session>> {
         let (entry, candidates) = self.server_entry_for(local)?;
         let session = entry.domain.accept(candidates)?;
-        Ok(TrackedSession::new(session, entry.stats.clone(), peer, keep))
+        Ok(TrackedSession::boxed(session, entry.stats.clone(), peer, keep))
     }
 
     /// The client domain for `target`, and the server name the session will use.
@@ -352,7 +352,7 @@ impl DomainTable {
     fn connect_keeping(&self, target: &ClientTarget, keep: Option<Keep>) -> Result<Box<dyn Session>> {
         let (entry, name) = self.client_entry_for(target)?;
         let session = entry.domain.connect(name.as_ref())?;
-        Ok(TrackedSession::new(session, entry.stats.clone(), target.addr, keep))
+        Ok(TrackedSession::boxed(session, entry.stats.clone(), target.addr, keep))
     }
 
     /// As [`accept_from`](DomainTable::accept_from), and the session keeps this table alive

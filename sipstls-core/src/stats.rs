@@ -311,7 +311,7 @@ pub(crate) struct TrackedSession {
 }
 
 impl TrackedSession {
-    pub(crate) fn new(
+    pub(crate) fn boxed(
         inner: Box<dyn Session>,
         stats: Arc<DomainStats>,
         peer: Option<SocketAddr>,
