@@ -208,17 +208,10 @@ fn rich_config_builds_a_table() {
     let f = files();
     let backend: Arc<dyn Backend> = Arc::new(RustlsBackend::new());
 
-    // The rustls backend has no CRL support: the profile with `crl` is refused, not
-    // compiled without it.
-    let err = load_cfg(&f, RICH_CFG).unwrap().build_table(backend.clone()).unwrap_err();
-    assert_eq!((err.kind, err.line), (ErrorKind::Backend, Some(7)), "{err}");
-    assert!(matches!(
-        err.source.as_deref(),
-        Some(Error::Unsupported { capability: sipstls_core::Capabilities::CRL, .. })
-    ));
-
-    let without_crl = RICH_CFG.replace("crl = certs/ca.crl\n", "");
-    let domains = load_cfg(&f, &without_crl).unwrap();
+    // The profile on 127.0.0.1:5061 has a CRL and a second identity: the rustls backend
+    // enforces CRLs and chooses between identities, so the whole file compiles.
+    let domains = load_cfg(&f, RICH_CFG).unwrap();
+    assert_eq!(domains.servers[1].config.crls.len(), 1);
     let table = domains.build_table(backend.clone()).unwrap();
 
     // Servers: the listener's own profile, SNI candidates from [server:any].
@@ -598,4 +591,39 @@ fn paths_starting_with_a_dot_are_relative_to_the_working_directory() {
         .load(other_base.path())
         .unwrap_err();
     assert!(err.message.contains(&other_base.path().join("certs/ca.crt").display().to_string()), "{err}");
+}
+
+/// A `crl` in tls.cfg is enforced end to end: with `verify_client = on` and a CRL revoking
+/// one client certificate, that client is refused (`Revoked`) and another is served.
+#[test]
+fn crl_from_tls_cfg_refuses_a_revoked_client() {
+    let dir = TempDir::new("crl-e2e");
+    let ca = Ca::new("CRL Test CA");
+    let server = ca.leaf("sip.example.test", &["sip.example.test"], 10);
+    let good = ca.leaf("good client", &[], 11);
+    let revoked = ca.leaf("revoked client", &[], 12);
+    dir.write("ca.crt", &ca.pem);
+    dir.write("server.crt", &server.cert_pem);
+    dir.write("server.key", &server.key_pem);
+    dir.write("ca.crl", ca.crl(&[revoked.serial]).0);
+    let cfg = "[server:default]\nverify_client = on\ncertificate = server.crt\nprivate_key = server.key\n\
+               ca_list = ca.crt\ncrl = ca.crl\n";
+    let domains = KamailioConfig::parse(cfg, "tls.cfg", &ParseOptions::default()).unwrap().load(dir.path()).unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(RustlsBackend::new());
+    let table = domains.build_table(backend.clone()).unwrap();
+
+    let run = |leaf: &common::Leaf| {
+        let id = sipstls_core::Identity::from_pem(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes()).unwrap();
+        let roots = sipstls_core::Certificate::all_from_pem(ca.pem.as_bytes()).unwrap();
+        let cd = backend.client_domain(&DomainConfig::client(roots).with_identity(id)).unwrap();
+        let mut c = cd.connect(Some(&sipstls_core::ServerName::parse("sip.example.test").unwrap())).unwrap();
+        let mut s = table.accept("127.0.0.1:5061".parse().unwrap()).unwrap();
+        let r = handshake(&mut *c, &mut *s);
+        (r, s.error().cloned())
+    };
+    let (ok, _) = run(&good);
+    ok.expect("a client whose certificate is not revoked");
+    let (failed, server_error) = run(&revoked);
+    assert!(failed.is_err(), "the revoked client was served");
+    assert_eq!(server_error, Some(Error::Certificate(sipstls_core::CertificateError::Revoked)));
 }
