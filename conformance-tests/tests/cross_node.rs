@@ -292,6 +292,78 @@ fn cross_node(env: &Env, b: &Arc<dyn Backend>, mode: Mode, v: ProtocolVersion) -
     Ok(())
 }
 
+/// A forked worker process, killed by its PID when dropped.
+struct Worker(libc::pid_t);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // SAFETY: signals and reaps our own child.
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+            libc::waitpid(self.0, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+/// The child side of [`shm_workers`]: serves connections one at a time, for at most 60 s.
+fn worker_loop(listener: TcpListener, domain: &dyn sipstls::ServerDomain) -> ! {
+    // SAFETY: alarm only arms a timer; its default action ends this process.
+    unsafe { libc::alarm(60) };
+    for tcp in listener.incoming() {
+        let Ok(tcp) = tcp else { continue };
+        let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = tcp.set_write_timeout(Some(Duration::from_secs(5)));
+        let Ok(mut tls) = TlsStream::accept(domain, tcp) else { continue };
+        if tls.handshake().is_err() {
+            continue;
+        }
+        let resumed = tls.info().is_some_and(|i| i.resumed);
+        let _ = tls.write_all(format!("resumed={}\n", u8::from(resumed)).as_bytes());
+        let _ = tls.flush();
+        let mut buf = [0u8; 64];
+        let _ = tls.read(&mut buf);
+    }
+    // SAFETY: ends the child without the parent's destructors.
+    unsafe { libc::_exit(0) }
+}
+
+/// Pinned model on one machine: two worker processes forked from one parent share a
+/// [`ShmSessionStore`] in the arena; a session ID (TLS 1.2) or stateful ticket (TLS 1.3)
+/// cached by worker A resumes in worker B. Runs before any thread of this process exists.
+fn shm_workers(b: &Arc<dyn Backend>, v: ProtocolVersion) -> Result<(), String> {
+    let arena = sipstls_shm::SharedArena::create(16 << 20).map_err(|e| e.to_string())?;
+    let store = sipstls_shm::ShmSessionStore::new(arena, 1024, 8192).ok_or("arena too small")?;
+    let cfg = DomainConfig::server(pki().server_ecdsa.identity())
+        .with_process_model(sipstls::ProcessModel::Pinned)
+        .with_resumption(Resumption { tickets: false, session_ids: true })
+        .with_session_store(SessionStoreHandle::new(store));
+    let domain = b.server_domain(&cfg).map_err(|e| e.to_string())?;
+    b.prepare_for_fork().map_err(|e| e.to_string())?;
+    let mut workers = Vec::new();
+    let mut ports = Vec::new();
+    for _ in 0..2 {
+        let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        ports.push(l.local_addr().map_err(|e| e.to_string())?.port());
+        // SAFETY: this process has one thread here (shm cases run first); the child
+        // serves connections and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err("fork failed".into());
+        }
+        if pid == 0 {
+            worker_loop(l, &*domain);
+        }
+        workers.push(Worker(pid));
+    }
+    let c = client(&**b, v)?;
+    expect("first handshake on worker A", connect(&*c, ports[0])?, false)?;
+    expect("worker B resumes A's session", connect(&*c, ports[1])?, true)?;
+    expect("worker A resumes B's session", connect(&*c, ports[0])?, true)?;
+    expect("new client on B", connect(&*client(&**b, v)?, ports[1])?, false)?;
+    drop(workers);
+    Ok(())
+}
+
 /// A backend without the capability refuses the setting with `Error::Unsupported`.
 fn refused(b: &Arc<dyn Backend>, mode: Mode) -> Result<(), String> {
     let redis = RedisConfig::new("redis://127.0.0.1:1/", [0; 32]);
@@ -312,6 +384,30 @@ fn main() {
     let env = Env { pki_dir };
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let (mut passed, mut failed) = (0, 0);
+    let mut report = |name: String, t: Instant, r: Result<(), String>| match r {
+        Ok(()) => {
+            passed += 1;
+            println!("test {name} ... ok ({:.1} s)", t.elapsed().as_secs_f64());
+        }
+        Err(e) => {
+            failed += 1;
+            println!("test {name} ... FAILED: {e}");
+        }
+    };
+    // Forking cases first, while this process has a single thread.
+    for b in sipstls::backends() {
+        let caps = b.capabilities();
+        if !caps.contains(Capabilities::SESSION_STORE) || !caps.contains(Capabilities::MODEL_PINNED) {
+            continue;
+        }
+        for v in [ProtocolVersion::Tls12, ProtocolVersion::Tls13] {
+            let name = format!("{}::shm_workers::{}", b.info().name, v.name());
+            if !caps.contains(v.capability()) || filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
+                continue;
+            }
+            report(name, Instant::now(), shm_workers(&b, v));
+        }
+    }
     for b in sipstls::backends() {
         for mode in [Mode::Store, Mode::Tickets] {
             let claims = b.capabilities().contains(mode.capability());
@@ -333,19 +429,11 @@ fn main() {
                     Some(v) => cross_node(&env, &b, mode, v),
                     None => refused(&b, mode),
                 };
-                match r {
-                    Ok(()) => {
-                        passed += 1;
-                        println!("test {name} ... ok ({:.1} s)", t.elapsed().as_secs_f64());
-                    }
-                    Err(e) => {
-                        failed += 1;
-                        println!("test {name} ... FAILED: {e}");
-                    }
-                }
+                report(name, t, r);
             }
         }
     }
+    drop(report);
     let _ = std::fs::remove_dir_all(&dir);
     println!("\ncross_node: {passed} passed, {failed} failed");
     std::process::exit(if failed == 0 && passed > 0 { 0 } else { 1 });
