@@ -5,6 +5,7 @@
 //! a full handshake with node A, then resumes on node B, with
 //! - session IDs / TLS 1.3 stateful tickets in [`RedisSessionStore`] (`SESSION_STORE`), and
 //! - stateless tickets sealed with [`RedisTicketKeys`] (`TICKET_KEYS`),
+//!
 //! over TLS 1.2 and TLS 1.3. Then: a corrupted entry in Redis is not trusted (full
 //! handshake); Redis stopped mid-run: handshakes continue as full handshakes within a
 //! bound. A backend that does not claim a capability must refuse it with
@@ -433,7 +434,6 @@ fn main() {
             }
         }
     }
-    drop(report);
     let _ = std::fs::remove_dir_all(&dir);
     println!("\ncross_node: {passed} passed, {failed} failed");
     std::process::exit(if failed == 0 && passed > 0 { 0 } else { 1 });

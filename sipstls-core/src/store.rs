@@ -338,7 +338,7 @@ fn from_hex(s: &str) -> Option<Vec<u8>> {
 impl TicketKeyProvider for FileTicketKeys {
     fn keys(&self) -> Option<TicketKeys> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let due = st.checked.map_or(true, |t| t.elapsed() >= Duration::from_secs(1));
+        let due = st.checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
         if due {
             st.checked = Some(Instant::now());
             let mtime = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();

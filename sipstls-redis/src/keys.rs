@@ -119,7 +119,7 @@ impl TicketKeyProvider for RedisTicketKeys {
         };
         // Without keys (a rejected entry), ask again within a second, not every handshake.
         let every = if st.keys.is_some() { self.refresh } else { self.refresh.min(Duration::from_secs(1)) };
-        let stale = st.period_no != n || st.fetched.map_or(true, |t| t.elapsed() >= every);
+        let stale = st.period_no != n || st.fetched.is_none_or(|t| t.elapsed() >= every);
         if stale {
             match self.fetch(n) {
                 Ok(Some(k)) => {

@@ -13,6 +13,7 @@
 //!   session or issues a ticket, as in production);
 //! - resumed: one client alternating A, B, A, ...: every connection resumes the session
 //!   the *other* node issued (asserted);
+//!
 //! for three server set-ups: the Redis session store, an in-process LRU store shared by
 //! both nodes (the single-machine baseline), and stateless tickets with Redis ticket keys.
 //! The store lookup (`get`/`take`) is timed inside the handshake; "added" is the Redis
