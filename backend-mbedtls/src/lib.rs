@@ -41,6 +41,7 @@ mod errors;
 mod io;
 mod rng;
 mod session;
+mod store;
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -94,6 +95,8 @@ impl MbedtlsBackend {
         // Each identity is pushed with mbedtls_ssl_conf_own_cert; Mbed TLS picks the first
         // one the suite and the client's signature algorithms allow.
         .union(Capabilities::MULTIPLE_IDENTITIES)
+        // Session cache callbacks over the store, sessions by mbedtls_ssl_session_save/load.
+        .union(Capabilities::SESSION_STORE)
         .union(Capabilities::MODEL_CONFINED)
         .union(Capabilities::MODEL_PINNED);
 }
@@ -150,6 +153,7 @@ impl Drop for TicketKeys {
 pub(crate) struct Compiled {
     conf: Config,
     _cache: Option<SessionCache>,
+    _store: Option<Box<store::StoreCtx>>,
     _tickets: Option<TicketKeys>,
     _alpn: Option<AlpnList>,
     identities: Vec<(Arc<MbedtlsList<MbedCert>>, Arc<Pk>)>,
@@ -274,10 +278,15 @@ fn compile(cfg: &DomainConfig, role: Role) -> Result<Compiled> {
     };
 
     let mut cache = None;
+    let mut session_store = None;
     let mut tickets = None;
     match role {
         Role::Server => {
-            if cfg.resumption.session_ids {
+            if let Some(s) = &cfg.session_store {
+                // SAFETY: `conf_ptr` is the configuration being built; the box is kept in
+                // `Compiled` beside it.
+                session_store = Some(unsafe { store::install(conf_ptr, s) });
+            } else if cfg.resumption.session_ids {
                 let mut c = SessionCache(Box::default());
                 // SAFETY: init the boxed cache (freed by SessionCache's Drop, after the
                 // configuration), then register Mbed TLS's own cache functions with it.
@@ -331,7 +340,17 @@ fn compile(cfg: &DomainConfig, role: Role) -> Result<Compiled> {
             });
         }
     }
-    Ok(Compiled { conf, _cache: cache, _tickets: tickets, _alpn: alpn, identities, trust, authmode, cfg: cfg.clone() })
+    Ok(Compiled {
+        conf,
+        _cache: cache,
+        _store: session_store,
+        _tickets: tickets,
+        _alpn: alpn,
+        identities,
+        trust,
+        authmode,
+        cfg: cfg.clone(),
+    })
 }
 
 impl Backend for MbedtlsBackend {
