@@ -95,8 +95,10 @@ impl MbedtlsBackend {
         // Each identity is pushed with mbedtls_ssl_conf_own_cert; Mbed TLS picks the first
         // one the suite and the client's signature algorithms allow.
         .union(Capabilities::MULTIPLE_IDENTITIES)
-        // Session cache callbacks over the store, sessions by mbedtls_ssl_session_save/load.
+        // Session cache callbacks over the store, sessions by mbedtls_ssl_session_save/load;
         .union(Capabilities::SESSION_STORE)
+        // Ticket write/parse callbacks sealing with the provider's keys (store.rs).
+        .union(Capabilities::TICKET_KEYS)
         .union(Capabilities::MODEL_CONFINED)
         .union(Capabilities::MODEL_PINNED);
 }
@@ -282,11 +284,10 @@ fn compile(cfg: &DomainConfig, role: Role) -> Result<Compiled> {
     let mut tickets = None;
     match role {
         Role::Server => {
-            if let Some(s) = &cfg.session_store {
-                // SAFETY: `conf_ptr` is the configuration being built; the box is kept in
-                // `Compiled` beside it.
-                session_store = Some(unsafe { store::install(conf_ptr, s) });
-            } else if cfg.resumption.session_ids {
+            // SAFETY: `conf_ptr` is the configuration being built; the box is kept in
+            // `Compiled` beside it.
+            session_store = unsafe { store::install(conf_ptr, cfg) };
+            if cfg.session_store.is_none() && cfg.resumption.session_ids {
                 let mut c = SessionCache(Box::default());
                 // SAFETY: init the boxed cache (freed by SessionCache's Drop, after the
                 // configuration), then register Mbed TLS's own cache functions with it.
@@ -301,7 +302,7 @@ fn compile(cfg: &DomainConfig, role: Role) -> Result<Compiled> {
                 }
                 cache = Some(c);
             }
-            if cfg.resumption.tickets {
+            if cfg.ticket_keys.is_none() && cfg.resumption.tickets {
                 let mut t = TicketKeys(Box::default());
                 // SAFETY: init the boxed ticket context (freed by TicketKeys' Drop, after the
                 // configuration); keys come from the global generator.
