@@ -197,7 +197,7 @@ unsafe extern "C" fn ticket_write(
 /// writable for `len` bytes.
 unsafe extern "C" fn ticket_parse(p: *mut c_void, session: *mut sys::ssl_session, buf: *mut u8, len: usize) -> c_int {
     const BAD: c_int = sys::ERR_SSL_INVALID_MAC;
-    if p.is_null() || session.is_null() || buf.is_null() || len < NAME + NONCE + TAG || len > 64 * 1024 {
+    if p.is_null() || session.is_null() || buf.is_null() || !(NAME + NONCE + TAG..=64 * 1024).contains(&len) {
         return BAD;
     }
     catch_unwind(AssertUnwindSafe(|| {
