@@ -28,6 +28,8 @@ pub struct RedisTicketKeys {
     period: Duration,
     refresh: Duration,
     state: Mutex<State>,
+    /// Held by the one thread that asks Redis.
+    refreshing: Mutex<()>,
     rng: SystemRandom,
 }
 
@@ -39,6 +41,21 @@ struct State {
     fetched: Option<Instant>,
 }
 
+impl State {
+    /// The cached keys, if still usable in period `n` (at most one period old).
+    fn usable(&self, n: u64) -> Option<TicketKeys> {
+        self.keys.clone().filter(|_| self.period_no + 1 >= n)
+    }
+
+    /// Whether Redis should be asked again in period `n`. Without keys (a rejected
+    /// entry, or Redis never reached) ask again within a second, not every handshake;
+    /// failures are also rate-limited by the connection's circuit breaker.
+    fn stale(&self, n: u64, refresh: Duration) -> bool {
+        let every = if self.keys.is_some() { refresh } else { refresh.min(Duration::from_secs(1)) };
+        self.period_no != n || self.fetched.is_none_or(|t| t.elapsed() >= every)
+    }
+}
+
 impl RedisTicketKeys {
     /// Keys rotated every `period` (at least 2 seconds), re-read at least every `refresh`.
     pub fn new(cfg: RedisConfig, period: Duration, refresh: Duration) -> Result<Self> {
@@ -47,6 +64,7 @@ impl RedisTicketKeys {
             period: period.max(Duration::from_secs(2)),
             refresh,
             state: Mutex::default(),
+            refreshing: Mutex::new(()),
             rng: SystemRandom::new(),
         })
     }
@@ -107,37 +125,48 @@ impl RedisTicketKeys {
 impl TicketKeyProvider for RedisTicketKeys {
     fn keys(&self) -> Option<TicketKeys> {
         let n = self.period_no();
-        // One thread refreshes; the others use what is cached meanwhile.
-        let mut st = match self.state.try_lock() {
-            Ok(st) => st,
+        let (cached, stale) = {
+            let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            (st.usable(n), st.stale(n, self.refresh))
+        };
+        if !stale {
+            return cached;
+        }
+        // One thread asks Redis (the state lock is not held meanwhile); the others use
+        // what is cached, and wait only when nothing is (the first handshakes of a node).
+        let _refreshing = match self.refreshing.try_lock() {
+            Ok(g) => g,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => {
-                // Block only when nothing is cached yet (the first handshakes of a node).
-                let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                return st.keys.clone().filter(|_| st.period_no + 1 >= n);
+                if cached.is_some() {
+                    return cached;
+                }
+                let _wait = self.refreshing.lock().unwrap_or_else(|p| p.into_inner());
+                return self.state.lock().unwrap_or_else(|p| p.into_inner()).usable(n);
             }
         };
-        // Without keys (a rejected entry), ask again within a second, not every handshake.
-        let every = if st.keys.is_some() { self.refresh } else { self.refresh.min(Duration::from_secs(1)) };
-        let stale = st.period_no != n || st.fetched.is_none_or(|t| t.elapsed() >= every);
-        if stale {
-            match self.fetch(n) {
-                Ok(Some(k)) => {
-                    st.keys = Some(k);
-                    st.period_no = n;
-                    st.fetched = Some(Instant::now());
-                }
-                // A rejected or missing key: keep nothing that the others may not share.
-                Ok(None) => {
-                    st.keys = None;
-                    st.period_no = n;
-                    st.fetched = Some(Instant::now());
-                }
-                // Redis failed: keep the cached keys (within one more period).
-                Err(()) => {}
-            }
+        // Another thread may have refreshed while this one took the refresh lock.
+        if !self.state.lock().unwrap_or_else(|p| p.into_inner()).stale(n, self.refresh) {
+            return self.state.lock().unwrap_or_else(|p| p.into_inner()).usable(n);
         }
-        st.keys.clone().filter(|_| st.period_no + 1 >= n)
+        let fetched = self.fetch(n);
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match fetched {
+            Ok(Some(k)) => {
+                st.keys = Some(k);
+                st.period_no = n;
+                st.fetched = Some(Instant::now());
+            }
+            // A rejected or missing key: keep nothing that the others may not share.
+            Ok(None) => {
+                st.keys = None;
+                st.period_no = n;
+                st.fetched = Some(Instant::now());
+            }
+            // Redis failed: keep the cached keys (within one more period).
+            Err(()) => {}
+        }
+        st.usable(n)
     }
 
     fn lifetime(&self) -> Duration {

@@ -196,3 +196,40 @@ fn ticket_keys_corrupted_in_redis_not_used_and_down_redis_keeps_cache() {
     let other_secret = RedisTicketKeys::new(RedisConfig::new(r.url(), [9; 32]), period, HOUR).unwrap();
     assert_eq!(other_secret.keys(), None, "no Redis, no cache: no keys");
 }
+
+#[test]
+fn stalled_redis_does_not_stall_ticket_key_readers() {
+    let r = RedisServer::start().unwrap();
+    // Refresh on every call: each call wants Redis.
+    let a = std::sync::Arc::new(
+        RedisTicketKeys::new(RedisConfig::new(r.url(), SECRET), Duration::from_secs(3600), Duration::ZERO).unwrap(),
+    );
+    let good = a.keys().unwrap().current;
+    r.pause();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let a = a.clone();
+            std::thread::spawn(move || {
+                (0..50)
+                    .map(|_| {
+                        let t = Instant::now();
+                        let k = a.keys().map(|k| k.current);
+                        (k, t.elapsed())
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut times = Vec::new();
+    for t in threads {
+        for (k, d) in t.join().unwrap() {
+            assert_eq!(k.as_ref(), Some(&good), "cached keys lost while Redis stalls");
+            times.push(d);
+        }
+    }
+    times.sort();
+    let (median, max) = (times[times.len() / 2], times[times.len() - 1]);
+    assert!(max < Duration::from_millis(500), "a call took {max:?}");
+    assert!(median < Duration::from_millis(5), "median call {median:?}: readers waited for the refresher");
+    r.resume();
+}
