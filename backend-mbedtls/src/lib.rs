@@ -95,7 +95,7 @@ impl MbedtlsBackend {
         // Each identity is pushed with mbedtls_ssl_conf_own_cert; Mbed TLS picks the first
         // one the suite and the client's signature algorithms allow.
         .union(Capabilities::MULTIPLE_IDENTITIES)
-        // Session cache callbacks over the store, sessions by mbedtls_ssl_session_save/load;
+        // Session cache callbacks over the store, sessions by mbedtls_ssl_session_save/load.
         .union(Capabilities::SESSION_STORE)
         // Ticket write/parse callbacks sealing with the provider's keys (store.rs).
         .union(Capabilities::TICKET_KEYS)

@@ -41,6 +41,8 @@ type TicketKeyEvpCb = unsafe extern "C" fn(
 extern "C" {
     // libssl 3; not bound by openssl-sys.
     fn SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx: *mut ffi::SSL_CTX, cb: Option<TicketKeyEvpCb>) -> c_int;
+    // libssl 3; not bound by openssl-sys.
+    fn SSL_CTX_set_timeout(ctx: *mut ffi::SSL_CTX, t: std::ffi::c_long) -> std::ffi::c_long;
     // libcrypto 3; not bound by openssl-sys.
     fn OSSL_PARAM_construct_utf8_string(key: *const c_char, buf: *mut c_char, bsize: usize) -> ffi::OSSL_PARAM;
 }
@@ -57,6 +59,15 @@ pub(crate) fn install(b: &mut SslContextBuilder, cfg: &DomainConfig) -> Result<(
         return Ok(());
     }
     b.set_session_id_context(&stable_id_context(cfg)).map_err(backend_err)?;
+    // Sessions (and tickets) live as long as the store keeps them or the provider's keys
+    // open them (current + previous), not OpenSSL's default 300 s.
+    let store_ttl = cfg.session_store.as_ref().map_or(0, |s| s.ttl().as_secs());
+    let keys_ttl = cfg.ticket_keys.as_ref().map_or(0, |k| k.lifetime().as_secs().saturating_mul(2));
+    // At most 7 days: the TLS 1.3 ticket lifetime limit (RFC 8446 4.6.1), which OpenSSL
+    // takes from this timeout.
+    let timeout = std::ffi::c_long::try_from(store_ttl.max(keys_ttl).min(604_800)).unwrap_or(604_800);
+    // SAFETY: `b.as_ptr()` is the live SSL_CTX owned by the builder; the call stores a number.
+    unsafe { SSL_CTX_set_timeout(b.as_ptr(), timeout) };
     if let Some(store) = &cfg.session_store {
         b.set_session_cache_mode(SslSessionCacheMode::SERVER | SslSessionCacheMode::NO_INTERNAL);
         let s = store.clone();
