@@ -52,6 +52,7 @@ mod errors;
 mod io;
 mod rng;
 mod session;
+mod store;
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -111,6 +112,10 @@ impl MbedtlsBackend {
         // random: CLIENT_RANDOM lines). Conformance: crl_revoked_*_refused, key_log_written.
         .union(Capabilities::CRL)
         .union(Capabilities::KEY_LOG)
+        // Session cache callbacks over the store, sessions by mbedtls_ssl_session_save/load.
+        .union(Capabilities::SESSION_STORE)
+        // Ticket write/parse callbacks sealing with the provider's keys (store.rs).
+        .union(Capabilities::TICKET_KEYS)
         .union(Capabilities::MODEL_CONFINED)
         .union(Capabilities::MODEL_PINNED);
 }
@@ -167,6 +172,7 @@ impl Drop for TicketKeys {
 pub(crate) struct Compiled {
     conf: Config,
     _cache: Option<SessionCache>,
+    _store: Option<Box<store::StoreCtx>>,
     _tickets: Option<TicketKeys>,
     _alpn: Option<AlpnList>,
     /// The key log the export-keys callback writes to (its context pointer points here).
@@ -321,10 +327,14 @@ fn compile(cfg: &DomainConfig, role: Role) -> Result<Compiled> {
     };
 
     let mut cache = None;
+    let mut session_store = None;
     let mut tickets = None;
     match role {
         Role::Server => {
-            if cfg.resumption.session_ids {
+            // SAFETY: `conf_ptr` is the configuration being built; the box is kept in
+            // `Compiled` beside it.
+            session_store = unsafe { store::install(conf_ptr, cfg) };
+            if cfg.session_store.is_none() && cfg.resumption.session_ids {
                 let mut c = SessionCache(Box::default());
                 // SAFETY: init the boxed cache (freed by SessionCache's Drop, after the
                 // configuration), then register Mbed TLS's own cache functions with it.
@@ -339,7 +349,7 @@ fn compile(cfg: &DomainConfig, role: Role) -> Result<Compiled> {
                 }
                 cache = Some(c);
             }
-            if cfg.resumption.tickets {
+            if cfg.ticket_keys.is_none() && cfg.resumption.tickets {
                 let mut t = TicketKeys(Box::default());
                 // SAFETY: init the boxed ticket context (freed by TicketKeys' Drop, after the
                 // configuration); keys come from the global generator.
@@ -381,6 +391,7 @@ fn compile(cfg: &DomainConfig, role: Role) -> Result<Compiled> {
     Ok(Compiled {
         conf,
         _cache: cache,
+        _store: session_store,
         _tickets: tickets,
         _alpn: alpn,
         _key_log: key_log,

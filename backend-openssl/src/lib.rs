@@ -39,6 +39,8 @@ mod memio;
 mod server_cache;
 mod session;
 mod ssl_lib;
+#[cfg(not(feature = "boring"))]
+mod store;
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -136,7 +138,10 @@ impl OpensslBackend {
         .union(Capabilities::ALLOCATOR_HOOK)
         // One certificate slot per key type (RSA, ECDSA); OpenSSL picks by the client's
         // signature algorithms. BoringSSL has a single slot.
-        .union(Capabilities::MULTIPLE_IDENTITIES);
+        .union(Capabilities::MULTIPLE_IDENTITIES)
+        // External session cache callbacks and the EVP ticket key callback (store.rs).
+        .union(Capabilities::SESSION_STORE)
+        .union(Capabilities::TICKET_KEYS);
 
     /// BoringSSL's TLS 1.3 suites are fixed (not configurable), and it has no
     /// `CRYPTO_set_mem_functions`.
@@ -510,6 +515,8 @@ impl Backend for OpensslBackend {
             SslSessionCacheMode::OFF
         });
         set_tickets(&mut b, cfg)?;
+        #[cfg(not(feature = "boring"))]
+        store::install(&mut b, cfg)?;
         if !cfg.alpn.is_empty() {
             let wire = alpn_wire(&cfg.alpn);
             b.set_alpn_select_callback(move |_, client| {

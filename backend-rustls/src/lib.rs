@@ -21,6 +21,7 @@ mod hooks;
 #[allow(unsafe_code)] // getters of aws-lc's static tables
 mod prefork;
 mod session;
+mod store;
 pub mod tickets;
 mod verify;
 
@@ -81,6 +82,10 @@ impl RustlsBackend {
         .union(Capabilities::CRL)
         // rustls's KeyLog through `SinkKeyLog` (key_log_written).
         .union(Capabilities::KEY_LOG)
+        // rustls's StoresServerSessions over the store; a ticketer on the provider's keys
+        // (store.rs).
+        .union(Capabilities::SESSION_STORE)
+        .union(Capabilities::TICKET_KEYS)
         // aws-lc's allocations through `install_allocator_hooks` (conformance-tests/tests/
         // hooks_install.rs: a session's C allocations land in the arena and all return).
         .union(Capabilities::ALLOCATOR_HOOK)
@@ -311,12 +316,16 @@ impl Backend for RustlsBackend {
         if let Some(sink) = &cfg.key_log {
             config.key_log = Arc::new(SinkKeyLog(sink.clone()));
         }
-        config.session_storage = if cfg.resumption.session_ids {
+        config.session_storage = if let Some(s) = &cfg.session_store {
+            Arc::new(store::StoreAdapter(s.clone()))
+        } else if cfg.resumption.session_ids {
             ServerSessionMemoryCache::new(4096)
         } else {
             Arc::new(NoServerSessionStorage {})
         };
-        if cfg.resumption.tickets {
+        if let Some(keys) = &cfg.ticket_keys {
+            config.ticketer = Arc::new(store::ProviderTicketer::new(keys.clone()));
+        } else if cfg.resumption.tickets {
             // Keys derived from a secret made now (before any fork) and the time epoch:
             // every worker process accepts every worker's tickets (see `tickets`).
             let ticketer = tickets::EpochTicketer::random(TICKET_KEY_PERIOD_SECS)

@@ -168,6 +168,8 @@ impl WolfsslBackend {
         // build.rs checks both defines. Conformance: crl_revoked_*_refused, key_log_written.
         .union(Capabilities::CRL)
         .union(Capabilities::KEY_LOG)
+        // The ticket callback seals with the provider's keys (tickets.rs).
+        .union(Capabilities::TICKET_KEYS)
         .union(Capabilities::MODEL_CONFINED)
         .union(Capabilities::MODEL_PINNED);
 }
@@ -403,10 +405,15 @@ impl Backend for WolfsslBackend {
         // Sessions: a distinct id context per domain, so a session ID from one domain never
         // resumes in another (wolfSSL's session cache is process-wide).
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-        let sid = format!("sipstls-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+        let sid = match &cfg.ticket_keys {
+            // Shared tickets must pass every node's context check.
+            Some(_) => tickets::stable_id_context(cfg),
+            None => format!("sipstls-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+        };
         // Ticket keys made now, before any fork, so every worker shares them.
         let ticket_keys = tickets::TicketKeys::new(&mut |b| random_bytes(b).is_ok())
-            .ok_or(Error::Backend { library: NAME, message: "no random bytes for ticket keys".into() })?;
+            .ok_or(Error::Backend { library: NAME, message: "no random bytes for ticket keys".into() })?
+            .with_provider(cfg.ticket_keys.clone());
         // SAFETY: `p` is the live, unshared context; the id buffer is valid for its length.
         unsafe {
             ok(

@@ -36,36 +36,58 @@ pub(crate) struct TicketKeys {
     /// Identifies the domain in the ticket's key name (first 8 bytes).
     id: [u8; 8],
     secret: [u8; KEY],
+    /// Keys shared with other nodes ([`DomainConfig::ticket_keys`](sipstls_core::DomainConfig::ticket_keys)):
+    /// new tickets are sealed with the provider's current key, named by its name; while
+    /// the provider has no keys, with the domain's own epoch keys (wolfSSL fails the
+    /// handshake when a ticket cannot be made, so a ticket this node alone opens is the
+    /// fallback).
+    provider: Option<sipstls_core::TicketKeysHandle>,
+}
+
+/// ChaCha20 keystream of `secret` at `nonce`: a PRF.
+fn prf(secret: &[u8; KEY], nonce: &[u8; NONCE]) -> Option<[u8; KEY]> {
+    let zeros = [0u8; KEY];
+    let mut key = [0u8; KEY];
+    let mut tag = [0u8; TAG];
+    // SAFETY: every buffer is valid for the length wolfCrypt reads or writes (key 32,
+    // nonce 12, 32 bytes in and out, tag 16); no AAD.
+    let r = unsafe {
+        w::wc_ChaCha20Poly1305_Encrypt(
+            secret.as_ptr(),
+            nonce.as_ptr(),
+            std::ptr::null(),
+            0,
+            zeros.as_ptr(),
+            KEY as u32,
+            key.as_mut_ptr(),
+            tag.as_mut_ptr(),
+        )
+    };
+    (r == 0).then_some(key)
+}
+
+/// The ChaCha20-Poly1305 key this backend uses for a provider key.
+fn provider_key(k: &sipstls_core::TicketKey) -> Option<[u8; KEY]> {
+    prf(&k.key, b"sipstls-wolf")
 }
 
 impl TicketKeys {
     pub(crate) fn new(random: &mut dyn FnMut(&mut [u8]) -> bool) -> Option<Box<TicketKeys>> {
-        let mut k = Box::new(TicketKeys { id: [0; 8], secret: [0; KEY] });
+        let mut k = Box::new(TicketKeys { id: [0; 8], secret: [0; KEY], provider: None });
         (random(&mut k.id) && random(&mut k.secret)).then_some(k)
+    }
+
+    /// Uses the provider's keys (see [`TicketKeys::provider`]).
+    pub(crate) fn with_provider(mut self: Box<Self>, provider: Option<sipstls_core::TicketKeysHandle>) -> Box<Self> {
+        self.provider = provider;
+        self
     }
 
     /// The key of `epoch`: the ChaCha20 keystream of the secret at nonce `epoch` (a PRF).
     fn epoch_key(&self, epoch: u64) -> Option<[u8; KEY]> {
         let mut nonce = [0u8; NONCE];
         nonce[4..].copy_from_slice(&epoch.to_be_bytes());
-        let zeros = [0u8; KEY];
-        let mut key = [0u8; KEY];
-        let mut tag = [0u8; TAG];
-        // SAFETY: every buffer is valid for the length wolfCrypt reads or writes (key 32,
-        // nonce 12, 32 bytes in and out, tag 16); no AAD.
-        let r = unsafe {
-            w::wc_ChaCha20Poly1305_Encrypt(
-                self.secret.as_ptr(),
-                nonce.as_ptr(),
-                std::ptr::null(),
-                0,
-                zeros.as_ptr(),
-                KEY as u32,
-                key.as_mut_ptr(),
-                tag.as_mut_ptr(),
-            )
-        };
-        (r == 0).then_some(key)
+        prf(&self.secret, &nonce)
     }
 }
 
@@ -77,6 +99,33 @@ impl Drop for TicketKeys {
             unsafe { std::ptr::write_volatile(b, 0) };
         }
     }
+}
+
+/// A session id context that every node computes alike for the same domain (its
+/// certificates, trust anchors and client verification settings; FNV-1a, not secret), so a
+/// ticket sealed with shared keys passes the context check on another node.
+pub(crate) fn stable_id_context(cfg: &sipstls_core::DomainConfig) -> String {
+    let mut h = [0xcbf2_9ce4_8422_2325u64, 0x8422_2325_cbf2_9ce4u64];
+    let mut eat = |bytes: &[u8]| {
+        for (i, hv) in h.iter_mut().enumerate() {
+            for b in bytes {
+                *hv = (*hv ^ u64::from(*b) ^ i as u64).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    };
+    for id in &cfg.identities {
+        for c in &id.chain {
+            eat(&(c.der().len() as u64).to_be_bytes());
+            eat(c.der());
+        }
+    }
+    eat(b"|ca");
+    for c in &cfg.trust_anchors {
+        eat(&(c.der().len() as u64).to_be_bytes());
+        eat(c.der());
+    }
+    eat(&[u8::from(cfg.verify_peer), u8::from(cfg.require_peer_certificate), cfg.verify_depth]);
+    format!("sipstls-{:016x}{:08x}", h[0], h[1] as u32) // 32 bytes, the most a context holds
 }
 
 fn current_epoch() -> u64 {
@@ -124,14 +173,27 @@ pub(crate) unsafe extern "C" fn ticket_cb(
         // SAFETY: `ssl` is the live session that is running this callback.
         let sh = unsafe { crate::session::shared_of(ssl) };
         if enc != 0 {
-            name[..8].copy_from_slice(&keys.id);
-            name[8..].copy_from_slice(&now.to_be_bytes());
+            let shared = keys.provider.as_ref().and_then(|p| p.keys()).and_then(|k| {
+                let key = provider_key(&k.current)?;
+                Some((k.current.name, key))
+            });
+            let key = match shared {
+                Some((shared_name, key)) => {
+                    name.copy_from_slice(&shared_name);
+                    key
+                }
+                None => {
+                    name[..8].copy_from_slice(&keys.id);
+                    name[8..].copy_from_slice(&now.to_be_bytes());
+                    let Some(key) = keys.epoch_key(now) else { return w::TicketEncRet_WOLFSSL_TICKET_RET_FATAL };
+                    key
+                }
+            };
             if crate::random_bytes(&mut iv[..NONCE]).is_err() {
                 return w::TicketEncRet_WOLFSSL_TICKET_RET_FATAL;
             }
             let depth = sh.map_or(0, |s| s.ticket_depth).saturating_add(1);
             iv[NONCE..].copy_from_slice(&depth.to_be_bytes());
-            let Some(key) = keys.epoch_key(now) else { return w::TicketEncRet_WOLFSSL_TICKET_RET_FATAL };
             let mut aad = [0u8; NAME + IV];
             aad[..NAME].copy_from_slice(name);
             aad[NAME..].copy_from_slice(iv);
@@ -157,23 +219,34 @@ pub(crate) unsafe extern "C" fn ticket_cb(
             unsafe { *out_len = in_len };
             return w::TicketEncRet_WOLFSSL_TICKET_RET_OK;
         }
-        // Decrypt: our domain, this epoch or the previous one, and the tag verifies.
-        if name[..8] != keys.id {
-            return w::TicketEncRet_WOLFSSL_TICKET_RET_REJECT;
-        }
-        let mut e = [0u8; 8];
-        e.copy_from_slice(&name[8..]);
-        let epoch = u64::from_be_bytes(e);
-        if epoch != now && epoch.wrapping_add(1) != now {
-            return w::TicketEncRet_WOLFSSL_TICKET_RET_REJECT;
-        }
+        // Decrypt: a provider key by name (current or previous), or our domain's key of
+        // this epoch or the previous one; then the tag must verify.
+        let shared = keys.provider.as_ref().and_then(|p| p.keys()).and_then(|k| {
+            let (key, current) = k.find(name)?;
+            Some((provider_key(key)?, current))
+        });
+        let (key, renew) = match shared {
+            Some((key, current)) => (key, !current),
+            None => {
+                if name[..8] != keys.id {
+                    return w::TicketEncRet_WOLFSSL_TICKET_RET_REJECT;
+                }
+                let mut e = [0u8; 8];
+                e.copy_from_slice(&name[8..]);
+                let epoch = u64::from_be_bytes(e);
+                if epoch != now && epoch.wrapping_add(1) != now {
+                    return w::TicketEncRet_WOLFSSL_TICKET_RET_REJECT;
+                }
+                let Some(key) = keys.epoch_key(epoch) else { return w::TicketEncRet_WOLFSSL_TICKET_RET_FATAL };
+                (key, epoch != now)
+            }
+        };
         let mut d = [0u8; 4];
         d.copy_from_slice(&iv[NONCE..]);
         let depth = u32::from_be_bytes(d);
         if depth > MAX_CHAIN {
             return w::TicketEncRet_WOLFSSL_TICKET_RET_REJECT;
         }
-        let Some(key) = keys.epoch_key(epoch) else { return w::TicketEncRet_WOLFSSL_TICKET_RET_FATAL };
         let mut aad = [0u8; NAME + IV];
         aad[..NAME].copy_from_slice(name);
         aad[NAME..].copy_from_slice(iv);
@@ -198,10 +271,10 @@ pub(crate) unsafe extern "C" fn ticket_cb(
         if let Some(sh) = sh {
             sh.ticket_depth = depth;
         }
-        if epoch == now {
-            w::TicketEncRet_WOLFSSL_TICKET_RET_OK
-        } else {
+        if renew {
             w::TicketEncRet_WOLFSSL_TICKET_RET_CREATE
+        } else {
+            w::TicketEncRet_WOLFSSL_TICKET_RET_OK
         }
     }))
     .unwrap_or(w::TicketEncRet_WOLFSSL_TICKET_RET_FATAL)

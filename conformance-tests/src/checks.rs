@@ -853,6 +853,22 @@ pub fn unsupported_settings_refused(b: &dyn Backend) {
         (Capabilities::CRL, base().with_client_auth(pki().roots(), true).with_crls(pki().crls())),
         (Capabilities::MULTIPLE_IDENTITIES, base().with_identity(pki().server_rsa.identity())),
     ];
+    let mut cases = cases;
+    if caps.contains(Capabilities::RESUMPTION_SESSION_ID) {
+        let store = sipstls::SessionStoreHandle::new(sipstls::LruSessionStore::new(16, 1 << 16));
+        let r = Resumption { tickets: false, session_ids: true };
+        cases.push((Capabilities::SESSION_STORE, base().with_resumption(r).with_session_store(store)));
+    }
+    if caps.contains(Capabilities::RESUMPTION_TICKETS) {
+        let key = sipstls::TicketKey { name: [1; 16], key: [2; 32] };
+        let keys = sipstls::TicketKeys { current: key, previous: None };
+        let provider = sipstls::StaticTicketKeys::new(keys, std::time::Duration::from_secs(600));
+        let r = Resumption { tickets: true, session_ids: false };
+        cases.push((
+            Capabilities::TICKET_KEYS,
+            base().with_resumption(r).with_ticket_keys(sipstls::TicketKeysHandle::new(provider)),
+        ));
+    }
     for (cap, cfg) in cases {
         match (caps.contains(cap), b.server_domain(&cfg)) {
             (true, Ok(_)) => {}
@@ -893,6 +909,19 @@ pub fn invalid_config_refused(b: &dyn Backend) {
     }
     assert_eq!(setting_of(cli(DomainConfig::client(vec![]))), "trust_anchors");
     assert_eq!(setting_of(srv(DomainConfig::server(p.server_ecdsa.identity()).with_alpn([""]))), "alpn");
+    // Session stores and ticket keys are server-side, and need their resumption mechanism.
+    let store = || sipstls::SessionStoreHandle::new(sipstls::LruSessionStore::new(16, 1 << 16));
+    let keys = || {
+        let keys = sipstls::TicketKeys { current: sipstls::TicketKey { name: [1; 16], key: [2; 32] }, previous: None };
+        sipstls::TicketKeysHandle::new(sipstls::StaticTicketKeys::new(keys, std::time::Duration::from_secs(600)))
+    };
+    assert_eq!(setting_of(cli(DomainConfig::client(p.roots()).with_session_store(store()))), "session_store");
+    assert_eq!(setting_of(cli(DomainConfig::client(p.roots()).with_ticket_keys(keys()))), "ticket_keys");
+    let srv_cfg = || DomainConfig::server(p.server_ecdsa.identity());
+    let no_ids = srv_cfg().with_resumption(Resumption { tickets: true, session_ids: false });
+    assert_eq!(setting_of(srv(no_ids.with_session_store(store()))), "session_store");
+    let no_tickets = srv_cfg().with_resumption(Resumption { tickets: false, session_ids: true });
+    assert_eq!(setting_of(srv(no_tickets.with_ticket_keys(keys()))), "ticket_keys");
     // A client with name checks on and no name to check.
     let cd = b.client_domain(&client_cfg(ProtocolVersion::Tls12)).unwrap();
     assert_eq!(setting_of(cd.connect(None).map(|_| ())), "server_name");

@@ -20,7 +20,6 @@ const WAIT: Duration = Duration::from_secs(15);
 
 struct Server {
     child: ChildGuard,
-    addr: SocketAddr,
     log: PathBuf,
 }
 
@@ -121,7 +120,7 @@ fn reload_by_sighup(backend: &str, model: &str) {
         .stderr(File::create(&log).unwrap())
         .spawn()
         .expect("spawn sip-server");
-    let server = Server { child: ChildGuard(child), addr, log };
+    let server = Server { child: ChildGuard(child), log };
     assert!(wait_for_port(addr, WAIT), "sip-server did not listen on {addr}");
 
     let mut before = connect(backend, addr, SERVER_NAME).expect("the first configuration");

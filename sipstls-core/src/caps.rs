@@ -39,6 +39,15 @@ bitflags! {
         /// A server domain holds several identities (say RSA and ECDSA) and the handshake
         /// picks the one the client's signature algorithms allow.
         const MULTIPLE_IDENTITIES = 1 << 11;
+        /// Server sessions are cached in an external [`SessionStore`](crate::store::SessionStore)
+        /// ([`DomainConfig::session_store`](crate::DomainConfig::session_store)), so a
+        /// session made by one process or node resumes on another.
+        const SESSION_STORE = 1 << 12;
+        /// Stateless tickets are sealed with keys from a
+        /// [`TicketKeyProvider`](crate::store::TicketKeyProvider)
+        /// ([`DomainConfig::ticket_keys`](crate::DomainConfig::ticket_keys)), so a ticket
+        /// issued by one node is accepted by another.
+        const TICKET_KEYS = 1 << 13;
         /// Allocations of the library can be routed to [`AllocatorHooks`](crate::hooks::AllocatorHooks).
         const ALLOCATOR_HOOK = 1 << 16;
         /// The library's internal locks can be replaced through [`LockHooks`](crate::hooks::LockHooks).

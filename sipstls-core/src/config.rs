@@ -7,6 +7,7 @@ use crate::backend::ProcessModel;
 use crate::caps::Capabilities;
 use crate::error::{Error, Result};
 use crate::keylog::KeyLogSink;
+use crate::store::{SessionStoreHandle, TicketKeysHandle};
 
 /// The TLS 1.3 suites every backend offers by default, in server preference order.
 ///
@@ -369,6 +370,15 @@ pub struct DomainConfig {
     /// reads them can decrypt the sessions: for debugging only. Needs
     /// [`Capabilities::KEY_LOG`].
     pub key_log: Option<KeyLogSink>,
+    /// Server: where TLS 1.2 session-ID sessions (and TLS 1.3 stateful tickets) are cached
+    /// instead of the library's per-process cache, so another process or node sharing the
+    /// store resumes them (default: the library's own cache). Needs
+    /// `resumption.session_ids` and [`Capabilities::SESSION_STORE`].
+    pub session_store: Option<SessionStoreHandle>,
+    /// Server: where the keys sealing stateless tickets come from, so every node fed the
+    /// same keys accepts every node's tickets (default: keys made by the backend, shared by
+    /// fork only). Needs `resumption.tickets` and [`Capabilities::TICKET_KEYS`].
+    pub ticket_keys: Option<TicketKeysHandle>,
 }
 
 impl Default for DomainConfig {
@@ -391,6 +401,8 @@ impl Default for DomainConfig {
             process_model: ProcessModel::Confined,
             crls: Vec::new(),
             key_log: None,
+            session_store: None,
+            ticket_keys: None,
         }
     }
 }
@@ -467,6 +479,18 @@ impl DomainConfig {
         self
     }
 
+    /// Server: caches sessions in `store` (see [`DomainConfig::session_store`]).
+    pub fn with_session_store(mut self, store: SessionStoreHandle) -> Self {
+        self.session_store = Some(store);
+        self
+    }
+
+    /// Server: seals tickets with keys from `keys` (see [`DomainConfig::ticket_keys`]).
+    pub fn with_ticket_keys(mut self, keys: TicketKeysHandle) -> Self {
+        self.ticket_keys = Some(keys);
+        self
+    }
+
     /// Sets the resumption mechanisms.
     pub fn with_resumption(mut self, r: Resumption) -> Self {
         self.resumption = r;
@@ -536,6 +560,23 @@ impl DomainConfig {
             }
         }
 
+        if self.session_store.is_some() {
+            if role == Role::Client {
+                return Err(Error::config("session_store", "a session store is for server domains"));
+            }
+            if !self.resumption.session_ids {
+                return Err(Error::config("session_store", "a session store needs resumption.session_ids"));
+            }
+        }
+        if self.ticket_keys.is_some() {
+            if role == Role::Client {
+                return Err(Error::config("ticket_keys", "ticket keys are for server domains"));
+            }
+            if !self.resumption.tickets {
+                return Err(Error::config("ticket_keys", "ticket keys need resumption.tickets"));
+            }
+        }
+
         // Capability checks: refuse, never ignore.
         let need = |cap: Capabilities, what: &str| -> Result<()> {
             if caps.contains(cap) {
@@ -585,6 +626,24 @@ impl DomainConfig {
         }
         if role == Role::Server && self.identities.len() > 1 {
             need(Capabilities::MULTIPLE_IDENTITIES, "several identities on one server domain")?;
+        }
+        if self.session_store.is_some() {
+            need(Capabilities::SESSION_STORE, "an external session store")?;
+        }
+        if self.ticket_keys.is_some() {
+            need(Capabilities::TICKET_KEYS, "ticket keys from a provider")?;
+        }
+        if self.process_model == ProcessModel::Migrating && (self.session_store.is_some() || self.ticket_keys.is_some())
+        {
+            // Stores and providers use process-private locks (std::sync::Mutex), which lose
+            // wake-ups when sessions migrate between processes.
+            let cap =
+                if self.session_store.is_some() { Capabilities::SESSION_STORE } else { Capabilities::TICKET_KEYS };
+            return Err(Error::unsupported(
+                backend,
+                cap,
+                "session stores and ticket key providers take process-private locks: not in the migrating model",
+            ));
         }
         need(self.process_model.capability(), "this process model (see Backend::supports_model)")?;
         Ok(())

@@ -15,6 +15,7 @@
 //! - [`TlsInfo`]: a plain-data snapshot of an established session.
 //! - [`Error`]: one typed error for every backend.
 //! - [`hooks`]: the allocator and lock hook contracts for shared-memory process models.
+//! - [`store`]: session stores and ticket keys shared between processes and nodes.
 //! - [`proxy`]: the PROXY protocol v2 header a TLS terminator sends to the SIP worker behind it.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -31,6 +32,7 @@ pub mod keylog;
 pub mod proxy;
 mod session;
 pub mod stats;
+pub mod store;
 pub mod x509;
 
 pub use backend::{resolve_server_name, Backend, BackendInfo, ClientDomain, ProcessModel, ServerDomain};
@@ -44,3 +46,7 @@ pub use error::{Alert, CertificateError, Error, ProtocolErrorKind, Result};
 pub use info::{TlsInfo, VerifyResult};
 pub use keylog::{KeyLog, KeyLogFile, KeyLogSink};
 pub use session::{ReadStatus, Session, SessionState};
+pub use store::{
+    FileTicketKeys, LruSessionStore, SessionStore, SessionStoreHandle, StaticTicketKeys, TicketKey, TicketKeyProvider,
+    TicketKeys, TicketKeysHandle,
+};
