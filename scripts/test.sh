@@ -14,10 +14,12 @@ cd "$(dirname "$0")/.."
 need=()
 # gnutls-bin and android-boringssl are independent TLS peers (gnutls-cli/-serv, bssl-tool)
 # of examples/tests/third_party_peers.rs, which runs the servers in `unshare -n` namespaces
-# (util-linux) and brings up their loopback with `ip` (iproute2).
+# (util-linux) and brings up their loopback with `ip` (iproute2). redis-server: the
+# cross-node resumption tests (conformance-tests/tests/cross_node.rs, sipstls-redis) start
+# their own instances on free loopback ports (never the system service).
 for pkg in libssl-dev pkg-config openssl gcc kamailio kamailio-tls-modules \
     cmake libclang-dev autoconf automake libtool make patch gnutls-bin android-boringssl \
-    util-linux iproute2; do
+    util-linux iproute2 redis-server; do
     [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" == "install ok installed" ]] || need+=("$pkg")
 done
 # tshark (with dumpcap) decrypts a captured SIP-over-TLS exchange with sipstls's key log
@@ -83,9 +85,9 @@ echo "== rustdoc of sipstls-core and sipstls-manager, warnings denied"
 RUSTDOCFLAGS="-D warnings" cargo doc -p sipstls-core -p sipstls-manager --no-deps --locked -q
 
 echo "== no leftover test servers"
-if pgrep -f "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|gnutls-(serv|cli)|bssl-tool|(^|/)kamailio( |$)|(^|/)(dumpcap|tshark) " >/dev/null; then
+if pgrep -f "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|gnutls-(serv|cli)|bssl-tool|(^|/)kamailio( |$)|(^|/)(dumpcap|tshark) |redis-server " >/dev/null; then
     echo "test.sh: a test left a server running:" >&2
-    pgrep -fa "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|gnutls-(serv|cli)|bssl-tool|(^|/)kamailio( |$)|(^|/)(dumpcap|tshark) " >&2
+    pgrep -fa "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|gnutls-(serv|cli)|bssl-tool|(^|/)kamailio( |$)|(^|/)(dumpcap|tshark) |redis-server " >&2
     exit 1
 fi
 echo "test.sh: all tests passed"
