@@ -56,6 +56,12 @@ if ((${#need[@]})) || [ -n "$want_tshark" ]; then
     fi
 fi
 
+# A test run, not an edit loop: no incremental caches, and line tables only for debug info
+# (backtraces keep file:line). About half the disk of a default debug build across the
+# several feature builds below, and less to link.
+export CARGO_INCREMENTAL=0
+export CARGO_PROFILE_DEV_DEBUG=line-tables-only
+
 echo "== formatting"
 cargo fmt --all -- --check
 
