@@ -4,6 +4,8 @@
 //!
 //! Checked for every backend of the build (a `harness = false` binary with hard timeouts):
 //! - a ticket issued by worker A resumes in worker B;
+//! - ticket keys rotate in step in every worker (`EpochTicketKeys` made before fork): a
+//!   ticket resumes anywhere one rotation later and gives a full handshake two later;
 //! - under load over 4 workers: no failure, resumption across workers, and the server
 //!   randoms of all handshakes are unique (no two processes share a DRBG state);
 //! - 8 workers x 200,000 16-byte outputs of `fill_random` plus the parent's: no duplicate,
@@ -204,6 +206,67 @@ fn ticket_from_worker_a_resumes_in_b(pool: &mut Pool) {
         }
     }
     panic!("200 connections all went to worker {}; the kernel never picked another", first.pid);
+}
+
+/// Seconds per ticket key period in the rotation check.
+const KEY_PERIOD: u64 = 2;
+
+/// Sleeps until `frac` (0..1) of the way into the next ticket key period.
+fn sleep_into_next_period(frac: f64) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let period = Duration::from_secs(KEY_PERIOD);
+    let into = Duration::from_nanos((now.as_nanos() % period.as_nanos()) as u64);
+    std::thread::sleep(period - into + period.mul_f64(frac));
+}
+
+/// Ticket keys rotated in step by every worker (`EpochTicketKeys` from a secret made
+/// before fork, 2-second periods): a ticket from period n resumes in any worker during
+/// period n+1 (previous key), and a ticket two rotations old gives a full handshake, not a
+/// failure. A backend without `TICKET_KEYS` refuses the setting.
+fn ticket_keys_rotate_in_step(backend: &Arc<dyn Backend>) {
+    let keys = sipstls::EpochTicketKeys::new([0x5a; 32], Duration::from_secs(KEY_PERIOD)).unwrap();
+    let mut cfg = server_cfg_any();
+    cfg.resumption = sipstls::Resumption { tickets: true, session_ids: false };
+    cfg.ticket_keys = Some(sipstls::TicketKeysHandle::new(keys));
+    if !backend.capabilities().contains(sipstls::Capabilities::TICKET_KEYS) {
+        match backend.server_domain(&cfg) {
+            Err(Error::Unsupported { capability, .. }) => assert_eq!(capability, sipstls::Capabilities::TICKET_KEYS),
+            other => panic!("TICKET_KEYS is not claimed: expected Unsupported, got {:?}", other.err()),
+        }
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let addr = listener.local_addr().unwrap();
+    let server = backend.server_domain(&cfg).expect("server domain with epoch ticket keys");
+    let s = server.clone();
+    let _workers = Workers::spawn(WORKERS, Duration::from_secs(60), move |_| serve_forever(&listener, &*s));
+
+    // Period n: a full handshake leaves a ticket sealed with key n.
+    sleep_into_next_period(0.1);
+    let client = backend.client_domain(&client_cfg_any()).expect("client domain");
+    let first = hello(&*client, addr).expect("first connection");
+    assert!(!first.resumed);
+    // Period n+1: every worker opens it with the previous key.
+    sleep_into_next_period(0.1);
+    let mut pids = HashSet::from([first.pid]);
+    let fresh = backend.client_domain(&client_cfg_any()).expect("client domain");
+    let old_ticket_holder = hello(&*fresh, addr).expect("full handshake in period n+1");
+    assert!(!old_ticket_holder.resumed);
+    for i in 0..40 {
+        let s = hello(&*client, addr).expect("connection after one rotation");
+        assert!(s.resumed, "connection {i} (worker {}) did not resume across one rotation", s.pid);
+        pids.insert(s.pid);
+        if pids.len() >= 3 {
+            break;
+        }
+    }
+    assert!(pids.len() >= 2, "all resumptions in worker(s) {pids:?}");
+    // Period n+3: `fresh`'s ticket (key n+1) is two rotations old: a full handshake.
+    sleep_into_next_period(0.1);
+    sleep_into_next_period(0.1);
+    let s = hello(&*fresh, addr).expect("a stale ticket must not fail the connection");
+    assert!(!s.resumed, "a ticket two rotations old was accepted (worker {})", s.pid);
+    println!("    resumed across one rotation in workers {pids:?}; two rotations later: full handshake");
 }
 
 /// Many connections from 4 client threads over 4 workers: no failure, every worker
@@ -444,6 +507,8 @@ fn main() -> std::process::ExitCode {
             worker_exit_leaves_others_working(&mut pool)
         });
         drop(pool); // kills and reaps the workers by PID
+        tally
+            .run(&format!("fork::pinned::{name}::ticket_keys_rotate_in_step"), || ticket_keys_rotate_in_step(&backend));
         tally.run(&format!("fork::pinned::{name}::random_outputs_unique_across_processes"), || {
             random_outputs_unique_across_processes(&backend)
         });

@@ -47,6 +47,6 @@ pub use info::{TlsInfo, VerifyResult};
 pub use keylog::{KeyLog, KeyLogFile, KeyLogSink};
 pub use session::{ReadStatus, Session, SessionState};
 pub use store::{
-    FileTicketKeys, LruSessionStore, SessionStore, SessionStoreHandle, StaticTicketKeys, TicketKey, TicketKeyProvider,
-    TicketKeys, TicketKeysHandle,
+    EpochTicketKeys, FileTicketKeys, LruSessionStore, SessionStore, SessionStoreHandle, StaticTicketKeys, TicketKey,
+    TicketKeyProvider, TicketKeys, TicketKeysHandle,
 };

@@ -262,6 +262,76 @@ impl fmt::Debug for StaticTicketKeys {
     }
 }
 
+/// Keys derived from one secret and the clock: the key of rotation period `n` (periods of
+/// `period` since the Unix epoch) is HMAC-SHA256(secret, label || n), its name the first
+/// 16 bytes of another HMAC. Every process and every machine holding the secret computes
+/// the same current and previous keys without talking to the others, so rotation needs no
+/// coordination: what pre-forked workers (the pinned model) need, with the secret made
+/// before `fork()`, and what a cluster can use with the secret from its configuration
+/// management. Clocks must agree to well within a period (a ticket stays valid for one more
+/// period after its own).
+///
+/// Holds no lock and allocates nothing per call. Compromise of the secret exposes every
+/// past and future ticket key: protect it as a private key.
+pub struct EpochTicketKeys {
+    secret: [u8; 32],
+    period: Duration,
+}
+
+impl EpochTicketKeys {
+    /// Keys from `secret`, rotated every `period` (at least one second).
+    pub fn new(secret: [u8; 32], period: Duration) -> Result<Self> {
+        if period < Duration::from_secs(1) {
+            return Err(Error::config("ticket_keys", "the rotation period must be at least one second"));
+        }
+        Ok(EpochTicketKeys { secret, period })
+    }
+
+    /// The keys in force at `unix_time` (seconds since the Unix epoch).
+    pub fn keys_at(&self, unix_time: Duration) -> TicketKeys {
+        let n = (unix_time.as_nanos() / self.period.as_nanos().max(1)) as u64;
+        TicketKeys { current: self.key_of(n), previous: n.checked_sub(1).map(|p| self.key_of(p)) }
+    }
+
+    fn key_of(&self, period: u64) -> TicketKey {
+        use hmac::{Hmac, Mac};
+        let mac = |label: &[u8]| {
+            let mut m = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+            m.update(label);
+            m.update(&period.to_be_bytes());
+            m.update(&(self.period.as_secs()).to_be_bytes());
+            m.finalize().into_bytes()
+        };
+        let mut k = TicketKey { name: [0; TICKET_KEY_NAME_LEN], key: [0; TICKET_KEY_LEN] };
+        k.name.copy_from_slice(&mac(b"sipstls epoch ticket key name")[..TICKET_KEY_NAME_LEN]);
+        k.key.copy_from_slice(&mac(b"sipstls epoch ticket key")[..]);
+        k
+    }
+}
+
+impl TicketKeyProvider for EpochTicketKeys {
+    fn keys(&self) -> Option<TicketKeys> {
+        // A clock before 1970 gives period 0: still keys every process agrees on.
+        let now = SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Some(self.keys_at(now))
+    }
+    fn lifetime(&self) -> Duration {
+        self.period
+    }
+}
+
+impl Drop for EpochTicketKeys {
+    fn drop(&mut self) {
+        self.secret.zeroize();
+    }
+}
+
+impl fmt::Debug for EpochTicketKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EpochTicketKeys").field("period", &self.period).finish_non_exhaustive()
+    }
+}
+
 /// Keys from a file that an operator (or a cron job, or configuration management) rotates
 /// on every node: one key per line as 96 hex digits (`name (16 bytes) || key (32 bytes)`),
 /// the current key first, the previous one second; empty lines and `#` comments ignored.
@@ -497,6 +567,29 @@ impl fmt::Debug for LruSessionStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn epoch_keys_agree_rotate_and_differ_by_secret() {
+        let a = EpochTicketKeys::new([7; 32], Duration::from_secs(60)).unwrap();
+        let b = EpochTicketKeys::new([7; 32], Duration::from_secs(60)).unwrap();
+        let other = EpochTicketKeys::new([8; 32], Duration::from_secs(60)).unwrap();
+        let t = Duration::from_secs(1_800_000_000);
+        let k = a.keys_at(t);
+        assert_eq!(k, b.keys_at(t), "the same secret gives the same keys everywhere");
+        assert_eq!(k, a.keys_at(t + Duration::from_secs(59)), "same period, same keys");
+        assert_ne!(k.current, other.keys_at(t).current);
+        assert_ne!(k.current.name, other.keys_at(t).current.name);
+        let next = a.keys_at(t + Duration::from_secs(60));
+        assert_ne!(next.current, k.current, "rotated");
+        assert_eq!(next.previous.as_ref(), Some(&k.current), "the last period's key is still accepted");
+        assert_eq!(next.find(&k.current.name).map(|(_, current)| current), Some(false));
+        assert!(a.keys_at(t + Duration::from_secs(120)).find(&k.current.name).is_none(), "two rotations: gone");
+        assert_ne!(k.current.name[..], k.current.key[..16], "name and key are separate derivations");
+        let other_period = EpochTicketKeys::new([7; 32], Duration::from_secs(30)).unwrap();
+        assert_ne!(other_period.keys_at(t).current, k.current, "the period is part of the derivation");
+        assert!(EpochTicketKeys::new([7; 32], Duration::from_millis(999)).is_err());
+        assert!(!format!("{a:?}").contains("7, 7"), "Debug never shows the secret");
+    }
 
     const HOUR: Duration = Duration::from_secs(3600);
 
