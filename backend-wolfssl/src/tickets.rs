@@ -271,7 +271,13 @@ pub(crate) unsafe extern "C" fn ticket_cb(
         if let Some(sh) = sh {
             sh.ticket_depth = depth;
         }
-        if renew {
+        // Renewing (RET_CREATE: resume and send a fresh ticket) is TLS 1.2's way; wolfSSL's
+        // TLS 1.3 PSK path takes only RET_OK (measured: a TLS 1.3 ticket under the previous
+        // key was refused with RET_CREATE), and TLS 1.3 sends fresh tickets after every
+        // handshake anyway.
+        // SAFETY: `ssl` is the live session running this callback.
+        let tls13 = unsafe { w::wolfSSL_version(ssl) } as u32 == w::TLS1_3_VERSION;
+        if renew && !tls13 {
             w::TicketEncRet_WOLFSSL_TICKET_RET_CREATE
         } else {
             w::TicketEncRet_WOLFSSL_TICKET_RET_OK
