@@ -71,6 +71,7 @@ macro_rules! conformance_suite {
                 early_close_without_close_notify,
                 half_closed_connection,
                 never_reading_peer_is_bounded,
+                no_usable_signature_scheme,
                 flooding_peer_is_bounded,
                 client_renegotiation_refused,
                 server_renegotiation_refused,
