@@ -35,6 +35,7 @@ pub const IN_MEMORY: &[(&str, fn(&dyn Backend))] = &[
     ("half_closed_connection", half_closed_connection),
     ("never_reading_peer_is_bounded", never_reading_peer_is_bounded),
     ("no_usable_signature_scheme", no_usable_signature_scheme),
+    ("close_notify_during_handshake", close_notify_during_handshake),
     ("flooding_peer_is_bounded", flooding_peer_is_bounded),
 ];
 
@@ -451,6 +452,23 @@ pub fn no_usable_signature_scheme(b: &dyn Backend) {
     input.extend(random(77, 4096));
     let e = feed_until_error(&mut *s, &input, "no usable signature scheme");
     assert_peer_fault(&e, "no usable signature scheme");
+}
+
+/// A close_notify alert (plaintext, before any keys exist) instead of the peer's first
+/// flight, in both roles: a typed error (found by the `client_session` fuzz target: the
+/// OpenSSL backend reported an untyped backend error for the client).
+pub fn close_notify_during_handshake(b: &dyn Backend) {
+    let alert = [0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0x00];
+    for v in versions(b) {
+        let mut input = alert.to_vec();
+        input.extend(random(11, 64));
+        let (mut c, _) = client_hello(b, v);
+        let e = feed_until_error(&mut *c, &input, &format!("{v} client"));
+        assert_peer_fault(&e, &format!("{v} client: close_notify instead of the ServerHello"));
+        let mut s = b.server_domain(&server_cfg(v)).unwrap().accept(None).unwrap();
+        let e = feed_until_error(&mut *s, &input, &format!("{v} server"));
+        assert_peer_fault(&e, &format!("{v} server: close_notify instead of the ClientHello"));
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -72,6 +72,7 @@ macro_rules! conformance_suite {
                 half_closed_connection,
                 never_reading_peer_is_bounded,
                 no_usable_signature_scheme,
+                close_notify_during_handshake,
                 flooding_peer_is_bounded,
                 client_renegotiation_refused,
                 server_renegotiation_refused,
