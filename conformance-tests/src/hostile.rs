@@ -529,7 +529,8 @@ pub fn client_renegotiation_refused(b: &dyn Backend) {
     assert!(stdout.contains("RENEGOTIATING") || stderr.contains("RENEGOTIATING"), "s_client did not try: {stderr}");
     assert!(
         rest.is_empty(),
-        "{}: data after a renegotiation request arrived: {:?} (renegotiation was accepted)",
+        "{}: data after a renegotiation request arrived: {:?} (renegotiation was accepted)\n\
+         s_client stdout:\n{stdout}\ns_client stderr:\n{stderr}",
         b.info().name,
         String::from_utf8_lossy(&rest)
     );
