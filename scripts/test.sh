@@ -16,10 +16,12 @@ need=()
 # of examples/tests/third_party_peers.rs, which runs the servers in `unshare -n` namespaces
 # (util-linux) and brings up their loopback with `ip` (iproute2). redis-server: the
 # cross-node resumption tests (conformance-tests/tests/cross_node.rs, sipstls-redis) start
-# their own instances on free loopback ports (never the system service).
+# their own instances on free loopback ports (never the system service). testssl.sh scans
+# the example server of every backend (examples/tests/scanners.rs, in `unshare -n`); g++
+# builds libFuzzer for the fuzz smoke runs.
 for pkg in libssl-dev pkg-config openssl gcc kamailio kamailio-tls-modules \
     cmake libclang-dev autoconf automake libtool make patch gnutls-bin android-boringssl \
-    util-linux iproute2 redis-server; do
+    util-linux iproute2 redis-server testssl.sh g++; do
     [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" == "install ok installed" ]] || need+=("$pkg")
 done
 # tshark (with dumpcap) decrypts a captured SIP-over-TLS exchange with sipstls's key log
@@ -87,13 +89,16 @@ cargo test --locked -p sipstls-examples --features wolfssl,mbedtls
 echo "== cargo test (BoringSSL through the boring crate, beside rustls)"
 cargo test --locked -p sipstls-conformance -p sipstls-examples --no-default-features --features rustls,boring
 
+echo "== fuzz smoke runs (cargo-fuzz on the stable toolchain, 15 s per target)"
+scripts/fuzz-smoke.sh
+
 echo "== rustdoc of sipstls-core and sipstls-manager, warnings denied"
 RUSTDOCFLAGS="-D warnings" cargo doc -p sipstls-core -p sipstls-manager --no-deps --locked -q
 
 echo "== no leftover test servers"
-if pgrep -f "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|gnutls-(serv|cli)|bssl-tool|(^|/)kamailio( |$)|(^|/)(dumpcap|tshark) |redis-server " >/dev/null; then
+if pgrep -f "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|gnutls-(serv|cli)|bssl-tool|(^|/)kamailio( |$)|(^|/)(dumpcap|tshark) |redis-server |(^|/)testssl " >/dev/null; then
     echo "test.sh: a test left a server running:" >&2
-    pgrep -fa "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|gnutls-(serv|cli)|bssl-tool|(^|/)kamailio( |$)|(^|/)(dumpcap|tshark) |redis-server " >&2
+    pgrep -fa "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|gnutls-(serv|cli)|bssl-tool|(^|/)kamailio( |$)|(^|/)(dumpcap|tshark) |redis-server |(^|/)testssl " >&2
     exit 1
 fi
 echo "test.sh: all tests passed"

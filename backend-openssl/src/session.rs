@@ -67,6 +67,12 @@ impl OpensslSession {
         if let Some(io) = e.io_error() {
             return Error::Backend { library: crate::NAME, message: io.to_string() };
         }
+        // close_notify before the handshake finished: OpenSSL reports ZERO_RETURN with an
+        // empty error stack. The peer ended the handshake with an alert (found by fuzzing:
+        // it was an untyped backend error).
+        if e.code() == ErrorCode::ZERO_RETURN {
+            return Error::AlertReceived(sipstls_core::Alert(0));
+        }
         map_stack(e.ssl_error(), verify, self.expected_name.as_deref())
     }
 

@@ -45,6 +45,12 @@ pub(crate) fn map_error(e: rustls::Error) -> Error {
         }
         R::DecryptError => Error::protocol(ProtocolErrorKind::DecryptFailure, e.to_string()),
         R::PeerMisbehaved(_) => Error::protocol(ProtocolErrorKind::Other, e.to_string()),
+        // The server's certificate resolver found no certificate for what the ClientHello
+        // offers (say, no signature scheme the key can make): the peer's offer, not our
+        // fault. rustls reports it only as a `General` string. Found by fuzzing.
+        R::General(ref m) if m == "no server certificate chain resolved" => {
+            Error::protocol(ProtocolErrorKind::HandshakeFailure, e.to_string())
+        }
         other => Error::Backend { library: NAME, message: other.to_string() },
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use sipstls_core::x509::CertificateInfo;
 use sipstls_core::{
-    Certificate, CertificateError, DomainConfig, Error, NameVerification, ProtocolVersion, ReadStatus, Result, Role,
-    ServerName, Session, SessionState, SniCandidates, TlsInfo, VerifyResult,
+    Certificate, CertificateError, DomainConfig, Error, NameVerification, ProtocolErrorKind, ProtocolVersion,
+    ReadStatus, Result, Role, ServerName, Session, SessionState, SniCandidates, TlsInfo, VerifyResult,
 };
 use wolfssl_sys as w;
 
@@ -552,9 +552,21 @@ impl WolfsslSession {
             self.plain_pos = 0;
         }
         let mut chunk = vec![0u8; 16 * 1024];
+        let out_before = self.sh_ref().output.len();
         while self.plain_in.len() - self.plain_pos < MAX_PLAINTEXT_IN {
             // SAFETY: `ssl` is live; `chunk` is writable for its length.
             let n = unsafe { w::wolfSSL_read(ssl.as_ptr(), chunk.as_mut_ptr().cast(), chunk.len() as c_int) };
+            // SAFETY: `ssl` is live; the call only reads its handshake state.
+            if unsafe { w::wolfSSL_is_init_finished(ssl.as_ptr()) } == 0 {
+                // wolfSSL started a new handshake on an established session: a TLS 1.2
+                // renegotiation (wolfssl-sys builds wolfSSL with secure renegotiation, and
+                // its server answers a client's renegotiation ClientHello; measured with
+                // `openssl s_client` and `R`). sipstls refuses renegotiation on every
+                // backend: drop the answer wolfSSL queued and fail.
+                self.sh().output.truncate(out_before);
+                let e = Error::protocol(ProtocolErrorKind::HandshakeFailure, "renegotiation refused");
+                return Err(self.st.fail(e));
+            }
             if n > 0 {
                 self.plain_in.extend_from_slice(&chunk[..n as usize]);
                 continue;

@@ -14,6 +14,7 @@
 
 pub mod checks;
 pub mod fork;
+pub mod hostile;
 pub mod ops;
 pub mod peers;
 mod peers_rustls;
@@ -59,6 +60,25 @@ macro_rules! conformance_suite {
                 peer_certificate_inspection,
             );
         }
+
+        mod hostile {
+            $crate::__hostile_checks!(super::__sipstls_backend;
+                random_bytes_to_client,
+                random_records_after_handshake,
+                record_length_over_limit,
+                truncated_records_wait,
+                sslv2_client_hello_refused,
+                data_before_handshake_ends,
+                early_close_without_close_notify,
+                half_closed_connection,
+                never_reading_peer_is_bounded,
+                no_usable_signature_scheme,
+                close_notify_during_handshake,
+                flooding_peer_is_bounded,
+                client_renegotiation_refused,
+                server_renegotiation_refused,
+            );
+        }
     };
 }
 
@@ -70,6 +90,19 @@ macro_rules! __ops_checks {
             #[test]
             fn $name() {
                 $crate::ops::$name(&*$b());
+            }
+        )*
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __hostile_checks {
+    ($b:path; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::hostile::$name(&*$b());
             }
         )*
     };

@@ -235,6 +235,70 @@ fn handshake_timeout_closes(backend: Arc<dyn Backend>) {
     assert!(s.workers[0].accept_timeout(Duration::from_millis(50)).is_err(), "nothing handed over");
 }
 
+/// Slowloris: clients that trickle a ClientHello one byte at a time (progress, but never a
+/// complete handshake) are closed when the handshake timeout fires, counted as
+/// `handshake_timeout`, and meanwhile a normal client is served.
+fn slowloris_handshakes_time_out(backend: Arc<dyn Backend>) {
+    const SLOW: usize = 20;
+    let cfg = ManagerConfig { handshake_timeout: Duration::from_millis(800), ..Default::default() };
+    let s = setup(&backend, 1, cfg, false);
+    // A real ClientHello, to trickle.
+    let cd = backend.client_domain(&DomainConfig::client(pki().roots())).unwrap();
+    let mut hello_session = cd.connect(Some(&sipstls::ServerName::parse(SERVER_NAME).unwrap())).unwrap();
+    let mut hello = vec![0u8; 16 * 1024];
+    let n = hello_session.take_tls(&mut hello);
+    hello.truncate(n);
+    let mut slow: Vec<TcpStream> = (0..SLOW).map(|_| TcpStream::connect(s.addr).unwrap()).collect();
+    let t0 = Instant::now();
+    let mut closed_at = vec![None; SLOW];
+    let mut sent = 0;
+    let mut good = None;
+    while closed_at.iter().any(Option::is_none) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "slowloris connections still open after 10 s: {closed_at:?}");
+        for (i, c) in slow.iter_mut().enumerate() {
+            if closed_at[i].is_some() {
+                continue;
+            }
+            // One byte (never the whole hello), then look for the close.
+            let byte = [hello[sent.min(hello.len() - 2)]];
+            if c.write_all(&byte).is_err() {
+                closed_at[i] = Some(t0.elapsed());
+                continue;
+            }
+            c.set_nonblocking(true).unwrap();
+            let mut buf = [0u8; 64];
+            match c.read(&mut buf) {
+                Ok(0) => closed_at[i] = Some(t0.elapsed()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Ok(_) => panic!("the manager answered an incomplete ClientHello"),
+                Err(_) => closed_at[i] = Some(t0.elapsed()),
+            }
+            c.set_nonblocking(false).unwrap();
+        }
+        sent += 1;
+        if good.is_none() && t0.elapsed() > Duration::from_millis(200) {
+            // A normal client during the attack.
+            let mut tls = client(&backend, s.addr, false);
+            let conn = s.workers[0].accept_timeout(WAIT).unwrap();
+            tls.write_all(b"ping").unwrap();
+            echo_once(&conn, 4);
+            let mut got = [0u8; 4];
+            tls.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"ping");
+            good = Some((tls, conn));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(good.is_some(), "the normal client was not served");
+    for (i, at) in closed_at.iter().enumerate() {
+        let at = at.unwrap();
+        assert!(at >= Duration::from_millis(700), "connection {i} closed at {at:?}, before the timeout");
+    }
+    let st = s.manager.stats();
+    assert_eq!(st.closed.get("handshake_timeout"), Some(&(SLOW as u64)), "{st:?}");
+    assert_eq!(st.handshakes_failed, SLOW as u64, "{st:?}");
+}
+
 fn peer_that_never_reads_hits_the_bounded_queue(backend: Arc<dyn Backend>) {
     let cfg = ManagerConfig { max_queue: 64 * 1024, send_timeout: Duration::from_secs(2), ..Default::default() };
     let s = setup(&backend, 1, cfg, false);
@@ -394,6 +458,7 @@ per_backend!(
     outbound_reuse_only_for_same_domain_and_name,
     outbound_failures_are_typed,
     handshake_timeout_closes,
+    slowloris_handshakes_time_out,
     peer_that_never_reads_hits_the_bounded_queue,
     lost_worker_connections_close_cleanly,
     no_worker_means_close_notify,
