@@ -364,11 +364,26 @@ mod openssl_native {
         }
     }
 
+    /// The TLS method (the boring crate renamed both to `tls()`).
+    #[cfg(feature = "openssl")]
+    fn method(server: bool) -> SslMethod {
+        if server {
+            SslMethod::tls_server()
+        } else {
+            SslMethod::tls_client()
+        }
+    }
+
+    #[cfg(feature = "boring")]
+    fn method(_server: bool) -> SslMethod {
+        SslMethod::tls()
+    }
+
     impl OpensslRunner {
         pub fn new(work: Work) -> Result<Self, String> {
             let p = pki();
             let e = |e: ssl_lib::error::ErrorStack| e.to_string();
-            let mut sb = SslContext::builder(SslMethod::tls_server()).map_err(e)?;
+            let mut sb = SslContext::builder(method(true)).map_err(e)?;
             sb.set_min_proto_version(Some(SslVersion::TLS1_3)).map_err(e)?;
             sb.set_max_proto_version(Some(SslVersion::TLS1_3)).map_err(e)?;
             sb.set_options(SslOptions::NO_TICKET | SslOptions::NO_RENEGOTIATION | SslOptions::CIPHER_SERVER_PREFERENCE);
@@ -382,7 +397,7 @@ mod openssl_native {
             let key = PKey::private_key_from_pem(p.server_ecdsa.key_pem.as_bytes()).map_err(e)?;
             sb.set_certificate(&cert).map_err(e)?;
             sb.set_private_key(&key).map_err(e)?;
-            let mut cb = SslContext::builder(SslMethod::tls_client()).map_err(e)?;
+            let mut cb = SslContext::builder(method(false)).map_err(e)?;
             cb.set_min_proto_version(Some(SslVersion::TLS1_3)).map_err(e)?;
             cb.set_max_proto_version(Some(SslVersion::TLS1_3)).map_err(e)?;
             cb.set_options(SslOptions::NO_TICKET | SslOptions::NO_RENEGOTIATION);
