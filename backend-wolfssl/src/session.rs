@@ -27,6 +27,11 @@ const MAX_PLAINTEXT_IN: usize = 64 * 1024;
 /// Largest plaintext handed to one `wolfSSL_write`.
 const MAX_WRITE: usize = 64 * 1024;
 
+thread_local! {
+    /// Scratch for `decrypt_ahead`: one TLS record of plaintext, per thread.
+    static CHUNK: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0u8; 16 * 1024].into_boxed_slice());
+}
+
 /// Empties a buffer and gives its memory back when it is larger than a small record.
 fn release(buf: &mut Vec<u8>) {
     buf.clear();
@@ -551,11 +556,20 @@ impl WolfsslSession {
             release(&mut self.plain_in);
             self.plain_pos = 0;
         }
-        let mut chunk = vec![0u8; 16 * 1024];
         let out_before = self.sh_ref().output.len();
         while self.plain_in.len() - self.plain_pos < MAX_PLAINTEXT_IN {
-            // SAFETY: `ssl` is live; `chunk` is writable for its length.
-            let n = unsafe { w::wolfSSL_read(ssl.as_ptr(), chunk.as_mut_ptr().cast(), chunk.len() as c_int) };
+            // wolfSSL decrypts into a per-thread scratch record (allocated and zeroed once
+            // per thread, not per call: a fresh 16 KiB buffer per call cost more than the
+            // AES-GCM of a 1 KiB record); only the plaintext is copied to the session.
+            let n = CHUNK.with_borrow_mut(|chunk| {
+                // SAFETY: `ssl` is live; `chunk` is writable for its length; the callbacks
+                // wolfSSL_read makes reach only the Shared block, never CHUNK.
+                let n = unsafe { w::wolfSSL_read(ssl.as_ptr(), chunk.as_mut_ptr().cast(), chunk.len() as c_int) };
+                if n > 0 {
+                    self.plain_in.extend_from_slice(&chunk[..n as usize]);
+                }
+                n
+            });
             // SAFETY: `ssl` is live; the call only reads its handshake state.
             if unsafe { w::wolfSSL_is_init_finished(ssl.as_ptr()) } == 0 {
                 // wolfSSL started a new handshake on an established session: a TLS 1.2
@@ -568,7 +582,6 @@ impl WolfsslSession {
                 return Err(self.st.fail(e));
             }
             if n > 0 {
-                self.plain_in.extend_from_slice(&chunk[..n as usize]);
                 continue;
             }
             let code = Self::error_code(ssl, n);

@@ -22,6 +22,8 @@ mod eval {
     pub mod meta;
     pub mod model;
     pub mod native;
+    #[cfg(feature = "wolfssl")]
+    pub mod native_wolfssl;
     pub mod overhead;
     pub mod run;
     pub mod stats;

@@ -11,7 +11,10 @@
 //! it only if everything else is free: the fraction says how close it comes.
 
 // Without rustls and OpenSSL no crypto library here is known: the timers go unused.
-#![cfg_attr(not(any(feature = "rustls", feature = "openssl")), allow(dead_code, unused_variables))]
+#![cfg_attr(
+    not(any(feature = "rustls", feature = "openssl", feature = "boring", feature = "mbedtls")),
+    allow(dead_code, unused_variables)
+)]
 
 use std::time::Instant;
 
@@ -55,11 +58,27 @@ pub fn measure(names: &[String], plan: &Plan) -> Vec<Result<CryptoTimes, String>
                 "rustls" => Some(aws_lc::times(plan)),
                 #[cfg(feature = "openssl")]
                 "openssl" => Some(libcrypto::times(plan)),
+                #[cfg(feature = "boring")]
+                "boring" => Some(libcrypto::times(plan)),
+                #[cfg(feature = "mbedtls")]
+                "mbedtls" => Some(mbed::times(plan)),
                 _ => None,
             }?;
             Some(r.map_err(|e| format!("{name}: {e}")))
         })
         .collect()
+}
+
+/// Why a backend of the run has no crypto limit (shown in the report), if it has none.
+pub fn no_limit_reason(backend: &str) -> Option<&'static str> {
+    match backend {
+        "wolfssl" => Some(
+            "not timed: wolfssl-sys binds wolfCrypt's ECDSA and RSA calls but not its Curve25519 ones, and \
+             wolfSSL's TLS 1.3 key share in this build is the X25519MLKEM768 hybrid (an ML-KEM-768 \
+             encapsulation beside X25519), so the limit would need ML-KEM timed too; not written yet",
+        ),
+        _ => None,
+    }
 }
 
 /// Per backend and operation, the faster of two passes (errors are kept).
@@ -146,25 +165,65 @@ mod aws_lc {
     }
 }
 
-#[cfg(feature = "openssl")]
+/// libcrypto through the openssl crate, or BoringSSL's through the boring crate (the same
+/// API but for X25519 key generation and raw public keys).
+#[cfg(any(feature = "openssl", feature = "boring"))]
 mod libcrypto {
     use super::*;
-    use openssl::derive::Deriver;
-    use openssl::hash::MessageDigest;
-    use openssl::pkey::PKey;
-    use openssl::rsa::Padding;
-    use openssl::sign::{RsaPssSaltlen, Signer};
+    #[cfg(feature = "boring")]
+    use boring as ssl_lib;
+    #[cfg(feature = "openssl")]
+    use openssl as ssl_lib;
     use sipstls_conformance::pki::pki;
+    use ssl_lib::derive::Deriver;
+    use ssl_lib::hash::MessageDigest;
+    use ssl_lib::pkey::{PKey, Private};
+    use ssl_lib::rsa::Padding;
+    use ssl_lib::sign::{RsaPssSaltlen, Signer};
+
+    type E = ssl_lib::error::ErrorStack;
+
+    #[cfg(feature = "openssl")]
+    fn x25519() -> Result<PKey<Private>, E> {
+        PKey::generate_x25519()
+    }
+
+    #[cfg(feature = "boring")]
+    fn x25519() -> Result<PKey<Private>, E> {
+        PKey::generate(ssl_lib::pkey::Id::X25519)
+    }
+
+    /// The public half as the peer's key share would arrive: 32 raw bytes, parsed.
+    #[cfg(feature = "openssl")]
+    fn public_of(k: &PKey<Private>) -> Result<PKey<ssl_lib::pkey::Public>, E> {
+        PKey::public_key_from_raw_bytes(&k.raw_public_key()?, ssl_lib::pkey::Id::X25519)
+    }
+
+    /// The boring crate has no raw public-key import: the peer's key is used as generated
+    /// (parsing 32 bytes is negligible beside the scalar multiplications).
+    #[cfg(feature = "boring")]
+    fn public_of(k: &PKey<Private>) -> Result<PKey<Private>, E> {
+        Ok(k.clone())
+    }
+
+    #[cfg(feature = "openssl")]
+    fn raw_public(k: &PKey<Private>) -> Result<Vec<u8>, E> {
+        k.raw_public_key()
+    }
+
+    #[cfg(feature = "boring")]
+    fn raw_public(k: &PKey<Private>) -> Result<Vec<u8>, E> {
+        let mut out = [0u8; 32];
+        k.raw_public_key(&mut out).map(<[u8]>::to_vec)
+    }
 
     pub fn times(plan: &Plan) -> Result<CryptoTimes, String> {
-        let e = |e: openssl::error::ErrorStack| e.to_string();
+        let e = |e: E| e.to_string();
         let (n, n_rsa) = counts(plan);
-        let peer = PKey::generate_x25519().map_err(e)?;
-        let peer_pub = PKey::public_key_from_raw_bytes(&peer.raw_public_key().map_err(e)?, openssl::pkey::Id::X25519)
-            .map_err(e)?;
+        let peer_pub = public_of(&x25519().map_err(e)?).map_err(e)?;
         let x25519_us = median_us(plan, n, || {
-            let k = PKey::generate_x25519().map_err(e)?;
-            let _public = k.raw_public_key().map_err(e)?;
+            let k = x25519().map_err(e)?;
+            let _public = raw_public(&k).map_err(e)?;
             let mut d = Deriver::new(&k).map_err(e)?;
             d.set_peer(&peer_pub).map_err(e)?;
             d.derive_to_vec().map(drop).map_err(e)
@@ -182,6 +241,50 @@ mod libcrypto {
             s.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH).map_err(e)?;
             s.sign_oneshot_to_vec(&msg).map(drop).map_err(e)
         })?;
-        Ok(CryptoTimes { backend: "openssl".into(), x25519_us, ecdsa_sign_us, rsa_sign_us })
+        let backend = if cfg!(feature = "boring") { "boring" } else { "openssl" };
+        Ok(CryptoTimes { backend: backend.into(), x25519_us, ecdsa_sign_us, rsa_sign_us })
+    }
+}
+
+/// Mbed TLS 2.28 through the mbedtls crate (the library backend-mbedtls links): X25519 as
+/// ECDH on Curve25519 (`Pk::generate_ec` + `Pk::agree`), ECDSA P-256 and RSA-2048 PSS
+/// through `Pk::sign` over a SHA-256 hash, with a CTR-DRBG seeded from the OS.
+#[cfg(feature = "mbedtls")]
+mod mbed {
+    use super::*;
+    use mbedtls::hash::{Md, Type as Md_};
+    use mbedtls::pk::{EcGroupId, Options, Pk, RsaPadding};
+    use mbedtls::rng::{CtrDrbg, OsEntropy};
+    use sipstls_conformance::pki::pki;
+    use std::sync::Arc;
+
+    fn key(pem: &str) -> Result<Pk, String> {
+        let mut z = pem.as_bytes().to_vec();
+        z.push(0); // mbedtls parses PEM only with its terminating NUL
+        Pk::from_private_key(&z, None).map_err(|e| e.to_string())
+    }
+
+    pub fn times(plan: &Plan) -> Result<CryptoTimes, String> {
+        let e = |e: mbedtls::Error| e.to_string();
+        let (n, n_rsa) = counts(plan);
+        let mut rng = CtrDrbg::new(Arc::new(OsEntropy::new()), None).map_err(e)?;
+        let peer = Pk::generate_ec(&mut rng, EcGroupId::Curve25519).map_err(e)?;
+        let mut shared = [0u8; 32];
+        let x25519_us = median_us(plan, n, || {
+            let mut k = Pk::generate_ec(&mut rng, EcGroupId::Curve25519).map_err(e)?;
+            k.agree(&peer, &mut shared, &mut rng).map(drop).map_err(e)
+        })?;
+        let msg = [0x5a_u8; 130];
+        let mut hash = [0u8; 32];
+        Md::hash(Md_::Sha256, &msg, &mut hash).map_err(e)?;
+        let mut sig = vec![0u8; 1024];
+        let mut ec = key(&pki().server_ecdsa.key_pem)?;
+        let ecdsa_sign_us =
+            median_us(plan, n, || ec.sign(Md_::Sha256, &hash, &mut sig, &mut rng).map(drop).map_err(e))?;
+        let mut rsa = key(&pki().server_rsa.key_pem)?;
+        rsa.set_options(Options::Rsa { padding: RsaPadding::Pkcs1V21 { mgf: Md_::Sha256 } });
+        let rsa_sign_us =
+            median_us(plan, n_rsa, || rsa.sign(Md_::Sha256, &hash, &mut sig, &mut rng).map(drop).map_err(e))?;
+        Ok(CryptoTimes { backend: "mbedtls".into(), x25519_us, ecdsa_sign_us, rsa_sign_us })
     }
 }

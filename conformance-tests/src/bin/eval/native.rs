@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use sipstls::{Backend, ClientDomain, ProtocolVersion, ReadStatus, Resumption, ServerDomain, ServerName, Session};
 use sipstls_conformance::checks::{client_cfg, server_cfg};
-#[cfg(any(feature = "rustls", feature = "openssl"))]
+#[cfg(any(feature = "rustls", feature = "openssl", feature = "boring"))]
 use sipstls_conformance::pki::pki;
 use sipstls_conformance::pki::SERVER_NAME;
 
@@ -36,7 +36,10 @@ pub enum Work {
 
 /// Whether this harness has a native twin for `backend`.
 pub fn has_native(backend: &str) -> bool {
-    (cfg!(feature = "rustls") && backend == "rustls") || (cfg!(feature = "openssl") && backend == "openssl")
+    (cfg!(feature = "rustls") && backend == "rustls")
+        || (cfg!(feature = "openssl") && backend == "openssl")
+        || (cfg!(feature = "boring") && backend == "boring")
+        || (cfg!(feature = "wolfssl") && backend == "wolfssl")
 }
 
 /// Something that does one unit of `Work`, repeatedly.
@@ -54,12 +57,17 @@ pub fn runner(backend: &Arc<dyn Backend>, api: Api, work: Work) -> Result<Box<dy
             "rustls" => Ok(Box::new(rustls_native::RustlsRunner::new(work)?)),
             #[cfg(feature = "openssl")]
             "openssl" => Ok(Box::new(openssl_native::OpensslRunner::new(work)?)),
+            #[cfg(feature = "boring")]
+            "boring" => Ok(Box::new(openssl_native::OpensslRunner::new(work)?)),
+            #[cfg(feature = "wolfssl")]
+            "wolfssl" => Ok(Box::new(super::native_wolfssl::WolfsslRunner::new(work)?)),
             other => Err(format!("no native twin for {other}")),
         },
     }
 }
 
-const RECORD: [u8; 1024] = [0x53; 1024];
+/// The 1 KiB record every runner sends.
+pub const RECORD: [u8; 1024] = [0x53; 1024];
 
 // ---------------------------------------------------------------------------------------
 // sipstls
@@ -166,7 +174,20 @@ mod rustls_native {
 
     impl RustlsRunner {
         pub fn new(work: Work) -> Result<Self, String> {
-            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            // The TLS 1.3 suites in sipstls's default order (AES-128-GCM-SHA256 first): with
+            // the provider's own order (AES-256-GCM-SHA384 first) the twin would hash with
+            // SHA-384 and compare a different suite.
+            let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+            let iana = |s: &rustls::SupportedCipherSuite| format!("{:?}", s.suite()).replacen("TLS13_", "TLS_", 1);
+            let mut suites = Vec::new();
+            for want in sipstls_core::DEFAULT_TLS13_SUITES {
+                suites.extend(provider.cipher_suites.iter().filter(|s| iana(s) == *want).cloned());
+            }
+            if suites.is_empty() {
+                return Err("no TLS 1.3 suite of sipstls's default list in the provider".into());
+            }
+            provider.cipher_suites = suites;
+            let provider = Arc::new(provider);
             let p = pki();
             let chain = vec![CertificateDer::from(p.server_ecdsa.der.clone())];
             let key = pem_key(&p.server_ecdsa.key_pem)?;
@@ -212,6 +233,15 @@ mod rustls_native {
             }
             Err("rustls handshake did not finish".into())
         }
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn twin_negotiates_sipstls_default_suite() {
+        let r = RustlsRunner::new(Work::Record1k).unwrap();
+        let (_, s) = r.pair.as_ref().unwrap();
+        let suite = s.negotiated_cipher_suite().unwrap().suite();
+        assert_eq!(format!("{suite:?}").replacen("TLS13_", "TLS_", 1), sipstls_core::DEFAULT_TLS13_SUITES[0]);
     }
 
     fn pem_key(pem: &str) -> Result<PrivateKeyDer<'static>, String> {
@@ -260,17 +290,22 @@ mod rustls_native {
 // ---------------------------------------------------------------------------------------
 // OpenSSL, through the openssl crate's SslStream over an in-memory pipe, with the
 // settings the sipstls backend uses (TLS 1.3 only, no tickets, no session cache, release
-// buffers, the client checking the host name)
+// buffers, the client checking the host name). The same code, through the `boring` crate
+// (whose API mirrors the openssl crate's), is BoringSSL's twin.
 
-#[cfg(feature = "openssl")]
+#[cfg(any(feature = "openssl", feature = "boring"))]
 mod openssl_native {
     use super::*;
-    use openssl::pkey::PKey;
-    use openssl::ssl::{
+    #[cfg(feature = "boring")]
+    use boring as ssl_lib;
+    #[cfg(feature = "openssl")]
+    use openssl as ssl_lib;
+    use ssl_lib::pkey::PKey;
+    use ssl_lib::ssl::{
         HandshakeError, MidHandshakeSslStream, Ssl, SslContext, SslMethod, SslMode, SslOptions, SslSessionCacheMode,
         SslStream, SslVerifyMode, SslVersion,
     };
-    use openssl::x509::X509;
+    use ssl_lib::x509::X509;
     use std::cell::RefCell;
     use std::collections::VecDeque;
     use std::io::{Read, Write};
@@ -329,21 +364,40 @@ mod openssl_native {
         }
     }
 
+    /// The TLS method (the boring crate renamed both to `tls()`).
+    #[cfg(feature = "openssl")]
+    fn method(server: bool) -> SslMethod {
+        if server {
+            SslMethod::tls_server()
+        } else {
+            SslMethod::tls_client()
+        }
+    }
+
+    #[cfg(feature = "boring")]
+    fn method(_server: bool) -> SslMethod {
+        SslMethod::tls()
+    }
+
     impl OpensslRunner {
         pub fn new(work: Work) -> Result<Self, String> {
             let p = pki();
-            let e = |e: openssl::error::ErrorStack| e.to_string();
-            let mut sb = SslContext::builder(SslMethod::tls_server()).map_err(e)?;
+            let e = |e: ssl_lib::error::ErrorStack| e.to_string();
+            let mut sb = SslContext::builder(method(true)).map_err(e)?;
             sb.set_min_proto_version(Some(SslVersion::TLS1_3)).map_err(e)?;
             sb.set_max_proto_version(Some(SslVersion::TLS1_3)).map_err(e)?;
             sb.set_options(SslOptions::NO_TICKET | SslOptions::NO_RENEGOTIATION | SslOptions::CIPHER_SERVER_PREFERENCE);
             sb.set_mode(SslMode::RELEASE_BUFFERS);
             sb.set_session_cache_mode(SslSessionCacheMode::OFF);
+            // sipstls's TLS 1.3 suite order (OpenSSL's own puts AES-256-GCM-SHA384 first);
+            // BoringSSL has no TLS 1.3 suite setting and prefers AES-128-GCM already.
+            #[cfg(feature = "openssl")]
+            sb.set_ciphersuites(&sipstls_core::DEFAULT_TLS13_SUITES.join(":")).map_err(e)?;
             let cert = X509::from_der(&p.server_ecdsa.der).map_err(e)?;
             let key = PKey::private_key_from_pem(p.server_ecdsa.key_pem.as_bytes()).map_err(e)?;
             sb.set_certificate(&cert).map_err(e)?;
             sb.set_private_key(&key).map_err(e)?;
-            let mut cb = SslContext::builder(SslMethod::tls_client()).map_err(e)?;
+            let mut cb = SslContext::builder(method(false)).map_err(e)?;
             cb.set_min_proto_version(Some(SslVersion::TLS1_3)).map_err(e)?;
             cb.set_max_proto_version(Some(SslVersion::TLS1_3)).map_err(e)?;
             cb.set_options(SslOptions::NO_TICKET | SslOptions::NO_RENEGOTIATION);
@@ -359,7 +413,7 @@ mod openssl_native {
         }
 
         fn handshake(&mut self) -> Result<(SslStream<Mem>, SslStream<Mem>), String> {
-            let e = |e: openssl::error::ErrorStack| e.to_string();
+            let e = |e: ssl_lib::error::ErrorStack| e.to_string();
             let (c2s, s2c): (Pipe, Pipe) = Default::default();
             let mut cssl = Ssl::new(&self.client).map_err(e)?;
             cssl.set_hostname(SERVER_NAME).map_err(e)?;
@@ -383,6 +437,15 @@ mod openssl_native {
             }
             Err("OpenSSL handshake did not finish".into())
         }
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn twin_negotiates_aes_128_gcm_sha256() {
+        let r = OpensslRunner::new(Work::Record1k).unwrap();
+        let (_, s) = r.pair.as_ref().unwrap();
+        let name = s.ssl().current_cipher().map(|c| c.name()).unwrap_or_default();
+        assert!(name == "TLS_AES_128_GCM_SHA256", "{name}");
     }
 
     impl Runner for OpensslRunner {
