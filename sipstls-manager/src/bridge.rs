@@ -1,6 +1,7 @@
 //! Moving bytes for one connection: the TLS handshake over TCP, then the bridge between the
 //! TLS peer and the worker's plaintext end, with bounded queues and timeouts.
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use sipstls_core::{ReadStatus, Session};
@@ -12,6 +13,92 @@ use crate::error::CloseReason;
 
 /// Read and record buffer size: one maximal TLS record plus overhead.
 const BUF: usize = 17 * 1024;
+
+/// Queue capacity a connection keeps once its queue is empty. Above it the queue's memory
+/// is given back, so that an idle connection holds its session and little else (a SIP
+/// server holds tens of thousands of idle connections; see docs/scale.md).
+const KEEP: usize = 0;
+
+thread_local! {
+    /// Socket reads land here: an established connection owns no read buffer of its own,
+    /// only the bytes actually pending. Each manager thread runs one event loop, so one
+    /// buffer per thread serves all its connections; it is borrowed only between awaits.
+    static IO_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; BUF].into_boxed_slice());
+    /// Output of the session (plaintext read, ciphertext taken), copied into the queues.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; BUF].into_boxed_slice());
+}
+
+/// Runs `f` with this thread's socket read buffer.
+fn with_io_buf<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
+    IO_BUF.with(|b| f(&mut b.borrow_mut()))
+}
+
+/// Runs `f` with this thread's session output buffer.
+fn with_scratch<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
+    SCRATCH.with(|b| f(&mut b.borrow_mut()))
+}
+
+/// Empties a fully consumed queue, giving its memory back above [`KEEP`].
+fn reset_queue(q: &mut Vec<u8>, pos: &mut usize) {
+    if *pos == q.len() {
+        *pos = 0;
+        if q.capacity() > KEEP {
+            *q = Vec::new();
+        } else {
+            q.clear();
+        }
+    }
+}
+
+/// A read half that waits for readiness and then reads without waiting, so that a waiting
+/// connection holds no buffer.
+pub(crate) trait TryRead {
+    /// Resolves when the socket may have data (or EOF, or an error). Cancel-safe.
+    fn ready(&self) -> impl std::future::Future<Output = std::io::Result<()>>;
+    /// Reads what the socket has now; `WouldBlock` when it has nothing.
+    fn try_read_now(&self, buf: &mut [u8]) -> std::io::Result<usize>;
+}
+
+impl TryRead for tokio::net::tcp::OwnedReadHalf {
+    fn ready(&self) -> impl std::future::Future<Output = std::io::Result<()>> {
+        self.readable()
+    }
+    fn try_read_now(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.try_read(buf)
+    }
+}
+
+impl TryRead for tokio::net::unix::OwnedReadHalf {
+    fn ready(&self) -> impl std::future::Future<Output = std::io::Result<()>> {
+        self.readable()
+    }
+    fn try_read_now(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.try_read(buf)
+    }
+}
+
+/// What a readiness-then-read gave.
+enum Got {
+    /// Bytes were read (and handled by the caller's closure).
+    Data,
+    /// End of stream.
+    Eof,
+    /// Spurious readiness: nothing to read after all.
+    Nothing,
+}
+
+/// Reads what `r` has into the thread's buffer and hands the bytes to `f`.
+fn read_now<R: TryRead, E>(r: &R, f: impl FnOnce(&[u8]) -> Result<(), E>) -> Result<Result<Got, E>, std::io::Error> {
+    with_io_buf(|buf| loop {
+        match r.try_read_now(buf) {
+            Ok(0) => return Ok(Ok(Got::Eof)),
+            Ok(n) => return Ok(f(&buf[..n]).map(|()| Got::Data)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(Ok(Got::Nothing)),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    })
+}
 
 /// A write half that can also write without waiting (the fast path of the bridge: most
 /// writes complete at once, and skipping the readiness machinery and the send timer for
@@ -141,7 +228,6 @@ struct Bridge {
     plain_pos: usize,
     /// The peer has sent close_notify (true) or EOF (Some(false)).
     peer_done: Option<bool>,
-    scratch: Vec<u8>,
 }
 
 impl Bridge {
@@ -155,13 +241,14 @@ impl Bridge {
 
     /// Moves the session's pending ciphertext into the peer queue.
     fn collect_tls(&mut self) -> Result<(), CloseReason> {
-        if self.tls_pos == self.tls_out.len() {
-            self.tls_out.clear();
-            self.tls_pos = 0;
-        }
-        while self.session.wants_write() {
-            let n = self.session.take_tls(&mut self.scratch);
-            self.tls_out.extend_from_slice(&self.scratch[..n]);
+        reset_queue(&mut self.tls_out, &mut self.tls_pos);
+        if self.session.wants_write() {
+            with_scratch(|scratch| {
+                while self.session.wants_write() {
+                    let n = self.session.take_tls(scratch);
+                    self.tls_out.extend_from_slice(&scratch[..n]);
+                }
+            });
         }
         if self.tls_pending() > self.limits.max_queue {
             return Err(CloseReason::WriteQueueFull { limit: self.limits.max_queue });
@@ -172,30 +259,34 @@ impl Bridge {
     /// Feeds buffered ciphertext and moves plaintext into the worker queue, as far as the
     /// worker queue's limit allows.
     fn pump_in(&mut self) -> Result<(), CloseReason> {
-        if self.plain_pos == self.plain_out.len() {
-            self.plain_out.clear();
-            self.plain_pos = 0;
-        }
+        reset_queue(&mut self.plain_out, &mut self.plain_pos);
         loop {
             let mut progress = false;
             if !self.cin.is_empty() {
                 let took = self.session.feed_tls(&self.cin)?;
-                self.cin.drain(..took);
+                if took == self.cin.len() {
+                    self.cin = Vec::new();
+                } else {
+                    self.cin.drain(..took);
+                }
                 progress |= took > 0;
             }
-            while self.plain_pending() < self.limits.max_queue {
-                match self.session.read(&mut self.scratch)? {
-                    ReadStatus::Data(n) => {
-                        self.plain_out.extend_from_slice(&self.scratch[..n]);
-                        progress = true;
-                    }
-                    ReadStatus::WouldBlock => break,
-                    ReadStatus::Closed => {
-                        self.peer_done = Some(true);
-                        break;
+            with_scratch(|scratch| -> Result<(), CloseReason> {
+                while self.plain_pending() < self.limits.max_queue {
+                    match self.session.read(scratch)? {
+                        ReadStatus::Data(n) => {
+                            self.plain_out.extend_from_slice(&scratch[..n]);
+                            progress = true;
+                        }
+                        ReadStatus::WouldBlock => break,
+                        ReadStatus::Closed => {
+                            self.peer_done = Some(true);
+                            break;
+                        }
                     }
                 }
-            }
+                Ok(())
+            })?;
             // Key updates and alerts the session wants to answer.
             self.collect_tls()?;
             if !progress || self.cin.is_empty() || self.peer_done.is_some() {
@@ -228,17 +319,17 @@ pub(crate) async fn run<PR, PW, WR, WW>(
     session: Box<dyn Session>,
     leftover: Vec<u8>,
     preamble: Vec<u8>,
-    mut peer_rd: PR,
+    peer_rd: PR,
     mut peer_wr: PW,
-    mut wk_rd: WR,
+    wk_rd: WR,
     mut wk_wr: WW,
     limits: Limits,
     mut lost: watch::Receiver<bool>,
 ) -> CloseReason
 where
-    PR: AsyncRead + Unpin,
+    PR: TryRead + Unpin,
     PW: AsyncWrite + TryWrite + Unpin,
-    WR: AsyncRead + Unpin,
+    WR: TryRead + Unpin,
     WW: AsyncWrite + TryWrite + Unpin,
 {
     let mut b = Bridge {
@@ -250,10 +341,7 @@ where
         plain_out: preamble,
         plain_pos: 0,
         peer_done: None,
-        scratch: vec![0u8; BUF],
     };
-    let mut peer_buf = vec![0u8; BUF];
-    let mut wk_buf = vec![0u8; BUF];
     let mut send_deadline = Instant::now() + limits.send_timeout;
     let reason = loop {
         if let Err(r) = b.pump_in() {
@@ -268,6 +356,9 @@ where
         if write_now(&wk_wr, &b.plain_out, &mut b.plain_pos).is_err() {
             break CloseReason::WorkerLost;
         }
+        // Written queues give their memory back before the connection waits.
+        reset_queue(&mut b.tls_out, &mut b.tls_pos);
+        reset_queue(&mut b.plain_out, &mut b.plain_pos);
         if let Some(notified) = b.peer_done {
             if b.plain_pending() == 0 {
                 let _ = wk_wr.shutdown().await;
@@ -278,11 +369,20 @@ where
         let write_peer = b.tls_pending() > 0;
         let write_worker = b.plain_pending() > 0;
         tokio::select! {
-            r = peer_rd.read(&mut peer_buf), if read_peer => match r {
-                // EOF before close_notify (a close_notify sets peer_done in pump_in).
-                Ok(0) => b.peer_done = Some(false),
-                Ok(n) => b.cin.extend_from_slice(&peer_buf[..n]),
-                Err(e) => break e.into(),
+            r = peer_rd.ready(), if read_peer => {
+                if let Err(e) = r {
+                    break e.into();
+                }
+                match read_now(&peer_rd, |data| -> Result<(), CloseReason> {
+                    b.cin.extend_from_slice(data);
+                    Ok(())
+                }) {
+                    // EOF before close_notify (a close_notify sets peer_done in pump_in).
+                    Ok(Ok(Got::Eof)) => b.peer_done = Some(false),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(r)) => break r,
+                    Err(e) => break e.into(),
+                }
             },
             r = peer_wr.write(&b.tls_out[b.tls_pos..]), if write_peer => match r {
                 Ok(0) => break CloseReason::Io("peer write returned 0".into()),
@@ -297,15 +397,17 @@ where
                 Ok(_) => break CloseReason::WorkerLost,
                 Err(_) => break CloseReason::WorkerLost,
             },
-            r = wk_rd.read(&mut wk_buf) => match r {
-                Ok(0) | Err(_) => break CloseReason::WorkerClosed,
-                Ok(n) => {
-                    if b.tls_pending() == 0 {
-                        send_deadline = Instant::now() + limits.send_timeout;
-                    }
-                    if let Err(r) = b.push_out(&wk_buf[..n]) {
-                        break r;
-                    }
+            r = wk_rd.ready() => {
+                if r.is_err() {
+                    break CloseReason::WorkerClosed;
+                }
+                if b.tls_pending() == 0 {
+                    send_deadline = Instant::now() + limits.send_timeout;
+                }
+                match read_now(&wk_rd, |data| b.push_out(data)) {
+                    Ok(Ok(Got::Eof)) | Err(_) => break CloseReason::WorkerClosed,
+                    Ok(Ok(_)) => {}
+                    Ok(Err(r)) => break r,
                 }
             },
             _ = tokio::time::sleep_until(send_deadline), if write_peer => break CloseReason::SendTimeout,

@@ -484,11 +484,20 @@ async fn inbound(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, lc: Arc<Li
     };
     inner.counters.handshakes_ok.fetch_add(1, Ordering::Relaxed);
     let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
-    let meta = ConnMeta { id: conn, direction: Direction::Inbound, peer, local, tls };
-    let preamble = if lc.proxy_v2 { meta.proxy_header() } else { Vec::new() };
+    // The metadata lives only in this block: a local of the whole function would be stored
+    // in the connection's task for its whole life (about 1 KB per idle connection).
+    let (preamble, handed) = {
+        let meta = ConnMeta { id: conn, direction: Direction::Inbound, peer, local, tls };
+        let preamble = if lc.proxy_v2 { meta.proxy_header() } else { Vec::new() };
+        let handed = match &lc.upstream {
+            Upstream::Workers => Some(hand_over(&inner, &meta).await),
+            Upstream::Tcp(_) => None,
+        };
+        (preamble, handed)
+    };
     match &lc.upstream {
         Upstream::Workers => {
-            let Some((worker, mine)) = hand_over(&inner, &meta).await else {
+            let Some((worker, mine)) = handed.flatten() else {
                 refuse(session, &mut wr).await;
                 return inner.ended(conn, None, CloseReason::NoWorker).await;
             };
@@ -637,15 +646,17 @@ async fn outbound(inner: Arc<Inner>, worker: Arc<WorkerLink>, req: u64, target: 
         return fail(ConnectError::Handshake("no session facts after the handshake".into())).await;
     };
     let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
-    let meta = ConnMeta { id: conn, direction: Direction::Outbound, peer: target.dest, local, tls };
     let (mine, theirs) = match socketpair() {
         Ok(p) => p,
         Err(e) => return fail(ConnectError::Local(e.to_string())).await,
     };
-    let msg = match control::encode(&ToWorker::Connected { req, conn, reused: false }, &meta.encode()) {
+    // Built in this expression only, so that the task does not keep it (see inbound()).
+    let encoded = ConnMeta { id: conn, direction: Direction::Outbound, peer: target.dest, local, tls }.encode();
+    let msg = match control::encode(&ToWorker::Connected { req, conn, reused: false }, &encoded) {
         Ok(m) => m,
         Err(e) => return fail(ConnectError::Local(e.to_string())).await,
     };
+    drop(encoded);
     // Counted and registered for reuse before the worker hears of it.
     inner.counters.outbound_ok.fetch_add(1, Ordering::Relaxed);
     lock(&inner.reuse).insert(key.clone(), conn);
@@ -654,7 +665,7 @@ async fn outbound(inner: Arc<Inner>, worker: Arc<WorkerLink>, req: u64, target: 
         inner.worker_lost(&worker);
         return;
     }
-    drop(theirs);
+    drop((theirs, msg));
     let (ur, uw) = mine.into_split();
     worker.open.fetch_add(1, Ordering::AcqRel);
     let lost = worker.lost.subscribe();

@@ -18,8 +18,9 @@ use crate::meta::ConnMeta;
 /// every handle to it closes it (the manager then sends close_notify to the peer).
 #[derive(Debug, Clone)]
 pub struct Connection {
-    /// The connection's id, addresses and TLS facts.
-    pub meta: ConnMeta,
+    /// The connection's id, addresses and TLS facts (shared with the worker's record of
+    /// the connections it holds, for reuse: one copy per connection).
+    pub meta: Arc<ConnMeta>,
     /// True when [`Worker::connect`] reused a connection this worker already held.
     pub reused: bool,
     stream: Arc<UnixStream>,
@@ -68,7 +69,7 @@ enum Reply {
 }
 
 type Pending = Arc<Mutex<HashMap<u64, mpsc::SyncSender<Result<Reply, ConnectError>>>>>;
-type Held = Arc<Mutex<HashMap<u64, (Weak<UnixStream>, ConnMeta)>>>;
+type Held = Arc<Mutex<HashMap<u64, (Weak<UnixStream>, Arc<ConnMeta>)>>>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -201,7 +202,7 @@ fn read_loop(
         let Ok((head, meta)) = control::decode::<ToWorker>(&buf[..n]) else { continue };
         let connection = |passed: Option<OwnedFd>, reused| -> Option<Connection> {
             let meta = ConnMeta::decode(meta).ok()?;
-            Some(Connection { meta, reused, stream: Arc::new(UnixStream::from(passed?)) })
+            Some(Connection { meta: Arc::new(meta), reused, stream: Arc::new(UnixStream::from(passed?)) })
         };
         match head {
             ToWorker::Inbound { .. } => {
