@@ -1,9 +1,9 @@
 //! `scale-bench`: the confined model (`TlsManager` with worker threads) at SIP scale, on
-//! loopback, with the TLS clients in a separate process (this binary again, `--client`):
+//! loopback, with the TLS clients in separate processes (this binary again, `--client`):
 //!
-//! * `idle N`: N TLS connections opened and left idle; reports the server process's
+//! * `idle N`: N TLS connections opened and left idle; reports the server processes'
 //!   resident memory and heap (glibc `mallinfo2`) per connection, the kernel's TCP buffer
-//!   pages, and checks that 100 of them still answer at the end;
+//!   pages, and checks that about 100 of them still answer at the end;
 //! * `storm N`: N fresh full handshakes, as fast as the server accepts them (each with one
 //!   4-byte echo through a worker, then closed); handshakes per second and failures;
 //! * `storm-resume N`: the same with resumption (TLS 1.3 tickets; TLS 1.2 for a backend
@@ -15,11 +15,17 @@
 //! cargo run --release -p sipstls-examples --bin scale-bench -- storm-resume 100000 --backend rustls
 //! ```
 //!
-//! The server listens on 127.0.0.1..127.0.0.8 (one port) so that the clients' ephemeral
-//! ports (about 28,000 per destination) suffice; the open-file limit is raised to the hard
-//! limit (run as root, or raise it first, for 100k: each connection takes three descriptors
-//! in the server process: TCP socket and both socketpair ends). Options: `--backend NAME`
-//! (default rustls), `--client-threads N` (default 2), `--workers N` (default 2).
+//! Every server listens on 127.0.0.1..127.0.0.8 (one port each) so that the clients'
+//! ephemeral ports (about 28,000 per destination) suffice. Each idle connection takes three
+//! descriptors in its server process (TCP socket and both socketpair ends) and one in its
+//! client process; the open-file limit is raised to the hard limit, and where that is too
+//! low for N (this sandbox: 20,000, without the capability to raise it), the idle run
+//! spreads the connections over several server processes (`--shards`, each a complete
+//! `TlsManager` with its own workers, as a server would run one per listener or per
+//! `SO_REUSEPORT` group) and client processes (`--clients`); the figures are the sums.
+//! Options: `--backend NAME` (default rustls), `--client-threads N` (default 2),
+//! `--workers N` (default 2), `--shards N`, `--clients N` (default: as few as the limit
+//! allows).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -80,40 +86,31 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--client") {
-        return client_main(&args[1..]);
-    }
-    let usage = "usage: scale-bench idle|storm|storm-resume N [--backend NAME] [--client-threads N] [--workers N]";
-    let mode = args.first().cloned().unwrap_or_else(|| panic!("{usage}"));
-    let n: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{usage}"));
-    let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
-    let backend_name = opt("--backend").unwrap_or_else(|| "rustls".into());
-    let client_threads: usize = opt("--client-threads").and_then(|v| v.parse().ok()).unwrap_or(2);
-    let workers: usize = opt("--workers").and_then(|v| v.parse().ok()).unwrap_or(2);
-    assert!(matches!(mode.as_str(), "idle" | "storm" | "storm-resume"), "{usage}");
-    let nofile = raise_nofile();
-    let backend = sipstls::backend(&backend_name).unwrap_or_else(|| panic!("backend {backend_name} not in this build"));
-    let v = if backend.capabilities().contains(Capabilities::TLS13) {
-        ProtocolVersion::Tls13
-    } else {
-        ProtocolVersion::Tls12
-    };
+/// What one server process runs: a `TlsManager` listening on 127.0.0.1..=127.0.0.8 (one
+/// port), with worker threads that echo (storms, and the first connections of an idle run)
+/// or hold the plaintext connections.
+struct Server {
+    manager: TlsManager,
+    held: Arc<Mutex<Vec<sipstls_manager::Connection>>>,
+    echoed: Arc<AtomicU64>,
+    port: u16,
+}
 
-    // Server identity (ECDSA P-256), made at run time; the client process trusts it.
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec![NAME.into()]).expect("params").self_signed(&key).expect("cert");
-    let dir = std::env::temp_dir().join(format!("scale-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ca_path = dir.join("ca.pem");
-    std::fs::write(&ca_path, cert.pem()).unwrap();
-    let id = Identity::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).expect("identity");
+fn start_server(
+    backend: &Arc<dyn sipstls::Backend>,
+    id: Identity,
+    v: ProtocolVersion,
+    capacity: usize,
+    workers: usize,
+    idle: bool,
+) -> Server {
     let mut table = DomainTable::new(backend.clone());
     table.add_server(Listener::Any, None, &DomainConfig::server(id).with_version(v)).expect("server domain");
-
-    let cfg =
-        ManagerConfig { max_connections: n + 10_000, handshake_timeout: Duration::from_secs(30), ..Default::default() };
+    let cfg = ManagerConfig {
+        max_connections: capacity + 10_000,
+        handshake_timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
     let manager = TlsManager::new(Arc::new(table), cfg).expect("manager");
     let held = Arc::new(Mutex::new(Vec::new()));
     let echoed = Arc::new(AtomicU64::new(0));
@@ -121,7 +118,7 @@ fn main() {
         let (m, w) = sipstls_manager::channel().expect("channel");
         manager.add_worker(m).expect("add worker");
         let w = Worker::new(w).expect("worker");
-        let (held, echoed, idle) = (held.clone(), echoed.clone(), mode == "idle");
+        let (held, echoed) = (held.clone(), echoed.clone());
         std::thread::spawn(move || {
             let mut count = 0usize;
             while let Ok(conn) = w.accept() {
@@ -161,90 +158,339 @@ fn main() {
         port = addr.port();
     }
     std::thread::sleep(Duration::from_millis(200));
-    let (rss0, heap0, tcp0, fds0) = (status_kb("VmRSS:"), heap(), tcp_mem_pages(), open_fds());
-    println!(
-        "scale-bench {mode} {n}: backend {backend_name} ({}), {v}, ECDSA P-256, confined model ({workers} worker threads, \
-         {} manager threads), {client_threads} client threads in another process, nofile limit {nofile}",
-        backend.info().library,
-        ManagerConfig::default().threads
-    );
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--client", &mode, &n.to_string(), &port.to_string(), &client_threads.to_string(), &v.to_string()])
-        .arg(&ca_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("client process");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let t0 = Instant::now();
-    let report = lines.next().and_then(Result::ok).unwrap_or_default();
-    let secs = t0.elapsed().as_secs_f64();
-    let st = manager.stats();
-    println!("clients: {report}");
-    if mode == "idle" {
-        let (rss1, heap1, tcp1, fds1) = (status_kb("VmRSS:"), heap(), tcp_mem_pages(), open_fds());
-        let open = st.active;
-        println!(
-            "idle: {open} connections open in the manager, {} held by workers (+{LIVE} live); handshakes ok {}, failed {}",
-            held.lock().unwrap().len(),
-            st.handshakes_ok,
-            st.handshakes_failed
-        );
-        let per = |d: u64| d as f64 / open.max(1) as f64;
-        println!(
-            "server process: RSS {:.1} MB -> {:.1} MB = {:.0} MB for {open} connections = {:.2} KB per connection",
-            rss0 as f64 / 1024.0,
-            rss1 as f64 / 1024.0,
-            (rss1 - rss0) as f64 / 1024.0,
-            per((rss1 - rss0) * 1024) / 1000.0
-        );
-        println!(
-            "server heap (mallinfo2): +{:.0} MB = {:.2} KB per connection; descriptors +{} ({:.1} per connection)",
-            (heap1 - heap0) as f64 / 1e6,
-            per(heap1 - heap0) / 1000.0,
-            fds1 - fds0,
-            (fds1 - fds0) as f64 / open.max(1) as f64
-        );
-        println!(
-            "kernel TCP buffers (all sockets, both ends): {} -> {} pages ({:.1} MB)",
-            tcp0,
-            tcp1,
-            (tcp1.saturating_sub(tcp0) * 4096) as f64 / 1e6
-        );
-        println!("time to open them: {secs:.1} s ({:.0} handshakes/s)", open as f64 / secs);
-        // The client checks the live connections, then exits.
-        let _ = child.stdin.take().unwrap().write_all(b"check\n");
-        let check = lines.next().and_then(Result::ok).unwrap_or_default();
-        println!("clients: {check}");
+    Server { manager, held, echoed, port }
+}
+
+impl Server {
+    /// Waits (bounded) until the manager has no connection left, then drops the held ones.
+    fn wind_down(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.manager.stats().active > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.held.lock().unwrap().clear();
+        let st = self.manager.stats();
+        format!("{} active, closed by reason {:?}", st.active, st.closed)
+    }
+}
+
+fn protocol_version(backend: &Arc<dyn sipstls::Backend>) -> ProtocolVersion {
+    if backend.capabilities().contains(Capabilities::TLS13) {
+        ProtocolVersion::Tls13
     } else {
-        println!(
-            "{mode}: {} handshakes ok, {} failed in the server; {:.2} s; {:.0} handshakes/s; {} echoes",
-            st.handshakes_ok,
-            st.handshakes_failed,
-            secs,
-            st.handshakes_ok as f64 / secs,
-            echoed.load(Ordering::Relaxed)
-        );
-        drop(child.stdin.take());
+        ProtocolVersion::Tls12
     }
-    let _ = child.wait();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while manager.stats().active > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("--client") => return client_main(&args[1..]),
+        Some("--shard") => return shard_main(&args[1..]),
+        _ => {}
     }
-    held.lock().unwrap().clear();
-    let st = manager.stats();
-    println!("after the clients left: {} active, closed by reason {:?}", st.active, st.closed);
+    let usage = "usage: scale-bench idle|storm|storm-resume N [--backend NAME] [--client-threads N] [--workers N] \
+                 [--shards N] [--clients N]";
+    let mode = args.first().cloned().unwrap_or_else(|| panic!("{usage}"));
+    let n: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{usage}"));
+    let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let num = |name: &str| opt(name).map(|v| v.parse::<usize>().unwrap_or_else(|_| panic!("{name}: {usage}")));
+    let backend_name = opt("--backend").unwrap_or_else(|| "rustls".into());
+    let client_threads = num("--client-threads").unwrap_or(2);
+    let workers = num("--workers").unwrap_or(2);
+    assert!(matches!(mode.as_str(), "idle" | "storm" | "storm-resume"), "{usage}");
+    let nofile = raise_nofile();
+    let backend = sipstls::backend(&backend_name).unwrap_or_else(|| panic!("backend {backend_name} not in this build"));
+    let v = protocol_version(&backend);
+
+    // Server identity (ECDSA P-256), made at run time; the client processes trust it.
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec![NAME.into()]).expect("params").self_signed(&key).expect("cert");
+    let dir = std::env::temp_dir().join(format!("scale-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, cert.pem()).unwrap();
+    let key_path = dir.join("key.pem");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&key_path).unwrap();
+        f.write_all(key.serialize_pem().as_bytes()).unwrap();
+    }
+    let header = |servers: &str| {
+        format!(
+            "scale-bench {mode} {n}: backend {backend_name} ({}), {v}, ECDSA P-256, confined model ({servers}, \
+             {workers} worker threads and {} manager threads each), {client_threads} client threads per client \
+             process, nofile limit {nofile} per process",
+            backend.info().library,
+            ManagerConfig::default().threads
+        )
+    };
+    if mode == "idle" {
+        // Each connection takes 3 descriptors in its server process (TCP socket, both
+        // socketpair ends) and 1 in its client process: split the work so that every
+        // process stays under its descriptor limit.
+        let per_shard = ((nofile as usize).saturating_sub(200) / 3).max(1);
+        let shards = num("--shards").unwrap_or(n.div_ceil(per_shard)).max(1);
+        let per_client = (nofile as usize).saturating_sub(200).max(1);
+        let clients = num("--clients").unwrap_or(n.div_ceil(per_client)).max(1);
+        println!("{}", header(&format!("{shards} server process(es), {clients} client process(es)")));
+        idle_run(n, &backend_name, v, workers, shards, clients, client_threads, &dir);
+    } else {
+        let id = Identity::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).expect("identity");
+        let server = start_server(&backend, id, v, n, workers, false);
+        println!("{}", header("1 server process"));
+        storm_run(&server, &mode, n, v, client_threads, &ca_path);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The client process: `--client MODE N PORT THREADS VERSION CA`.
+/// A child process of this binary that speaks in lines on stdin/stdout.
+struct Child {
+    proc: std::process::Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    what: String,
+}
+
+impl Child {
+    fn spawn(what: String, args: &[String]) -> Child {
+        let mut proc = Command::new(std::env::current_exe().unwrap())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let lines = BufReader::new(proc.stdout.take().unwrap()).lines();
+        Child { proc, lines, what }
+    }
+
+    fn say(&mut self, line: &str) {
+        let stdin = self.proc.stdin.as_mut().unwrap();
+        let _ = writeln!(stdin, "{line}").and_then(|()| stdin.flush());
+    }
+
+    /// The next line, which must start with `tag`; its words after the tag.
+    fn expect(&mut self, tag: &str) -> Vec<String> {
+        let line = self.lines.next().and_then(Result::ok).unwrap_or_default();
+        let mut words = line.split_whitespace().map(String::from);
+        assert_eq!(words.next().as_deref(), Some(tag), "{}: expected '{tag} ...', got '{line}'", self.what);
+        words.collect()
+    }
+
+    /// Closes stdin (the child's cue to finish) and reaps the process.
+    fn finish(mut self) {
+        drop(self.proc.stdin.take());
+        let _ = self.proc.wait();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn idle_run(
+    n: usize,
+    backend: &str,
+    v: ProtocolVersion,
+    workers: usize,
+    shards: usize,
+    clients: usize,
+    client_threads: usize,
+    dir: &std::path::Path,
+) {
+    let share = |total: usize, parts: usize, i: usize| total / parts + usize::from(i < total % parts);
+    let tcp0 = tcp_mem_pages();
+    let mut servers: Vec<Child> = (0..shards)
+        .map(|i| {
+            let args = [
+                "--shard".to_string(),
+                backend.to_string(),
+                workers.to_string(),
+                share(n, shards, i).to_string(),
+                dir.join("ca.pem").display().to_string(),
+                dir.join("key.pem").display().to_string(),
+                v.to_string(),
+            ];
+            Child::spawn(format!("server process {i}"), &args)
+        })
+        .collect();
+    // ready PORT RSS_KB HEAP FDS
+    let ready: Vec<Vec<u64>> =
+        servers.iter_mut().map(|s| s.expect("ready").iter().map(|w| w.parse().unwrap()).collect()).collect();
+    let ports = ready.iter().map(|r| r[0].to_string()).collect::<Vec<_>>().join(",");
+    let live_each = (LIVE / clients).max(1);
+    let mut cls: Vec<Child> = (0..clients)
+        .map(|i| {
+            let args = [
+                "--client".to_string(),
+                "idle".into(),
+                share(n, clients, i).to_string(),
+                ports.clone(),
+                client_threads.to_string(),
+                v.to_string(),
+                dir.join("ca.pem").display().to_string(),
+                live_each.min(share(n, clients, i)).to_string(),
+                i.to_string(),
+            ];
+            Child::spawn(format!("client process {i}"), &args)
+        })
+        .collect();
+    // The live connections first (the workers echo on the first ones they get), then the
+    // idle ones, all clients at once.
+    for c in cls.iter_mut() {
+        c.expect("live");
+    }
+    let t0 = Instant::now();
+    for c in cls.iter_mut() {
+        c.say("go");
+    }
+    let (mut failures, mut opened) = (0u64, 0u64);
+    for c in cls.iter_mut() {
+        // opened N failures F secs S rss_kb R first ...
+        let w = c.expect("opened");
+        opened += w[0].parse::<u64>().unwrap();
+        failures += w[2].parse::<u64>().unwrap();
+        println!("{}: {}", c.what, w.join(" "));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let tcp1 = tcp_mem_pages();
+    let (mut open, mut held, mut rss0, mut rss1, mut heap_d, mut fds_d, mut ok, mut failed) = (0, 0, 0, 0, 0, 0, 0, 0);
+    for (s, r) in servers.iter_mut().zip(&ready) {
+        s.say("measure");
+        // measured ACTIVE HELD RSS_KB HEAP FDS OK FAILED
+        let m: Vec<u64> = s.expect("measured").iter().map(|w| w.parse().unwrap()).collect();
+        open += m[0];
+        held += m[1];
+        rss0 += r[1];
+        rss1 += m[2];
+        heap_d += m[3].saturating_sub(r[2]);
+        fds_d += m[4].saturating_sub(r[3]);
+        ok += m[5];
+        failed += m[6];
+    }
+    println!(
+        "idle: {open} connections open in {shards} manager(s), {held} held by workers; handshakes ok {ok}, failed \
+         {failed} in the servers, {failures} failed in the clients ({opened} opened)"
+    );
+    let per = |d: u64| d as f64 / open.max(1) as f64;
+    println!(
+        "server processes: RSS {:.1} MB -> {:.1} MB = +{:.0} MB for {open} connections = {:.2} KB per connection \
+         (total {:.2} GB with the processes' own {:.1} MB)",
+        rss0 as f64 / 1024.0,
+        rss1 as f64 / 1024.0,
+        (rss1 - rss0) as f64 / 1024.0,
+        per((rss1 - rss0) * 1024) / 1000.0,
+        rss1 as f64 * 1024.0 / 1e9,
+        rss0 as f64 / 1024.0,
+    );
+    println!(
+        "server heap (mallinfo2): +{:.0} MB = {:.2} KB per connection; descriptors +{fds_d} ({:.1} per connection)",
+        heap_d as f64 / 1e6,
+        per(heap_d) / 1000.0,
+        fds_d as f64 / open.max(1) as f64
+    );
+    println!(
+        "kernel TCP buffers (all sockets, both ends): {tcp0} -> {tcp1} pages ({:.1} MB)",
+        (tcp1.saturating_sub(tcp0) * 4096) as f64 / 1e6
+    );
+    println!("time to open them: {secs:.1} s ({:.0} handshakes/s)", opened as f64 / secs);
+    let (mut answered, mut live) = (0u64, 0u64);
+    for c in cls.iter_mut() {
+        c.say("check");
+        // checked OK OF
+        let w = c.expect("checked");
+        answered += w[0].parse::<u64>().unwrap();
+        live += w[1].parse::<u64>().unwrap();
+    }
+    println!("live check: {answered} of {live} live connections answered after the idle period");
+    for c in cls {
+        c.finish();
+    }
+    for mut s in servers {
+        s.say("finish");
+        let w = s.expect("finished");
+        println!("{} after the clients left: {}", s.what, w.join(" "));
+        s.finish();
+    }
+}
+
+/// A server process of an idle run: `--shard BACKEND WORKERS CAPACITY CA KEY VERSION`.
+fn shard_main(a: &[String]) {
+    let nofile = raise_nofile();
+    let backend = sipstls::backend(&a[0]).unwrap_or_else(|| panic!("backend {} not in this build", a[0]));
+    let workers: usize = a[1].parse().unwrap();
+    let capacity: usize = a[2].parse().unwrap();
+    assert!(capacity * 3 + 100 <= nofile as usize, "{capacity} connections need more than {nofile} descriptors");
+    let id = Identity::from_pem(&std::fs::read(&a[3]).unwrap(), &std::fs::read(&a[4]).unwrap()).expect("identity");
+    let v = if a[5] == ProtocolVersion::Tls13.to_string() { ProtocolVersion::Tls13 } else { ProtocolVersion::Tls12 };
+    let server = start_server(&backend, id, v, capacity, workers, true);
+    println!("ready {} {} {} {}", server.port, status_kb("VmRSS:"), heap(), open_fds());
+    std::io::stdout().flush().unwrap();
+    for line in std::io::stdin().lines() {
+        match line.unwrap_or_default().trim() {
+            "measure" => {
+                let st = server.manager.stats();
+                println!(
+                    "measured {} {} {} {} {} {} {}",
+                    st.active,
+                    server.held.lock().unwrap().len(),
+                    status_kb("VmRSS:"),
+                    heap(),
+                    open_fds(),
+                    st.handshakes_ok,
+                    st.handshakes_failed
+                );
+            }
+            "finish" => {
+                println!("finished {}", server.wind_down());
+                std::io::stdout().flush().unwrap();
+                return;
+            }
+            _ => {}
+        }
+        std::io::stdout().flush().unwrap();
+    }
+}
+
+fn storm_run(server: &Server, mode: &str, n: usize, v: ProtocolVersion, client_threads: usize, ca: &std::path::Path) {
+    let args = [
+        "--client".to_string(),
+        mode.to_string(),
+        n.to_string(),
+        server.port.to_string(),
+        client_threads.to_string(),
+        v.to_string(),
+        ca.display().to_string(),
+        "0".into(),
+        "0".into(),
+    ];
+    let mut child = Child::spawn("client process".into(), &args);
+    let t0 = Instant::now();
+    let w = child.expect("opened");
+    let secs = t0.elapsed().as_secs_f64();
+    let st = server.manager.stats();
+    println!("clients: {}", w.join(" "));
+    println!(
+        "{mode}: {} handshakes ok, {} failed in the server; {:.2} s; {:.0} handshakes/s; {} echoes",
+        st.handshakes_ok,
+        st.handshakes_failed,
+        secs,
+        st.handshakes_ok as f64 / secs,
+        server.echoed.load(Ordering::Relaxed)
+    );
+    child.finish();
+    println!("after the clients left: {}", server.wind_down());
+}
+
+/// A client process: `--client MODE N PORTS THREADS VERSION CA LIVE INDEX`. PORTS is a
+/// comma-separated list (one per server process); connection i goes to port
+/// `PORTS[(i + INDEX) % len]` on 127.0.0.(1 + (i / len) % 8). An idle run opens LIVE
+/// connections first, says `live`, waits for `go`, opens the rest (kept open), says
+/// `opened ...`, and on `check` exchanges 4 bytes on each live connection.
 fn client_main(a: &[String]) {
     raise_nofile();
-    let (mode, n, port, threads) =
-        (a[0].clone(), a[1].parse::<usize>().unwrap(), a[2].parse::<u16>().unwrap(), a[3].parse::<usize>().unwrap());
+    let (mode, n, threads) = (a[0].clone(), a[1].parse::<usize>().unwrap(), a[3].parse::<usize>().unwrap());
+    let ports: Arc<Vec<u16>> = Arc::new(a[2].split(',').map(|p| p.parse().unwrap()).collect());
     let v = if a[4] == ProtocolVersion::Tls13.to_string() { ProtocolVersion::Tls13 } else { ProtocolVersion::Tls12 };
     let ca = sipstls::Certificate::all_from_pem(&std::fs::read(&a[5]).unwrap()).unwrap();
+    let live_n: usize = a[6].parse().unwrap();
+    let index: usize = a[7].parse().unwrap();
     let backend = sipstls::default_backend();
     let resume = mode == "storm-resume";
     let ccfg = DomainConfig::client(ca).with_version(v).with_resumption(if resume {
@@ -256,23 +502,34 @@ fn client_main(a: &[String]) {
     let failures = Arc::new(AtomicU64::new(0));
     let resumed = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(Mutex::new(None::<String>));
-    let addr = move |i: usize| -> SocketAddr { format!("127.0.0.{}:{port}", 1 + i % ADDRS).parse().unwrap() };
-    let t0 = Instant::now();
+    let addr = {
+        let ports = ports.clone();
+        move |i: usize| -> SocketAddr {
+            let p = ports[(i + index) % ports.len()];
+            format!("127.0.0.{}:{p}", 1 + (i / ports.len()) % ADDRS).parse().unwrap()
+        }
+    };
+    let mut stdin = std::io::stdin().lines();
     let mut live = Vec::new();
     if mode == "idle" {
         // The live connections first, one at a time, so the workers see them first.
         let d = backend.client_domain(&ccfg).unwrap();
-        for i in 0..LIVE.min(n) {
+        for i in 0..live_n.min(n) {
             let tcp = TcpStream::connect(addr(i)).unwrap();
             tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
             live.push(TlsStream::connect(&*d, NAME, tcp).expect("live connection"));
         }
-        next.store(LIVE.min(n), Ordering::Relaxed);
+        next.store(live_n.min(n), Ordering::Relaxed);
+        println!("live {}", live.len());
+        std::io::stdout().flush().unwrap();
+        let go = stdin.next().and_then(Result::ok).unwrap_or_default();
+        assert_eq!(go.trim(), "go", "client {index}: expected 'go'");
     }
+    let t0 = Instant::now();
     let idle_socks = Arc::new(Mutex::new(Vec::new()));
     let handles: Vec<_> = (0..threads)
         .map(|_| {
-            let (next, failures, resumed, first_error, idle_socks, backend, ccfg, mode) = (
+            let (next, failures, resumed, first_error, idle_socks, backend, ccfg, mode, addr) = (
                 next.clone(),
                 failures.clone(),
                 resumed.clone(),
@@ -281,6 +538,7 @@ fn client_main(a: &[String]) {
                 backend.clone(),
                 ccfg.clone(),
                 mode.clone(),
+                addr.clone(),
             );
             std::thread::spawn(move || {
                 let d = backend.client_domain(&ccfg).unwrap();
@@ -339,26 +597,29 @@ fn client_main(a: &[String]) {
         h.join().unwrap();
     }
     let secs = t0.elapsed().as_secs_f64();
+    let opened = n - live.len();
     println!(
-        "{n} connections in {secs:.2} s ({:.0}/s), {} failures{}, {} resumed (client process RSS {} MB)",
-        n as f64 / secs,
+        "opened {opened} failures {} in {secs:.2} s ({:.0}/s), {} resumed, client process RSS {} MB{}",
         failures.load(Ordering::Relaxed),
-        first_error.lock().unwrap().as_ref().map(|e| format!(" (first: {e})")).unwrap_or_default(),
+        opened as f64 / secs,
         resumed.load(Ordering::Relaxed),
-        status_kb("VmRSS:") / 1024
+        status_kb("VmRSS:") / 1024,
+        first_error.lock().unwrap().as_ref().map(|e| format!(", first error: {e}")).unwrap_or_default(),
     );
     std::io::stdout().flush().unwrap();
-    let mut line = String::new();
-    let _ = std::io::stdin().read_line(&mut line);
-    if line.trim() == "check" {
-        let mut ok = 0;
-        for t in live.iter_mut() {
-            let mut b = [0u8; 4];
-            if t.write_all(b"live").is_ok() && t.read_exact(&mut b).is_ok() && &b == b"live" {
-                ok += 1;
+    if let Some(Ok(line)) = stdin.next() {
+        if line.trim() == "check" {
+            let mut ok = 0;
+            for t in live.iter_mut() {
+                let mut b = [0u8; 4];
+                if t.write_all(b"live").is_ok() && t.read_exact(&mut b).is_ok() && &b == b"live" {
+                    ok += 1;
+                }
             }
+            println!("checked {ok} {}", live.len());
+            std::io::stdout().flush().unwrap();
+            // Stay until told to go (stdin closed), holding the connections.
+            let _ = stdin.next();
         }
-        println!("{ok} of {} live connections answered after the idle period", live.len());
-        std::io::stdout().flush().unwrap();
     }
 }
