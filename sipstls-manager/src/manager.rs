@@ -204,7 +204,10 @@ struct Inner {
     handles: Vec<tokio::runtime::Handle>,
     next_handle: AtomicUsize,
     cfg: ManagerConfig,
+    /// The live workers (a lost one is removed once its connections have ended, which
+    /// closes the manager's end of its control channel).
     workers: Mutex<Vec<Arc<WorkerLink>>>,
+    next_worker: AtomicUsize,
     rr: AtomicUsize,
     next_conn: AtomicU64,
     counters: Counters,
@@ -276,6 +279,9 @@ impl Inner {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 let open_connections = w.lost_conns.load(Ordering::Acquire) + w.open.load(Ordering::Acquire);
+                // Forget the worker: its control channel closes when the last connection
+                // task that still refers to it has ended.
+                lock(&inner.workers).retain(|l| !Arc::ptr_eq(l, &w));
                 inner.emit(ManagerEvent::WorkerLost { worker: w.id, open_connections });
             });
         }
@@ -322,6 +328,7 @@ impl TlsManager {
             next_handle: AtomicUsize::new(0),
             cfg,
             workers: Mutex::new(Vec::new()),
+            next_worker: AtomicUsize::new(0),
             rr: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
             counters: Counters::default(),
@@ -353,7 +360,7 @@ impl TlsManager {
         let fd = unsafe { AsyncFd::register(control) }.map_err(|e| e.into_parts().1)?;
         let mut workers = lock(&self.inner.workers);
         let link = Arc::new(WorkerLink {
-            id: workers.len(),
+            id: self.inner.next_worker.fetch_add(1, Ordering::Relaxed),
             fd,
             lost: watch::channel(false).0,
             alive: AtomicBool::new(true),

@@ -378,6 +378,43 @@ fn lost_worker_connections_close_cleanly(backend: Arc<dyn Backend>) {
     assert_eq!((st.workers_alive, st.workers_lost), (1, 1));
 }
 
+/// The inode of the socket that descriptor `fd` of this process refers to, if open.
+fn socket_inode(fd: i32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/self/fd/{fd}")).ok().map(|m| m.ino())
+}
+
+fn lost_worker_control_channel_is_closed(backend: Arc<dyn Backend>) {
+    use std::os::fd::AsRawFd;
+    let manager = TlsManager::new(table(&backend), ManagerConfig::default()).unwrap();
+    let events = manager.events();
+    let (m, w) = channel().unwrap();
+    let (fd, ino) = (m.as_raw_fd(), socket_inode(m.as_raw_fd()).expect("the manager's end is open"));
+    manager.add_worker(m).unwrap();
+    let addr = manager.listen(ListenerConfig::workers("127.0.0.1:0".parse().unwrap())).unwrap();
+    let worker = Worker::new(w).unwrap();
+    let mut c = client(&backend, addr, false);
+    // The worker goes away but keeps its connection's plaintext socket (as a thread could).
+    let kept = worker.accept_timeout(WAIT).unwrap();
+    drop(worker);
+    loop {
+        if let ManagerEvent::WorkerLost { .. } = events.recv_timeout(WAIT).expect("a WorkerLost event") {
+            break;
+        }
+    }
+    let mut rest = Vec::new();
+    assert_eq!(c.read_to_end(&mut rest).unwrap(), 0, "clean close_notify to the lost worker's peer");
+    // The manager let go of the lost worker: its end of the control channel is closed (the
+    // descriptor number is free, or reused by another socket).
+    let deadline = Instant::now() + WAIT;
+    while socket_inode(fd) == Some(ino) {
+        assert!(Instant::now() < deadline, "the manager keeps a lost worker's control channel open");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(manager.stats().workers_alive, 0);
+    drop(kept);
+}
+
 fn no_worker_means_close_notify(backend: Arc<dyn Backend>) {
     let s = setup(&backend, 0, ManagerConfig::default(), false);
     let mut c = client(&backend, s.addr, false);
@@ -461,6 +498,7 @@ per_backend!(
     slowloris_handshakes_time_out,
     peer_that_never_reads_hits_the_bounded_queue,
     lost_worker_connections_close_cleanly,
+    lost_worker_control_channel_is_closed,
     no_worker_means_close_notify,
     manager_gone_is_reported_to_workers,
     reload_keeps_open_connections,
