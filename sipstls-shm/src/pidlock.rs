@@ -2,7 +2,7 @@
 //! so a holder that died is detected by the next taker, like a robust mutex, at a fraction
 //! of a robust pthread mutex's cost per lock/unlock.
 //!
-//! Why not [`RobustMutex`](crate::RobustMutex) here: the arena takes its lock on every
+//! Why not a [`RobustMutex`](crate::RobustMutex) here: the arena takes its lock on every
 //! allocation and free (about 9,000 times per OpenSSL handshake pair, client and server,
 //! with Rust's allocations routed too), and glibc's robust mutexes take the general path
 //! (`__pthread_mutex_lock_full`/`__pthread_mutex_unlock_full`: the robust-list bookkeeping):
@@ -21,7 +21,10 @@
 //! - if the dead holder's PID were reused by a new process before anyone waited for the
 //!   lock, the lock would stay taken until that process exits (PIDs are reused only
 //!   after the kernel's PID counter wraps, `pid_max`; the arena lock is taken by other
-//!   processes within milliseconds on a live server).
+//!   processes within milliseconds on a live server);
+//! - the PID is cached per process and forgotten in a child by a `pthread_atfork` handler,
+//!   so a child made without glibc's `fork` (a raw `clone` system call) that used the lock
+//!   would take it under its parent's PID, and its death while holding it would go unseen.
 //!
 //! Mutual exclusion itself never depends on the PID (any non-zero word means "taken").
 
