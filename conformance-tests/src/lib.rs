@@ -12,6 +12,7 @@
 //! `common::garbage_input_typed_error`, ... A check for a capability the backend does not
 //! claim asserts the documented refusal instead; nothing is skipped silently.
 
+pub mod callgrind;
 pub mod checks;
 pub mod fork;
 pub mod hostile;

@@ -9,10 +9,51 @@ use std::time::{Duration, Instant};
 use sipstls_conformance::fork::{hard_timeout, Tally, Workers};
 use sipstls_core::hooks::LockOutcome;
 use sipstls_core::Error;
-use sipstls_shm::{RobustMutex, SharedArena, Thresholds};
+use sipstls_shm::{PidLock, RobustMutex, SharedArena, Thresholds};
 
 const MIB: usize = 1024 * 1024;
 const PER_WORKER: u64 = 500_000;
+
+/// The two process-shared locks with a dead-holder report: [`RobustMutex`] (sessions,
+/// `SharedLocks`) and [`PidLock`] (the arena's own lock, taken on every allocation).
+trait SharedLock: Sync + 'static {
+    const NAME: &'static str;
+    /// Initialises a lock in place.
+    ///
+    /// # Safety
+    /// `slot` must be valid for writes and suitably aligned.
+    unsafe fn init_at(slot: *mut Self);
+    fn take(&self) -> LockOutcome;
+    fn release(&self);
+}
+
+impl SharedLock for RobustMutex {
+    const NAME: &'static str = "RobustMutex";
+    unsafe fn init_at(slot: *mut Self) {
+        // SAFETY: forwarded contract.
+        unsafe { RobustMutex::init_at(slot) }.expect("mutex init");
+    }
+    fn take(&self) -> LockOutcome {
+        self.lock()
+    }
+    fn release(&self) {
+        self.unlock()
+    }
+}
+
+impl SharedLock for PidLock {
+    const NAME: &'static str = "PidLock";
+    unsafe fn init_at(slot: *mut Self) {
+        // SAFETY: forwarded contract.
+        unsafe { slot.write(PidLock::new()) };
+    }
+    fn take(&self) -> LockOutcome {
+        self.lock()
+    }
+    fn release(&self) {
+        self.unlock()
+    }
+}
 
 /// xorshift64: per-worker deterministic sizes and patterns.
 struct Rng(u64);
@@ -114,33 +155,33 @@ fn concurrent_processes_share_one_heap() {
     );
 }
 
-/// 4 processes increment one counter 100,000 times each under a robust process-shared
-/// mutex: the total is exact and nothing deadlocks (a deadlock is caught by the timeout).
-fn contended_lock_across_processes() {
+/// 4 processes increment one counter 500,000 times each under a process-shared lock: the
+/// total is exact and nothing deadlocks (a deadlock is caught by the timeout).
+fn contended_lock_across_processes<L: SharedLock>() {
     let arena = SharedArena::create(MIB).unwrap();
-    let slot = arena.allocate(std::mem::size_of::<RobustMutex>() + 16).unwrap();
-    let mutex = slot.cast::<RobustMutex>().as_ptr();
-    // SAFETY: `slot` is a fresh, 16-aligned allocation large enough for the mutex, a
-    // counter and a start flag placed right after it.
+    let slot = arena.allocate(std::mem::size_of::<L>() + 16 + 16).unwrap();
+    let lock = slot.cast::<L>().as_ptr();
+    // SAFETY: `slot` is a fresh, 16-aligned allocation large enough for the lock, a
+    // counter and a start flag placed 16-aligned after it.
     let (counter, go) = unsafe {
-        RobustMutex::init_at(mutex).expect("mutex init");
-        let c = slot.as_ptr().add(std::mem::size_of::<RobustMutex>()).cast::<AtomicU64>();
+        L::init_at(lock);
+        let c = slot.as_ptr().add(std::mem::size_of::<L>().next_multiple_of(16)).cast::<AtomicU64>();
         c.write(AtomicU64::new(0));
         c.add(1).write(AtomicU64::new(0));
         (&*c, &*c.add(1))
     };
     // SAFETY: initialised above; lives in the never-unmapped arena.
-    let mutex = unsafe { &*mutex };
+    let lock = unsafe { &*lock };
     let mut workers = Workers::spawn(4, Duration::from_secs(60), |_| {
         while go.load(Ordering::SeqCst) == 0 {
             std::hint::spin_loop(); // all four start together: real contention
         }
         for _ in 0..PER_WORKER {
-            mutex.with(|_| {
-                // A plain read-modify-write: only mutual exclusion makes it exact.
-                let v = counter.load(Ordering::Relaxed);
-                counter.store(v + 1, Ordering::Relaxed);
-            });
+            assert_eq!(lock.take(), LockOutcome::Acquired, "no holder died");
+            // A plain read-modify-write: only mutual exclusion makes it exact.
+            let v = counter.load(Ordering::Relaxed);
+            counter.store(v + 1, Ordering::Relaxed);
+            lock.release();
         }
         0
     });
@@ -156,44 +197,62 @@ fn contended_lock_across_processes() {
         "lost updates: the lock did not exclude across processes"
     );
     println!(
-        "    {} contended locked increments by 4 processes in {:.2} s",
+        "    {}: {} contended locked increments by 4 processes in {:.2} s",
+        L::NAME,
         4 * PER_WORKER,
         start.elapsed().as_secs_f64()
     );
 }
 
 /// A process killed (SIGKILL) while holding the lock: the next taker is told the owner
-/// died, and the lock keeps working.
-fn lock_owner_killed_is_reported() {
+/// died, and the lock keeps working. With `waiting`, a process is already blocked on the
+/// lock when the holder dies (it must be the one told), and the holder is not reaped
+/// before that (a zombie holds nothing).
+fn lock_owner_killed_is_reported<L: SharedLock>(waiting: bool) {
     let arena = SharedArena::create(MIB).unwrap();
-    let slot = arena.allocate(std::mem::size_of::<RobustMutex>() + 8).unwrap();
-    let mutex_ptr = slot.cast::<RobustMutex>().as_ptr();
+    let slot = arena.allocate(std::mem::size_of::<L>() + 16).unwrap();
+    let lock_ptr = slot.cast::<L>().as_ptr();
     // SAFETY: as in `contended_lock_across_processes`.
-    let (mutex, flag) = unsafe {
-        RobustMutex::init_at(mutex_ptr).unwrap();
-        let f = slot.as_ptr().add(std::mem::size_of::<RobustMutex>()).cast::<AtomicU64>();
+    let (lock, flag) = unsafe {
+        L::init_at(lock_ptr);
+        let f = slot.as_ptr().add(std::mem::size_of::<L>().next_multiple_of(16)).cast::<AtomicU64>();
         f.write(AtomicU64::new(0));
-        (&*mutex_ptr, &*f)
+        (&*lock_ptr, &*f)
     };
-    let mut workers = Workers::spawn(1, Duration::from_secs(30), |_| {
-        assert_eq!(mutex.lock(), LockOutcome::Acquired);
+    let mut holder = Workers::spawn(1, Duration::from_secs(30), |_| {
+        assert_eq!(lock.take(), LockOutcome::Acquired);
         flag.store(1, Ordering::SeqCst);
         loop {
             std::thread::sleep(Duration::from_secs(1)); // holds the lock until killed
         }
     });
-    let pid = workers.pids()[0];
+    let pid = holder.pids()[0];
     let deadline = Instant::now() + Duration::from_secs(10);
     while flag.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "worker never took the lock");
+        assert!(Instant::now() < deadline, "the holder never took the lock");
         std::thread::sleep(Duration::from_millis(5));
     }
-    workers.kill(pid);
-    assert_eq!(workers.wait(pid, Duration::from_secs(10)), Some(-libc::SIGKILL));
-    assert_eq!(mutex.lock(), LockOutcome::OwnerDied, "a dead holder must be reported");
-    mutex.unlock();
-    assert_eq!(mutex.lock(), LockOutcome::Acquired, "the lock must stay usable");
-    mutex.unlock();
+    if waiting {
+        // Exit codes: 0 told OwnerDied, 1 told Acquired.
+        let mut waiter = Workers::spawn(1, Duration::from_secs(30), |_| {
+            let outcome = lock.take();
+            lock.release();
+            i32::from(outcome != LockOutcome::OwnerDied)
+        });
+        let wpid = waiter.pids()[0];
+        std::thread::sleep(Duration::from_millis(100)); // the waiter is blocked by now
+        assert!(waiter.alive(wpid), "the waiter must still be waiting");
+        holder.kill(pid); // not reaped yet: a zombie until `wait` below
+        assert_eq!(waiter.wait(wpid, Duration::from_secs(10)), Some(0), "the blocked waiter must be told");
+        assert_eq!(holder.wait(pid, Duration::from_secs(10)), Some(-libc::SIGKILL));
+    } else {
+        holder.kill(pid);
+        assert_eq!(holder.wait(pid, Duration::from_secs(10)), Some(-libc::SIGKILL));
+        assert_eq!(lock.take(), LockOutcome::OwnerDied, "a dead holder must be reported");
+        lock.release();
+    }
+    assert_eq!(lock.take(), LockOutcome::Acquired, "the lock must stay usable");
+    lock.release();
 }
 
 /// A nearly full arena: below the first threshold new sessions are refused with
@@ -304,8 +363,12 @@ fn main() -> std::process::ExitCode {
     hard_timeout(Duration::from_secs(300));
     let mut t = Tally::default();
     t.run("fork::arena::concurrent_processes_share_one_heap", concurrent_processes_share_one_heap);
-    t.run("fork::arena::contended_lock_across_processes", contended_lock_across_processes);
-    t.run("fork::arena::lock_owner_killed_is_reported", lock_owner_killed_is_reported);
+    t.run("fork::arena::contended_lock_across_processes", contended_lock_across_processes::<RobustMutex>);
+    t.run("fork::arena::lock_owner_killed_is_reported", || lock_owner_killed_is_reported::<RobustMutex>(false));
+    t.run("fork::arena::lock_owner_killed_waiter_told", || lock_owner_killed_is_reported::<RobustMutex>(true));
+    t.run("fork::arena::pidlock_contended_across_processes", contended_lock_across_processes::<PidLock>);
+    t.run("fork::arena::pidlock_owner_killed_is_reported", || lock_owner_killed_is_reported::<PidLock>(false));
+    t.run("fork::arena::pidlock_owner_killed_waiter_told", || lock_owner_killed_is_reported::<PidLock>(true));
     t.run("fork::arena::low_memory_thresholds", low_memory_thresholds);
     t.run("fork::arena::lock_hooks_and_session_locks_across_processes", lock_hooks_and_session_locks_across_processes);
     t.finish()

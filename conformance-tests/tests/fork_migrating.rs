@@ -69,6 +69,12 @@ struct Shared {
     backend: Arc<dyn sipstls::Backend>,
     server: Arc<dyn ServerDomain>,
     client: Arc<dyn ClientDomain>,
+    /// A client that keeps tickets, for [`ticket_from_worker_a_resumes_in_b`]: it stands
+    /// for a peer, not for the server's migrating state. Built before fork, so its ticket
+    /// cache lives in the arena and worker B sees what worker A's connection stored; one
+    /// process at a time uses it (A has exited before B starts), so the cache's
+    /// process-private lock never has a waiter in another process.
+    resuming_client: Arc<dyn ClientDomain>,
 }
 
 fn step(pair: &mut Pair, shared: &Shared) -> Result<bool, String> {
@@ -326,6 +332,64 @@ fn killed_lock_holder_breaks_only_its_session(arena: &'static SharedArena, share
     unsafe { arena.free(probe) };
 }
 
+/// A ticket issued by one worker resumes in another: worker A accepts a full handshake on
+/// the shared (migrating) server domain and exchanges a message, so its client receives
+/// the ticket; after A has exited, worker B accepts a connection from the same client,
+/// which must resume with A's ticket (server and client both report `resumed`). Fails if
+/// resumption fails.
+fn ticket_from_worker_a_resumes_in_b(arena: &'static SharedArena, shared: &'static Shared) {
+    // Exit codes: 0 as expected, 10 handshake failed, 11 resumed when it must not,
+    // 12 not resumed when it must, 13 the exchange failed.
+    let connect = |expect_resumed: bool| -> i32 {
+        let name = ServerName::parse(SERVER_NAME).expect("static name");
+        let code = (|| {
+            let Ok(mut c) = shared.resuming_client.connect(Some(&name)) else { return 10 };
+            let Ok(mut s) = shared.server.accept(None) else { return 10 };
+            if let Err(e) = sipstls_conformance::pump::handshake(&mut *c, &mut *s) {
+                eprintln!("worker {}: handshake failed: {e:?}", std::process::id());
+                return 10;
+            }
+            // Data both ways: the client has processed the server's NewSessionTicket.
+            if sipstls_conformance::pump::send(&mut *c, &mut *s, b"REGISTER sip:example.test").is_err()
+                || sipstls_conformance::pump::send(&mut *s, &mut *c, b"SIP/2.0 200 OK").is_err()
+            {
+                return 13;
+            }
+            let server_resumed = s.info().is_some_and(|i| i.resumed);
+            let client_resumed = c.info().is_some_and(|i| i.resumed);
+            eprintln!(
+                "    worker {}: server resumed {server_resumed}, client resumed {client_resumed}",
+                std::process::id()
+            );
+            match (expect_resumed, server_resumed && client_resumed, server_resumed || client_resumed) {
+                (false, _, true) => 11,
+                (true, false, _) => 12,
+                _ => 0,
+            }
+        })();
+        shared.backend.release_thread_state();
+        code
+    };
+    let mut a = Workers::spawn(1, Duration::from_secs(60), |_| {
+        GLOBAL.route_to(arena);
+        connect(false)
+    });
+    let pid_a = a.pids()[0];
+    assert_eq!(a.wait(pid_a, Duration::from_secs(60)), Some(0), "worker A: a full handshake (11: it resumed)");
+    let mut b = Workers::spawn(1, Duration::from_secs(60), |_| {
+        GLOBAL.route_to(arena);
+        connect(true)
+    });
+    let pid_b = b.pids()[0];
+    assert_ne!(pid_a, pid_b);
+    assert_eq!(
+        b.wait(pid_b, Duration::from_secs(60)),
+        Some(0),
+        "worker B did not resume worker A's ticket (12: full handshake; 10/13: failure)"
+    );
+    println!("    a ticket issued in worker {pid_a} resumed in worker {pid_b}");
+}
+
 /// A nearly full arena with real TLS sessions in it: new sessions are refused with
 /// `LowMemory` (first threshold), the live ones keep exchanging data, and admission
 /// recovers when sessions close; nothing leaks. Runs last: it uses TLS on the parent's
@@ -444,6 +508,10 @@ fn stress(tally: &mut Tally, rustls_claims: bool) {
                         .with_process_model(ProcessModel::Migrating),
                 )
                 .expect("client domain"),
+            // A peer that keeps tickets (see `Shared::resuming_client`): not migrating.
+            resuming_client: backend
+                .client_domain(&client_cfg(v).with_resumption(tickets_only))
+                .expect("resuming client domain"),
         };
         backend.release_thread_state(); // this thread ends before fork
         &*Box::leak(Box::new(shared))
@@ -456,6 +524,9 @@ fn stress(tally: &mut Tally, rustls_claims: bool) {
     });
     tally.run("fork::migrating::rustls::killed_lock_holder_breaks_only_its_session", || {
         killed_lock_holder_breaks_only_its_session(arena, shared)
+    });
+    tally.run("fork::migrating::rustls::ticket_from_worker_a_resumes_in_b", || {
+        ticket_from_worker_a_resumes_in_b(arena, shared)
     });
     tally
         .run("fork::migrating::rustls::low_memory_with_live_sessions", || low_memory_with_live_sessions(arena, shared));

@@ -8,7 +8,7 @@ use rlsf::Tlsf;
 use sipstls_core::hooks::{AllocatorHooks, LockOutcome};
 use sipstls_core::Error;
 
-use crate::lock::RobustMutex;
+use crate::pidlock::PidLock;
 
 /// Every allocation is preceded by this many bytes holding its requested size; it keeps
 /// payloads 16-byte aligned (an 8-byte-aligned custom allocator crashed wolfSSL in
@@ -62,7 +62,10 @@ impl ArenaStats {
 #[repr(C)]
 struct Control {
     magic: u64,
-    lock: RobustMutex,
+    /// Taken on every allocation and free: a [`PidLock`] (one CAS to take, one swap to
+    /// release) rather than a robust pthread mutex, whose general lock path cost more than
+    /// the allocator itself (see `pidlock.rs`). A dead holder is still reported.
+    lock: PidLock,
     tlsf: UnsafeCell<Allocator>,
     stats: UnsafeCell<ArenaStats>,
     thresholds: UnsafeCell<Thresholds>,
@@ -117,8 +120,7 @@ impl SharedArena {
         // handed to TLSF is the rest of the mapping, which nothing else uses.
         unsafe {
             std::ptr::addr_of_mut!((*ctl).magic).write(MAGIC);
-            RobustMutex::init_at(std::ptr::addr_of_mut!((*ctl).lock))
-                .map_err(|e| Error::config("arena", format!("pthread_mutex_init: {e}")))?;
+            std::ptr::addr_of_mut!((*ctl).lock).write(PidLock::new());
             std::ptr::addr_of_mut!((*ctl).tlsf).write(UnsafeCell::new(Allocator::new()));
             std::ptr::addr_of_mut!((*ctl).thresholds).write(UnsafeCell::new(Thresholds::default()));
             let pool = NonNull::slice_from_raw_parts(NonNull::new_unchecked(pool_start as *mut u8), pool_len);
@@ -264,9 +266,8 @@ impl SharedArena {
 
 // SAFETY: allocations are 16-byte aligned and disjoint (TLSF), every method accepts every
 // live pointer from any thread or process sharing the mapping (all state is inside it,
-// under a process-shared lock), nothing unwinds (the lock panics only on a programming
-// error that cannot happen with an initialised robust mutex), and nothing calls into a
-// TLS library.
+// under a process-shared lock), nothing unwinds (the arena's `PidLock` never panics), and
+// nothing calls into a TLS library.
 unsafe impl AllocatorHooks for SharedArena {
     fn alloc(&self, size: usize) -> Option<NonNull<u8>> {
         self.allocate(size)

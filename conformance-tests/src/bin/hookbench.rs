@@ -1,19 +1,28 @@
 //! `sipstls-hookbench`: what the allocator hooks cost, per backend, measured side by side.
 //!
-//! For each backend it runs child processes of itself, alternating hooks off and on:
+//! For each backend that claims `ALLOCATOR_HOOK` it runs child processes of itself,
+//! alternating hooks off and on:
 //! - off: the TLS library and Rust use the system allocator;
 //! - on: a 512 MiB [`SharedArena`] is mapped first, the backend's C allocations are routed
 //!   to it (`install_allocator_hooks`, before the library's first allocation) and so are
 //!   Rust's ([`ArenaGlobalAlloc`]): the whole session lives in shared memory, as the
 //!   migrating model needs.
 //!
-//! Each child times the server side of full TLS 1.3 ECDSA handshakes in memory, then holds
-//! idle server sessions (handshake + one 1 KiB exchange, client dropped) and reports the
-//! arena bytes (hooks on) and heap bytes (`mallinfo2`) they keep. The parent prints medians
-//! and the on/off ratio. Hooks are process-wide, hence one process per measurement.
+//! Each child times full TLS 1.3 ECDSA handshakes in memory (the server side's calls by the
+//! clock, and client + server by the thread's CPU time, which does not count time spent
+//! waiting for a core), then holds idle server sessions (handshake + one 1 KiB exchange,
+//! client dropped) and reports the arena bytes (hooks on) and heap bytes (`mallinfo2`) they
+//! keep. The parent prints medians and the on/off ratios. Hooks are process-wide, hence one
+//! process per measurement. A backend that does not claim the hook gets a row with its
+//! installer's refusal.
+//!
+//! `--instructions` also counts instructions per full handshake (client + server) with
+//! hooks off and on under valgrind's callgrind (`sipstls_conformance::callgrind`, as
+//! `sipstls-eval --instructions`): a figure that does not move with machine load.
+//! `--instructions-only` skips the timing; `--backends a,b` limits the backends.
 //!
 //! ```text
-//! cargo run --release -p sipstls-conformance --bin sipstls-hookbench [-- --quick]
+//! cargo run --release -p sipstls-conformance --bin sipstls-hookbench [-- --quick] [--instructions]
 //! cargo run --release -p sipstls-conformance --bin sipstls-hookbench -- --explain openssl
 //! ```
 //!
@@ -36,8 +45,22 @@ const ARENA_BYTES: usize = 512 * 1024 * 1024;
 
 struct ChildResult {
     handshakes_per_s: f64,
+    /// Full handshakes (client + server) per second of this thread's CPU time.
+    handshakes_per_cpu_s: f64,
     arena_per_conn: Option<f64>,
     heap_per_conn: f64,
+}
+
+/// CPU time this thread has used: unlike wall-clock time, it does not grow while the
+/// process waits for a core on a loaded machine.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes one timespec.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts)
+    };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn heap_in_use() -> usize {
@@ -118,26 +141,48 @@ fn idle_server(
     s
 }
 
-fn child(backend_name: &str, hooks_on: bool, n: usize, idle: usize) -> ChildResult {
-    let arena = if hooks_on {
-        let arena = SharedArena::create(ARENA_BYTES).expect("arena");
-        let installed = match backend_name {
-            #[cfg(feature = "openssl")]
-            "openssl" => sipstls::openssl::install_allocator_hooks(arena),
-            #[cfg(feature = "rustls")]
-            "rustls" => sipstls::rustls::install_allocator_hooks(arena),
-            #[cfg(feature = "mbedtls")]
-            "mbedtls" => sipstls::mbedtls::install_allocator_hooks(arena),
-            #[cfg(feature = "wolfssl")]
-            "wolfssl" => sipstls::wolfssl::install_allocator_hooks(arena),
-            other => panic!("no hook installer for {other}"),
-        };
-        installed.expect("hooks installed before the library's first allocation");
-        GLOBAL.route_to(arena);
-        Some(arena)
-    } else {
-        None
+/// Hooks on: maps the arena and routes the backend's C allocations and Rust's to it, before
+/// the library's first allocation. Hooks off: nothing (system allocator).
+fn setup(backend_name: &str, hooks_on: bool) -> Option<&'static SharedArena> {
+    if !hooks_on {
+        return None;
+    }
+    let arena = SharedArena::create(ARENA_BYTES).expect("arena");
+    let installed = match backend_name {
+        #[cfg(feature = "openssl")]
+        "openssl" => sipstls::openssl::install_allocator_hooks(arena),
+        #[cfg(feature = "rustls")]
+        "rustls" => sipstls::rustls::install_allocator_hooks(arena),
+        #[cfg(feature = "mbedtls")]
+        "mbedtls" => sipstls::mbedtls::install_allocator_hooks(arena),
+        #[cfg(feature = "wolfssl")]
+        "wolfssl" => sipstls::wolfssl::install_allocator_hooks(arena),
+        other => panic!("no hook installer for {other}"),
     };
+    installed.expect("hooks installed before the library's first allocation");
+    GLOBAL.route_to(arena);
+    Some(arena)
+}
+
+/// Why a backend that does not claim `ALLOCATOR_HOOK` refuses it: its installer's error.
+/// Only called for such backends, so nothing is installed in this process.
+fn refusal(backend_name: &str) -> String {
+    let arena: &'static SharedArena = SharedArena::create(1 << 20).expect("arena");
+    let r: Result<(), sipstls::Error> = match backend_name {
+        #[cfg(feature = "mbedtls")]
+        "mbedtls" => sipstls::mbedtls::install_allocator_hooks(arena),
+        #[cfg(feature = "boring")]
+        "boring" => sipstls::boring::install_allocator_hooks(arena),
+        _ => Err(sipstls::Error::config("backend", "no hook installer in sipstls")),
+    };
+    match r {
+        Ok(()) => "installed although ALLOCATOR_HOOK is not claimed (a bug)".to_owned(),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn child(backend_name: &str, hooks_on: bool, n: usize, idle: usize) -> ChildResult {
+    let arena = setup(backend_name, hooks_on);
     let (sd, cd, name) = domains(backend_name);
     let mut buf = vec![0u8; 64 * 1024];
 
@@ -156,7 +201,9 @@ fn child(backend_name: &str, hooks_on: bool, n: usize, idle: usize) -> ChildResu
         server
     };
     run(50); // warm-up
+    let cpu_start = thread_cpu_time();
     let server = run(n);
+    let handshakes_per_cpu_s = n as f64 / (thread_cpu_time() - cpu_start).as_secs_f64();
     let handshakes_per_s = n as f64 / server.as_secs_f64();
 
     // Idle connections.
@@ -166,7 +213,68 @@ fn child(backend_name: &str, hooks_on: bool, n: usize, idle: usize) -> ChildResu
     let arena_per_conn = arena.zip(arena_before).map(|(a, b)| (a.stats().in_use as f64 - b as f64) / idle as f64);
     let heap_per_conn = (heap_in_use() as f64 - heap_before as f64) / idle as f64;
     drop(held);
-    ChildResult { handshakes_per_s, arena_per_conn, heap_per_conn }
+    ChildResult { handshakes_per_s, handshakes_per_cpu_s, arena_per_conn, heap_per_conn }
+}
+
+/// Handshakes counted per callgrind child, after [`CALLGRIND_WARMUP`] uncounted ones.
+const CALLGRIND_HANDSHAKES: usize = 30;
+const CALLGRIND_WARMUP: usize = 10;
+
+/// The child of `--instructions`: `--callgrind-child BACKEND on|off N`, run under
+/// callgrind by the parent. Set-up and warm-up happen outside [`hookbench_counted`], the
+/// only function callgrind counts.
+fn callgrind_child(backend_name: &str, hooks_on: bool, n: usize) {
+    let _arena = setup(backend_name, hooks_on);
+    let (sd, cd, name) = domains(backend_name);
+    let mut buf = vec![0u8; 64 * 1024];
+    full_handshakes(&*sd, &*cd, &name, &mut buf, CALLGRIND_WARMUP);
+    hookbench_counted(&*sd, &*cd, &name, &mut buf, n);
+}
+
+/// `n` full handshakes, both sides (accept, connect, handshake, free both sessions).
+fn full_handshakes(
+    sd: &dyn sipstls::ServerDomain,
+    cd: &dyn sipstls::ClientDomain,
+    name: &ServerName,
+    buf: &mut [u8],
+    n: usize,
+) {
+    for _ in 0..n {
+        let mut s = sd.accept(None).expect("accept");
+        let mut c = cd.connect(Some(name)).expect("connect");
+        let mut server_time = Duration::ZERO;
+        handshake(&mut *c, &mut *s, buf, &mut server_time);
+        drop(s);
+        drop(c);
+    }
+}
+
+/// The only function callgrind counts in the child (`--toggle-collect=*hookbench_counted*`).
+#[inline(never)]
+fn hookbench_counted(
+    sd: &dyn sipstls::ServerDomain,
+    cd: &dyn sipstls::ClientDomain,
+    name: &ServerName,
+    buf: &mut [u8],
+    n: usize,
+) {
+    full_handshakes(sd, cd, name, buf, n);
+}
+
+/// Instructions per full handshake (client + server) with hooks off and on.
+fn instructions(backend: &str) -> Result<(f64, f64), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let n = CALLGRIND_HANDSHAKES.to_string();
+    let count = |hooks: &str| {
+        sipstls_conformance::callgrind::instructions_per_op(
+            &exe,
+            &["--callgrind-child", backend, hooks, &n],
+            "*hookbench_counted*",
+            CALLGRIND_HANDSHAKES,
+            &format!("hookbench-{backend}-{hooks}"),
+        )
+    };
+    Ok((count("off")?, count("on")?))
 }
 
 /// `--explain openssl`: where an idle OpenSSL connection's bytes go. OpenSSL passes the
@@ -314,10 +422,14 @@ fn run_child(backend: &str, on: bool, n: usize, idle: usize) -> Result<ChildResu
     let num = |k: &str| field(k).and_then(|v| v.parse::<f64>().ok());
     Ok(ChildResult {
         handshakes_per_s: num("hs_per_s").ok_or("no hs_per_s")?,
+        handshakes_per_cpu_s: num("hs_per_cpu_s").ok_or("no hs_per_cpu_s")?,
         arena_per_conn: num("arena_per_conn"),
         heap_per_conn: num("heap_per_conn").ok_or("no heap_per_conn")?,
     })
 }
+
+const USAGE: &str = "usage: sipstls-hookbench [--quick] [--instructions | --instructions-only] [--backends a,b]
+       sipstls-hookbench --explain openssl";
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -328,7 +440,18 @@ fn main() -> std::process::ExitCode {
         };
         let r = child(backend, hooks == "on", n.parse().unwrap_or(500), idle.parse().unwrap_or(200));
         let arena = r.arena_per_conn.map(|a| format!(" arena_per_conn={a:.0}")).unwrap_or_default();
-        println!("RESULT hs_per_s={:.1} heap_per_conn={:.0}{arena}", r.handshakes_per_s, r.heap_per_conn);
+        println!(
+            "RESULT hs_per_s={:.1} hs_per_cpu_s={:.1} heap_per_conn={:.0}{arena}",
+            r.handshakes_per_s, r.handshakes_per_cpu_s, r.heap_per_conn
+        );
+        return std::process::ExitCode::SUCCESS;
+    }
+    if args.first().map(String::as_str) == Some("--callgrind-child") {
+        let [_, backend, hooks, n] = &args[..] else {
+            eprintln!("usage: --callgrind-child BACKEND on|off N");
+            return std::process::ExitCode::from(2);
+        };
+        callgrind_child(backend, hooks == "on", n.parse().unwrap_or(CALLGRIND_HANDSHAKES));
         return std::process::ExitCode::SUCCESS;
     }
     if args.first().map(String::as_str) == Some("--explain") {
@@ -343,49 +466,144 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     }
-    let quick = args.iter().any(|a| a == "--quick");
+    let mut quick = false;
+    let mut count_instructions = false;
+    let mut timing = true;
+    let mut only: Option<Vec<String>> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--instructions" => count_instructions = true,
+            "--instructions-only" => (count_instructions, timing) = (true, false),
+            "--backends" => only = it.next().map(|v| v.split(',').map(str::to_owned).collect()),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return std::process::ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("unknown argument {other}\n{USAGE}");
+                return std::process::ExitCode::from(2);
+            }
+        }
+    }
     let (reps, n, idle) = if quick { (3, 300, 200) } else { (7, 1000, 1000) };
     if cfg!(debug_assertions) {
         eprintln!("WARNING: built without optimisations; use --release for meaningful figures");
     }
     println!("# Allocator hooks: cost and arena bytes per idle connection\n");
-    println!("Full TLS 1.3 ECDSA P-256 handshakes, server side, in memory; {reps} repetitions per figure alternating hooks off/on in separate processes ({n} handshakes each); idle: {idle} server sessions after handshake + one 1 KiB exchange each way.\n");
-    println!("| backend | handshakes/s hooks off | hooks on | on/off | goal | arena bytes per idle conn | goal | glibc heap per idle conn, hooks off |");
-    println!("|---|---:|---:|---:|---|---:|---|---:|");
+    if timing {
+        println!(
+            "Timing: full TLS 1.3 ECDSA P-256 handshakes in memory; {reps} repetitions per figure alternating \
+             hooks off/on in separate processes ({n} handshakes each). Wall: the server side's calls, by the clock. \
+             CPU: client + server, by the thread's CPU time (time spent waiting for a core on a shared machine is \
+             not counted, so it moves less with load). Idle: {idle} server sessions after handshake + one 1 KiB \
+             exchange each way."
+        );
+    }
+    if count_instructions {
+        println!(
+            "Instructions: valgrind's callgrind counts {CALLGRIND_HANDSHAKES} full handshakes (client + server, \
+             sessions created and freed) after {CALLGRIND_WARMUP} uncounted ones, hooks off and on, one process each; \
+             the count does not depend on machine load."
+        );
+    }
+    println!();
+    println!(
+        "| backend | wall: handshakes/s hooks off | hooks on | on/off | CPU: handshakes/CPU-s hooks off | hooks on \
+         | on/off | instructions/handshake hooks off | hooks on | on/off | goal (hooks cost < 10%) \
+         | arena bytes per idle conn | goal | glibc heap per idle conn, hooks off |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|");
     let mut failed = false;
-    for backend in sipstls::backend_names() {
+    for backend in sipstls::backends() {
+        let name = backend.info().name;
+        if only.as_ref().is_some_and(|o| !o.iter().any(|b| b == name)) {
+            continue;
+        }
+        if !backend.capabilities().contains(sipstls::Capabilities::ALLOCATOR_HOOK) {
+            println!("| {name} | hooks refused: {} | | | | | | | | | not applicable | | | |", refusal(name));
+            continue;
+        }
+        let instr = if count_instructions {
+            eprint!("{name}: counting instructions under callgrind ... ");
+            let r = instructions(name);
+            match &r {
+                Ok((off, on)) => eprintln!("{:.3}", on / off),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    failed = true;
+                }
+            }
+            Some(r)
+        } else {
+            None
+        };
+        let (instr_off, instr_on, instr_ratio) = match &instr {
+            None => ("not counted (--instructions)".to_owned(), String::new(), String::new()),
+            Some(Err(_)) => ("failed".to_owned(), String::new(), String::new()),
+            Some(Ok((off, on))) => (format!("{off:.0}"), format!("{on:.0}"), format!("{:.3}", on / off)),
+        };
+        let instr_goal = match &instr {
+            Some(Ok((off, on))) => Some(on / off <= 1.10),
+            _ => None,
+        };
+        if !timing {
+            let goal = match instr_goal {
+                Some(true) => "instructions: met (<= 1.10)",
+                Some(false) => "instructions: NOT met (> 1.10)",
+                None => "",
+            };
+            println!(
+                "| {name} | not timed | | | | | | {instr_off} | {instr_on} | {instr_ratio} | {goal} | not measured | | |"
+            );
+            continue;
+        }
         let mut off = Vec::new();
         let mut on = Vec::new();
+        let mut cpu_off = Vec::new();
+        let mut cpu_on = Vec::new();
         let mut arena = Vec::new();
         let mut heap_off = Vec::new();
         for rep in 0..reps {
             for hooks in if rep % 2 == 0 { [false, true] } else { [true, false] } {
-                match run_child(backend, hooks, n, idle) {
+                match run_child(name, hooks, n, idle) {
                     Ok(r) if hooks => {
                         on.push(r.handshakes_per_s);
+                        cpu_on.push(r.handshakes_per_cpu_s);
                         arena.extend(r.arena_per_conn);
                     }
                     Ok(r) => {
                         off.push(r.handshakes_per_s);
+                        cpu_off.push(r.handshakes_per_cpu_s);
                         heap_off.push(r.heap_per_conn);
                     }
                     Err(e) => {
-                        eprintln!("{backend} hooks {}: {e}", if hooks { "on" } else { "off" });
+                        eprintln!("{name} hooks {}: {e}", if hooks { "on" } else { "off" });
                         failed = true;
                     }
                 }
             }
         }
         if off.is_empty() || on.is_empty() || arena.is_empty() {
-            println!("| {backend} | failed | | | | | | |");
+            println!("| {name} | failed | | | | | | {instr_off} | {instr_on} | {instr_ratio} | | | | |");
             continue;
         }
         let (off_m, on_m, arena_m, heap_m) =
             (median(&mut off), median(&mut on), median(&mut arena), median(&mut heap_off));
+        let (cpu_off_m, cpu_on_m) = (median(&mut cpu_off), median(&mut cpu_on));
         let ratio = on_m / off_m;
+        let cpu_ratio = cpu_on_m / cpu_off_m;
+        let met = |r: f64| if r >= 0.90 { "met (>= 0.90)" } else { "NOT met (< 0.90)" };
+        let mut goal = format!("wall: {}; CPU: {}", met(ratio), met(cpu_ratio));
+        match instr_goal {
+            Some(true) => goal.push_str("; instructions: met (<= 1.10)"),
+            Some(false) => goal.push_str("; instructions: NOT met (> 1.10)"),
+            None => {}
+        }
         println!(
-            "| {backend} | {off_m:.0} | {on_m:.0} | {ratio:.3} | {} | {arena_m:.0} | {} | {heap_m:.0} |",
-            if ratio >= 0.90 { "met (>= 0.90)" } else { "NOT met (< 0.90)" },
+            "| {name} | {off_m:.0} | {on_m:.0} | {ratio:.3} | {cpu_off_m:.0} | {cpu_on_m:.0} | {cpu_ratio:.3} \
+             | {instr_off} | {instr_on} | {instr_ratio} | {goal} | {arena_m:.0} | {} | {heap_m:.0} |",
             if arena_m <= 16384.0 { "met (<= 16 KiB)" } else { "NOT met (> 16 KiB)" },
         );
     }

@@ -3,7 +3,6 @@
 //! both under callgrind (stable where timing is noisy).
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use super::bench::Plan;
@@ -137,34 +136,14 @@ fn callgrind_pair(exe: &Path, backend: &str, work: Work) -> Result<(f64, f64), S
 /// inside [`counted_loop`] (only that function is counted), and returns instructions per
 /// operation.
 fn callgrind(exe: &Path, backend: &str, api: Api, work: Work) -> Result<f64, String> {
-    let out =
-        std::env::temp_dir().join(format!("sipstls-eval-callgrind-{}-{backend}-{api:?}-{work:?}", std::process::id()));
     let n = callgrind_ops(work);
-    let status = Command::new("valgrind")
-        .arg("--tool=callgrind")
-        .arg(format!("--callgrind-out-file={}", out.display()))
-        .arg("--toggle-collect=*counted_loop*")
-        .arg(exe)
-        .args(["--callgrind-child", backend, api_name(api), work_name(work), &n.to_string()])
-        .output()
-        .map_err(|e| format!("valgrind could not be run ({e}); install valgrind for --instructions"))?;
-    let text = std::fs::read_to_string(&out).map_err(|e| {
-        format!(
-            "no callgrind output ({e}); valgrind said: {}",
-            String::from_utf8_lossy(&status.stderr).lines().last().unwrap_or_default()
-        )
-    })?;
-    let _ = std::fs::remove_file(&out);
-    if !status.status.success() {
-        return Err(format!("the callgrind child failed: {}", String::from_utf8_lossy(&status.stderr)));
-    }
-    let total = text
-        .lines()
-        .find_map(|l| l.strip_prefix("summary:").or_else(|| l.strip_prefix("totals:")))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .ok_or("no instruction total in the callgrind output")?;
-    Ok(total / n as f64)
+    sipstls_conformance::callgrind::instructions_per_op(
+        exe,
+        &["--callgrind-child", backend, api_name(api), work_name(work), &n.to_string()],
+        "*counted_loop*",
+        n,
+        &format!("eval-{backend}-{api:?}-{work:?}"),
+    )
 }
 
 fn api_name(a: Api) -> &'static str {
