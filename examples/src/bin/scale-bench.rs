@@ -460,10 +460,12 @@ fn storm_run(server: &Server, mode: &str, n: usize, v: ProtocolVersion, client_t
         "0".into(),
         "0".into(),
     ];
+    let cpu0 = cpu_seconds(libc::RUSAGE_SELF);
     let mut child = Child::spawn("client process".into(), &args);
     let t0 = Instant::now();
     let w = child.expect("opened");
     let secs = t0.elapsed().as_secs_f64();
+    let server_cpu = cpu_seconds(libc::RUSAGE_SELF) - cpu0;
     let st = server.manager.stats();
     println!("clients: {}", w.join(" "));
     println!(
@@ -475,7 +477,30 @@ fn storm_run(server: &Server, mode: &str, n: usize, v: ProtocolVersion, client_t
         server.echoed.load(Ordering::Relaxed)
     );
     child.finish();
+    let client_cpu = cpu_seconds(libc::RUSAGE_CHILDREN);
+    // The clients share the 2 cores with the server: what each side spent per connection
+    // says what the server alone would sustain on 2 cores (not a measured rate).
+    let hs = st.handshakes_ok.max(1) as f64;
+    println!(
+        "CPU time: server process {server_cpu:.1} s ({:.0} µs per connection: at most {:.0} connections/s on 2 cores \
+         for the server alone), client process {client_cpu:.1} s ({:.0} µs per connection)",
+        server_cpu / hs * 1e6,
+        2.0 * hs / server_cpu,
+        client_cpu / hs * 1e6
+    );
     println!("after the clients left: {}", server.wind_down());
+}
+
+/// User + system CPU seconds of this process (`RUSAGE_SELF`) or of its reaped children.
+fn cpu_seconds(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut ru);
+        ru
+    };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
 }
 
 /// A client process: `--client MODE N PORTS THREADS VERSION CA LIVE INDEX`. PORTS is a
