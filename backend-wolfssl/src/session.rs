@@ -5,7 +5,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use sipstls_core::x509::CertificateInfo;
+use sipstls_core::x509::sip_identity_matches;
 use sipstls_core::{
     Certificate, CertificateError, DomainConfig, Error, NameVerification, ProtocolErrorKind, ProtocolVersion,
     ReadStatus, Result, Role, ServerName, Session, SessionState, SniCandidates, TlsInfo, VerifyResult,
@@ -154,10 +154,11 @@ pub(crate) unsafe extern "C" fn verify_cb(preverify: c_int, store: *mut w::WOLFS
         // SAFETY: `userCtx` is our Shared (or null); no Rust reference to it is live during
         // the wolfSSL call that runs this callback.
         let Some(sh) = (unsafe { (store.userCtx as *mut Shared).as_mut() }) else { return 0 };
-        let expected = sh.expected.as_ref().map(|n| n.to_string());
+        // The expected name as text, for error reports only (not built on success).
+        let expected = |sh: &Shared| sh.expected.as_ref().map(|n| n.to_string());
         if preverify == 0 {
             if sh.cert_error.is_none() {
-                sh.cert_error = Some(map_cert_error(store.error, expected.as_deref()));
+                sh.cert_error = Some(map_cert_error(store.error, expected(sh).as_deref()));
             }
             return 0;
         }
@@ -176,11 +177,11 @@ pub(crate) unsafe extern "C" fn verify_cb(preverify: c_int, store: *mut w::WOLFS
                 &[]
             };
             let matches = match &sh.expected {
-                Some(want) => CertificateInfo::parse(leaf).is_ok_and(|i| i.matches_sip_identity(want)),
+                Some(want) => sip_identity_matches(leaf, want).unwrap_or(false),
                 None => false,
             };
             if !matches {
-                sh.cert_error = Some(CertificateError::NameMismatch { expected: expected.unwrap_or_default() });
+                sh.cert_error = Some(CertificateError::NameMismatch { expected: expected(sh).unwrap_or_default() });
                 return 0;
             }
         }
