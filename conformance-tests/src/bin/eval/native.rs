@@ -325,18 +325,16 @@ mod openssl_native {
             if q.is_empty() {
                 return Err(std::io::ErrorKind::WouldBlock.into());
             }
-            let n = q.len().min(buf.len());
-            for (d, s) in buf.iter_mut().zip(q.drain(..n)) {
-                *d = s;
-            }
-            Ok(n)
+            // VecDeque's own Read: slice copies. (A byte-by-byte drain here cost the twin
+            // about 18,000 instructions per 1 KiB record under callgrind, half its total,
+            // which hid sipstls's own excess.)
+            q.read(buf)
         }
     }
 
     impl Write for Mem {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.tx.borrow_mut().extend(buf);
-            Ok(buf.len())
+            self.tx.borrow_mut().write(buf)
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
