@@ -19,6 +19,10 @@ use crate::{ClientCache, Compiled, SavedSession};
 const MAX_EARLY_PLAINTEXT: usize = 64 * 1024;
 /// Plaintext decrypted ahead of `read` before ciphertext stops being processed.
 const MAX_PLAINTEXT_IN: usize = 64 * 1024;
+/// Largest plaintext of one TLS record (2^14): the most one `ssl_read` returns.
+const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
+/// Room offered to an `ssl_read` at least.
+const MIN_READ: usize = 256;
 
 /// Where a client session stores its session for resumption.
 pub(crate) struct CacheSlot {
@@ -272,7 +276,6 @@ impl MbedtlsSession {
             io::release(&mut self.plain_in);
             self.plain_pos = 0;
         }
-        let mut chunk = [0u8; 16 * 1024];
         let mut empty_records = 0;
         loop {
             // SAFETY: the context is alive.
@@ -282,10 +285,26 @@ impl MbedtlsSession {
             {
                 break;
             }
-            // SAFETY: `chunk` is a writable buffer of the given length; the context is alive.
-            let ret = unsafe { sys::ssl_read(self.ssl(), chunk.as_mut_ptr(), chunk.len()) };
+            // Mbed TLS decrypts straight into `plain_in`'s spare room, sized by what can come
+            // out: the plaintext of the record it holds, or at most the ciphertext waiting (a
+            // record's plaintext is shorter than the record). A longer record (part of it
+            // received earlier) leaves the rest in Mbed TLS (`buffered`) for the next turn.
+            // No zeroed 16 KiB scratch record per call (under callgrind its memset was
+            // 16,000 instructions per 1 KiB record), no copy.
+            // SAFETY: the context is alive; the call only reads it.
+            let held = unsafe { sys::ssl_get_bytes_avail(self.ssl()) };
+            let room = held.max(self.shared().pending_input()).clamp(MIN_READ, MAX_RECORD_PLAINTEXT);
+            self.plain_in.reserve(room);
+            let ssl = self.ssl();
+            let spare = self.plain_in.spare_capacity_mut();
+            let want = spare.len().min(MAX_RECORD_PLAINTEXT);
+            // SAFETY: `spare` is writable for `want` bytes; the context is alive.
+            let ret = unsafe { sys::ssl_read(ssl, spare.as_mut_ptr().cast(), want) };
             match ret {
-                n if n > 0 => self.plain_in.extend_from_slice(&chunk[..n as usize]),
+                n if n > 0 => {
+                    // SAFETY: Mbed TLS wrote `n` <= `want` bytes at the start of the spare room.
+                    unsafe { self.plain_in.set_len(self.plain_in.len() + n as usize) };
+                }
                 0 => {
                     // An empty record (Mbed TLS itself refuses long runs of them); stop if
                     // nothing more can be processed.

@@ -47,7 +47,7 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use sipstls_core::x509::CertificateInfo;
+use sipstls_core::x509::sip_identity_matches;
 use sipstls_core::{
     Backend, BackendInfo, Capabilities, ClientDomain, DomainConfig, Error, NameVerification, PrivateKeyFormat,
     ProtocolVersion, Result, Role, ServerDomain, ServerName, Session, SniCandidates,
@@ -685,8 +685,8 @@ fn verify_name(preverify_ok: bool, ctx: &mut X509StoreContextRef, want: &ServerN
     let matches = ctx
         .current_cert()
         .and_then(|c| c.to_der().ok())
-        .and_then(|der| CertificateInfo::parse(&der).ok())
-        .is_some_and(|info| info.matches_sip_identity(want));
+        .and_then(|der| sip_identity_matches(&der, want).ok())
+        .unwrap_or(false);
     if !matches {
         ctx.set_error(ssl_lib::hostname_mismatch());
     }

@@ -30,6 +30,10 @@ pub struct OpensslSession {
 
 /// Plaintext decrypted ahead of `read` before ciphertext stops being processed.
 const MAX_PLAINTEXT_IN: usize = 64 * 1024;
+/// Largest plaintext of one TLS record (2^14): the most one `SSL_read` returns.
+const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
+/// Room offered to an `SSL_read` at least.
+const MIN_READ: usize = 256;
 
 impl OpensslSession {
     pub(crate) fn new(ssl: Ssl, role: Role, sent_sni: Option<String>) -> Result<Self> {
@@ -121,17 +125,38 @@ impl OpensslSession {
             crate::memio::release(&mut self.plain_in);
             self.plain_pos = 0;
         }
-        let mut chunk = [0u8; 16 * 1024];
-        // Only with ciphertext waiting: an SSL_read on empty input makes OpenSSL allocate
-        // its read buffer and keep it for the pending read, defeating RELEASE_BUFFERS
-        // (measured: 18.4 KB per idle connection instead of 8-13 KB).
-        while self.stream.get_ref().pending_input() > 0 && self.plain_in.len() - self.plain_pos < MAX_PLAINTEXT_IN {
-            match self.stream.ssl_read(&mut chunk) {
+        // Only with ciphertext waiting (or plaintext of a record read in part): an SSL_read
+        // on empty input makes OpenSSL allocate its read buffer and keep it for the
+        // pending read, defeating RELEASE_BUFFERS (measured: 18.4 KB per idle connection
+        // instead of 8-13 KB).
+        while self.plain_in.len() - self.plain_pos < MAX_PLAINTEXT_IN {
+            let waiting = self.stream.get_ref().pending_input();
+            let held = self.stream.ssl().pending();
+            if waiting == 0 && held == 0 {
+                break;
+            }
+            // The library decrypts straight into `plain_in`'s spare room, sized by what can
+            // come out: the plaintext it holds, or at most the ciphertext waiting (a
+            // record's plaintext is shorter than the record). A record partly received
+            // earlier can be longer than that: the rest stays in the library (`held`) and
+            // the next turn takes it. No zeroed 16 KiB scratch record per call (under
+            // callgrind its memset was 16,000 instructions per 1 KiB record), no copy.
+            self.plain_in.reserve(waiting.max(held).clamp(MIN_READ, MAX_RECORD_PLAINTEXT));
+            let spare = self.plain_in.spare_capacity_mut();
+            let room = spare.len().min(MAX_RECORD_PLAINTEXT);
+            match self.stream.ssl_read_uninit(&mut spare[..room]) {
                 Ok(0) => {
                     self.peer_closed = true;
                     break;
                 }
-                Ok(n) => self.plain_in.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    // SAFETY: the library initialised the first `n` (<= `room`) bytes of the
+                    // spare room.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        self.plain_in.set_len(self.plain_in.len() + n)
+                    };
+                }
                 Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
                     self.peer_closed = true;
                     break;

@@ -10,7 +10,7 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
-use sipstls_core::x509::CertificateInfo;
+use sipstls_core::x509::sip_identity_matches;
 use sipstls_core::{CertificateError, DomainConfig, Error, NameVerification, Result, ServerName};
 
 /// Wraps one of our certificate errors so it survives the trip through rustls and is
@@ -95,8 +95,7 @@ impl ServerCertVerifier for SipServerVerifier {
             RustlsName::IpAddress(ip) => ServerName::Ip(std::net::IpAddr::from(*ip)),
             _ => return Err(rustls_cert_error(CertificateError::Other("unsupported name type".into()))),
         };
-        let info = CertificateInfo::parse(end_entity).map_err(rustls_cert_error)?;
-        if info.matches_sip_identity(&want) {
+        if sip_identity_matches(end_entity, &want).map_err(rustls_cert_error)? {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls_cert_error(CertificateError::NameMismatch { expected: want.to_string() }))

@@ -5,7 +5,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use sipstls_core::x509::CertificateInfo;
+use sipstls_core::x509::sip_identity_matches;
 use sipstls_core::{
     Certificate, CertificateError, DomainConfig, Error, NameVerification, ProtocolErrorKind, ProtocolVersion,
     ReadStatus, Result, Role, ServerName, Session, SessionState, SniCandidates, TlsInfo, VerifyResult,
@@ -27,10 +27,10 @@ const MAX_PLAINTEXT_IN: usize = 64 * 1024;
 /// Largest plaintext handed to one `wolfSSL_write`.
 const MAX_WRITE: usize = 64 * 1024;
 
-thread_local! {
-    /// Scratch for `decrypt_ahead`: one TLS record of plaintext, per thread.
-    static CHUNK: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0u8; 16 * 1024].into_boxed_slice());
-}
+/// Largest plaintext of one TLS record (2^14): the most one `wolfSSL_read` returns.
+const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
+/// Room offered to a `wolfSSL_read` at least (a record with nothing of it buffered here).
+const MIN_READ: usize = 256;
 
 /// Empties a buffer and gives its memory back when it is larger than a small record.
 fn release(buf: &mut Vec<u8>) {
@@ -154,10 +154,11 @@ pub(crate) unsafe extern "C" fn verify_cb(preverify: c_int, store: *mut w::WOLFS
         // SAFETY: `userCtx` is our Shared (or null); no Rust reference to it is live during
         // the wolfSSL call that runs this callback.
         let Some(sh) = (unsafe { (store.userCtx as *mut Shared).as_mut() }) else { return 0 };
-        let expected = sh.expected.as_ref().map(|n| n.to_string());
+        // The expected name as text, for error reports only (not built on success).
+        let expected = |sh: &Shared| sh.expected.as_ref().map(|n| n.to_string());
         if preverify == 0 {
             if sh.cert_error.is_none() {
-                sh.cert_error = Some(map_cert_error(store.error, expected.as_deref()));
+                sh.cert_error = Some(map_cert_error(store.error, expected(sh).as_deref()));
             }
             return 0;
         }
@@ -176,11 +177,11 @@ pub(crate) unsafe extern "C" fn verify_cb(preverify: c_int, store: *mut w::WOLFS
                 &[]
             };
             let matches = match &sh.expected {
-                Some(want) => CertificateInfo::parse(leaf).is_ok_and(|i| i.matches_sip_identity(want)),
+                Some(want) => sip_identity_matches(leaf, want).unwrap_or(false),
                 None => false,
             };
             if !matches {
-                sh.cert_error = Some(CertificateError::NameMismatch { expected: expected.unwrap_or_default() });
+                sh.cert_error = Some(CertificateError::NameMismatch { expected: expected(sh).unwrap_or_default() });
                 return 0;
             }
         }
@@ -558,18 +559,24 @@ impl WolfsslSession {
         }
         let out_before = self.sh_ref().output.len();
         while self.plain_in.len() - self.plain_pos < MAX_PLAINTEXT_IN {
-            // wolfSSL decrypts into a per-thread scratch record (allocated and zeroed once
-            // per thread, not per call: a fresh 16 KiB buffer per call cost more than the
-            // AES-GCM of a 1 KiB record); only the plaintext is copied to the session.
-            let n = CHUNK.with_borrow_mut(|chunk| {
-                // SAFETY: `ssl` is live; `chunk` is writable for its length; the callbacks
-                // wolfSSL_read makes reach only the Shared block, never CHUNK.
-                let n = unsafe { w::wolfSSL_read(ssl.as_ptr(), chunk.as_mut_ptr().cast(), chunk.len() as c_int) };
-                if n > 0 {
-                    self.plain_in.extend_from_slice(&chunk[..n as usize]);
-                }
-                n
-            });
+            // wolfSSL decrypts straight into `plain_in`'s spare room, sized by what can come
+            // out: the plaintext wolfSSL holds already, or at most the ciphertext buffered
+            // here (a record's plaintext is shorter than the record). A record partly read
+            // by an earlier call can be longer than that; wolfSSL then keeps the rest
+            // pending and the next turn of the loop takes it. No scratch record, no copy.
+            // SAFETY: `ssl` is live; wolfSSL_pending only reads it.
+            let pending = usize::try_from(unsafe { w::wolfSSL_pending(ssl.as_ptr()) }).unwrap_or(0);
+            let room = pending.max(self.sh_ref().unread().len()).clamp(MIN_READ, MAX_RECORD_PLAINTEXT);
+            self.plain_in.reserve(room);
+            let spare = self.plain_in.spare_capacity_mut();
+            let want = spare.len().min(MAX_RECORD_PLAINTEXT) as c_int;
+            // SAFETY: `ssl` is live; `spare` is writable for `want` bytes; the callbacks
+            // wolfSSL_read makes reach only the Shared block, never `plain_in`.
+            let n = unsafe { w::wolfSSL_read(ssl.as_ptr(), spare.as_mut_ptr().cast(), want) };
+            if n > 0 {
+                // SAFETY: wolfSSL wrote `n` <= `want` bytes at the start of the spare room.
+                unsafe { self.plain_in.set_len(self.plain_in.len() + n as usize) };
+            }
             // SAFETY: `ssl` is live; the call only reads its handshake state.
             if unsafe { w::wolfSSL_is_init_finished(ssl.as_ptr()) } == 0 {
                 // wolfSSL started a new handshake on an established session: a TLS 1.2
@@ -582,6 +589,13 @@ impl WolfsslSession {
                 return Err(self.st.fail(e));
             }
             if n > 0 {
+                // Every byte fed was consumed and wolfSSL holds no plaintext: another read
+                // would only answer WANT_READ (wolfSSL reads no further ahead than the
+                // record it works on, so it buffers no whole record of its own).
+                // SAFETY: `ssl` is live; wolfSSL_pending only reads it.
+                if self.sh_ref().unread().is_empty() && unsafe { w::wolfSSL_pending(ssl.as_ptr()) } == 0 {
+                    break;
+                }
                 continue;
             }
             let code = Self::error_code(ssl, n);

@@ -240,6 +240,25 @@ pub fn truncated_records_wait(b: &dyn Backend) {
             assert!(!closed);
             assert_eq!(got, b"INVITE sip:bob@example.test SIP/2.0\r\n", "{v} {role}");
         }
+        // A large record whose last 100 bytes come later: the second feed brings far less
+        // ciphertext than the record's plaintext (backends size their decrypt buffer by
+        // the ciphertext waiting; the rest must still come out).
+        let msg: Vec<u8> = (0..8000u32).map(|i| (i % 251) as u8).collect();
+        let mut left = &msg[..];
+        while !left.is_empty() {
+            let n = c.write(left).unwrap();
+            assert!(n > 0, "{v}: a large write must go through");
+            left = &left[n..];
+        }
+        let n = c.take_tls(&mut buf);
+        assert!(n > 8000, "{v}: {n} bytes of ciphertext for 8000 of plaintext");
+        let rec = buf[..n].to_vec();
+        let cut = n - 100;
+        assert_eq!(s.feed_tls(&rec[..cut]), Ok(cut), "{v} large record");
+        assert_eq!(s.feed_tls(&rec[cut..]), Ok(n - cut), "{v} large record");
+        let (got, closed) = pump::drain_plaintext(&mut *s).unwrap();
+        assert!(!closed);
+        assert!(got == msg, "{v}: the large record's plaintext came out as {} bytes", got.len());
     }
 }
 

@@ -6,7 +6,9 @@
 use std::net::IpAddr;
 
 use sha2::{Digest, Sha256};
-use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::certificate::X509CertificateParser;
+use x509_parser::extensions::{GeneralName, ParsedExtension, SubjectAlternativeName};
+use x509_parser::nom::Parser;
 use x509_parser::oid_registry::{self, Oid};
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::x509::X509Name;
@@ -160,13 +162,7 @@ impl CertificateInfo {
                     GeneralName::DNSName(d) => info.san_dns.push((*d).to_owned()),
                     GeneralName::URI(u) => info.san_uri.push((*u).to_owned()),
                     GeneralName::RFC822Name(e) => info.san_email.push((*e).to_owned()),
-                    GeneralName::IPAddress(bytes) => {
-                        if let Ok(a) = <[u8; 4]>::try_from(*bytes) {
-                            info.san_ip.push(IpAddr::from(a));
-                        } else if let Ok(a) = <[u8; 16]>::try_from(*bytes) {
-                            info.san_ip.push(IpAddr::from(a));
-                        }
-                    }
+                    GeneralName::IPAddress(bytes) => info.san_ip.extend(ip_of(bytes)),
                     _ => {}
                 }
             }
@@ -206,23 +202,93 @@ impl CertificateInfo {
     /// - the subject CN is consulted only when the certificate has no SAN extension;
     /// - an IP address matches a SAN iPAddress entry only.
     pub fn matches_sip_identity(&self, name: &ServerName) -> bool {
-        match name {
-            ServerName::Ip(ip) => self.san_ip.contains(ip),
-            ServerName::Dns(want) => {
-                let want = normalize(want);
-                if self.has_san {
-                    self.san_uri.iter().filter_map(|u| sip_uri_domain(u)).any(|d| normalize(d) == want)
-                        || self.san_dns.iter().any(|d| normalize(d) == want)
-                } else {
-                    self.subject_cn.as_deref().is_some_and(|cn| normalize(cn) == want)
-                }
+        identity_matches(name, self.has_san, self.subject_cn.as_deref(), &self.san_dns, &self.san_uri, &self.san_ip)
+    }
+}
+
+/// Whether the DER certificate `der` identifies `name` under RFC 5922 section 7.2, by the
+/// rules of [`CertificateInfo::matches_sip_identity`], as
+/// `CertificateInfo::parse(der)?.matches_sip_identity(name)` would answer: the same parser
+/// refuses the same certificates (`Malformed`), including a duplicate or undecodable
+/// subjectAltName extension. Only what the rules consult is decoded: the subject's common
+/// name and the subjectAltName extension. Other extensions are not decoded, no string is
+/// formatted and no fingerprint computed; this is the name check of a client's handshake,
+/// which runs once per connection.
+pub fn sip_identity_matches(der: &[u8], name: &ServerName) -> Result<bool, CertificateError> {
+    let (rest, cert) = X509CertificateParser::new()
+        .with_deep_parse_extensions(false)
+        .parse(der)
+        .map_err(|_| CertificateError::Malformed)?;
+    if !rest.is_empty() {
+        return Err(CertificateError::Malformed);
+    }
+    let san_ext = cert
+        .tbs_certificate
+        .get_extension_unique(&oid_registry::OID_X509_EXT_SUBJECT_ALT_NAME)
+        .map_err(|_| CertificateError::Malformed)?;
+    let (mut dns, mut uri, mut ip) = (Vec::new(), Vec::new(), Vec::new());
+    if let Some(ext) = san_ext {
+        // As the full parser does: the extension's value must hold a GeneralNames sequence
+        // (bytes after it are ignored there, so here too).
+        let (_, san) = SubjectAlternativeName::from_der(ext.value).map_err(|_| CertificateError::Malformed)?;
+        for gn in &san.general_names {
+            match gn {
+                GeneralName::DNSName(d) => dns.push(*d),
+                GeneralName::URI(u) => uri.push(*u),
+                GeneralName::IPAddress(bytes) => ip.extend(ip_of(bytes)),
+                _ => {}
+            }
+        }
+    }
+    // The common name only counts without a subjectAltName extension.
+    let cn =
+        if san_ext.is_some() { None } else { cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()) };
+    Ok(identity_matches(name, san_ext.is_some(), cn, &dns, &uri, &ip))
+}
+
+/// An iPAddress entry of 4 or 16 bytes (other lengths are not addresses: skipped).
+fn ip_of(bytes: &[u8]) -> Option<IpAddr> {
+    if let Ok(a) = <[u8; 4]>::try_from(bytes) {
+        Some(IpAddr::from(a))
+    } else if let Ok(a) = <[u8; 16]>::try_from(bytes) {
+        Some(IpAddr::from(a))
+    } else {
+        None
+    }
+}
+
+/// RFC 5922 section 7.2 over the names of one certificate (see
+/// [`CertificateInfo::matches_sip_identity`]).
+fn identity_matches(
+    name: &ServerName,
+    has_san: bool,
+    cn: Option<&str>,
+    san_dns: &[impl AsRef<str>],
+    san_uri: &[impl AsRef<str>],
+    san_ip: &[IpAddr],
+) -> bool {
+    match name {
+        ServerName::Ip(ip) => san_ip.contains(ip),
+        ServerName::Dns(want) => {
+            let want = without_root(want);
+            if has_san {
+                san_uri.iter().filter_map(|u| sip_uri_domain(u.as_ref())).any(|d| same_name(d, want))
+                    || san_dns.iter().any(|d| same_name(d.as_ref(), want))
+            } else {
+                cn.is_some_and(|cn| same_name(cn, want))
             }
         }
     }
 }
 
-fn normalize(name: &str) -> String {
-    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+/// A name without its one trailing dot.
+fn without_root(name: &str) -> &str {
+    name.strip_suffix('.').unwrap_or(name)
+}
+
+/// Equal ignoring ASCII case and one trailing dot on `name` (`want` has none).
+fn same_name(name: &str, want: &str) -> bool {
+    without_root(name).eq_ignore_ascii_case(want)
 }
 
 /// The domain of a `sip:`/`sips:` URI without a user part, or `None`.

@@ -22,6 +22,8 @@ mod eval {
     pub mod meta;
     pub mod model;
     pub mod native;
+    #[cfg(feature = "mbedtls")]
+    pub mod native_mbedtls;
     #[cfg(feature = "wolfssl")]
     pub mod native_wolfssl;
     pub mod overhead;

@@ -162,6 +162,7 @@ fn overhead(o: &Result<super::overhead::OverheadRow, String>) -> Json {
             Json::obj([
                 ("backend", Json::str(&o.backend)),
                 ("work", Json::str(format!("{:?}", o.work))),
+                ("label", Json::str(super::overhead::work_label(o.work, &o.backend))),
                 ("sipstls_ns_per_op_median", Json::Num(o.sipstls_ns.median())),
                 ("native_ns_per_op_median", Json::Num(o.native_ns.median())),
                 ("time_ratio", Json::Num(o.time_ratio())),

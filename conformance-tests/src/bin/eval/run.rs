@@ -80,7 +80,14 @@ fn measured(fx: &Fixture, reps: &[Rep]) -> Result<Measured, String> {
         .ok_or("no usable measurement (a repetition took no measurable time)")?;
     let client_values: Option<Vec<f64>> = reps.iter().map(|r| r.client).collect();
     let client = client_values.and_then(Sample::new);
-    Ok(Measured { server, client, negotiated: fx.negotiated.clone() })
+    let mut negotiated = fx.negotiated.clone();
+    if let Some((full, n)) = fx.full_instead {
+        // Said beside the figure, which counts only the resumed connections.
+        negotiated.push_str(&format!(
+            "; up to {full} of {n} connections per repetition were full handshakes (ticket declined), left out"
+        ));
+    }
+    Ok(Measured { server, client, negotiated })
 }
 
 /// Runs every scenario, printing one progress line per scenario to stderr.
