@@ -12,6 +12,10 @@
 //!   the backend claims it;
 //! - no weak cipher category offered (NULL, anonymous, export, LOW, 3DES/IDEA, and the
 //!   "obsoleted"/average CBC category).
+//!
+//! And sslyze (pip; `scripts/test.sh` installs it in a virtual environment and names the
+//! command in `SIPSTLS_SSLYZE`) against the same server in the same kind of namespace,
+//! asserted on its JSON: see `sslyze_default_configuration_every_backend`.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
