@@ -58,6 +58,32 @@ if ((${#need[@]})) || [ -n "$want_tshark" ]; then
     fi
 fi
 
+# sslyze scans the example server of every backend beside testssl.sh
+# (examples/tests/scanners.rs). Debian 12 does not package it: pip installs a pinned
+# version into a virtual environment of its own (wheels for nassl and cryptography, no
+# compiler needed). If that fails, the test is told why (SIPSTLS_SSLYZE_UNAVAILABLE) and
+# asserts that reason instead of scanning.
+SSLYZE_VERSION=6.3.1
+if [ -z "${SIPSTLS_SSLYZE:-}" ] && [ -z "${SIPSTLS_SSLYZE_UNAVAILABLE:-}" ]; then
+    sslyze_venv="${XDG_CACHE_HOME:-$HOME/.cache}/sipstls/sslyze-$SSLYZE_VERSION"
+    if [ ! -x "$sslyze_venv/bin/sslyze" ]; then
+        echo "test.sh: installing sslyze $SSLYZE_VERSION with pip into $sslyze_venv"
+        if ! python3 -m venv --help >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null || true
+        fi
+        rm -rf "$sslyze_venv"
+        if ! sslyze_err=$({ python3 -m venv "$sslyze_venv" &&
+            "$sslyze_venv/bin/pip" install -q --disable-pip-version-check "sslyze==$SSLYZE_VERSION"; } 2>&1); then
+            rm -rf "$sslyze_venv"
+            export SIPSTLS_SSLYZE_UNAVAILABLE="pip install sslyze==$SSLYZE_VERSION failed on this machine: $(printf '%s' "$sslyze_err" | tail -n 3 | tr '\n' ' ')"
+            echo "test.sh: $SIPSTLS_SSLYZE_UNAVAILABLE; the sslyze scan will report it" >&2
+        fi
+    fi
+    if [ -x "$sslyze_venv/bin/sslyze" ]; then
+        export SIPSTLS_SSLYZE="$sslyze_venv/bin/sslyze"
+    fi
+fi
+
 # A test run, not an edit loop: no incremental caches, and line tables only for debug info
 # (backtraces keep file:line). About half the disk of a default debug build across the
 # several feature builds below, and less to link.
@@ -96,9 +122,9 @@ echo "== rustdoc of sipstls-core and sipstls-manager, warnings denied"
 RUSTDOCFLAGS="-D warnings" cargo doc -p sipstls-core -p sipstls-manager --no-deps --locked -q
 
 echo "== no leftover test servers"
-if pgrep -f "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|gnutls-(serv|cli)|bssl-tool|(^|/)kamailio( |$)|(^|/)(dumpcap|tshark) |redis-server |(^|/)testssl " >/dev/null; then
+if pgrep -f "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|gnutls-(serv|cli)|bssl-tool|(^|/)kamailio( |$)|(^|/)(dumpcap|tshark) |redis-server |(^|/)testssl |/sslyze " >/dev/null; then
     echo "test.sh: a test left a server running:" >&2
-    pgrep -fa "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|gnutls-(serv|cli)|bssl-tool|(^|/)kamailio( |$)|(^|/)(dumpcap|tshark) |redis-server |(^|/)testssl " >&2
+    pgrep -fa "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|gnutls-(serv|cli)|bssl-tool|(^|/)kamailio( |$)|(^|/)(dumpcap|tshark) |redis-server |(^|/)testssl |/sslyze " >&2
     exit 1
 fi
 echo "test.sh: all tests passed"

@@ -157,6 +157,9 @@ fn leaf(issuer: &Ca, spec: LeafSpec<'_>) -> Leaf {
     params.distinguished_name.push(DnType::CommonName, spec.cn);
     params.distinguished_name.push(DnType::OrganizationName, "sipstls tests");
     params.is_ca = IsCa::ExplicitNoCa;
+    // RFC 5280 4.2.1.1: required in certificates not self-signed; strict verifiers (Python
+    // cryptography's, in sslyze) refuse a leaf without it.
+    params.use_authority_key_identifier_extension = true;
     params.serial_number = spec.serial.map(SerialNumber::from);
     params.extended_key_usages =
         vec![if spec.client { ExtendedKeyUsagePurpose::ClientAuth } else { ExtendedKeyUsagePurpose::ServerAuth }];

@@ -17,6 +17,12 @@
 //! of SIGSEGV (aws-lc's lazily built method tables, see step 2 below); with it, 70 of 70
 //! runs clean. OpenSSL 3 needs process-shared internal locks and more
 //! (research/process-sharing.md) and is not tried.
+//!
+//! Faults (`workers_killed_at_random_points`): 10 rounds of 1000 sessions, 2 workers
+//! SIGKILLed per round at random points and replaced; a killed worker breaks at most the
+//! session whose lock it held. A worker is never killed inside the arena's allocator (it
+//! is stopped first and let go while it holds the arena lock): a death there can leave the
+//! shared heap's free lists half-updated, which no check here could make safe.
 
 // Without rustls only the refusal checks run; the experiment's code is unused then.
 #![cfg_attr(not(feature = "rustls"), allow(dead_code, unused_imports))]
@@ -390,6 +396,171 @@ fn ticket_from_worker_a_resumes_in_b(arena: &'static SharedArena, shared: &'stat
     println!("    a ticket issued in worker {pid_a} resumed in worker {pid_b}");
 }
 
+/// Rounds of `SESSIONS` sessions in the fault check (10 x 1000 = 10,000 sessions).
+const FAULT_ROUNDS: usize = 10;
+/// Workers killed per round, at random points.
+const KILLS_PER_ROUND: usize = 2;
+/// Arena bytes a killed worker may leave behind with the session pair it held (its two
+/// half-updated sessions, which nobody may free, and whatever that step had allocated);
+/// measured: 14 to 19 KB per held pair (16,872 bytes for an established pair).
+const LEFTOVER_PER_HELD_PAIR: usize = 64 * 1024;
+/// Arena bytes any killed worker leaves behind: its per-thread library state (aws-lc's
+/// random generator and error queue, measured 744 bytes), freed by
+/// `release_thread_state` in a worker that ends normally.
+const LEFTOVER_PER_KILL: usize = 4096;
+
+/// What one round of the fault check saw.
+struct FaultRound {
+    killed: usize,
+    held: Vec<usize>,
+    postponed: usize,
+    leftover: usize,
+    secs: f64,
+}
+
+/// One round: `WORKERS` workers advance `SESSIONS` sessions while `kills` of them are
+/// SIGKILLed at random session counts (plus a random delay) and replaced by new forks.
+/// Each victim is stopped first; if it is inside the arena's allocator (holding the arena
+/// lock) it is let go and stopped again a moment later, since a death there can leave the
+/// shared heap's lists half-updated. Which session lock it holds is read from the locks.
+fn fault_round(
+    arena: &'static SharedArena,
+    shared: &'static Shared,
+    rep: usize,
+    kills: usize,
+    rng: &mut sipstls_conformance::fork::Rng,
+) -> FaultRound {
+    GLOBAL.route_to(arena);
+    let table = new_table();
+    GLOBAL.route_to_system();
+    let baseline = arena.stats().in_use;
+    let arena_deaths = arena.stats().owner_deaths;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(60);
+    let body = |w: usize| {
+        GLOBAL.route_to(arena);
+        worker(table, shared, 0xFA17 + (rep * 64 + w) as u64, deadline)
+    };
+    let mut workers = Workers::spawn(WORKERS, Duration::from_secs(90), body);
+    let mut live = workers.pids().to_vec();
+    let mut points: Vec<u32> =
+        (0..kills).map(|_| (SESSIONS / 20) as u32 + rng.below((SESSIONS * 85 / 100) as u64) as u32).collect();
+    points.sort_unstable();
+    let (mut held, mut killed, mut postponed) = (Vec::new(), 0usize, 0usize);
+    while table.done.load(Ordering::SeqCst) + table.failed.load(Ordering::SeqCst) < SESSIONS as u32 {
+        assert!(Instant::now() < deadline, "rep {rep}: sessions not finished in 60 s (deadlock?)");
+        if killed < points.len() && table.done.load(Ordering::SeqCst) >= points[killed] {
+            std::thread::sleep(Duration::from_micros(rng.below(2000)));
+            let victim = live[rng.below(live.len() as u64) as usize];
+            let mut tries = 0;
+            loop {
+                assert!(workers.stop(victim, Duration::from_secs(5)), "rep {rep}: worker {victim} did not stop");
+                if arena.lock_holder() != Some(victim) {
+                    break;
+                }
+                workers.resume(victim);
+                postponed += 1;
+                tries += 1;
+                assert!(tries < 10_000, "rep {rep}: worker {victim} always inside the allocator");
+                std::thread::sleep(Duration::from_micros(10 + rng.below(200)));
+            }
+            held.extend((0..SESSIONS).filter(|&i| table.locks[i].holder() == Some(victim)));
+            workers.kill(victim);
+            assert_eq!(workers.wait(victim, Duration::from_secs(10)), Some(-libc::SIGKILL), "rep {rep}: victim");
+            live.retain(|p| *p != victim);
+            killed += 1;
+            live.push(workers.spawn_one(WORKERS + killed - 1, Duration::from_secs(90), body));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    for &pid in &live {
+        assert_eq!(workers.wait(pid, Duration::from_secs(30)), Some(0), "rep {rep}: surviving worker {pid}");
+    }
+    assert_eq!(killed, kills, "rep {rep}: the sessions ended before every kill point");
+    held.sort_unstable();
+    assert!(held.len() <= killed, "a worker holds one session lock at a time: {held:?}");
+    // SAFETY: all workers have exited; nobody else touches the table.
+    let pairs: Vec<&Pair> = table.pairs.iter().map(|p| unsafe { &*p.get() }).collect();
+    let broken: Vec<usize> = (0..SESSIONS).filter(|&i| pairs[i].error.is_some()).collect();
+    let first_error = pairs.iter().find_map(|p| p.error.clone().filter(|e| e != BROKEN));
+    assert_eq!(first_error, None, "rep {rep}: a session failed for another reason than a killed holder");
+    assert_eq!(broken, held, "rep {rep}: broken sessions must be exactly those whose lock holder was killed");
+    assert_eq!(table.failed.load(Ordering::SeqCst) as usize, held.len());
+    assert_eq!(
+        table.done.load(Ordering::SeqCst) as usize,
+        SESSIONS - held.len(),
+        "rep {rep}: every other session completes"
+    );
+    assert_eq!(
+        table.owner_deaths.load(Ordering::SeqCst) as usize,
+        held.len(),
+        "rep {rep}: each dead holder noticed once"
+    );
+    assert_eq!(arena.stats().owner_deaths, arena_deaths, "rep {rep}: a worker died inside the arena's allocator");
+    let leftover = arena.stats().in_use - baseline;
+    let bound = held.len() * LEFTOVER_PER_HELD_PAIR + killed * LEFTOVER_PER_KILL;
+    assert!(
+        leftover <= bound,
+        "rep {rep}: {leftover} bytes left in the arena after all sessions closed; {killed} kills ({} holding a session) allow {bound}",
+        held.len()
+    );
+    FaultRound { killed, held, postponed, leftover, secs: start.elapsed().as_secs_f64() }
+}
+
+/// Workers SIGKILLed at random points while 10,000 sessions migrate between them (10
+/// rounds of 1000, 2 kills each, each victim replaced by a new fork): a killed worker
+/// breaks at most the one session whose lock it held, every other session completes, the
+/// arena keeps only the bounded remains of the killed workers, and a round without kills
+/// afterwards returns exactly to its baseline (the shared heap is sound); the parent still
+/// completes a handshake.
+fn workers_killed_at_random_points(arena: &'static SharedArena, shared: &'static Shared) {
+    let mut rng = sipstls_conformance::fork::Rng::from_env_or_clock();
+    println!("    seed {} (SIPSTLS_FAULT_SEED)", rng.state());
+    let rounds: usize = std::env::var("SIPSTLS_FAULT_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(FAULT_ROUNDS);
+    let (mut killed, mut held, mut postponed, mut leftover, mut secs) = (0, 0, 0, 0, 0.0);
+    for rep in 0..rounds {
+        let r = fault_round(arena, shared, rep, KILLS_PER_ROUND, &mut rng);
+        println!(
+            "    round {rep}: {} kills, held sessions {:?}, {} bytes left by them, {} kills postponed (victim in the allocator), {:.2} s",
+            r.killed, r.held, r.leftover, r.postponed, r.secs
+        );
+        (killed, held, postponed, leftover, secs) =
+            (killed + r.killed, held + r.held.len(), postponed + r.postponed, leftover + r.leftover, secs + r.secs);
+    }
+    let clean = fault_round(arena, shared, rounds, 0, &mut rng);
+    assert_eq!(clean.leftover, 0, "a round without kills after the kills left {} bytes in the arena", clean.leftover);
+    // The parent's domains still work (TLS work on a helper thread that releases its
+    // library state, as before fork; sessions in the arena).
+    let before = arena.stats().in_use;
+    GLOBAL.route_to(arena);
+    let ok = std::thread::spawn(move || {
+        let name = ServerName::parse(SERVER_NAME).unwrap();
+        let mut c = shared.client.connect(Some(&name)).expect("connect");
+        let mut s = shared.server.accept(None).expect("accept");
+        let r = match sipstls_conformance::pump::handshake(&mut *c, &mut *s) {
+            Ok(()) => sipstls_conformance::pump::send(&mut *c, &mut *s, b"after the kills").map_err(|e| e.to_string()),
+            Err(f) => Err(format!("handshake: {f:?}")),
+        };
+        drop((c, s));
+        shared.backend.release_thread_state();
+        r
+    })
+    .join()
+    .expect("helper thread");
+    GLOBAL.route_to_system();
+    let passed = ok.as_deref() == Ok(&b"after the kills"[..]);
+    let shown = format!("{ok:?}");
+    drop(ok); // allocated in the arena
+    assert!(passed, "the parent's handshake after the kills: {shown}");
+    assert_eq!(arena.stats().in_use, before, "the parent's handshake left memory in the arena");
+    println!(
+        "    {} sessions in {rounds} rounds with {killed} kills ({held} holding a session, {postponed} postponed): \
+         {leftover} bytes left in the arena by the killed workers, {:.1} s; a clean round after: 0 bytes",
+        rounds * SESSIONS,
+        secs
+    );
+}
+
 /// A nearly full arena with real TLS sessions in it: new sessions are refused with
 /// `LowMemory` (first threshold), the live ones keep exchanging data, and admission
 /// recovers when sessions close; nothing leaks. Runs last: it uses TLS on the parent's
@@ -527,6 +698,9 @@ fn stress(tally: &mut Tally, rustls_claims: bool) {
     });
     tally.run("fork::migrating::rustls::ticket_from_worker_a_resumes_in_b", || {
         ticket_from_worker_a_resumes_in_b(arena, shared)
+    });
+    tally.run("fork::migrating::rustls::workers_killed_at_random_points", || {
+        workers_killed_at_random_points(arena, shared)
     });
     tally
         .run("fork::migrating::rustls::low_memory_with_live_sessions", || low_memory_with_live_sessions(arena, shared));

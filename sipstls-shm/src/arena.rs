@@ -157,6 +157,15 @@ impl SharedArena {
         (self.base..self.base + self.len).contains(&(ptr as usize))
     }
 
+    /// The process holding the arena's lock right now (inside an allocation, a free or a
+    /// statistics read), if any; see [`PidLock::holder`](crate::PidLock::holder). A process that dies holding
+    /// it may leave the allocator's lists half-updated (counted in
+    /// [`ArenaStats::owner_deaths`]).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    pub fn lock_holder(&self) -> Option<libc::pid_t> {
+        self.ctl().lock.holder()
+    }
+
     /// A snapshot of the accounting.
     pub fn stats(&self) -> ArenaStats {
         self.locked(|_, s, _| *s)

@@ -160,6 +160,15 @@ impl PidLock {
         }
     }
 
+    /// The process holding the lock now, if any: a snapshot (it may change at once), for
+    /// diagnostics and tests.
+    pub fn holder(&self) -> Option<libc::pid_t> {
+        match self.word.load(Ordering::Relaxed) & !WAITERS {
+            0 => None,
+            pid => Some(pid as libc::pid_t),
+        }
+    }
+
     /// Releases the lock; only the holder may call it.
     #[inline]
     pub fn unlock(&self) {
