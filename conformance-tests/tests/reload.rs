@@ -8,7 +8,7 @@
 //! One test in its own binary, so no other test allocates while the heap is measured.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,8 @@ const WARM_UP_HANDSHAKES: u64 = 500;
 /// Upper bounds for the load thread, whatever happens to the main thread.
 const MAX_HANDSHAKES: u64 = 1_000_000;
 const MAX_TIME: Duration = Duration::from_secs(240);
+/// Reloads per handshake at most: the reload loop waits for the load thread beyond it.
+const RELOADS_PER: u64 = 8;
 
 /// Bytes malloc has handed out and not taken back (all arenas, mmapped chunks included).
 fn heap_in_use() -> usize {
@@ -52,7 +54,7 @@ fn table(backend: &Arc<dyn Backend>, generation: usize) -> DomainTable {
 }
 
 /// Runs handshakes until `stop`; returns how many, panicking on the first failure.
-fn load(rt: &ReloadableTable, backend: &Arc<dyn Backend>, stop: &AtomicBool, limit: u64) -> u64 {
+fn load(rt: &ReloadableTable, backend: &Arc<dyn Backend>, stop: &AtomicBool, limit: u64, done: &AtomicU64) -> u64 {
     let v = best_version(&**backend);
     let mut ccfg = client_cfg(v);
     // Both certificates chain to the test root; the client takes either name.
@@ -70,6 +72,7 @@ fn load(rt: &ReloadableTable, backend: &Arc<dyn Backend>, stop: &AtomicBool, lim
         assert!(cn == SERVER_NAME || cn == ALT_NAME, "unexpected certificate {cn}");
         assert_eq!(pump::send(&mut *c, &mut *s, b"OPTIONS sip:x SIP/2.0\r\n\r\n").unwrap().len(), 25);
         n += 1;
+        done.store(n, Ordering::Relaxed);
     }
     n
 }
@@ -79,15 +82,26 @@ fn load(rt: &ReloadableTable, backend: &Arc<dyn Backend>, stop: &AtomicBool, lim
 fn reloads_under_load(rt: &Arc<ReloadableTable>, backend: &Arc<dyn Backend>, reloads: usize) -> (u64, Duration) {
     let name = backend.info().name;
     let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
     let worker = {
-        let (rt, backend, stop) = (rt.clone(), backend.clone(), stop.clone());
-        std::thread::spawn(move || load(&rt, &backend, &stop, MAX_HANDSHAKES))
+        let (rt, backend, stop, done) = (rt.clone(), backend.clone(), stop.clone(), done.clone());
+        std::thread::spawn(move || load(&rt, &backend, &stop, MAX_HANDSHAKES, &done))
     };
     let started = Instant::now();
     let reloads_before = rt.reloads();
     for g in 1..=reloads {
         // An even number of reloads: the table at the end presents the starting certificate.
         rt.try_reload(|b| Ok(table(b, g))).expect("reload");
+        // Keep the handshakes interleaved with the reloads (at least one per RELOADS_PER
+        // reloads) however the two threads are scheduled: where table builds are much
+        // cheaper than handshakes (a debug build on a busy machine), the reloads would
+        // otherwise all be over before a few handshakes ran.
+        while done.load(Ordering::Relaxed) * RELOADS_PER < g as u64
+            && !worker.is_finished()
+            && started.elapsed() < MAX_TIME
+        {
+            std::thread::sleep(Duration::from_micros(200));
+        }
         if worker.is_finished() {
             break;
         }
@@ -107,8 +121,9 @@ fn reload_under_load(backend: Arc<dyn Backend>) {
     // baseline.
     let (mut warm_handshakes, _) = reloads_under_load(&rt, &backend, WARM_UP_RELOADS);
     let never = AtomicBool::new(false);
-    warm_handshakes +=
-        std::thread::scope(|s| s.spawn(|| load(&rt, &backend, &never, WARM_UP_HANDSHAKES)).join().unwrap());
+    warm_handshakes += std::thread::scope(|s| {
+        s.spawn(|| load(&rt, &backend, &never, WARM_UP_HANDSHAKES, &AtomicU64::new(0))).join().unwrap()
+    });
     trim();
     let before = heap_in_use();
 
