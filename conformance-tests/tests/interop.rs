@@ -105,20 +105,29 @@ fn version_flag(v: ProtocolVersion) -> &'static str {
 fn client_vs_s_server(backend_name: &str, v: ProtocolVersion) {
     let dir = ScratchDir::new("s_server");
     pki().write_to(dir.path()).unwrap();
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut server = ChildGuard::spawn(
-        Command::new(openssl_cli())
-            .args(["s_server", "-accept", &addr.to_string(), "-rev", "-naccept", "1", version_flag(v)])
-            .arg("-cert")
-            .arg(dir.path().join("server.pem"))
-            .arg("-key")
-            .arg(dir.path().join("server.key")),
-    )
-    .unwrap();
-    // Not probed by connecting: with -naccept 1 the probe would be its only connection.
-    let banner = server.read_stdout_until("ACCEPT", Duration::from_secs(10));
-    assert!(banner.contains("ACCEPT"), "s_server did not start: {banner:?}");
+    // A free port can be taken by a test running beside this one before s_server binds it
+    // (then s_server exits at once): a few attempts, each on a new port.
+    let mut attempts = Vec::new();
+    let (addr, _server) = loop {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut server = ChildGuard::spawn(
+            Command::new(openssl_cli())
+                .args(["s_server", "-accept", &addr.to_string(), "-rev", "-naccept", "1", version_flag(v)])
+                .arg("-cert")
+                .arg(dir.path().join("server.pem"))
+                .arg("-key")
+                .arg(dir.path().join("server.key")),
+        )
+        .unwrap();
+        // Not probed by connecting: with -naccept 1 the probe would be its only connection.
+        let banner = server.read_stdout_until("ACCEPT", Duration::from_secs(10));
+        if banner.contains("ACCEPT") {
+            break (addr, server);
+        }
+        attempts.push(format!("port {port}: {banner:?}"));
+        assert!(attempts.len() < 3, "s_server did not start: {attempts:?}");
+    };
     let domain = backend(backend_name).client_domain(&client_cfg(v)).unwrap();
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
