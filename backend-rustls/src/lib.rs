@@ -2,9 +2,13 @@
 //!
 //! The sipstls [`Backend`] on rustls with the aws-lc-rs crypto provider.
 //!
+//! - Sessions run on rustls's unbuffered API: the session owns its buffers and frees each
+//!   once it is empty, so an idle session holds none (a buffered rustls connection keeps a
+//!   4 KiB read buffer for life).
 //! - Server sessions start with rustls's [`Acceptor`]: the ClientHello is read first, the
 //!   SNI picks the domain (its whole `ServerConfig`: certificate, client verification,
-//!   ALPN, versions), then the handshake continues with that configuration.
+//!   ALPN, versions), then a connection with that configuration reads the ClientHello
+//!   again and the handshake continues.
 //! - Clients verify the chain with webpki and the name with sipstls's RFC 5922 rules (SIP
 //!   URI SAN, DNS SAN without wildcards, CN only without SAN).
 //! - CRLs (`DomainConfig::crls`) are checked by webpki for the peer's leaf only; a leaf
@@ -462,8 +466,9 @@ impl ClientDomain for RustlsClientDomain {
                 None,
             ),
         };
-        let conn = rustls::ClientConnection::new(config.clone(), rustls_name).map_err(errors::map_error)?;
-        Ok(Box::new(RustlsSession::client(conn, sni, self.cfg.verify_peer)))
+        let conn =
+            rustls::client::UnbufferedClientConnection::new(config.clone(), rustls_name).map_err(errors::map_error)?;
+        Ok(Box::new(RustlsSession::client(conn, sni, self.cfg.verify_peer)?))
     }
 
     fn config(&self) -> &DomainConfig {

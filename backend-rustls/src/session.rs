@@ -1,13 +1,18 @@
-//! The rustls implementation of [`Session`].
+//! The rustls implementation of [`Session`], on rustls's unbuffered API.
+//!
+//! rustls's buffered connections keep a 4 KiB read buffer for their whole life (their
+//! deframer never shrinks below one read), which was a third of an idle confined
+//! connection's memory. With the unbuffered API the session owns every buffer and gives
+//! each back once it is empty: an idle session holds no ciphertext or plaintext buffer.
 
-use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-use rustls::server::Acceptor;
-use rustls::{Connection, HandshakeKind, ServerConfig};
+use rustls::server::{Acceptor, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use rustls::{CommonState, HandshakeKind, ServerConfig};
 use sipstls_core::{
-    Certificate, Error, ProtocolVersion, ReadStatus, Result, Role, ServerDomain, Session, SessionState, SniCandidates,
-    TlsInfo, VerifyResult,
+    Certificate, Error, ProtocolErrorKind, ProtocolVersion, ReadStatus, Result, Role, ServerDomain, Session,
+    SessionState, SniCandidates, TlsInfo, VerifyResult,
 };
 
 use crate::errors::map_error;
@@ -15,6 +20,17 @@ use crate::{RustlsServerDomain, NAME};
 
 /// Plaintext written before the handshake finished, held until it does (64 KiB at most).
 const MAX_EARLY_PLAINTEXT: usize = 64 * 1024;
+/// Decrypted plaintext held for `read`; input is taken only while there is room.
+const MAX_PLAINTEXT_IN: usize = 64 * 1024;
+/// Ciphertext waiting for `take_tls`; `write` accepts plaintext only below this.
+const MAX_OUTPUT: usize = 64 * 1024;
+/// Unprocessed ciphertext a session may hold: one handshake message of rustls's largest
+/// (64 KiB) being joined, plus one whole record behind it. More, with no progress, is an
+/// error rather than a stall.
+const MAX_INCOMING: usize = 0xffff + 4 + 16 * 1024 + 256 + 5;
+/// Steps of the state machine in one call; each step consumes input or produces output,
+/// so this bounds a call without ever being reached by a real peer.
+const MAX_STEPS: usize = 10_000;
 
 /// The server configuration a session runs with (chosen by SNI for servers).
 #[derive(Clone)]
@@ -23,16 +39,250 @@ pub(crate) struct Selected {
     pub(crate) verify_peer: bool,
 }
 
+/// rustls's unbuffered client and server connections, driven by one state machine.
+trait Unbuffered {
+    type Data;
+    fn common(&self) -> &CommonState;
+    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data>;
+}
+
+impl Unbuffered for UnbufferedServerConnection {
+    type Data = rustls::server::ServerConnectionData;
+    fn common(&self) -> &CommonState {
+        self
+    }
+    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+}
+
+impl Unbuffered for rustls::client::UnbufferedClientConnection {
+    type Data = rustls::client::ClientConnectionData;
+    fn common(&self) -> &CommonState {
+        self
+    }
+    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+}
+
 // The session is boxed as a whole (`Box<dyn Session>`) and the state moves only once,
-// from Accepting to Conn; boxing the connection too would add an allocation per session.
+// from Accepting to a connection; boxing the connection too would add an allocation.
 #[allow(clippy::large_enum_variant)]
 enum State {
-    /// Server: waiting for the whole ClientHello.
-    Accepting { acceptor: Box<Acceptor>, default: Selected, sni: Option<Arc<SniCandidates>> },
-    /// Handshaking or established.
-    Conn(Connection),
+    /// Server: waiting for the whole ClientHello. `hello` keeps every byte given to the
+    /// acceptor: the connection made for the chosen configuration reads them again.
+    Accepting {
+        acceptor: Box<Acceptor>,
+        hello: Vec<u8>,
+        default: Selected,
+        sni: Option<Arc<SniCandidates>>,
+    },
+    Server(UnbufferedServerConnection),
+    Client(rustls::client::UnbufferedClientConnection),
     /// Failed before a connection existed.
     Dead,
+}
+
+/// What one run of the state machine is asked to do besides processing input.
+#[derive(Default)]
+struct Request<'a> {
+    /// Plaintext to encrypt once application data may be sent.
+    send: &'a [u8],
+    /// How much of `send` was encrypted.
+    sent: usize,
+    /// Queue close_notify (after `send`).
+    close: bool,
+}
+
+/// The buffers a session owns, apart from its connection.
+#[derive(Default)]
+struct Buffers {
+    /// Ciphertext for the peer, from `out_pos` on.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// Decrypted plaintext not read yet, from `plain_pos` on.
+    plain_in: Vec<u8>,
+    plain_pos: usize,
+    /// The peer's close_notify has been processed.
+    peer_closed: bool,
+    /// Application data may be sent (the handshake has completed).
+    writable: bool,
+}
+
+impl Buffers {
+    fn pending_out(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    fn pending_plain(&self) -> usize {
+        self.plain_in.len() - self.plain_pos
+    }
+}
+
+/// Empties `buf` and frees its memory.
+fn release(buf: &mut Vec<u8>) {
+    *buf = Vec::new();
+}
+
+/// Appends what `f` writes to `out`: `f` is first asked with no room, which makes rustls
+/// report the exact size it needs, so nothing is zeroed that is not then written.
+fn append_with<E>(out: &mut Vec<u8>, mut f: impl FnMut(&mut [u8]) -> std::result::Result<usize, E>) -> Option<E>
+where
+    E: RequiredSize,
+{
+    let start = out.len();
+    let need = match f(&mut []) {
+        Ok(_) => return None,
+        Err(e) => match e.required_size() {
+            Some(n) => n,
+            None => return Some(e),
+        },
+    };
+    out.resize(start + need, 0);
+    match f(&mut out[start..]) {
+        Ok(n) => {
+            out.truncate(start + n);
+            None
+        }
+        Err(e) => {
+            out.truncate(start);
+            Some(e)
+        }
+    }
+}
+
+trait RequiredSize {
+    fn required_size(&self) -> Option<usize>;
+}
+
+impl RequiredSize for EncodeError {
+    fn required_size(&self) -> Option<usize> {
+        match self {
+            EncodeError::InsufficientSize(s) => Some(s.required_size),
+            _ => None,
+        }
+    }
+}
+
+impl RequiredSize for EncryptError {
+    fn required_size(&self) -> Option<usize> {
+        match self {
+            EncryptError::InsufficientSize(s) => Some(s.required_size),
+            _ => None,
+        }
+    }
+}
+
+/// Runs the connection's state machine over `incoming` until it needs more input or has
+/// nothing left to do. Returns how many bytes of `incoming` were consumed; on error, the
+/// alert rustls queued for the peer is in `bufs.out`.
+fn pump<C: Unbuffered>(
+    conn: &mut C,
+    incoming: &mut [u8],
+    bufs: &mut Buffers,
+    req: &mut Request<'_>,
+) -> std::result::Result<usize, Error> {
+    let mut off = 0;
+    for _ in 0..MAX_STEPS {
+        let UnbufferedStatus { mut discard, state } = conn.process(&mut incoming[off..]);
+        let state = match state {
+            Ok(s) => s,
+            Err(e) => {
+                // The alert is queued inside rustls; fetch it for the peer.
+                drain_alert(conn, &mut incoming[off + discard..], bufs);
+                return Err(map_error(e));
+            }
+        };
+        let mut done = false;
+        let mut failed = None;
+        match state {
+            ConnectionState::ReadTraffic(mut r) => {
+                while let Some(rec) = r.next_record() {
+                    match rec {
+                        Ok(rec) => {
+                            discard += rec.discard;
+                            bufs.plain_in.extend_from_slice(rec.payload);
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+            }
+            // The server never enables 0-RTT, so early data cannot come.
+            ConnectionState::ReadEarlyData(_) => {
+                let e = Error::protocol(ProtocolErrorKind::UnexpectedMessage, "early data was not enabled");
+                return Err(e);
+            }
+            ConnectionState::EncodeTlsData(mut e) => {
+                if let Some(err) = append_with(&mut bufs.out, |b| e.encode(b)) {
+                    return Err(Error::Backend { library: NAME, message: err.to_string() });
+                }
+            }
+            // Everything encoded is in `bufs.out` already, which `take_tls` hands out.
+            ConnectionState::TransmitTlsData(t) => t.done(),
+            ConnectionState::WriteTraffic(mut w) => {
+                bufs.writable = true;
+                let rest = &req.send[req.sent..];
+                if !rest.is_empty() {
+                    if let Some(err) = append_with(&mut bufs.out, |b| w.encrypt(rest, b)) {
+                        return Err(Error::Backend { library: NAME, message: err.to_string() });
+                    }
+                    req.sent = req.send.len();
+                }
+                if req.close {
+                    req.close = false;
+                    if let Some(err) = append_with(&mut bufs.out, |b| w.queue_close_notify(b)) {
+                        return Err(Error::Backend { library: NAME, message: err.to_string() });
+                    }
+                    // Another turn: what the close leaves to do (state Closed) ends it.
+                } else {
+                    done = true;
+                }
+            }
+            ConnectionState::PeerClosed => bufs.peer_closed = true,
+            ConnectionState::BlockedHandshake | ConnectionState::Closed => done = true,
+            _ => done = true,
+        }
+        if let Some(e) = failed {
+            drain_alert(conn, &mut incoming[off + discard..], bufs);
+            return Err(map_error(e));
+        }
+        off += discard;
+        if done {
+            return Ok(off);
+        }
+    }
+    Err(Error::Backend { library: NAME, message: "the TLS state machine made no progress".into() })
+}
+
+/// After an error: moves the alert rustls queued into `bufs.out`.
+///
+/// Only while rustls has messages queued: with none, `process` would deframe the input
+/// again and meet the same error (and queue a second fatal alert).
+fn drain_alert<C: Unbuffered>(conn: &mut C, incoming: &mut [u8], bufs: &mut Buffers) {
+    for _ in 0..8 {
+        if !conn.common().wants_write() {
+            return;
+        }
+        let UnbufferedStatus { state, .. } = conn.process(incoming);
+        match state {
+            Ok(ConnectionState::EncodeTlsData(mut e)) => {
+                if append_with(&mut bufs.out, |b| e.encode(b)).is_some() {
+                    return;
+                }
+            }
+            // Application data that came before the error is the peer's all the same.
+            Ok(ConnectionState::ReadTraffic(mut r)) => {
+                while let Some(Ok(rec)) = r.next_record() {
+                    bufs.plain_in.extend_from_slice(rec.payload);
+                }
+            }
+            _ => return,
+        }
+    }
 }
 
 /// A rustls session (client or server).
@@ -40,9 +290,12 @@ pub struct RustlsSession {
     state: State,
     role: Role,
     verify_peer: bool,
-    sent_sni: Option<String>,
-    /// Alert bytes produced before a connection existed, and plaintext held for later.
-    out_early: Vec<u8>,
+    /// The name sent (client) or received (server) in SNI.
+    sni: Option<String>,
+    /// Ciphertext not processed yet: a partial record (or handshake message).
+    incoming: Vec<u8>,
+    bufs: Buffers,
+    /// Plaintext written before the handshake finished.
     plain_early: Vec<u8>,
     st: SessionState,
 }
@@ -51,31 +304,42 @@ impl RustlsSession {
     pub(crate) fn server(acceptor: Acceptor, default: Selected, sni: Option<Arc<SniCandidates>>) -> Self {
         RustlsSession {
             verify_peer: default.verify_peer,
-            state: State::Accepting { acceptor: Box::new(acceptor), default, sni },
+            state: State::Accepting { acceptor: Box::new(acceptor), hello: Vec::new(), default, sni },
             role: Role::Server,
-            sent_sni: None,
-            out_early: Vec::new(),
+            sni: None,
+            incoming: Vec::new(),
+            bufs: Buffers::default(),
             plain_early: Vec::new(),
             st: SessionState::default(),
         }
     }
 
-    pub(crate) fn client(conn: rustls::ClientConnection, sni: Option<String>, verify_peer: bool) -> Self {
-        RustlsSession {
-            state: State::Conn(conn.into()),
+    pub(crate) fn client(
+        conn: rustls::client::UnbufferedClientConnection,
+        sni: Option<String>,
+        verify_peer: bool,
+    ) -> Result<Self> {
+        let mut s = RustlsSession {
+            state: State::Client(conn),
             role: Role::Client,
             verify_peer,
-            sent_sni: sni,
-            out_early: Vec::new(),
+            sni,
+            incoming: Vec::new(),
+            bufs: Buffers::default(),
             plain_early: Vec::new(),
             st: SessionState::default(),
-        }
+        };
+        // The ClientHello, now: `wants_write` is true from the start.
+        s.run(&mut Request::default())?;
+        Ok(s)
     }
 
-    /// The rustls connection, once the ClientHello has been accepted.
-    pub fn rustls_connection(&self) -> Option<&Connection> {
+    /// rustls's view of the connection (negotiated parameters, peer certificates), once
+    /// the ClientHello has been accepted.
+    pub fn rustls_state(&self) -> Option<&CommonState> {
         match &self.state {
-            State::Conn(c) => Some(c),
+            State::Server(c) => Some(c),
+            State::Client(c) => Some(c),
             _ => None,
         }
     }
@@ -84,25 +348,89 @@ impl RustlsSession {
         self.st.fail(e)
     }
 
-    /// Server: feeds the acceptor; switches to a connection once the ClientHello is in.
+    /// Runs the state machine over the held input (`self.incoming`).
+    fn run(&mut self, req: &mut Request<'_>) -> Result<()> {
+        let mut incoming = std::mem::take(&mut self.incoming);
+        let r = self.run_on(&mut incoming, req).and_then(|()| self.send_early(&mut incoming));
+        self.incoming = incoming;
+        if self.incoming.is_empty() {
+            release(&mut self.incoming);
+        }
+        r
+    }
+
+    /// Runs the state machine over `buf` (the held input) and removes what it consumed from its front.
+    fn run_on(&mut self, buf: &mut Vec<u8>, req: &mut Request<'_>) -> Result<()> {
+        let r = match &mut self.state {
+            State::Server(c) => pump(c, buf, &mut self.bufs, req),
+            State::Client(c) => pump(c, buf, &mut self.bufs, req),
+            _ => return Ok(()),
+        };
+        match r {
+            Ok(used) => {
+                buf.drain(..used);
+                if buf.len() >= MAX_INCOMING {
+                    let e = Error::protocol(ProtocolErrorKind::RecordOverflow, "handshake message over 64 KiB");
+                    return Err(self.fail(e));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                buf.clear();
+                Err(self.fail(e))
+            }
+        }
+    }
+
+    /// Encrypts plaintext written during the handshake, once application data may be
+    /// sent. `buf` is the input being processed (the same buffer as in `run_on`: rustls
+    /// may hold a handshake message in part of it).
+    fn send_early(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        if self.plain_early.is_empty() || !self.bufs.writable || self.st.error().is_some() {
+            return Ok(());
+        }
+        let mut data = std::mem::take(&mut self.plain_early);
+        let n = data.len().min(MAX_OUTPUT.saturating_sub(self.bufs.pending_out()));
+        let mut req = Request { send: &data[..n], ..Request::default() };
+        let r = self.run_on(buf, &mut req);
+        let sent = req.sent;
+        data.drain(..sent);
+        self.plain_early = data;
+        r
+    }
+
+    /// Processes `input` after what the session held. The input buffer is the session's
+    /// own and is freed once everything in it is processed, which is what an idle session
+    /// comes to. (A per-thread buffer would save the allocation per call, but memory that
+    /// outlives the call breaks the migrating model, where sessions allocate in the
+    /// shared arena and must give back all they took.)
+    fn feed_conn(&mut self, input: &[u8]) -> Result<()> {
+        self.incoming.extend_from_slice(input);
+        self.run(&mut Request::default())
+    }
+
+    /// Server: feeds the acceptor; once the ClientHello is in, makes the connection for
+    /// the domain its SNI selects and runs it over every byte received so far.
     fn feed_acceptor(&mut self, input: &[u8]) -> Result<usize> {
-        let State::Accepting { acceptor, default, sni } = &mut self.state else { unreachable!() };
+        let State::Accepting { acceptor, hello, default, sni } = &mut self.state else { unreachable!() };
         let mut rd = input;
         let n = match acceptor.read_tls(&mut rd) {
             Ok(n) => n,
             Err(_) => return Ok(0), // buffer full: the caller retries after draining
         };
+        hello.extend_from_slice(&input[..n]);
         let accepted = match acceptor.accept() {
             Ok(None) => return Ok(n),
             Ok(Some(a)) => a,
             Err((e, mut alert)) => {
-                let _ = alert.write(&mut self.out_early);
+                let _ = alert.write(&mut self.bufs.out);
                 self.state = State::Dead;
                 return Err(self.fail(map_error(e)));
             }
         };
         let mut chosen = default.clone();
-        if let (Some(cands), Some(name)) = (sni.as_ref(), accepted.client_hello().server_name()) {
+        let name = accepted.client_hello().server_name().map(str::to_owned);
+        if let (Some(cands), Some(name)) = (sni.as_ref(), name.as_deref()) {
             if let Some(d) = cands.select(name) {
                 let Some(d) = d.as_any().downcast_ref::<RustlsServerDomain>() else {
                     self.state = State::Dead;
@@ -111,56 +439,28 @@ impl RustlsSession {
                 chosen = Selected { config: d.config.clone(), verify_peer: d.config().verify_peer };
             }
         }
-        match accepted.into_connection(chosen.config) {
+        let hello = std::mem::take(hello);
+        match UnbufferedServerConnection::new(chosen.config) {
             Ok(conn) => {
                 self.verify_peer = chosen.verify_peer;
-                self.state = State::Conn(conn.into());
-                // The acceptor consumed n bytes; the rest is for the connection.
-                let rest = self.feed_conn(&input[n..])?;
-                Ok(n + rest)
+                self.sni = name;
+                self.state = State::Server(conn);
+                self.incoming = hello;
+                self.incoming.extend_from_slice(&input[n..]);
+                self.run(&mut Request::default())?;
+                Ok(input.len())
             }
-            Err((e, mut alert)) => {
-                let _ = alert.write(&mut self.out_early);
+            Err(e) => {
                 self.state = State::Dead;
                 Err(self.fail(map_error(e)))
             }
         }
     }
 
-    fn feed_conn(&mut self, input: &[u8]) -> Result<usize> {
-        let State::Conn(conn) = &mut self.state else { unreachable!() };
-        let mut taken = 0;
-        while taken < input.len() {
-            let mut rd = &input[taken..];
-            let n = match conn.read_tls(&mut rd) {
-                Ok(0) => break, // close_notify seen or no room
-                Ok(n) => n,
-                Err(_) => break, // buffers full: read plaintext first
-            };
-            taken += n;
-            if let Err(e) = conn.process_new_packets() {
-                return Err(self.fail(map_error(e)));
-            }
-        }
-        if taken == 0 && input.is_empty() {
-            if let Err(e) = conn.process_new_packets() {
-                return Err(self.fail(map_error(e)));
-            }
-        }
-        self.flush_early_plaintext();
-        Ok(taken)
-    }
-
+    /// Sends plaintext held from the handshake, if the handshake has completed.
     fn flush_early_plaintext(&mut self) {
-        if self.plain_early.is_empty() {
-            return;
-        }
-        if let State::Conn(conn) = &mut self.state {
-            if !conn.is_handshaking() {
-                if let Ok(n) = conn.writer().write(&self.plain_early) {
-                    self.plain_early.drain(..n);
-                }
-            }
+        if !self.plain_early.is_empty() && self.bufs.writable {
+            let _ = self.run(&mut Request::default());
         }
     }
 }
@@ -174,91 +474,94 @@ impl Session for RustlsSession {
         self.st.check()?;
         match self.state {
             State::Accepting { .. } => self.feed_acceptor(input),
-            State::Conn(_) => self.feed_conn(input),
+            State::Server(_) | State::Client(_) => {
+                // Plaintext comes out no longer than the ciphertext that carried it: take
+                // only what the plaintext buffer has room for.
+                let room = MAX_PLAINTEXT_IN.saturating_sub(self.bufs.pending_plain());
+                let take = input.len().min(room);
+                if take == 0 && !input.is_empty() {
+                    return Ok(0);
+                }
+                self.feed_conn(&input[..take])?;
+                Ok(take)
+            }
             State::Dead => Err(self.fail(Error::Closed)),
         }
     }
 
     fn wants_write(&self) -> bool {
-        !self.out_early.is_empty() || matches!(&self.state, State::Conn(c) if c.wants_write())
+        self.bufs.pending_out() > 0
     }
 
     fn take_tls(&mut self, out: &mut [u8]) -> usize {
-        if !self.out_early.is_empty() {
-            let n = out.len().min(self.out_early.len());
-            out[..n].copy_from_slice(&self.out_early[..n]);
-            self.out_early.drain(..n);
-            return n;
+        let b = &mut self.bufs;
+        let n = out.len().min(b.pending_out());
+        out[..n].copy_from_slice(&b.out[b.out_pos..b.out_pos + n]);
+        b.out_pos += n;
+        if b.out_pos == b.out.len() {
+            release(&mut b.out);
+            b.out_pos = 0;
         }
-        match &mut self.state {
-            State::Conn(c) => {
-                let mut w: &mut [u8] = out;
-                let mut total = 0;
-                while c.wants_write() && !w.is_empty() {
-                    match c.write_tls(&mut w) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => total += n,
-                    }
-                }
-                total
-            }
-            _ => 0,
-        }
+        n
     }
 
     fn is_handshaking(&self) -> bool {
         match &self.state {
-            State::Conn(c) => c.is_handshaking(),
+            State::Server(c) => c.is_handshaking(),
+            State::Client(c) => c.is_handshaking(),
             _ => true,
         }
     }
 
     fn read(&mut self, buf: &mut [u8]) -> Result<ReadStatus> {
-        let State::Conn(conn) = &mut self.state else {
-            self.st.check()?;
-            return Ok(ReadStatus::WouldBlock);
-        };
-        let r = conn.reader().read(buf);
-        match r {
-            Ok(0) if buf.is_empty() => Ok(ReadStatus::WouldBlock),
-            Ok(0) => Ok(ReadStatus::Closed),
-            Ok(n) => Ok(ReadStatus::Data(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.st.check()?;
-                Ok(ReadStatus::WouldBlock)
+        let b = &mut self.bufs;
+        if b.pending_plain() > 0 {
+            if buf.is_empty() {
+                return Ok(ReadStatus::WouldBlock);
             }
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(self.fail(Error::UnexpectedEof)),
-            Err(e) => Err(self.fail(Error::Backend { library: NAME, message: e.to_string() })),
+            let n = buf.len().min(b.pending_plain());
+            buf[..n].copy_from_slice(&b.plain_in[b.plain_pos..b.plain_pos + n]);
+            b.plain_pos += n;
+            if b.plain_pos == b.plain_in.len() {
+                release(&mut b.plain_in);
+                b.plain_pos = 0;
+            }
+            return Ok(ReadStatus::Data(n));
         }
+        self.st.check()?;
+        Ok(if self.bufs.peer_closed && !buf.is_empty() { ReadStatus::Closed } else { ReadStatus::WouldBlock })
     }
 
     fn write(&mut self, data: &[u8]) -> Result<usize> {
         self.st.check_writable()?;
-        let handshaking = self.is_handshaking();
-        match &mut self.state {
-            State::Conn(conn) if !handshaking && self.plain_early.is_empty() => {
-                conn.writer().write(data).map_err(|e| Error::Backend { library: NAME, message: e.to_string() })
-            }
-            _ => {
-                let n = data.len().min(MAX_EARLY_PLAINTEXT.saturating_sub(self.plain_early.len()));
-                self.plain_early.extend_from_slice(&data[..n]);
-                self.flush_early_plaintext();
-                Ok(n)
-            }
+        if self.is_handshaking() || !self.plain_early.is_empty() || !self.bufs.writable {
+            let n = data.len().min(MAX_EARLY_PLAINTEXT.saturating_sub(self.plain_early.len()));
+            self.plain_early.extend_from_slice(&data[..n]);
+            self.flush_early_plaintext();
+            return Ok(n);
         }
+        let n = data.len().min(MAX_OUTPUT.saturating_sub(self.bufs.pending_out()));
+        if n == 0 {
+            return Ok(0);
+        }
+        let mut req = Request { send: &data[..n], ..Request::default() };
+        self.run(&mut req)?;
+        Ok(req.sent)
     }
 
     fn close_notify(&mut self) {
-        // Plaintext still held from the handshake goes out first, if it can.
-        self.flush_early_plaintext();
-        if let State::Conn(c) = &mut self.state {
-            c.send_close_notify();
+        if self.st.check_writable().is_ok() {
+            // Plaintext still held from the handshake goes out first, if it can.
+            self.flush_early_plaintext();
+            if self.bufs.writable {
+                let _ = self.run(&mut Request { close: true, ..Request::default() });
+            }
         }
         self.st.mark_closed();
     }
 
     fn info(&self) -> Option<TlsInfo> {
-        let State::Conn(c) = &self.state else { return None };
+        let c = self.rustls_state()?;
         if c.is_handshaking() || self.st.error().is_some() {
             return None;
         }
@@ -276,16 +579,12 @@ impl Session for RustlsSession {
             (true, true) if self.role == Role::Server => VerifyResult::NoCertificate,
             (true, _) => VerifyResult::Verified,
         };
-        let sni = match c {
-            Connection::Server(s) => s.server_name().map(str::to_owned),
-            Connection::Client(_) => self.sent_sni.clone(),
-        };
         Some(
             TlsInfo {
                 version,
                 cipher_suite: c.negotiated_cipher_suite().map(|s| crate::iana_suite_name(&s)).unwrap_or_default(),
                 group: c.negotiated_key_exchange_group().map(|g| iana_group_name(g.name())),
-                sni,
+                sni: self.sni.clone(),
                 alpn: c.alpn_protocol().map(<[u8]>::to_vec),
                 resumed: c.handshake_kind() == Some(HandshakeKind::Resumed),
                 peer_chain,
