@@ -2,8 +2,9 @@
 //!
 //! rustls's buffered connections keep a 4 KiB read buffer for their whole life (their
 //! deframer never shrinks below one read), which was a third of an idle confined
-//! connection's memory. With the unbuffered API the session owns every buffer and gives
-//! each back once it is empty: an idle session holds no ciphertext or plaintext buffer.
+//! connection's memory. With the unbuffered API the session owns every buffer: while it
+//! is busy it keeps each (up to [`KEEP`] bytes) between records, as rustls would, and
+//! [`Session::release_memory`] gives them all back, so an idle session holds none.
 
 use std::sync::Arc;
 
@@ -28,6 +29,15 @@ const MAX_OUTPUT: usize = 64 * 1024;
 /// (64 KiB) being joined, plus one whole record behind it. More, with no progress, is an
 /// error rather than a stall.
 const MAX_INCOMING: usize = 0xffff + 4 + 16 * 1024 + 256 + 5;
+/// Capacity a buffer keeps between records once empty (larger ones are freed at once):
+/// allocating per record cost more instructions than the record layer itself adds.
+const KEEP: usize = 4096;
+/// Room reserved per record when encrypting, above the plaintext: header (5), content
+/// type (1), tag (16), explicit nonce (8 in TLS 1.2), with room to spare. Too little only
+/// costs a second pass with the exact size.
+const RECORD_OVERHEAD: usize = 64;
+/// Plaintext per record (2^14).
+const MAX_FRAGMENT: usize = 16 * 1024;
 /// Steps of the state machine in one call; each step consumes input or produces output,
 /// so this bounds a call without ever being reached by a real peer.
 const MAX_STEPS: usize = 10_000;
@@ -98,9 +108,8 @@ struct Request<'a> {
 /// The buffers a session owns, apart from its connection.
 #[derive(Default)]
 struct Buffers {
-    /// Ciphertext for the peer, from `out_pos` on.
-    out: Vec<u8>,
-    out_pos: usize,
+    /// Ciphertext for the peer.
+    out: OutBuf,
     /// Decrypted plaintext not read yet, from `plain_pos` on.
     plain_in: Vec<u8>,
     plain_pos: usize,
@@ -112,7 +121,7 @@ struct Buffers {
 
 impl Buffers {
     fn pending_out(&self) -> usize {
-        self.out.len() - self.out_pos
+        self.out.pending()
     }
 
     fn pending_plain(&self) -> usize {
@@ -120,18 +129,81 @@ impl Buffers {
     }
 }
 
-/// Empties `buf` and frees its memory.
+/// Empties `buf`; frees its memory if it is larger than [`KEEP`].
 fn release(buf: &mut Vec<u8>) {
-    *buf = Vec::new();
+    buf.clear();
+    if buf.capacity() > KEEP {
+        *buf = Vec::new();
+    }
+}
+
+/// Frees `buf`'s memory if it holds nothing.
+fn free_if_empty(buf: &mut Vec<u8>) {
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = Vec::new();
+    }
+}
+
+/// Ciphertext waiting for the peer: `buf[pos..end]`. The whole of `buf` stays
+/// initialised, so records are encrypted straight into it without zeroing room first.
+#[derive(Default)]
+struct OutBuf {
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+}
+
+impl OutBuf {
+    fn pending(&self) -> usize {
+        self.end - self.pos
+    }
+
+    /// `n` bytes of room after the pending bytes (zeroed only where the buffer grows).
+    fn room(&mut self, n: usize) -> &mut [u8] {
+        if self.buf.len() < self.end + n {
+            self.buf.resize(self.end + n, 0);
+        }
+        &mut self.buf[self.end..self.end + n]
+    }
+
+    fn commit(&mut self, n: usize) {
+        self.end += n;
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        self.room(data.len()).copy_from_slice(data);
+        self.commit(data.len());
+    }
+
+    /// Copies pending bytes into `out`; once all are taken the buffer is reused from its
+    /// start (or freed, if larger than [`KEEP`]).
+    fn take(&mut self, out: &mut [u8]) -> usize {
+        let n = out.len().min(self.pending());
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        if self.pos == self.end {
+            self.pos = 0;
+            self.end = 0;
+            if self.buf.len() > KEEP {
+                self.buf = Vec::new();
+            }
+        }
+        n
+    }
+
+    fn free_if_empty(&mut self) {
+        if self.pending() == 0 {
+            *self = OutBuf::default();
+        }
+    }
 }
 
 /// Appends what `f` writes to `out`: `f` is first asked with no room, which makes rustls
-/// report the exact size it needs, so nothing is zeroed that is not then written.
-fn append_with<E>(out: &mut Vec<u8>, mut f: impl FnMut(&mut [u8]) -> std::result::Result<usize, E>) -> Option<E>
+/// report the exact size it needs.
+fn append_with<E>(out: &mut OutBuf, mut f: impl FnMut(&mut [u8]) -> std::result::Result<usize, E>) -> Option<E>
 where
     E: RequiredSize,
 {
-    let start = out.len();
     let need = match f(&mut []) {
         Ok(_) => return None,
         Err(e) => match e.required_size() {
@@ -139,16 +211,12 @@ where
             None => return Some(e),
         },
     };
-    out.resize(start + need, 0);
-    match f(&mut out[start..]) {
+    match f(out.room(need)) {
         Ok(n) => {
-            out.truncate(start + n);
+            out.commit(n);
             None
         }
-        Err(e) => {
-            out.truncate(start);
-            Some(e)
-        }
+        Err(e) => Some(e),
     }
 }
 
@@ -171,6 +239,24 @@ impl RequiredSize for EncryptError {
             EncryptError::InsufficientSize(s) => Some(s.required_size),
             _ => None,
         }
+    }
+}
+
+/// Encrypts `data` into `out` in one pass, with room for the records' overhead reserved
+/// (a second pass with the exact size if that was not enough).
+fn encrypt_into<D>(
+    w: &mut rustls::unbuffered::WriteTraffic<'_, D>,
+    data: &[u8],
+    out: &mut OutBuf,
+) -> Option<EncryptError> {
+    let room = data.len() + data.len().div_ceil(MAX_FRAGMENT).max(1) * RECORD_OVERHEAD;
+    match w.encrypt(data, out.room(room)) {
+        Ok(n) => {
+            out.commit(n);
+            None
+        }
+        Err(EncryptError::InsufficientSize(_)) => append_with(out, |b| w.encrypt(data, b)),
+        Err(e) => Some(e),
     }
 }
 
@@ -227,7 +313,7 @@ fn pump<C: Unbuffered>(
                 bufs.writable = true;
                 let rest = &req.send[req.sent..];
                 if !rest.is_empty() {
-                    if let Some(err) = append_with(&mut bufs.out, |b| w.encrypt(rest, b)) {
+                    if let Some(err) = encrypt_into(&mut w, rest, &mut bufs.out) {
                         return Err(Error::Backend { library: NAME, message: err.to_string() });
                     }
                     req.sent = req.send.len();
@@ -423,7 +509,9 @@ impl RustlsSession {
             Ok(None) => return Ok(n),
             Ok(Some(a)) => a,
             Err((e, mut alert)) => {
-                let _ = alert.write(&mut self.bufs.out);
+                let mut bytes = Vec::new();
+                let _ = alert.write(&mut bytes);
+                self.bufs.out.push(&bytes);
                 self.state = State::Dead;
                 return Err(self.fail(map_error(e)));
             }
@@ -494,15 +582,7 @@ impl Session for RustlsSession {
     }
 
     fn take_tls(&mut self, out: &mut [u8]) -> usize {
-        let b = &mut self.bufs;
-        let n = out.len().min(b.pending_out());
-        out[..n].copy_from_slice(&b.out[b.out_pos..b.out_pos + n]);
-        b.out_pos += n;
-        if b.out_pos == b.out.len() {
-            release(&mut b.out);
-            b.out_pos = 0;
-        }
-        n
+        self.bufs.out.take(out)
     }
 
     fn is_handshaking(&self) -> bool {
@@ -597,6 +677,13 @@ impl Session for RustlsSession {
 
     fn error(&self) -> Option<&Error> {
         self.st.error()
+    }
+
+    fn release_memory(&mut self) {
+        free_if_empty(&mut self.incoming);
+        self.bufs.out.free_if_empty();
+        free_if_empty(&mut self.bufs.plain_in);
+        free_if_empty(&mut self.plain_early);
     }
 }
 

@@ -66,6 +66,13 @@ pub trait Session: Send {
 
     /// The sticky fatal error, if the session has failed.
     fn error(&self) -> Option<&Error>;
+
+    /// Gives back the memory the session keeps only to be faster: buffers it holds on to
+    /// between records (at most a few KiB each) while nothing is in them. Call it when
+    /// the connection goes idle (the confined manager does, before each wait); the next
+    /// record allocates them again. Data waiting in the session is never dropped. Backends
+    /// that keep no such buffers do nothing.
+    fn release_memory(&mut self) {}
 }
 
 /// Bookkeeping shared by backend implementations: the sticky error and the close state.

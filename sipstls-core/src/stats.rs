@@ -404,6 +404,10 @@ impl Session for TrackedSession {
         self.inner.is_handshaking()
     }
 
+    fn release_memory(&mut self) {
+        self.inner.release_memory();
+    }
+
     fn read(&mut self, buf: &mut [u8]) -> Result<ReadStatus> {
         let r = self.inner.read(buf);
         if let Ok(ReadStatus::Data(n)) = r {

@@ -356,9 +356,11 @@ where
         if write_now(&wk_wr, &b.plain_out, &mut b.plain_pos).is_err() {
             break CloseReason::WorkerLost;
         }
-        // Written queues give their memory back before the connection waits.
+        // Written queues give their memory back before the connection waits, and so do
+        // the session's own buffers.
         reset_queue(&mut b.tls_out, &mut b.tls_pos);
         reset_queue(&mut b.plain_out, &mut b.plain_pos);
+        b.session.release_memory();
         if let Some(notified) = b.peer_done {
             if b.plain_pending() == 0 {
                 let _ = wk_wr.shutdown().await;

@@ -344,7 +344,9 @@ fn memory(out: &mut String, r: &Report) {
         out,
         "glibc `mallinfo2()` (`uordblks + hblkhd`) before and after holding {n} server \
          sessions that each completed a TLS 1.3 (or, second table, TLS 1.2) ECDSA handshake (resumption off) and one \
-         1 KiB request and response, their client sessions dropped: (after − before) / {n}. \
+         1 KiB request and response, then `release_memory()` (what the confined manager \
+         calls before a connection waits; only rustls keeps buffers it can give back), \
+         their client sessions dropped: (after − before) / {n}. \
          This counts the **whole process heap** — Rust and C (OpenSSL, aws-lc) allocations \
          alike — so it includes each connection's buffers (record buffers, handshake \
          leftovers) as the library keeps them while idle; malloc's own per-chunk overhead \
