@@ -372,12 +372,13 @@ fn idle_run(
     println!(
         "server processes: RSS {:.1} MB -> {:.1} MB = +{:.0} MB for {open} connections = {:.2} KB per connection \
          (total {:.2} GB with the processes' own {:.1} MB)",
-        rss0 as f64 / 1024.0,
-        rss1 as f64 / 1024.0,
-        (rss1 - rss0) as f64 / 1024.0,
+        // RSS is read in KiB; every figure printed is decimal (MB = 10^6 bytes).
+        rss0 as f64 * 1024.0 / 1e6,
+        rss1 as f64 * 1024.0 / 1e6,
+        (rss1 - rss0) as f64 * 1024.0 / 1e6,
         per((rss1 - rss0) * 1024) / 1000.0,
         rss1 as f64 * 1024.0 / 1e9,
-        rss0 as f64 / 1024.0,
+        rss0 as f64 * 1024.0 / 1e6,
     );
     println!(
         "server heap (mallinfo2): +{:.0} MB = {:.2} KB per connection; descriptors +{fds_d} ({:.1} per connection)",
@@ -628,7 +629,7 @@ fn client_main(a: &[String]) {
         failures.load(Ordering::Relaxed),
         opened as f64 / secs,
         resumed.load(Ordering::Relaxed),
-        status_kb("VmRSS:") / 1024,
+        status_kb("VmRSS:") * 1024 / 1_000_000,
         first_error.lock().unwrap().as_ref().map(|e| format!(", first error: {e}")).unwrap_or_default(),
     );
     std::io::stdout().flush().unwrap();
