@@ -387,12 +387,12 @@ pub struct RustlsSession {
 }
 
 impl RustlsSession {
-    pub(crate) fn server(acceptor: Acceptor, default: Selected, sni: Option<Arc<SniCandidates>>) -> Self {
+    fn new(state: State, role: Role, verify_peer: bool, sni: Option<String>) -> Self {
         RustlsSession {
-            verify_peer: default.verify_peer,
-            state: State::Accepting { acceptor: Box::new(acceptor), hello: Vec::new(), default, sni },
-            role: Role::Server,
-            sni: None,
+            state,
+            role,
+            verify_peer,
+            sni,
             incoming: Vec::new(),
             bufs: Buffers::default(),
             plain_early: Vec::new(),
@@ -400,21 +400,18 @@ impl RustlsSession {
         }
     }
 
+    pub(crate) fn server(acceptor: Acceptor, default: Selected, sni: Option<Arc<SniCandidates>>) -> Self {
+        let verify_peer = default.verify_peer;
+        let state = State::Accepting { acceptor: Box::new(acceptor), hello: Vec::new(), default, sni };
+        Self::new(state, Role::Server, verify_peer, None)
+    }
+
     pub(crate) fn client(
         conn: rustls::client::UnbufferedClientConnection,
         sni: Option<String>,
         verify_peer: bool,
     ) -> Result<Self> {
-        let mut s = RustlsSession {
-            state: State::Client(conn),
-            role: Role::Client,
-            verify_peer,
-            sni,
-            incoming: Vec::new(),
-            bufs: Buffers::default(),
-            plain_early: Vec::new(),
-            st: SessionState::default(),
-        };
+        let mut s = Self::new(State::Client(conn), Role::Client, verify_peer, sni);
         // The ClientHello, now: `wants_write` is true from the start.
         s.run(&mut Request::default())?;
         Ok(s)
