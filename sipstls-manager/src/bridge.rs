@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::CloseReason;
+use crate::sock::{Got, Sock, Watched};
 
 /// Read and record buffer size: one maximal TLS record plus overhead.
 const BUF: usize = 17 * 1024;
@@ -48,94 +49,6 @@ fn reset_queue(q: &mut Vec<u8>, pos: &mut usize) {
             q.clear();
         }
     }
-}
-
-/// A read half that waits for readiness and then reads without waiting, so that a waiting
-/// connection holds no buffer.
-pub(crate) trait TryRead {
-    /// Resolves when the socket may have data (or EOF, or an error). Cancel-safe.
-    fn ready(&self) -> impl std::future::Future<Output = std::io::Result<()>>;
-    /// Reads what the socket has now; `WouldBlock` when it has nothing.
-    fn try_read_now(&self, buf: &mut [u8]) -> std::io::Result<usize>;
-}
-
-impl TryRead for tokio::net::tcp::OwnedReadHalf {
-    fn ready(&self) -> impl std::future::Future<Output = std::io::Result<()>> {
-        self.readable()
-    }
-    fn try_read_now(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.try_read(buf)
-    }
-}
-
-impl TryRead for tokio::net::unix::OwnedReadHalf {
-    fn ready(&self) -> impl std::future::Future<Output = std::io::Result<()>> {
-        self.readable()
-    }
-    fn try_read_now(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.try_read(buf)
-    }
-}
-
-/// What a readiness-then-read gave.
-enum Got {
-    /// Bytes were read (and handled by the caller's closure).
-    Data,
-    /// End of stream.
-    Eof,
-    /// Spurious readiness: nothing to read after all.
-    Nothing,
-}
-
-/// Reads what `r` has into the thread's buffer and hands the bytes to `f`.
-fn read_now<R: TryRead, E>(r: &R, f: impl FnOnce(&[u8]) -> Result<(), E>) -> Result<Result<Got, E>, std::io::Error> {
-    with_io_buf(|buf| loop {
-        match r.try_read_now(buf) {
-            Ok(0) => return Ok(Ok(Got::Eof)),
-            Ok(n) => return Ok(f(&buf[..n]).map(|()| Got::Data)),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(Ok(Got::Nothing)),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    })
-}
-
-/// A write half that can also write without waiting (the fast path of the bridge: most
-/// writes complete at once, and skipping the readiness machinery and the send timer for
-/// them saves a timer registration and a poll per message).
-pub(crate) trait TryWrite {
-    /// Writes what the socket takes now; `WouldBlock` when it takes nothing.
-    fn try_write_now(&self, buf: &[u8]) -> std::io::Result<usize>;
-}
-
-impl TryWrite for tokio::net::tcp::OwnedWriteHalf {
-    fn try_write_now(&self, buf: &[u8]) -> std::io::Result<usize> {
-        self.try_write(buf)
-    }
-}
-
-impl TryWrite for tokio::net::unix::OwnedWriteHalf {
-    fn try_write_now(&self, buf: &[u8]) -> std::io::Result<usize> {
-        self.try_write(buf)
-    }
-}
-
-/// Writes as much of `buf[*pos..]` as `w` takes now. `Err` only for real errors.
-fn write_now<W: TryWrite>(w: &W, buf: &[u8], pos: &mut usize) -> std::io::Result<bool> {
-    let mut progress = false;
-    while *pos < buf.len() {
-        match w.try_write_now(&buf[*pos..]) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                *pos += n;
-                progress = true;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(progress)
 }
 
 /// Per-connection limits.
@@ -310,28 +223,19 @@ impl Bridge {
     }
 }
 
-/// Bridges an established `session` (peer side `peer_rd`/`peer_wr`) with the worker side
-/// (`wk_rd`/`wk_wr`) until one side ends, the limits are broken or `lost` turns true.
-/// `leftover` is ciphertext from the handshake; `preamble` goes to the worker first (a
-/// PROXY v2 header when configured).
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn run<PR, PW, WR, WW>(
+/// Bridges an established `session` (peer socket `peer`) with the worker's socket `wk`
+/// until one side ends, the limits are broken or `lost` turns true. `leftover` is
+/// ciphertext from the handshake; `preamble` goes to the worker first (a PROXY v2 header
+/// when configured).
+pub(crate) async fn run<P: Sock, W: Sock>(
     session: Box<dyn Session>,
     leftover: Vec<u8>,
     preamble: Vec<u8>,
-    peer_rd: PR,
-    mut peer_wr: PW,
-    wk_rd: WR,
-    mut wk_wr: WW,
+    peer: Watched<P>,
+    wk: Watched<W>,
     limits: Limits,
     mut lost: watch::Receiver<bool>,
-) -> CloseReason
-where
-    PR: TryRead + Unpin,
-    PW: AsyncWrite + TryWrite + Unpin,
-    WR: TryRead + Unpin,
-    WW: AsyncWrite + TryWrite + Unpin,
-{
+) -> CloseReason {
     let mut b = Bridge {
         session,
         limits,
@@ -347,13 +251,13 @@ where
         if let Err(r) = b.pump_in() {
             break r;
         }
-        // Fast path: write what the sockets take right now.
-        match write_now(&peer_wr, &b.tls_out, &mut b.tls_pos) {
+        // Write what the sockets take right now (nearly always all of it).
+        match peer.write_now(&b.tls_out, &mut b.tls_pos) {
             Ok(true) => send_deadline = Instant::now() + limits.send_timeout,
             Ok(false) => {}
             Err(e) => break e.into(),
         }
-        if write_now(&wk_wr, &b.plain_out, &mut b.plain_pos).is_err() {
+        if wk.write_now(&b.plain_out, &mut b.plain_pos).is_err() {
             break CloseReason::WorkerLost;
         }
         // Written queues give their memory back before the connection waits, and so do
@@ -363,7 +267,7 @@ where
         b.session.release_memory();
         if let Some(notified) = b.peer_done {
             if b.plain_pending() == 0 {
-                let _ = wk_wr.shutdown().await;
+                let _ = wk.get().shutdown_write();
                 break if notified { CloseReason::PeerClosed } else { CloseReason::PeerEof };
             }
         }
@@ -371,42 +275,46 @@ where
         let write_peer = b.tls_pending() > 0;
         let write_worker = b.plain_pending() > 0;
         tokio::select! {
-            r = peer_rd.ready(), if read_peer => {
-                if let Err(e) = r {
-                    break e.into();
-                }
-                match read_now(&peer_rd, |data| -> Result<(), CloseReason> {
-                    b.cin.extend_from_slice(data);
-                    Ok(())
-                }) {
+            r = peer.readable(), if read_peer => {
+                let mut ready = match r {
+                    Ok(g) => g,
+                    Err(e) => break e.into(),
+                };
+                let got = with_io_buf(|buf| {
+                    let got = Watched::read(&mut ready, buf);
+                    if let Ok(Got::Data(n)) = got {
+                        b.cin.extend_from_slice(&buf[..n]);
+                    }
+                    got
+                });
+                match got {
                     // EOF before close_notify (a close_notify sets peer_done in pump_in).
-                    Ok(Ok(Got::Eof)) => b.peer_done = Some(false),
-                    Ok(Ok(_)) => {}
-                    Ok(Err(r)) => break r,
+                    Ok(Got::Eof) => b.peer_done = Some(false),
+                    Ok(_) => {}
                     Err(e) => break e.into(),
                 }
             },
-            r = peer_wr.write(&b.tls_out[b.tls_pos..]), if write_peer => match r {
-                Ok(0) => break CloseReason::Io("peer write returned 0".into()),
-                Ok(n) => {
-                    b.tls_pos += n;
-                    send_deadline = Instant::now() + limits.send_timeout;
+            // The queues are written at the top of the loop once the sockets take more.
+            r = peer.writable(), if write_peer => {
+                if let Err(e) = r {
+                    break e.into();
                 }
-                Err(e) => break e.into(),
             },
-            r = wk_wr.write(&b.plain_out[b.plain_pos..]), if write_worker => match r {
-                Ok(n) if n > 0 => b.plain_pos += n,
-                Ok(_) => break CloseReason::WorkerLost,
-                Err(_) => break CloseReason::WorkerLost,
-            },
-            r = wk_rd.ready() => {
+            r = wk.writable(), if write_worker => {
                 if r.is_err() {
-                    break CloseReason::WorkerClosed;
+                    break CloseReason::WorkerLost;
                 }
+            },
+            r = wk.readable() => {
+                let Ok(mut ready) = r else { break CloseReason::WorkerClosed };
                 if b.tls_pending() == 0 {
                     send_deadline = Instant::now() + limits.send_timeout;
                 }
-                match read_now(&wk_rd, |data| b.push_out(data)) {
+                let got = with_io_buf(|buf| match Watched::read(&mut ready, buf) {
+                    Ok(Got::Data(n)) => Ok(b.push_out(&buf[..n]).map(|()| Got::Data(n))),
+                    other => other.map(Ok),
+                });
+                match got {
                     Ok(Ok(Got::Eof)) | Err(_) => break CloseReason::WorkerClosed,
                     Ok(Ok(_)) => {}
                     Ok(Err(r)) => break r,
@@ -423,14 +331,16 @@ where
         let _ = b.collect_tls();
         let flush = async {
             while b.tls_pending() > 0 {
-                match peer_wr.write(&b.tls_out[b.tls_pos..]).await {
-                    Ok(n) if n > 0 => b.tls_pos += n,
-                    _ => break,
+                if peer.write_now(&b.tls_out, &mut b.tls_pos).is_err() {
+                    break;
+                }
+                if b.tls_pending() > 0 && peer.writable().await.is_err() {
+                    break;
                 }
             }
         };
         let _ = tokio::time::timeout(limits.send_timeout.min(Duration::from_secs(1)), flush).await;
     }
-    let _ = peer_wr.shutdown().await;
+    let _ = peer.get().shutdown_write();
     reason
 }

@@ -30,10 +30,12 @@ pub mod control;
 mod error;
 mod manager;
 mod meta;
+mod sock;
 mod worker;
 
 pub use control::{channel, ConnectTarget};
 pub use error::{CloseReason, ConnectError, WorkerError};
 pub use manager::{ListenerConfig, ManagerConfig, ManagerEvent, ManagerStats, TlsManager, Upstream};
 pub use meta::{ConnMeta, Direction};
+pub use sock::AsyncConnection;
 pub use worker::{Connection, Worker};

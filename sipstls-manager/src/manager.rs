@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use sipstls_core::{ClientTarget, DomainTable, ReloadableTable, Session};
 use tokio::io::{unix::AsyncFd, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::bridge::{self, Limits};
 use crate::control::{self, ConnectTarget, ToManager, ToWorker};
 use crate::error::{CloseReason, ConnectError};
 use crate::meta::{ConnMeta, Direction};
+use crate::sock::{Sock, Watched};
 
 /// Settings of a [`TlsManager`]. The defaults suit a SIP server.
 #[derive(Debug, Clone)]
@@ -459,10 +460,22 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, cfg: Arc<Listener
     }
 }
 
-fn socketpair() -> std::io::Result<(UnixStream, std::os::unix::net::UnixStream)> {
+/// The manager's end (non-blocking) and the worker's end of a new connection's socketpair.
+fn socketpair() -> std::io::Result<(std::os::unix::net::UnixStream, std::os::unix::net::UnixStream)> {
     let (mine, theirs) = std::os::unix::net::UnixStream::pair()?;
     mine.set_nonblocking(true)?;
-    Ok((UnixStream::from_std(mine)?, theirs))
+    Ok((mine, theirs))
+}
+
+/// The bridge's sockets: the peer's (its halves joined again after the handshake) and the
+/// worker's, both watched for readability only (see `sock`).
+fn watched<U: Sock>(
+    rd: tokio::net::tcp::OwnedReadHalf,
+    wr: tokio::net::tcp::OwnedWriteHalf,
+    up: U,
+) -> std::io::Result<(Watched<std::net::TcpStream>, Watched<U>)> {
+    let tcp = rd.reunite(wr).map_err(|_| std::io::Error::other("halves of two sockets"))?.into_std()?;
+    Ok((Watched::new(tcp)?, Watched::new(up)?))
 }
 
 async fn inbound(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, lc: Arc<ListenerConfig>) {
@@ -508,10 +521,13 @@ async fn inbound(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, lc: Arc<Li
                 refuse(session, &mut wr).await;
                 return inner.ended(conn, None, CloseReason::NoWorker).await;
             };
-            let (ur, uw) = mine.into_split();
+            let (peer, wk) = match watched(rd, wr, mine) {
+                Ok(w) => w,
+                Err(e) => return inner.ended(conn, None, e.into()).await,
+            };
             worker.open.fetch_add(1, Ordering::AcqRel);
             let lost = worker.lost.subscribe();
-            let reason = bridge::run(session, leftover, preamble, rd, wr, ur, uw, inner.limits(), lost).await;
+            let reason = bridge::run(session, leftover, preamble, peer, wk, inner.limits(), lost).await;
             let reason = worker.ended(reason);
             inner.ended(conn, Some(&worker), reason).await;
         }
@@ -524,9 +540,12 @@ async fn inbound(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, lc: Arc<Li
                 }
             };
             let _ = up.set_nodelay(true);
-            let (ur, uw) = up.into_split();
+            let (peer, up) = match up.into_std().and_then(|up| watched(rd, wr, up)) {
+                Ok(w) => w,
+                Err(e) => return inner.ended(conn, None, e.into()).await,
+            };
             let (_keep, lost) = watch::channel(false);
-            let reason = bridge::run(session, leftover, preamble, rd, wr, ur, uw, inner.limits(), lost).await;
+            let reason = bridge::run(session, leftover, preamble, peer, up, inner.limits(), lost).await;
             inner.ended(conn, None, reason).await;
         }
     }
@@ -552,7 +571,10 @@ async fn refuse(mut session: Box<dyn Session>, wr: &mut tokio::net::tcp::OwnedWr
 
 /// Gives a new inbound connection to a live worker; tries the next one if a worker turns
 /// out to be gone.
-async fn hand_over(inner: &Arc<Inner>, meta: &ConnMeta) -> Option<(Arc<WorkerLink>, UnixStream)> {
+async fn hand_over(
+    inner: &Arc<Inner>,
+    meta: &ConnMeta,
+) -> Option<(Arc<WorkerLink>, std::os::unix::net::UnixStream)> {
     let msg = control::encode(&ToWorker::Inbound { conn: meta.id }, &meta.encode()).ok()?;
     let tries = lock(&inner.workers).len();
     for _ in 0..tries {
@@ -673,10 +695,16 @@ async fn outbound(inner: Arc<Inner>, worker: Arc<WorkerLink>, req: u64, target: 
         return;
     }
     drop((theirs, msg));
-    let (ur, uw) = mine.into_split();
+    let (peer, wk) = match watched(rd, wr, mine) {
+        Ok(w) => w,
+        Err(e) => {
+            lock(&inner.reuse).remove(&key);
+            return inner.ended(conn, None, e.into()).await;
+        }
+    };
     worker.open.fetch_add(1, Ordering::AcqRel);
     let lost = worker.lost.subscribe();
-    let reason = bridge::run(session, leftover, Vec::new(), rd, wr, ur, uw, inner.limits(), lost).await;
+    let reason = bridge::run(session, leftover, Vec::new(), peer, wk, inner.limits(), lost).await;
     let reason = worker.ended(reason);
     {
         let mut reuse = lock(&inner.reuse);

@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::control::{self, ConnectTarget, ToManager, ToWorker};
 use crate::error::{CloseReason, ConnectError, WorkerError};
 use crate::meta::ConnMeta;
+use crate::sock::AsyncConnection;
 
 /// A plaintext connection handed over by the manager. Read and write SIP on it; dropping
 /// every handle to it closes it (the manager then sends close_notify to the peer).
@@ -30,6 +31,12 @@ impl Connection {
     /// The plaintext socket (for timeouts, non-blocking mode or polling).
     pub fn stream(&self) -> &UnixStream {
         &self.stream
+    }
+
+    /// This connection for a tokio event loop (call it inside the runtime). Sets the socket
+    /// non-blocking, for every clone of this connection. See [`AsyncConnection`].
+    pub fn into_async(self) -> std::io::Result<AsyncConnection> {
+        AsyncConnection::new(self.meta, self.stream)
     }
 }
 

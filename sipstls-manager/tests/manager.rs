@@ -477,6 +477,48 @@ fn reload_keeps_open_connections(backend: Arc<dyn Backend>) {
     assert!(peers.contains(&first.get_ref().local_addr().unwrap()), "{peers:?}");
 }
 
+/// A worker on one tokio event loop (`Connection::into_async`) moves 1 MiB each way through
+/// the manager while both sides of the hairpin fill up: the worker first leaves the
+/// request unread (the manager's writes to it block and wait for writability), then
+/// answers with one large write (its own writes block and wait). Every byte arrives in
+/// order, and the connection ends cleanly.
+fn async_worker_moves_bulk_both_ways(backend: Arc<dyn Backend>) {
+    const N: usize = 1 << 20;
+    let pattern = |i: usize| (i % 251) as u8;
+    let s = setup(&backend, 1, ManagerConfig::default(), false);
+    let worker = s.workers[0].clone();
+    let served = std::thread::spawn(move || -> std::io::Result<usize> {
+        let conn = worker.accept_timeout(WAIT).expect("accept");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async move {
+            let conn = conn.into_async()?;
+            tokio::time::sleep(Duration::from_millis(300)).await; // the request backs up
+            let mut got = vec![0u8; N];
+            let mut n = 0;
+            while n < N {
+                let k = conn.read(&mut got[n..]).await?;
+                assert!(k > 0, "end of stream after {n} bytes");
+                n += k;
+            }
+            assert!(got.iter().enumerate().all(|(i, b)| *b == pattern(i)), "request bytes out of order");
+            let answer: Vec<u8> = (0..N).map(|i| pattern(i + 7)).collect();
+            conn.write_all(&answer).await?;
+            // Then the client closes: the worker sees the end of the stream.
+            let mut rest = [0u8; 64];
+            conn.read(&mut rest).await
+        })
+    });
+    let mut tls = client(&backend, s.addr, false);
+    let request: Vec<u8> = (0..N).map(pattern).collect();
+    tls.write_all(&request).unwrap();
+    let mut answer = vec![0u8; N];
+    tls.read_exact(&mut answer).unwrap();
+    assert!(answer.iter().enumerate().all(|(i, b)| *b == pattern(i + 7)), "answer bytes out of order");
+    tls.shutdown().unwrap();
+    assert_eq!(served.join().unwrap().unwrap(), 0, "the worker sees the end of the stream");
+    assert_eq!(s.manager.stats().handshakes_ok, 1);
+}
+
 macro_rules! per_backend {
     ($($check:ident),* $(,)?) => {
         mod rustls {
@@ -497,6 +539,7 @@ per_backend!(
     handshake_timeout_closes,
     slowloris_handshakes_time_out,
     peer_that_never_reads_hits_the_bounded_queue,
+    async_worker_moves_bulk_both_ways,
     lost_worker_connections_close_cleanly,
     lost_worker_control_channel_is_closed,
     no_worker_means_close_notify,

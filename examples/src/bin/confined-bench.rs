@@ -23,7 +23,7 @@ use sipstls::{Backend, DomainConfig, DomainTable, Identity, Listener, TlsStream}
 use sipstls_examples::registrar::Registrar;
 use sipstls_examples::sip::{self, Frame};
 use sipstls_examples::sipserver::{serve_sip, SipContext};
-use sipstls_manager::{ListenerConfig, ManagerConfig, TlsManager, Worker};
+use sipstls_manager::{AsyncConnection, ListenerConfig, ManagerConfig, TlsManager, Worker};
 
 const WORKERS: usize = 2;
 const CLIENTS: usize = 32;
@@ -180,18 +180,14 @@ fn worker_process(index: usize, control: OwnedFd) {
         while let Some(conn) = rx.recv().await {
             let ctx = ctx.clone();
             tokio::spawn(async move {
-                let Ok(std) = conn.stream().try_clone() else { return };
-                let _ = std.set_nonblocking(true);
-                let Ok(mut s) = tokio::net::UnixStream::from_std(std) else { return };
-                drop(conn);
-                let _ = serve_sip_async(&mut s, &ctx).await;
+                let Ok(s) = conn.into_async() else { return };
+                let _ = serve_sip_async(&s, &ctx).await;
             });
         }
     });
 }
 
-async fn serve_sip_async(s: &mut tokio::net::UnixStream, ctx: &SipContext) -> std::io::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+async fn serve_sip_async(s: &AsyncConnection, ctx: &SipContext) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
     loop {

@@ -1,0 +1,224 @@
+//! The sockets of a bridged connection, watched for readability only.
+//!
+//! tokio registers a `TcpStream` or `UnixStream` for both kinds of readiness, edge
+//! triggered, and the kernel signals "writable" each time the other end reads. On a bridged
+//! connection that is every message: strace of the confined benchmark showed an
+//! `epoll_wait` returning `EPOLLOUT` after each message on both ends of the hairpin, a
+//! wake-up of the event loop (often of an idle vCPU) for nothing. A bridged connection
+//! almost never waits to write, so [`Watched`] registers its socket for readability only,
+//! and a write that would block registers a second descriptor of the same socket for
+//! writability, only while it waits ([`Watched::writable`]).
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
+use tokio::io::Interest;
+
+/// A non-blocking stream socket (TCP or Unix).
+pub(crate) trait Sock: AsFd + AsRawFd + Sized {
+    /// One `recv`.
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// One `send` (std sends with `MSG_NOSIGNAL`: no SIGPIPE in a host that keeps it).
+    fn send(&self, buf: &[u8]) -> io::Result<usize>;
+    /// Ends the sending direction (FIN, or EOF for a Unix socket's reader).
+    fn shutdown_write(&self) -> io::Result<()>;
+}
+
+impl Sock for std::net::TcpStream {
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+    fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+}
+
+impl Sock for std::os::unix::net::UnixStream {
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+    fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+}
+
+/// A socket registered with the current tokio runtime for readability only.
+pub(crate) struct Watched<S: Sock> {
+    fd: AsyncFd<S>,
+}
+
+/// What one read of a readable socket gave.
+pub(crate) enum Got {
+    /// `n` bytes, at the start of the buffer.
+    Data(usize),
+    /// End of stream.
+    Eof,
+    /// Nothing after all (spurious readiness, now cleared).
+    Nothing,
+}
+
+impl<S: Sock> Watched<S> {
+    /// Registers `sock`, which must be in non-blocking mode, with the current runtime.
+    pub(crate) fn new(sock: S) -> io::Result<Self> {
+        // SAFETY: the `AsyncFd` owns `sock`, which owns its descriptor: the descriptor stays
+        // open and refers to the same socket until the `AsyncFd` is dropped, and
+        // `as_raw_fd` always returns it (std's streams never swap their descriptor).
+        let fd = unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE) }?;
+        Ok(Watched { fd })
+    }
+
+    /// The socket.
+    pub(crate) fn get(&self) -> &S {
+        self.fd.get_ref()
+    }
+
+    /// Resolves when the socket may have data, EOF or an error. Cancel-safe.
+    pub(crate) async fn readable(&self) -> io::Result<AsyncFdReadyGuard<'_, S>> {
+        self.fd.readable().await
+    }
+
+    /// Reads once into `buf` after [`readable`](Self::readable). A short read clears the
+    /// readiness as well as `WouldBlock` does: the receive queue was empty then, and the
+    /// next arrival signals again (edge-triggered epoll reports every arrival), which
+    /// saves the `recv` that would only return `EAGAIN`.
+    pub(crate) fn read(guard: &mut AsyncFdReadyGuard<'_, S>, buf: &mut [u8]) -> io::Result<Got> {
+        loop {
+            match guard.get_inner().recv(buf) {
+                Ok(0) => return Ok(Got::Eof),
+                Ok(n) => {
+                    if n < buf.len() {
+                        guard.clear_ready();
+                    }
+                    return Ok(Got::Data(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    guard.clear_ready();
+                    return Ok(Got::Nothing);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes as much of `buf[*pos..]` as the socket takes now; true if it took any.
+    /// `Err` only for real errors.
+    pub(crate) fn write_now(&self, buf: &[u8], pos: &mut usize) -> io::Result<bool> {
+        let mut progress = false;
+        while *pos < buf.len() {
+            match self.get().send(&buf[*pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    *pos += n;
+                    progress = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(progress)
+    }
+
+    /// Resolves when the socket may take more bytes. Registers a duplicate descriptor for
+    /// writability for as long as the future lives (the kernel reports the current state
+    /// at registration, so no wake-up is lost); cancel-safe.
+    pub(crate) async fn writable(&self) -> io::Result<()> {
+        let dup = WriteWatch(self.get().as_fd().try_clone_to_owned()?);
+        // SAFETY: as in `new`: the `AsyncFd` owns `dup`, an `OwnedFd` that stays open and
+        // unchanged until the `AsyncFd` is dropped at the end of this function.
+        let w = unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) }?;
+        let _ready = w.writable().await?;
+        Ok(())
+    }
+}
+
+/// A duplicate descriptor watched for writability only.
+struct WriteWatch(OwnedFd);
+
+impl AsRawFd for WriteWatch {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl Sock for std::sync::Arc<std::os::unix::net::UnixStream> {
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&**self).read(buf)
+    }
+    fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        (&**self).write(buf)
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+}
+
+/// A worker's plaintext connection in a tokio event loop, for workers that serve many
+/// connections from one loop (made by [`Connection::into_async`](crate::Connection::into_async)).
+///
+/// The socket is registered for readability only, and a write that cannot complete at
+/// once waits on a second registration made for that wait alone. tokio's own
+/// `UnixStream` would also wake the loop each time the manager reads what the worker
+/// wrote, that is after every message (see `docs/confined-bench.md`).
+pub struct AsyncConnection {
+    /// The connection's id, addresses and TLS facts.
+    pub meta: std::sync::Arc<crate::ConnMeta>,
+    io: Watched<std::sync::Arc<std::os::unix::net::UnixStream>>,
+}
+
+impl std::fmt::Debug for AsyncConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncConnection").field("meta", &self.meta).finish_non_exhaustive()
+    }
+}
+
+impl AsyncConnection {
+    pub(crate) fn new(
+        meta: std::sync::Arc<crate::ConnMeta>,
+        stream: std::sync::Arc<std::os::unix::net::UnixStream>,
+    ) -> io::Result<AsyncConnection> {
+        stream.set_nonblocking(true)?;
+        Ok(AsyncConnection { meta, io: Watched::new(stream)? })
+    }
+
+    /// Reads what has arrived, waiting until something has; `Ok(0)` at the end of the
+    /// stream (the peer or the manager closed the connection).
+    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let mut ready = self.io.readable().await?;
+            match Watched::read(&mut ready, buf)? {
+                Got::Data(n) => return Ok(n),
+                Got::Eof => return Ok(0),
+                Got::Nothing => {}
+            }
+        }
+    }
+
+    /// Writes all of `buf`, waiting while the manager's side is full.
+    pub async fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        let mut pos = 0;
+        loop {
+            self.io.write_now(buf, &mut pos)?;
+            if pos == buf.len() {
+                return Ok(());
+            }
+            self.io.writable().await?;
+        }
+    }
+
+    /// Ends the worker's sending direction (the manager then sends close_notify).
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        self.io.get().shutdown_write()
+    }
+}
