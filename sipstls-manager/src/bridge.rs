@@ -227,7 +227,7 @@ impl Bridge {
 /// until one side ends, the limits are broken or `lost` turns true. `leftover` is
 /// ciphertext from the handshake; `preamble` goes to the worker first (a PROXY v2 header
 /// when configured).
-pub(crate) async fn run<P: Sock, W: Sock>(
+pub(crate) async fn run<P: Sock + Sync, W: Sock + Sync>(
     session: Box<dyn Session>,
     leftover: Vec<u8>,
     preamble: Vec<u8>,
