@@ -128,6 +128,9 @@ fn main() {
         utc_date(),
         args.join(" ")
     );
+    // Honours `taskset`: the one-CPU figures come from `taskset -c 0 confined-bench ...`.
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    report.push_str(&format!("CPUs this run could use: {cpus}.\n\n"));
     report.push_str(
         "| backend | confined workers | single: median / p99 µs | confined: median / p99 µs | added median µs | added p99 µs | single req/s | confined req/s | confined/single |\n\
          |---|---|---|---|---|---|---|---|---|\n",
