@@ -571,10 +571,7 @@ async fn refuse(mut session: Box<dyn Session>, wr: &mut tokio::net::tcp::OwnedWr
 
 /// Gives a new inbound connection to a live worker; tries the next one if a worker turns
 /// out to be gone.
-async fn hand_over(
-    inner: &Arc<Inner>,
-    meta: &ConnMeta,
-) -> Option<(Arc<WorkerLink>, std::os::unix::net::UnixStream)> {
+async fn hand_over(inner: &Arc<Inner>, meta: &ConnMeta) -> Option<(Arc<WorkerLink>, std::os::unix::net::UnixStream)> {
     let msg = control::encode(&ToWorker::Inbound { conn: meta.id }, &meta.encode()).ok()?;
     let tries = lock(&inner.workers).len();
     for _ in 0..tries {

@@ -11,8 +11,8 @@
 
 use std::future::Future;
 use std::io::{self, Read, Write};
-use std::pin::Pin;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
 
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::io::Interest;
