@@ -27,27 +27,35 @@ pub(crate) trait Sock: AsFd + AsRawFd + Sized {
     fn shutdown_write(&self) -> io::Result<()>;
 }
 
-impl Sock for std::net::TcpStream {
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
-    }
-    fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
-    }
-    fn shutdown_write(&self) -> io::Result<()> {
-        self.shutdown(std::net::Shutdown::Write)
-    }
+/// `Sock` for std's streams: `recv`/`send` through `&T`'s `Read`/`Write`.
+macro_rules! sock_via_std {
+    ($($t:ty),*) => {$(
+        impl Sock for $t {
+            fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+                (&*self).read(buf)
+            }
+            fn send(&self, buf: &[u8]) -> io::Result<usize> {
+                (&*self).write(buf)
+            }
+            fn shutdown_write(&self) -> io::Result<()> {
+                self.shutdown(std::net::Shutdown::Write)
+            }
+        }
+    )*};
 }
 
-impl Sock for std::os::unix::net::UnixStream {
+sock_via_std!(std::net::TcpStream, std::os::unix::net::UnixStream);
+
+/// A shared handle to a socket (a worker's `Connection` keeps its stream in an `Arc`).
+impl<T: Sock> Sock for std::sync::Arc<T> {
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
+        (**self).recv(buf)
     }
     fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
+        (**self).send(buf)
     }
     fn shutdown_write(&self) -> io::Result<()> {
-        self.shutdown(std::net::Shutdown::Write)
+        (**self).shutdown_write()
     }
 }
 
@@ -175,18 +183,6 @@ struct WriteWatch(OwnedFd);
 impl AsRawFd for WriteWatch {
     fn as_raw_fd(&self) -> RawFd {
         self.0.as_raw_fd()
-    }
-}
-
-impl Sock for std::sync::Arc<std::os::unix::net::UnixStream> {
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&**self).read(buf)
-    }
-    fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        (&**self).write(buf)
-    }
-    fn shutdown_write(&self) -> io::Result<()> {
-        self.shutdown(std::net::Shutdown::Write)
     }
 }
 
