@@ -44,7 +44,17 @@ pub(crate) fn map_error(e: rustls::Error) -> Error {
             Error::protocol(ProtocolErrorKind::HandshakeFailure, e.to_string())
         }
         R::DecryptError => Error::protocol(ProtocolErrorKind::DecryptFailure, e.to_string()),
+        R::PeerMisbehaved(
+            rustls::PeerMisbehaved::MessageInterleavedWithHandshakeMessage
+            | rustls::PeerMisbehaved::TooManyEmptyFragments
+            | rustls::PeerMisbehaved::RejectedEarlyDataInterleavedWithHandshakeMessage,
+        ) => Error::protocol(ProtocolErrorKind::UnexpectedMessage, e.to_string()),
         R::PeerMisbehaved(_) => Error::protocol(ProtocolErrorKind::Other, e.to_string()),
+        // A TLS 1.2 ClientHello with a suite in common but no signature scheme the key
+        // can make: rustls says so only in words (and sends no alert).
+        R::General(ref m) if m == "incompatible signing key" => {
+            Error::protocol(ProtocolErrorKind::HandshakeFailure, e.to_string())
+        }
         // The server's certificate resolver found no certificate for what the ClientHello
         // offers (say, no signature scheme the key can make): the peer's offer, not our
         // fault. rustls reports it only as a `General` string. Found by fuzzing.

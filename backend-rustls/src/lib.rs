@@ -232,19 +232,12 @@ impl ResolvesServerCert for IdentityResolver {
                     .any(|s| offered.contains(&s.suite()) && s.usable_for_signature_algorithm(k.key.algorithm()))
         };
         let signable = || self.keys.iter().filter(|k| k.key.choose_scheme(schemes).is_some());
-        // No cipher suite in common with any identity (a TLS 1.2 hello offering only RSA
-        // suites to an ECDSA server, as sslyze's probes do): still the first identity, so
-        // rustls finds no suite in common and refuses with handshake_failure, as with a
-        // single certificate. Returning none made rustls send access_denied ("no server
-        // certificate chain resolved"), which sslyze reports as an error of its own. A
-        // suite in common but no scheme the key can sign with stays a refusal here: with
-        // a key, rustls would fail later with an untyped "incompatible signing key".
-        let no_suite_fits = || !self.keys.iter().any(|k| suite_fits(k));
-        signable()
-            .find(|k| suite_fits(k))
-            .or_else(|| signable().next())
-            .or_else(|| self.keys.first().filter(|_| no_suite_fits()))
-            .cloned()
+        // No identity fits (no suite in common, or no signature scheme the key can make):
+        // still the first identity, so that rustls refuses the hello by its own rules, with
+        // the alert RFC 8446 names (handshake_failure, protocol_version). Returning none
+        // makes rustls send access_denied ("no server certificate chain resolved"), which
+        // is meant for a server that refuses a client's identity.
+        signable().find(|k| suite_fits(k)).or_else(|| signable().next()).or_else(|| self.keys.first()).cloned()
     }
 }
 

@@ -158,6 +158,10 @@ impl OutBuf {
         self.end - self.pos
     }
 
+    fn pending_bytes(&self) -> &[u8] {
+        &self.buf[self.pos..self.end]
+    }
+
     /// `n` bytes of room after the pending bytes (zeroed only where the buffer grows).
     fn room(&mut self, n: usize) -> &mut [u8] {
         if self.buf.len() < self.end + n {
@@ -371,6 +375,22 @@ fn drain_alert<C: Unbuffered>(conn: &mut C, incoming: &mut [u8], bufs: &mut Buff
     }
 }
 
+/// True if the last whole record in `wire` is an alert: a plaintext alert record, or a
+/// short encrypted record (a TLS 1.3 alert is 2 bytes, its inner type and a 16-byte tag).
+fn wire_ends_with_alert(wire: &[u8]) -> bool {
+    let mut rest = wire;
+    let mut last = None;
+    while rest.len() >= 5 {
+        let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+        if rest.len() < 5 + len {
+            break;
+        }
+        last = Some((rest[0], len));
+        rest = &rest[5 + len..];
+    }
+    matches!(last, Some((0x15, _)) | Some((0x17, 19..=40)))
+}
+
 /// A rustls session (client or server).
 pub struct RustlsSession {
     state: State,
@@ -384,6 +404,10 @@ pub struct RustlsSession {
     /// Plaintext written before the handshake finished.
     plain_early: Vec<u8>,
     st: SessionState,
+    /// Client: the ClientHello went out; then its second flight (which, in TLS 1.2,
+    /// carries its ChangeCipherSpec: records after it are encrypted).
+    sent_first_flight: bool,
+    sent_second_flight: bool,
 }
 
 impl RustlsSession {
@@ -397,6 +421,8 @@ impl RustlsSession {
             bufs: Buffers::default(),
             plain_early: Vec::new(),
             st: SessionState::default(),
+            sent_first_flight: false,
+            sent_second_flight: false,
         }
     }
 
@@ -444,6 +470,7 @@ impl RustlsSession {
 
     /// Runs the state machine over `buf` (the held input) and removes what it consumed from its front.
     fn run_on(&mut self, buf: &mut Vec<u8>, req: &mut Request<'_>) -> Result<()> {
+        let out_before = self.bufs.pending_out();
         let r = match &mut self.state {
             State::Server(c) => pump(c, buf, &mut self.bufs, req),
             State::Client(c) => pump(c, buf, &mut self.bufs, req),
@@ -452,16 +479,39 @@ impl RustlsSession {
         match r {
             Ok(used) => {
                 buf.drain(..used);
+                if self.role == Role::Client && self.bufs.pending_out() > out_before && self.st.error().is_none() {
+                    self.sent_second_flight = self.sent_first_flight;
+                    self.sent_first_flight = true;
+                }
                 if buf.len() >= MAX_INCOMING {
-                    let e = Error::protocol(ProtocolErrorKind::RecordOverflow, "handshake message over 64 KiB");
-                    return Err(self.fail(e));
+                    let e = Error::protocol(ProtocolErrorKind::Malformed, "handshake message over 64 KiB");
+                    let e = self.fail(e);
+                    self.alert_if_silent(&e, out_before);
+                    return Err(e);
                 }
                 Ok(())
             }
             Err(e) => {
                 buf.clear();
-                Err(self.fail(e))
+                let e = self.fail(e);
+                self.alert_if_silent(&e, out_before);
+                Err(e)
             }
+        }
+    }
+
+    /// rustls reports some fatal errors without queuing an alert (a handshake message over
+    /// 64 KiB, records interleaved with a fragmented handshake message, too many empty
+    /// records, a TLS 1.2 key that cannot sign any scheme offered). While records still go
+    /// out in the clear, the alert for the error is written here; once encrypted, only
+    /// rustls can write it, and it does not.
+    fn alert_if_silent(&mut self, e: &Error, out_before: usize) {
+        let new = &self.bufs.out.pending_bytes()[out_before.min(self.bufs.pending_out())..];
+        if wire_ends_with_alert(new) || !self.sends_plaintext() {
+            return;
+        }
+        if let Some(alert) = e.alert() {
+            self.bufs.out.push(&alert.plaintext_record());
         }
     }
 
@@ -492,34 +542,56 @@ impl RustlsSession {
         self.run(&mut Request::default())
     }
 
-    /// Server: feeds the acceptor; once the ClientHello is in, makes the connection for
-    /// the domain its SNI selects and runs it over every byte received so far.
+    /// Server: feeds the acceptor until the ClientHello is in, then makes the connection
+    /// for the domain its SNI selects and runs it over every byte received so far. Takes
+    /// all of `input` or fails: rustls's acceptor reads at most 4 KiB at a time and joins a
+    /// ClientHello of at most 64 KiB of records; a larger one can never be accepted, so it
+    /// is refused (with an alert) rather than left waiting for a drain that cannot come.
     fn feed_acceptor(&mut self, input: &[u8]) -> Result<usize> {
-        let State::Accepting { acceptor, hello, default, sni } = &mut self.state else { unreachable!() };
-        let mut rd = input;
-        let n = match acceptor.read_tls(&mut rd) {
-            Ok(n) => n,
-            Err(_) => return Ok(0), // buffer full: the caller retries after draining
-        };
-        hello.extend_from_slice(&input[..n]);
-        let accepted = match acceptor.accept() {
-            Ok(None) => return Ok(n),
-            Ok(Some(a)) => a,
-            Err((e, mut alert)) => {
-                let mut bytes = Vec::new();
-                let _ = alert.write(&mut bytes);
-                self.bufs.out.push(&bytes);
-                self.state = State::Dead;
-                return Err(self.fail(map_error(e)));
-            }
-        };
+        let mut off = 0;
+        // Each turn takes at least one byte (rustls reads into room it has just made) or
+        // returns, so the loop ends within `input.len()` turns.
+        while off < input.len() {
+            let State::Accepting { acceptor, hello, .. } = &mut self.state else { unreachable!() };
+            let mut rd = &input[off..];
+            let n = match acceptor.read_tls(&mut rd) {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    let e = Error::protocol(
+                        ProtocolErrorKind::Malformed,
+                        "ClientHello larger than the 64 KiB of records rustls joins",
+                    );
+                    return Err(self.fail_before_keys(e));
+                }
+            };
+            hello.extend_from_slice(&input[off..off + n]);
+            off += n;
+            let accepted = match acceptor.accept() {
+                Ok(None) => continue,
+                Ok(Some(a)) => a,
+                Err((e, mut alert)) => {
+                    let mut bytes = Vec::new();
+                    let _ = alert.write(&mut bytes);
+                    self.bufs.out.push(&bytes);
+                    return Err(self.fail_before_keys(map_error(e)));
+                }
+            };
+            return self.start_server(accepted, &input[off..]).map(|()| input.len());
+        }
+        Ok(off)
+    }
+
+    /// Server: the ClientHello is in; makes the connection for the domain its SNI selects
+    /// and runs it over the hello and `rest` (what came after it).
+    fn start_server(&mut self, accepted: rustls::server::Accepted, rest: &[u8]) -> Result<()> {
+        let State::Accepting { hello, default, sni, .. } = &mut self.state else { unreachable!() };
         let mut chosen = default.clone();
         let name = accepted.client_hello().server_name().map(str::to_owned);
         if let (Some(cands), Some(name)) = (sni.as_ref(), name.as_deref()) {
             if let Some(d) = cands.select(name) {
                 let Some(d) = d.as_any().downcast_ref::<RustlsServerDomain>() else {
-                    self.state = State::Dead;
-                    return Err(self.fail(Error::config("domain", "SNI selected a domain of another backend")));
+                    let e = Error::config("domain", "SNI selected a domain of another backend");
+                    return Err(self.fail_before_keys(e));
                 };
                 chosen = Selected { config: d.config.clone(), verify_peer: d.config().verify_peer };
             }
@@ -531,14 +603,45 @@ impl RustlsSession {
                 self.sni = name;
                 self.state = State::Server(conn);
                 self.incoming = hello;
-                self.incoming.extend_from_slice(&input[n..]);
-                self.run(&mut Request::default())?;
-                Ok(input.len())
+                self.incoming.extend_from_slice(rest);
+                self.run(&mut Request::default())
             }
-            Err(e) => {
-                self.state = State::Dead;
-                Err(self.fail(map_error(e)))
+            Err(e) => Err(self.fail_before_keys(map_error(e))),
+        }
+    }
+
+    /// Fails a server session that has no connection yet, with the alert for `e` unless
+    /// rustls queued one (before the ServerHello nothing is encrypted).
+    fn fail_before_keys(&mut self, e: Error) -> Error {
+        self.state = State::Dead;
+        let e = self.fail(e);
+        if !wire_ends_with_alert(self.bufs.out.pending_bytes()) {
+            if let Some(alert) = e.alert() {
+                self.bufs.out.push(&alert.plaintext_record());
             }
+        }
+        e
+    }
+
+    /// True while this side sends records in the clear: an alert can then be written
+    /// without rustls (which sends none for some of the errors it reports).
+    fn sends_plaintext(&self) -> bool {
+        let c: &CommonState = match &self.state {
+            State::Server(c) => c,
+            State::Client(c) => c,
+            State::Accepting { .. } | State::Dead => return true,
+        };
+        if !c.is_handshaking() {
+            return false;
+        }
+        match (c.protocol_version(), self.role) {
+            // TLS 1.3: the server encrypts from its ServerHello on, the client once it has
+            // read the ServerHello.
+            (Some(rustls::ProtocolVersion::TLSv1_3), _) => false,
+            // TLS 1.2: the server's ChangeCipherSpec comes first only when resuming.
+            (_, Role::Server) => c.handshake_kind() != Some(HandshakeKind::Resumed),
+            // A TLS 1.2 client sends its ChangeCipherSpec with its second flight.
+            (_, Role::Client) => !self.sent_second_flight,
         }
     }
 

@@ -16,11 +16,13 @@ pub mod callgrind;
 pub mod checks;
 pub mod fork;
 pub mod hostile;
+pub mod large_messages;
 pub mod ops;
 pub mod peers;
 mod peers_rustls;
 pub mod pki;
 pub mod pump;
+pub mod wire;
 
 pub use sipstls;
 
@@ -80,6 +82,27 @@ macro_rules! conformance_suite {
                 server_renegotiation_refused,
             );
         }
+
+        mod large_messages {
+            $crate::__large_message_checks!(super::__sipstls_backend;
+                large_client_hello,
+                many_cipher_suites,
+                large_server_hello,
+            );
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __large_message_checks {
+    ($b:path; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::large_messages::$name(&*$b());
+            }
+        )*
     };
 }
 

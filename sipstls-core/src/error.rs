@@ -113,6 +113,33 @@ impl Error {
         Error::Unsupported { backend, capability, detail: detail.into() }
     }
 
+    /// The fatal alert this side sends the peer for the error, with the description RFC 8446
+    /// section 6.2 (and RFC 5246 section 7.2.2) gives for the cause. `None` where no alert
+    /// is due: the peer's own alert ended the connection, the transport ended, or the
+    /// session was closed normally.
+    pub fn alert(&self) -> Option<Alert> {
+        Some(match self {
+            Error::Protocol { kind, .. } => kind.alert(),
+            Error::Certificate(c) => match c {
+                CertificateError::UnknownIssuer => Alert::UNKNOWN_CA,
+                CertificateError::Expired | CertificateError::NotYetValid => Alert::CERTIFICATE_EXPIRED,
+                CertificateError::Revoked => Alert::CERTIFICATE_REVOKED,
+                CertificateError::BadSignature => Alert::DECRYPT_ERROR,
+                CertificateError::Malformed => Alert::DECODE_ERROR,
+                _ => Alert::BAD_CERTIFICATE,
+            },
+            Error::PeerCertificateRequired => Alert::CERTIFICATE_REQUIRED,
+            Error::NoDomain(_) => Alert::UNRECOGNIZED_NAME,
+            Error::AlertReceived(_) | Error::UnexpectedEof | Error::Closed => return None,
+            Error::Unsupported { .. }
+            | Error::InvalidConfig { .. }
+            | Error::LowMemory { .. }
+            | Error::HookTooLate { .. }
+            | Error::Proxy(_)
+            | Error::Backend { .. } => Alert::INTERNAL_ERROR,
+        })
+    }
+
     /// True when the error came from the peer (its certificate, its bytes, its alert) rather
     /// than from local configuration. Useful for counting handshake failures by cause.
     pub fn is_peer_fault(&self) -> bool {
@@ -196,6 +223,20 @@ pub enum ProtocolErrorKind {
     Other,
 }
 
+impl ProtocolErrorKind {
+    /// The fatal alert RFC 8446 section 6.2 names for this kind of violation.
+    pub fn alert(self) -> Alert {
+        match self {
+            ProtocolErrorKind::Malformed => Alert::DECODE_ERROR,
+            ProtocolErrorKind::RecordOverflow => Alert::RECORD_OVERFLOW,
+            ProtocolErrorKind::UnexpectedMessage => Alert::UNEXPECTED_MESSAGE,
+            ProtocolErrorKind::HandshakeFailure => Alert::HANDSHAKE_FAILURE,
+            ProtocolErrorKind::DecryptFailure => Alert::BAD_RECORD_MAC,
+            ProtocolErrorKind::Other => Alert::ILLEGAL_PARAMETER,
+        }
+    }
+}
+
 /// A TLS alert description (RFC 8446 section 6).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Alert(pub u8);
@@ -221,6 +262,10 @@ impl Alert {
     pub const CERTIFICATE_UNKNOWN: Alert = Alert(46);
     /// `unknown_ca` (48).
     pub const UNKNOWN_CA: Alert = Alert(48);
+    /// `illegal_parameter` (47).
+    pub const ILLEGAL_PARAMETER: Alert = Alert(47);
+    /// `access_denied` (49).
+    pub const ACCESS_DENIED: Alert = Alert(49);
     /// `decode_error` (50).
     pub const DECODE_ERROR: Alert = Alert(50);
     /// `decrypt_error` (51).
@@ -229,10 +274,18 @@ impl Alert {
     pub const PROTOCOL_VERSION: Alert = Alert(70);
     /// `internal_error` (80).
     pub const INTERNAL_ERROR: Alert = Alert(80);
+    /// `unrecognized_name` (112).
+    pub const UNRECOGNIZED_NAME: Alert = Alert(112);
     /// `certificate_required` (116).
     pub const CERTIFICATE_REQUIRED: Alert = Alert(116);
     /// `no_application_protocol` (120).
     pub const NO_APPLICATION_PROTOCOL: Alert = Alert(120);
+
+    /// This alert as a fatal, unencrypted alert record, as sent before any keys are in use
+    /// (record version TLS 1.2).
+    pub fn plaintext_record(self) -> [u8; 7] {
+        [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, self.0]
+    }
 
     /// The RFC name of the alert, or `"unknown"`.
     pub fn name(self) -> &'static str {
