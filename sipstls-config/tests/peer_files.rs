@@ -70,7 +70,11 @@ fn fixture_tls_cfg_parses_with_every_setting() {
     assert!(s1.require_certificate.as_ref().unwrap().value);
     assert_eq!(s1.certificate.as_ref().map(|s| (s.value.as_str(), s.line)), Some(("CERTS/client.crt", 19)));
     assert_eq!(s1.private_key.as_ref().unwrap().value, "CERTS/client.key");
-    assert_eq!(s1.server_name.as_ref().map(|s| (s.value.as_str(), s.line)), Some(("localhost", 21)), "a trailing comment is not part of the value");
+    assert_eq!(
+        s1.server_name.as_ref().map(|s| (s.value.as_str(), s.line)),
+        Some(("localhost", 21)),
+        "a trailing comment is not part of the value"
+    );
     let s2 = &p[2].settings;
     assert!(s2.verify_certificate.as_ref().unwrap().value);
     assert!(s2.require_certificate.as_ref().unwrap().value);
@@ -178,7 +182,8 @@ fn sample_text() -> String {
 
 #[test]
 fn kamailio_sample_refuses_tlsv1_by_default_naming_its_line() {
-    let err = KamailioConfig::read(fixtures_dir().join("kamailio-doc-sample.cfg"), &ParseOptions::default()).unwrap_err();
+    let err =
+        KamailioConfig::read(fixtures_dir().join("kamailio-doc-sample.cfg"), &ParseOptions::default()).unwrap_err();
     assert_eq!(err.kind, ErrorKind::DeprecatedMethod);
     assert_eq!(err.line, Some(5), "method = TLSv1 is on line 5");
     assert_eq!(err.key.as_deref(), Some("method"));
