@@ -43,8 +43,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Frees the TLS library's per-thread state (random generator, error queue) of the
     /// calling thread. Call it on a thread, or in a worker process, that will make no more
     /// TLS calls before it ends: with the library's memory in a shared arena, that state
-    /// would otherwise stay allocated there after the process is gone (measured: 744 bytes
-    /// per exited aws-lc worker, caught by the migrating fork check).
+    /// would otherwise stay allocated there after the process is gone (the migrating fork
+    /// check asserts the arena returns to its baseline).
     fn release_thread_state(&self) {}
 
     /// Prepares the TLS library for sessions that several forked processes will share

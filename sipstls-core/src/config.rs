@@ -13,9 +13,8 @@ use crate::store::{SessionStoreHandle, TicketKeysHandle};
 ///
 /// AES-128-GCM comes first: its SHA-256 transcript hash and key schedule run on the SHA
 /// instructions of current x86 and ARM CPUs, while SHA-384 runs in software on most of
-/// them. Measured here (AMD EPYC, rustls/aws-lc): 10,180-10,698 server handshakes/s with
-/// AES-128-GCM-SHA256 against 7,319-7,953 with AES-256-GCM-SHA384 first, the libraries'
-/// own default. Both are strong; AES-128-GCM is TLS 1.3's mandatory suite.
+/// them (figures in `docs/choosing-a-backend.md`). Both are strong; AES-128-GCM is
+/// TLS 1.3's mandatory suite.
 pub const DEFAULT_TLS13_SUITES: &[&str] =
     &["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"];
 

@@ -3,12 +3,11 @@
 //! of a robust pthread mutex's cost per lock/unlock.
 //!
 //! Why not a [`RobustMutex`](crate::RobustMutex) here: the arena takes its lock on every
-//! allocation and free (about 9,000 times per OpenSSL handshake pair, client and server,
-//! with Rust's allocations routed too), and glibc's robust mutexes take the general path
-//! (`__pthread_mutex_lock_full`/`__pthread_mutex_unlock_full`: the robust-list bookkeeping):
-//! callgrind counted 84 instructions per lock/unlock pair, 23 M of the 36 M instructions
-//! the hooks added to 30 OpenSSL handshakes. This lock's uncontended path is one
-//! compare-and-swap to take it and one swap to release it.
+//! allocation and free, and glibc's robust mutexes take the general path
+//! (`__pthread_mutex_lock_full`/`__pthread_mutex_unlock_full`: the robust-list
+//! bookkeeping) on each of them. This lock's uncontended path is one compare-and-swap to
+//! take it and one swap to release it. What each lock costs per handshake, measured:
+//! `docs/process-models.md`.
 //!
 //! How a dead holder is found: a waiter sleeps on the futex at most [`POLL`] at a time;
 //! after each timeout it checks whether the process in the word still exists (`kill(pid,

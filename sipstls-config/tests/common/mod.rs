@@ -1,4 +1,4 @@
-//! Test helpers: the shared peer files, temporary directories, a PKI made at test time.
+//! Test helpers: the tls.cfg fixtures, temporary directories, a PKI made at test time.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -11,17 +11,9 @@ use rcgen::{
 use sipstls_core::{Error, Session};
 use time::{Duration, OffsetDateTime};
 
-/// `shared/peers` beside the repository (as CI clones it). Panics with a clear message
-/// when it is missing: these tests must not pass without the real files.
-pub fn peers_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers");
-    assert!(
-        dir.join("tls.cfg").is_file() && dir.join("kamailio-sample-tls.cfg").is_file(),
-        "the shared peer files are missing: expected tls.cfg and kamailio-sample-tls.cfg in {} \
-         (the repository must be cloned with shared/ beside it)",
-        dir.display()
-    );
-    dir
+/// `tests/fixtures`: the Kamailio tls.cfg samples the tests read.
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
 /// A directory under the system temp dir, removed on drop.
@@ -124,7 +116,7 @@ impl Ca {
     }
 }
 
-/// The certificates `shared/peers/tls.cfg` names, as `shared/peers/mk.sh` makes them.
+/// The certificates `tests/fixtures/tls.cfg` names: a CA, a server leaf and a client leaf.
 pub struct PeerPki {
     pub ca: Ca,
     pub server: Leaf,
