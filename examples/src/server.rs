@@ -180,7 +180,8 @@ fn connection(table: &ReloadableTable, tcp: TcpStream, handler: &Handler) -> io:
     tcp.set_nodelay(true)?;
     let session = table.accept(local, peer).map_err(io::Error::other)?;
     let mut tls = TlsStream::new(session, tcp);
-    tls.handshake()?;
+    // Wall time for the whole handshake: a peer trickling bytes cannot stretch it.
+    tls.handshake_within(HANDSHAKE_TIMEOUT)?;
     if let Some(info) = tls.info() {
         eprintln!("established: {}", describe(&info));
     }

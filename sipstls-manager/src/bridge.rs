@@ -105,6 +105,11 @@ where
                     // Application data right behind the handshake: the bridge feeds it.
                     return finish_with_rest(session, wr, &mut out, inbuf[off..n].to_vec()).await;
                 }
+                // During the handshake a session refuses input only while its output waits
+                // (`Session::feed_tls`): with nothing to send, feeding again cannot help.
+                if !session.wants_write() {
+                    return Err(CloseReason::Tls("the session took no handshake input and had nothing to send".into()));
+                }
                 while session.wants_write() {
                     let k = session.take_tls(&mut out);
                     wr.write_all(&out[..k]).await?;

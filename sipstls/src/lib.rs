@@ -23,7 +23,7 @@ use std::sync::Arc;
 pub use sipstls_core::*;
 
 mod stream;
-pub use stream::{tls_error, TlsStream};
+pub use stream::{tls_error, ReadTimeout, TlsStream};
 
 #[cfg(feature = "mbedtls")]
 pub use sipstls_backend_mbedtls as mbedtls;

@@ -1,6 +1,7 @@
 //! A blocking adapter: a [`Session`] over any `Read + Write` transport (a `TcpStream`).
 
 use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
 
 use sipstls_core::{ClientDomain, Error, ReadStatus, ServerDomain, ServerName, Session, TlsInfo};
 
@@ -19,6 +20,29 @@ pub struct TlsStream<S> {
     buf: Vec<u8>,
     eof: bool,
 }
+
+/// A transport whose reads can time out ([`TlsStream::handshake_within`]).
+pub trait ReadTimeout {
+    /// The current read timeout.
+    fn read_timeout(&self) -> io::Result<Option<Duration>>;
+    /// Sets the read timeout (`None`: block).
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()>;
+}
+
+macro_rules! read_timeout_via_std {
+    ($($t:ty),*) => {$(
+        impl ReadTimeout for $t {
+            fn read_timeout(&self) -> io::Result<Option<Duration>> {
+                <$t>::read_timeout(self)
+            }
+            fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+                <$t>::set_read_timeout(self, t)
+            }
+        }
+    )*};
+}
+
+read_timeout_via_std!(std::net::TcpStream, std::os::unix::net::UnixStream);
 
 /// The typed sipstls error inside an `io::Error` from a [`TlsStream`], if there is one.
 pub fn tls_error(e: &io::Error) -> Option<&Error> {
@@ -59,12 +83,47 @@ impl<S: Read + Write> TlsStream<S> {
     /// Runs the handshake to completion. A transport read interrupted by a signal is
     /// retried (`ErrorKind::Interrupted`: on Linux a socket read with a timeout fails so
     /// even without a signal handler, when the process is stopped and continued).
+    ///
+    /// Bounded by the transport: each turn reads from it, writes to it or fails. For a
+    /// limit on the whole handshake (a peer that trickles a byte at a time defeats a
+    /// per-read timeout), use [`handshake_within`](TlsStream::handshake_within).
     pub fn handshake(&mut self) -> io::Result<()> {
+        self.handshake_inner(|_| Ok(()))
+    }
+
+    /// Runs the handshake to completion within `limit` of wall time, whatever the peer
+    /// sends: before each transport read the socket's read timeout is set to the time
+    /// left (and put back afterwards). Fails with `ErrorKind::TimedOut` once the time is up.
+    pub fn handshake_within(&mut self, limit: Duration) -> io::Result<()>
+    where
+        S: ReadTimeout,
+    {
+        let deadline = Instant::now() + limit;
+        let before = self.io.read_timeout()?;
+        let r = self.handshake_inner(|io| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"));
+            }
+            io.set_read_timeout(Some(left))
+        });
+        self.io.set_read_timeout(before)?;
+        match r {
+            // A read that ran into the deadline.
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock) && Instant::now() >= deadline => {
+                Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))
+            }
+            r => r,
+        }
+    }
+
+    fn handshake_inner(&mut self, mut before_read: impl FnMut(&S) -> io::Result<()>) -> io::Result<()> {
         loop {
             self.flush_tls()?;
             if !self.session.is_handshaking() {
                 return Ok(());
             }
+            before_read(&self.io)?;
             match self.receive() {
                 Ok(true) => {}
                 Ok(false) => return Err(to_io(self.session.error().cloned().unwrap_or(Error::UnexpectedEof))),
@@ -123,10 +182,20 @@ impl<S: Read + Write> TlsStream<S> {
         }
         let fed = self.session.feed_tls(&self.pending);
         // Send any alert the session queued, even on failure.
+        let had_output = self.session.wants_write();
         let flushed = self.flush_tls();
         let taken = fed.map_err(to_io)?;
         flushed?;
         self.pending.drain(..taken);
+        // Callers come here only with no plaintext waiting, and the output was just
+        // flushed: a session that takes nothing and had nothing to send would be asked
+        // the same thing again (`Session::feed_tls`), so that is an error, not a retry.
+        if taken == 0 && !had_output && !self.pending.is_empty() {
+            return Err(to_io(Error::Backend {
+                library: "sipstls",
+                message: "the session took no input with its buffers drained".into(),
+            }));
+        }
         Ok(true)
     }
 }
@@ -170,5 +239,119 @@ impl<S: Read + Write> Write for TlsStream<S> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.flush_tls()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+    use std::time::{Duration, Instant};
+
+    use sipstls_core::{Error, ReadStatus, Result, Role, Session, TlsInfo};
+
+    use super::*;
+
+    /// A session that never takes input and never has output: the stall a driver must
+    /// turn into an error instead of asking again forever.
+    struct Stalled;
+
+    impl Session for Stalled {
+        fn role(&self) -> Role {
+            Role::Server
+        }
+        fn feed_tls(&mut self, _: &[u8]) -> Result<usize> {
+            Ok(0)
+        }
+        fn wants_write(&self) -> bool {
+            false
+        }
+        fn take_tls(&mut self, _: &mut [u8]) -> usize {
+            0
+        }
+        fn is_handshaking(&self) -> bool {
+            true
+        }
+        fn read(&mut self, _: &mut [u8]) -> Result<ReadStatus> {
+            Ok(ReadStatus::WouldBlock)
+        }
+        fn write(&mut self, _: &[u8]) -> Result<usize> {
+            Ok(0)
+        }
+        fn close_notify(&mut self) {}
+        fn info(&self) -> Option<TlsInfo> {
+            None
+        }
+        fn error(&self) -> Option<&Error> {
+            None
+        }
+    }
+
+    /// A session that takes every byte and never completes: only the deadline ends it.
+    struct Endless;
+
+    impl Session for Endless {
+        fn role(&self) -> Role {
+            Role::Server
+        }
+        fn feed_tls(&mut self, input: &[u8]) -> Result<usize> {
+            Ok(input.len())
+        }
+        fn wants_write(&self) -> bool {
+            false
+        }
+        fn take_tls(&mut self, _: &mut [u8]) -> usize {
+            0
+        }
+        fn is_handshaking(&self) -> bool {
+            true
+        }
+        fn read(&mut self, _: &mut [u8]) -> Result<ReadStatus> {
+            Ok(ReadStatus::WouldBlock)
+        }
+        fn write(&mut self, _: &[u8]) -> Result<usize> {
+            Ok(0)
+        }
+        fn close_notify(&mut self) {}
+        fn info(&self) -> Option<TlsInfo> {
+            None
+        }
+        fn error(&self) -> Option<&Error> {
+            None
+        }
+    }
+
+    #[test]
+    fn a_session_that_takes_nothing_fails_the_handshake_instead_of_spinning() {
+        let (a, mut z) = UnixStream::pair().unwrap();
+        z.write_all(b"\x16\x03\x01\x00\x05hello").unwrap();
+        a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let t0 = Instant::now();
+        let e = TlsStream::new(Box::new(Stalled), a).handshake().expect_err("a stalled session must fail");
+        assert!(t0.elapsed() < Duration::from_secs(2), "took {:?}", t0.elapsed());
+        assert!(matches!(tls_error(&e), Some(Error::Backend { .. })), "{e:?}");
+    }
+
+    #[test]
+    fn handshake_within_ends_a_trickling_peer_at_the_deadline() {
+        let (a, mut z) = UnixStream::pair().unwrap();
+        // A byte every 50 ms: each read succeeds well within any per-read timeout.
+        let trickle = std::thread::spawn(move || {
+            for _ in 0..100 {
+                if z.write_all(b"x").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        a.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut tls = TlsStream::new(Box::new(Endless), a);
+        let t0 = Instant::now();
+        let e = tls.handshake_within(Duration::from_millis(400)).expect_err("the deadline must end the handshake");
+        let took = t0.elapsed();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e:?}");
+        assert!(took >= Duration::from_millis(400) && took < Duration::from_secs(2), "took {took:?}");
+        assert_eq!(tls.get_ref().read_timeout().unwrap(), Some(Duration::from_secs(30)), "timeout put back");
+        drop(tls);
+        trickle.join().unwrap();
     }
 }
