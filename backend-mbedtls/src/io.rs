@@ -21,6 +21,8 @@ pub(crate) const MAX_INPUT: usize = 64 * 1024;
 pub(crate) const MAX_OUTPUT: usize = 256 * 1024;
 /// The largest TLS 1.2 record body (RFC 5246 6.2.3: 2^14 + 2048).
 const MAX_RECORD_BODY: usize = 16384 + 2048;
+/// The longest plaintext record body (2^14).
+const MAX_PLAINTEXT_BODY: usize = 16384;
 
 /// Empties a buffer and gives its memory back when it is larger than a small record.
 pub(crate) fn release(buf: &mut Vec<u8>) {
@@ -39,6 +41,8 @@ struct RecordScanner {
     header_len: usize,
     body_left: usize,
     overflow: bool,
+    /// The peer's ChangeCipherSpec went by: its records are ciphertext from here.
+    peer_encrypting: bool,
 }
 
 impl RecordScanner {
@@ -57,9 +61,14 @@ impl RecordScanner {
             if self.header_len == 5 {
                 self.header_len = 0;
                 let len = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
-                if len > MAX_RECORD_BODY {
+                // Until the peer's ChangeCipherSpec its records are plaintext, of at most
+                // 2^14 bytes (RFC 5246 section 6.2.1); Mbed TLS would call a longer
+                // ClientHello record malformed rather than an overflow.
+                let limit = if self.peer_encrypting { MAX_RECORD_BODY } else { MAX_PLAINTEXT_BODY };
+                if len > limit {
                     self.overflow = true;
                 }
+                self.peer_encrypting |= self.header[0] == 0x14;
                 self.body_left = len;
             }
         }
@@ -86,6 +95,8 @@ pub(crate) struct Shared {
     scanner: RecordScanner,
     /// The last fatal alert this side wrote in the clear.
     pub(crate) sent_alert: Option<u8>,
+    /// The framing of everything written, to know whether an alert is still owed.
+    pub(crate) records: sipstls_core::record::RecordWatch,
     pub(crate) policy: VerifyPolicy,
     pub(crate) verify_depth: u8,
     /// `X509_BADCERT_*` flags of the peer's chain as the callback saw (and adjusted) them.
@@ -115,6 +126,7 @@ impl Shared {
             output_pos: 0,
             scanner: RecordScanner::default(),
             sent_alert: None,
+            records: Default::default(),
             policy,
             verify_depth,
             verify_flags: 0,
@@ -187,6 +199,7 @@ impl Shared {
             self.sent_alert = Some(*desc);
         }
         let n = buf.len().min(c_int::MAX as usize);
+        self.records.observe(&buf[..n]);
         self.output.extend_from_slice(&buf[..n]);
         n as c_int
     }

@@ -180,7 +180,15 @@ impl MbedtlsSession {
                 },
             )
         };
-        self.st.fail(err)
+        let e = self.st.fail(err);
+        // Mbed TLS leaves some errors without an alert (a handshake message split oddly
+        // over records, say): send the one the error calls for, through Mbed TLS, which
+        // encrypts it when keys are in use.
+        if let (Some(alert), false) = (e.alert(), self.shared().records.ended_with_alert()) {
+            // SAFETY: the context is alive; the call writes one alert record through our bio.
+            unsafe { sys::ssl_send_alert_message(self.ssl(), sys::SSL_ALERT_LEVEL_FATAL as u8, alert.0) };
+        }
+        e
     }
 
     /// Reads what the handshake learned before Mbed TLS frees its handshake state.

@@ -24,6 +24,8 @@ pub(crate) struct MemIo {
     input_pos: usize,
     pub(crate) output: Vec<u8>,
     output_pos: usize,
+    /// The framing of everything written, to know whether an alert is still owed.
+    pub(crate) records: sipstls_core::record::RecordWatch,
 }
 
 impl MemIo {
@@ -45,6 +47,14 @@ impl MemIo {
 
     pub(crate) fn pending_output(&self) -> usize {
         self.output.len() - self.output_pos
+    }
+
+    /// Queues the alert for `e` if the library sent none while records still go out in
+    /// the clear (OpenSSL sends none for bytes that are not TLS records at all).
+    pub(crate) fn alert_if_missing(&mut self, e: &sipstls_core::Error) {
+        if let Some(record) = self.records.missing_alert(e) {
+            self.output.extend_from_slice(&record);
+        }
     }
 
     pub(crate) fn take_output(&mut self, out: &mut [u8]) -> usize {
@@ -79,6 +89,7 @@ impl Read for MemIo {
 
 impl Write for MemIo {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.records.observe(buf);
         self.output.extend_from_slice(buf);
         Ok(buf.len())
     }

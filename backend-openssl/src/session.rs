@@ -80,6 +80,13 @@ impl OpensslSession {
         map_stack(e.ssl_error(), verify, self.expected_name.as_deref())
     }
 
+    /// Records `err` as the sticky error, with its alert on the wire.
+    fn fail(&mut self, err: Error) -> Error {
+        let e = self.st.fail(err);
+        self.stream.get_mut().alert_if_missing(&e);
+        e
+    }
+
     /// Advances the handshake as far as the buffered input allows.
     fn drive(&mut self) -> Result<()> {
         if self.established {
@@ -95,7 +102,7 @@ impl OpensslSession {
             Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => Ok(()),
             Err(e) => {
                 let err = self.map(&e);
-                Err(self.st.fail(err))
+                Err(self.fail(err))
             }
         }
     }
@@ -164,7 +171,7 @@ impl OpensslSession {
                 Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => break,
                 Err(e) => {
                     let err = self.map(&e);
-                    return Err(self.st.fail(err));
+                    return Err(self.fail(err));
                 }
             }
         }
@@ -196,7 +203,7 @@ impl OpensslSession {
             Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => Ok(0),
             Err(e) => {
                 let err = self.map(&e);
-                Err(self.st.fail(err))
+                Err(self.fail(err))
             }
         }
     }

@@ -375,22 +375,6 @@ fn drain_alert<C: Unbuffered>(conn: &mut C, incoming: &mut [u8], bufs: &mut Buff
     }
 }
 
-/// True if the last whole record in `wire` is an alert: a plaintext alert record, or a
-/// short encrypted record (a TLS 1.3 alert is 2 bytes, its inner type and a 16-byte tag).
-fn wire_ends_with_alert(wire: &[u8]) -> bool {
-    let mut rest = wire;
-    let mut last = None;
-    while rest.len() >= 5 {
-        let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
-        if rest.len() < 5 + len {
-            break;
-        }
-        last = Some((rest[0], len));
-        rest = &rest[5 + len..];
-    }
-    matches!(last, Some((0x15, _)) | Some((0x17, 19..=40)))
-}
-
 /// A rustls session (client or server).
 pub struct RustlsSession {
     state: State,
@@ -408,6 +392,8 @@ pub struct RustlsSession {
     /// carries its ChangeCipherSpec: records after it are encrypted).
     sent_first_flight: bool,
     sent_second_flight: bool,
+    /// The framing of what the peer sends while it sends in the clear.
+    peer_records: sipstls_core::record::RecordWatch,
 }
 
 impl RustlsSession {
@@ -423,6 +409,7 @@ impl RustlsSession {
             st: SessionState::default(),
             sent_first_flight: false,
             sent_second_flight: false,
+            peer_records: Default::default(),
         }
     }
 
@@ -507,7 +494,7 @@ impl RustlsSession {
     /// rustls can write it, and it does not.
     fn alert_if_silent(&mut self, e: &Error, out_before: usize) {
         let new = &self.bufs.out.pending_bytes()[out_before.min(self.bufs.pending_out())..];
-        if wire_ends_with_alert(new) || !self.sends_plaintext() {
+        if sipstls_core::record::ends_with_alert(new) || !self.sends_plaintext() {
             return;
         }
         if let Some(alert) = e.alert() {
@@ -610,12 +597,38 @@ impl RustlsSession {
         }
     }
 
+    /// Holds the peer's records to the 2^14-byte limit of plaintext records (RFC 8446
+    /// section 5.1) while they are in the clear: a ClientHello, a ServerHello. rustls
+    /// allows any record up to the TLS 1.2 ciphertext limit (2^14 + 2048) and would
+    /// report such a record as something else.
+    fn check_plaintext_records(&mut self, input: &[u8]) -> Result<()> {
+        let peer_in_clear = match &self.state {
+            State::Accepting { .. } => true,
+            State::Client(c) => c.protocol_version().is_none(),
+            State::Server(_) | State::Dead => false,
+        };
+        if !peer_in_clear {
+            return Ok(());
+        }
+        self.peer_records.observe(input);
+        if self.peer_records.largest_record() <= MAX_FRAGMENT {
+            return Ok(());
+        }
+        let e = Error::protocol(ProtocolErrorKind::RecordOverflow, "a plaintext record longer than 2^14 bytes");
+        if self.role == Role::Server {
+            return Err(self.fail_before_keys(e));
+        }
+        let e = self.fail(e);
+        self.alert_if_silent(&e, self.bufs.pending_out());
+        Err(e)
+    }
+
     /// Fails a server session that has no connection yet, with the alert for `e` unless
     /// rustls queued one (before the ServerHello nothing is encrypted).
     fn fail_before_keys(&mut self, e: Error) -> Error {
         self.state = State::Dead;
         let e = self.fail(e);
-        if !wire_ends_with_alert(self.bufs.out.pending_bytes()) {
+        if !sipstls_core::record::ends_with_alert(self.bufs.out.pending_bytes()) {
             if let Some(alert) = e.alert() {
                 self.bufs.out.push(&alert.plaintext_record());
             }
@@ -660,6 +673,7 @@ impl Session for RustlsSession {
 
     fn feed_tls(&mut self, input: &[u8]) -> Result<usize> {
         self.st.check()?;
+        self.check_plaintext_records(input)?;
         match self.state {
             State::Accepting { .. } => self.feed_acceptor(input),
             State::Server(_) | State::Client(_) => {

@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     input_pos: usize,
     output: Vec<u8>,
     output_pos: usize,
+    /// The framing of everything written, to know whether an alert is still owed.
+    records: sipstls_core::record::RecordWatch,
     /// Client: the name to check (RFC 5922) when `check_name`.
     expected: Option<ServerName>,
     check_name: bool,
@@ -134,7 +136,9 @@ pub(crate) unsafe extern "C" fn io_send(_ssl: *mut w::WOLFSSL, buf: *mut c_char,
         let n = usize::try_from(sz).unwrap_or(0);
         if n > 0 {
             // SAFETY: `buf` is readable for `sz` bytes (contract).
-            sh.output.extend_from_slice(unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), n) });
+            let bytes = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), n) };
+            sh.records.observe(bytes);
+            sh.output.extend_from_slice(bytes);
         }
         n as c_int
     }))
@@ -330,6 +334,7 @@ impl WolfsslSession {
             input_pos: 0,
             output: Vec::new(),
             output_pos: 0,
+            records: Default::default(),
             expected: None,
             check_name: false,
             cert_error: None,
@@ -504,7 +509,18 @@ impl WolfsslSession {
             (h.last_rx.level == 2).then(|| u8::try_from(h.last_rx.code).ok()).flatten()
         });
         let e = map_error(code, self.sh_ref().cert_error.as_ref(), alert);
-        self.st.fail(e)
+        self.fail_with(e)
+    }
+
+    /// Records `e` as the sticky error. wolfSSL leaves some errors without an alert; while
+    /// records go out in the clear the session writes the one the error calls for.
+    fn fail_with(&mut self, e: Error) -> Error {
+        let e = self.st.fail(e);
+        let sh = self.sh();
+        if let Some(record) = sh.records.missing_alert(&e) {
+            sh.output.extend_from_slice(&record);
+        }
+        e
     }
 
     /// The error code of the last failed call on `ssl`.
@@ -586,7 +602,7 @@ impl WolfsslSession {
                 // backend: drop the answer wolfSSL queued and fail.
                 self.sh().output.truncate(out_before);
                 let e = Error::protocol(ProtocolErrorKind::HandshakeFailure, "renegotiation refused");
-                return Err(self.st.fail(e));
+                return Err(self.fail_with(e));
             }
             if n > 0 {
                 // Every byte fed was consumed and wolfSSL holds no plaintext: another read
@@ -751,7 +767,7 @@ impl Session for WolfsslSession {
                 Peek::NeedMore | Peek::Invalid => self.activate(None),
                 Peek::Hello(h) => self.activate(Some(h)),
             }
-            .map_err(|e| self.st.fail(e))?;
+            .map_err(|e| self.fail_with(e))?;
         }
         self.drive()?;
         self.decrypt_ahead()?;

@@ -250,15 +250,10 @@ pub fn plaintext_alerts(wire: &[u8]) -> Vec<(u8, Alert)> {
         .collect()
 }
 
-/// True if `wire` ends with what can be a fatal alert: a plaintext alert record of level
-/// fatal, or (after keys are in use) a short encrypted record, which a TLS 1.3 alert is
-/// (2 bytes, the inner type and an AEAD tag: at most 40 bytes).
+/// True if `wire` ends with a fatal alert record (in the clear or encrypted).
 pub fn ends_with_alert(wire: &[u8]) -> bool {
-    match parse_records(wire).last() {
-        Some(r) if r.typ == ALERT => r.body.len() == 2 && r.body[0] == 2,
-        Some(r) if r.typ == APPLICATION_DATA => r.body.len() <= 40,
-        _ => false,
-    }
+    sipstls::record::ends_with_alert(wire)
+        && parse_records(wire).last().is_some_and(|r| r.typ != ALERT || r.body.len() != 2 || r.body[0] == 2)
 }
 
 /// The handshake type of the first handshake record in `wire` (2 for ServerHello).

@@ -30,6 +30,7 @@ pub mod hooks;
 mod info;
 pub mod keylog;
 pub mod proxy;
+pub mod record;
 mod session;
 pub mod stats;
 pub mod store;

@@ -1,0 +1,137 @@
+//! What a backend needs to keep its alert promise: a watch over the records a session
+//! sends. TLS libraries send a fatal alert for nearly every error, but not all of them for
+//! all errors (bytes that are not TLS at all, some fragmentation errors). While this side
+//! still sends in the clear, a backend can write the alert itself; [`RecordWatch`]
+//! tells when that is, and whether the library's last record already was an alert.
+
+use crate::error::Error;
+
+/// Record content types.
+const CHANGE_CIPHER_SPEC: u8 = 0x14;
+const ALERT: u8 = 0x15;
+const APPLICATION_DATA: u8 = 0x17;
+
+/// Follows the record framing of a byte stream: what a session sends (to know whether an
+/// alert is still owed) or what its peer sends in the clear (to hold it to the 2^14-byte
+/// limit of plaintext records).
+#[derive(Debug, Default, Clone)]
+pub struct RecordWatch {
+    /// The header of the record being written, as far as seen.
+    header: [u8; 5],
+    header_len: usize,
+    /// Body bytes of the current record still to come.
+    left: usize,
+    /// The last record begun: (content type, body length).
+    last: Option<(u8, usize)>,
+    /// A ChangeCipherSpec or an encrypted record went by: records are protected from here.
+    encrypting: bool,
+    /// The longest record body announced so far.
+    largest: usize,
+}
+
+impl RecordWatch {
+    /// Takes note of `bytes`, the next bytes this side sends.
+    pub fn observe(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.left > 0 {
+                let n = self.left.min(bytes.len());
+                self.left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (5 - self.header_len).min(bytes.len());
+            self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
+            self.header_len += n;
+            bytes = &bytes[n..];
+            if self.header_len == 5 {
+                let typ = self.header[0];
+                let len = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                self.encrypting |= typ == CHANGE_CIPHER_SPEC || typ == APPLICATION_DATA;
+                self.last = Some((typ, len));
+                self.largest = self.largest.max(len);
+                self.left = len;
+                self.header_len = 0;
+            }
+        }
+    }
+
+    /// The longest record body announced so far (a plaintext record may carry 2^14 bytes).
+    pub fn largest_record(&self) -> usize {
+        self.largest
+    }
+
+    /// True while nothing this side sent is protected: an alert may go out in the clear.
+    pub fn sends_plaintext(&self) -> bool {
+        !self.encrypting
+    }
+
+    /// True if the last record sent is an alert (in the clear, or encrypted: an alert
+    /// record of TLS 1.2, or a TLS 1.3 record as short as an alert).
+    pub fn ended_with_alert(&self) -> bool {
+        matches!(self.last, Some((ALERT, _)) | Some((APPLICATION_DATA, 19..=40)))
+    }
+
+    /// The alert record to send for `e` when the library sent none and this side still
+    /// sends in the clear; notes it as sent.
+    pub fn missing_alert(&mut self, e: &Error) -> Option<[u8; 7]> {
+        if self.ended_with_alert() || !self.sends_plaintext() {
+            return None;
+        }
+        let record = e.alert()?.plaintext_record();
+        self.observe(&record);
+        Some(record)
+    }
+}
+
+/// True if the last whole record in `wire` is an alert (see
+/// [`RecordWatch::ended_with_alert`]).
+pub fn ends_with_alert(wire: &[u8]) -> bool {
+    let mut r = RecordWatch::default();
+    let mut rest = wire;
+    let mut last = None;
+    while rest.len() >= 5 {
+        let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+        if rest.len() < 5 + len {
+            break;
+        }
+        r.observe(&rest[..5 + len]);
+        last = r.last;
+        rest = &rest[5 + len..];
+    }
+    r.last = last;
+    r.ended_with_alert()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Alert, ProtocolErrorKind};
+
+    #[test]
+    fn follows_records_split_anywhere() {
+        let mut wire = vec![0x16, 3, 3, 0, 4, 1, 2, 3, 4];
+        wire.extend(Alert::DECODE_ERROR.plaintext_record());
+        for cut in 0..wire.len() {
+            let mut r = RecordWatch::default();
+            r.observe(&wire[..cut]);
+            r.observe(&wire[cut..]);
+            assert!(r.ended_with_alert(), "cut at {cut}");
+            assert!(r.sends_plaintext());
+        }
+        assert!(ends_with_alert(&wire));
+        assert!(!ends_with_alert(&wire[..9]));
+    }
+
+    #[test]
+    fn an_alert_is_owed_only_in_the_clear_and_only_once() {
+        let e = Error::protocol(ProtocolErrorKind::Malformed, "test");
+        let mut r = RecordWatch::default();
+        r.observe(&[0x16, 3, 3, 0, 1, 9]);
+        assert_eq!(r.missing_alert(&e), Some([0x15, 3, 3, 0, 2, 2, 50]));
+        assert_eq!(r.missing_alert(&e), None, "already sent");
+        let mut r = RecordWatch::default();
+        r.observe(&[0x14, 3, 3, 0, 1, 1]);
+        assert_eq!(r.missing_alert(&e), None, "after ChangeCipherSpec only the library can encrypt one");
+        assert_eq!(RecordWatch::default().missing_alert(&Error::UnexpectedEof), None, "no alert for EOF");
+    }
+}
