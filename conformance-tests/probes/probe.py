@@ -784,7 +784,8 @@ def report(args, probes, servers, results, expectations, elapsed):
             got, ref_r = results[s.name][p.name], ref[p.name]
             counts[got.kind] += 1
             verdict, text = judge(p, ref_r, got)
-            exp = [e for e in expectations if e["backend"] == s.name and e["probe"] == p.name]
+            exp = [e for e in expectations
+                   if e["backend"] in (s.name, "*") and e["probe"] == p.name]
             match = [e for e in exp if e["reaction"] == got.label()]
             if exp and not match:
                 stale.append("%s %s: expected %s, saw %s" % (s.name, p.name,
