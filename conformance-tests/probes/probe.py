@@ -791,7 +791,9 @@ def report(args, probes, servers, results, expectations, elapsed):
                 stale.append("%s %s: expected %s, saw %s" % (s.name, p.name,
                                                            exp[0]["reaction"], got.label()))
             if verdict == "fail" and match:
-                verdict, text = "listed", "%s [listed: %s]" % (text, match[0]["reason"])
+                reason = " ".join(match[0]["reason"].split())
+                verdict, text = "listed", "%s [listed: %s]" % (
+                    text, reason if len(reason) <= 90 else reason[:87] + "...")
             if verdict == "fail":
                 failed += 1
                 unlisted.append((p.name, got.label(), text))
