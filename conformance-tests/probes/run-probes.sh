@@ -5,6 +5,7 @@
 #
 #   run-probes.sh [--echo-server PATH] [--backends rustls,openssl] [--markdown FILE]
 #                 [--only REGEX] [--timeout SECONDS] [--keep-logs]
+#   run-probes.sh --self-test   (checks that a spinning server is caught: spin-double.py)
 #
 # Without --backends (or SIPSTLS_PROBE_BACKENDS) only s_server is probed. ECHO_SERVER and
 # SIPSTLS_PROBE_BACKENDS may stand for the first two options. Makes a virtual environment
@@ -17,6 +18,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 echo_server="${ECHO_SERVER:-}"
 backends="${SIPSTLS_PROBE_BACKENDS:-}"
 keep_logs=
+self_test=
 extra=()
 while (($#)); do
     case "$1" in
@@ -25,10 +27,16 @@ while (($#)); do
         --markdown) extra+=(--markdown "$(realpath -m "$2")"); shift 2 ;;
         --only | --timeout | --expectations) extra+=("$1" "$2"); shift 2 ;;
         --keep-logs) keep_logs=1; shift ;;
-        -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+        --self-test) self_test=1; shift ;;
+        -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "run-probes.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
+if [ -n "$self_test" ]; then
+    echo_server="$here/spin-double.py"
+    backends=double
+    extra+=(--only '^(sanity-raw-hello|large-padding-65422)$' --expectations /dev/null)
+fi
 if [ -n "$backends" ]; then
     if [ -z "$echo_server" ] || [ ! -x "$echo_server" ]; then
         echo "run-probes.sh: --echo-server PATH (an executable echo-server) is needed for --backends" >&2
@@ -89,5 +97,17 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
 args=(--cert "$work/cert.pem" --key "$work/key.pem" --work-dir "$work")
 [ -n "$backends" ] && args+=(--echo-server "$echo_server" --backends "$backends")
 status=0
+if [ -n "$self_test" ]; then
+    out="$("$venv/bin/python" "$here/probe.py" "${args[@]}" "${extra[@]}")" || true
+    printf '%s\n' "$out"
+    if grep -q '^double .*large-padding-65422 .*spin' <<<"$out" \
+        && grep -q '^double .*sanity-raw-hello .*hang' <<<"$out"; then
+        echo "self-test: 2 passed, 0 failed"
+    else
+        echo "self-test: 0 passed, 2 failed (the spin or the hang was not seen)"
+        status=1
+    fi
+    exit "$status"
+fi
 "$venv/bin/python" "$here/probe.py" "${args[@]}" "${extra[@]}" || status=$?
 exit "$status"
