@@ -110,6 +110,15 @@ echo "== interop matrix and examples, rustls + OpenSSL + wolfSSL + Mbed TLS"
 cargo test --locked -p sipstls-conformance --features wolfssl,mbedtls --test interop
 cargo test --locked -p sipstls-examples --features wolfssl,mbedtls
 
+# An independent view: malformed and unusual ClientHellos and records (built by hand and
+# with tlslite-ng from PyPI, pinned, in a virtual environment) sent to each backend's
+# echo-server and to `openssl s_server` with the same key in one run; a backend whose
+# reaction is worse than s_server's fails unless conformance-tests/probes/expectations.toml
+# lists the deviation with its reason (docs/robustness.md). Mbed TLS 2.28 is not gated here.
+echo "== differential TLS probes against openssl s_server: rustls, OpenSSL, wolfSSL"
+cargo build --locked -q -p sipstls-examples --features wolfssl,mbedtls --bin echo-server
+conformance-tests/probes/run-probes.sh --echo-server target/debug/echo-server --backends rustls,openssl,wolfssl
+
 # BoringSSL cannot link beside OpenSSL (same C symbols): its own build, rustls beside it.
 # The first build compiles BoringSSL with cmake (about 4 minutes on 2 cores).
 echo "== cargo test (BoringSSL through the boring crate, beside rustls)"

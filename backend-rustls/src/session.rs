@@ -583,6 +583,21 @@ impl RustlsSession {
                 chosen = Selected { config: d.config.clone(), verify_peer: d.config().verify_peer };
             }
         }
+        // No key of the domain can sign with a scheme the client offers: refuse now, in
+        // the clear, with handshake_failure (RFC 8446 section 4.4.3), as OpenSSL does.
+        // rustls would send its ServerHello first and refuse only at CertificateVerify.
+        let schemes = accepted.client_hello().signature_schemes().to_vec();
+        if !schemes.is_empty() {
+            let key = chosen.config.cert_resolver.resolve(accepted.client_hello());
+            if key.is_some_and(|k| k.key.choose_scheme(&schemes).is_none()) {
+                let e = Error::protocol(
+                    ProtocolErrorKind::HandshakeFailure,
+                    "no signature scheme the client offers can be made with the domain's keys",
+                );
+                return Err(self.fail_before_keys(e));
+            }
+        }
+        let State::Accepting { hello, .. } = &mut self.state else { unreachable!() };
         let hello = std::mem::take(hello);
         match UnbufferedServerConnection::new(chosen.config) {
             Ok(conn) => {
