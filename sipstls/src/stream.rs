@@ -251,50 +251,21 @@ mod tests {
 
     use super::*;
 
-    /// A session that never takes input and never has output: the stall a driver must
-    /// turn into an error instead of asking again forever.
-    struct Stalled;
-
-    impl Session for Stalled {
-        fn role(&self) -> Role {
-            Role::Server
-        }
-        fn feed_tls(&mut self, _: &[u8]) -> Result<usize> {
-            Ok(0)
-        }
-        fn wants_write(&self) -> bool {
-            false
-        }
-        fn take_tls(&mut self, _: &mut [u8]) -> usize {
-            0
-        }
-        fn is_handshaking(&self) -> bool {
-            true
-        }
-        fn read(&mut self, _: &mut [u8]) -> Result<ReadStatus> {
-            Ok(ReadStatus::WouldBlock)
-        }
-        fn write(&mut self, _: &[u8]) -> Result<usize> {
-            Ok(0)
-        }
-        fn close_notify(&mut self) {}
-        fn info(&self) -> Option<TlsInfo> {
-            None
-        }
-        fn error(&self) -> Option<&Error> {
-            None
-        }
+    /// A server session stuck in its handshake: `Stalled` never takes input and never has
+    /// output (the stall a driver must turn into an error instead of asking again
+    /// forever); `Endless` takes every byte and never completes (only a deadline ends it).
+    #[derive(Clone, Copy, PartialEq)]
+    enum Stuck {
+        Stalled,
+        Endless,
     }
 
-    /// A session that takes every byte and never completes: only the deadline ends it.
-    struct Endless;
-
-    impl Session for Endless {
+    impl Session for Stuck {
         fn role(&self) -> Role {
             Role::Server
         }
         fn feed_tls(&mut self, input: &[u8]) -> Result<usize> {
-            Ok(input.len())
+            Ok(if *self == Stuck::Endless { input.len() } else { 0 })
         }
         fn wants_write(&self) -> bool {
             false
@@ -326,7 +297,7 @@ mod tests {
         z.write_all(b"\x16\x03\x01\x00\x05hello").unwrap();
         a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let t0 = Instant::now();
-        let e = TlsStream::new(Box::new(Stalled), a).handshake().expect_err("a stalled session must fail");
+        let e = TlsStream::new(Box::new(Stuck::Stalled), a).handshake().expect_err("a stalled session must fail");
         assert!(t0.elapsed() < Duration::from_secs(2), "took {:?}", t0.elapsed());
         assert!(matches!(tls_error(&e), Some(Error::Backend { .. })), "{e:?}");
     }
@@ -344,7 +315,7 @@ mod tests {
             }
         });
         a.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut tls = TlsStream::new(Box::new(Endless), a);
+        let mut tls = TlsStream::new(Box::new(Stuck::Endless), a);
         let t0 = Instant::now();
         let e = tls.handshake_within(Duration::from_millis(400)).expect_err("the deadline must end the handshake");
         let took = t0.elapsed();
