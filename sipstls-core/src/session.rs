@@ -27,7 +27,10 @@ pub enum ReadStatus {
 ///
 /// Every backend behaves the same way under this contract, which the conformance suite
 /// checks. Fatal errors are sticky: after one, every call that can fail returns it again,
-/// and [`take_tls`](Session::take_tls) still yields the alert that tells the peer.
+/// and [`take_tls`](Session::take_tls) still yields the alert that tells the peer: every
+/// fatal error the peer caused queues the alert [`Error::alert`] names, except where a
+/// library sends none once records are encrypted and offers no way to (listed in
+/// `docs/robustness.md`).
 pub trait Session: Send {
     /// Which side this session is.
     fn role(&self) -> Role;
@@ -36,6 +39,13 @@ pub trait Session: Send {
     /// were taken; fewer than `input.len()` (even 0) means internal buffers are full:
     /// [`read`](Session::read) plaintext and [`take_tls`](Session::take_tls) first, then
     /// feed the rest.
+    ///
+    /// Progress is guaranteed: a session takes fewer bytes than offered only while
+    /// plaintext waits for `read` or ciphertext for `take_tls`. With both drained, a call
+    /// with non-empty input takes at least one byte or fails; input the session can never
+    /// take (a handshake message larger than the library joins, say) is a typed error with
+    /// the alert it calls for, never a refusal that no caller action can end. A driver may
+    /// therefore treat a second refusal after a drain as an error.
     fn feed_tls(&mut self, input: &[u8]) -> Result<usize>;
 
     /// True while ciphertext is waiting for [`take_tls`](Session::take_tls).
