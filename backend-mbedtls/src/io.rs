@@ -19,59 +19,12 @@ use crate::Compiled;
 pub(crate) const MAX_INPUT: usize = 64 * 1024;
 /// Ciphertext waiting for the caller before plaintext writes are refused (back-pressure).
 pub(crate) const MAX_OUTPUT: usize = 256 * 1024;
-/// The largest TLS 1.2 record body (RFC 5246 6.2.3: 2^14 + 2048).
-const MAX_RECORD_BODY: usize = 16384 + 2048;
-/// The longest plaintext record body (2^14).
-const MAX_PLAINTEXT_BODY: usize = 16384;
 
 /// Empties a buffer and gives its memory back when it is larger than a small record.
 pub(crate) fn release(buf: &mut Vec<u8>) {
     buf.clear();
     if buf.capacity() > 2048 {
         *buf = Vec::new();
-    }
-}
-
-/// Follows record boundaries in the incoming byte stream so that a record header
-/// announcing more than TLS allows is reported as a record overflow (Mbed TLS reports it
-/// as a generic invalid record).
-#[derive(Default)]
-struct RecordScanner {
-    header: [u8; 5],
-    header_len: usize,
-    body_left: usize,
-    overflow: bool,
-    /// The peer's ChangeCipherSpec went by: its records are ciphertext from here.
-    peer_encrypting: bool,
-}
-
-impl RecordScanner {
-    fn scan(&mut self, mut data: &[u8]) {
-        while !data.is_empty() && !self.overflow {
-            if self.body_left > 0 {
-                let n = self.body_left.min(data.len());
-                self.body_left -= n;
-                data = &data[n..];
-                continue;
-            }
-            let n = (5 - self.header_len).min(data.len());
-            self.header[self.header_len..self.header_len + n].copy_from_slice(&data[..n]);
-            self.header_len += n;
-            data = &data[n..];
-            if self.header_len == 5 {
-                self.header_len = 0;
-                let len = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
-                // Until the peer's ChangeCipherSpec its records are plaintext, of at most
-                // 2^14 bytes (RFC 5246 section 6.2.1); Mbed TLS would call a longer
-                // ClientHello record malformed rather than an overflow.
-                let limit = if self.peer_encrypting { MAX_RECORD_BODY } else { MAX_PLAINTEXT_BODY };
-                if len > limit {
-                    self.overflow = true;
-                }
-                self.peer_encrypting |= self.header[0] == 0x14;
-                self.body_left = len;
-            }
-        }
     }
 }
 
@@ -92,7 +45,10 @@ pub(crate) struct Shared {
     input_pos: usize,
     pub(crate) output: Vec<u8>,
     output_pos: usize,
-    scanner: RecordScanner,
+    /// The framing of what the peer sends, so that a record announcing more than TLS
+    /// allows (2^14 bytes in the clear, 2^14 + 2048 protected) is reported as a record
+    /// overflow: Mbed TLS calls it a malformed record or a bad ClientHello.
+    peer_records: sipstls_core::record::RecordWatch,
     /// The last fatal alert this side wrote in the clear.
     pub(crate) sent_alert: Option<u8>,
     /// The framing of everything written, to know whether an alert is still owed.
@@ -124,7 +80,7 @@ impl Shared {
             input_pos: 0,
             output: Vec::new(),
             output_pos: 0,
-            scanner: RecordScanner::default(),
+            peer_records: Default::default(),
             sent_alert: None,
             records: Default::default(),
             policy,
@@ -149,13 +105,13 @@ impl Shared {
         let room = MAX_INPUT.saturating_sub(self.input.len() - self.input_pos);
         let n = room.min(data.len());
         self.input.extend_from_slice(&data[..n]);
-        self.scanner.scan(&data[..n]);
+        self.peer_records.observe(&data[..n]);
         n
     }
 
     /// True once a record header announced more than TLS allows.
     pub(crate) fn record_overflow(&self) -> bool {
-        self.scanner.overflow
+        self.peer_records.oversized()
     }
 
     pub(crate) fn pending_input(&self) -> usize {

@@ -472,34 +472,33 @@ impl RustlsSession {
                 }
                 if buf.len() >= MAX_INCOMING {
                     let e = Error::protocol(ProtocolErrorKind::Malformed, "handshake message over 64 KiB");
-                    let e = self.fail(e);
-                    self.alert_if_silent(&e, out_before);
-                    return Err(e);
+                    return Err(self.fail_with_alert(e, out_before));
                 }
                 Ok(())
             }
             Err(e) => {
                 buf.clear();
-                let e = self.fail(e);
-                self.alert_if_silent(&e, out_before);
-                Err(e)
+                Err(self.fail_with_alert(e, out_before))
             }
         }
     }
 
-    /// rustls reports some fatal errors without queuing an alert (a handshake message over
-    /// 64 KiB, records interleaved with a fragmented handshake message, too many empty
-    /// records, a TLS 1.2 key that cannot sign any scheme offered). While records still go
-    /// out in the clear, the alert for the error is written here; once encrypted, only
-    /// rustls can write it, and it does not.
-    fn alert_if_silent(&mut self, e: &Error, out_before: usize) {
+    /// Records `e` as the sticky error, with its alert. rustls reports some fatal errors
+    /// without queuing an alert (a handshake message over 64 KiB, records interleaved with
+    /// a fragmented handshake message, too many empty records, a TLS 1.2 key that cannot
+    /// sign any scheme offered). While records still go out in the clear, the alert for the
+    /// error is written here when nothing rustls queued since `out_before` (the pending
+    /// output's length before the failing call) is one; once encrypted, only rustls can
+    /// write it, and it does not.
+    fn fail_with_alert(&mut self, e: Error, out_before: usize) -> Error {
+        let e = self.fail(e);
         let new = &self.bufs.out.pending_bytes()[out_before.min(self.bufs.pending_out())..];
-        if sipstls_core::record::ends_with_alert(new) || !self.sends_plaintext() {
-            return;
+        if !sipstls_core::record::ends_with_alert(new) && self.sends_plaintext() {
+            if let Some(alert) = e.alert() {
+                self.bufs.out.push(&alert.plaintext_record());
+            }
         }
-        if let Some(alert) = e.alert() {
-            self.bufs.out.push(&alert.plaintext_record());
-        }
+        e
     }
 
     /// Encrypts plaintext written during the handshake, once application data may be
@@ -626,29 +625,21 @@ impl RustlsSession {
             return Ok(());
         }
         self.peer_records.observe(input);
-        if self.peer_records.largest_record() <= MAX_FRAGMENT {
+        if !self.peer_records.oversized() {
             return Ok(());
         }
         let e = Error::protocol(ProtocolErrorKind::RecordOverflow, "a plaintext record longer than 2^14 bytes");
         if self.role == Role::Server {
             return Err(self.fail_before_keys(e));
         }
-        let e = self.fail(e);
-        self.alert_if_silent(&e, self.bufs.pending_out());
-        Err(e)
+        Err(self.fail_with_alert(e, self.bufs.pending_out()))
     }
 
     /// Fails a server session that has no connection yet, with the alert for `e` unless
     /// rustls queued one (before the ServerHello nothing is encrypted).
     fn fail_before_keys(&mut self, e: Error) -> Error {
         self.state = State::Dead;
-        let e = self.fail(e);
-        if !sipstls_core::record::ends_with_alert(self.bufs.out.pending_bytes()) {
-            if let Some(alert) = e.alert() {
-                self.bufs.out.push(&alert.plaintext_record());
-            }
-        }
-        e
+        self.fail_with_alert(e, 0)
     }
 
     /// True while this side sends records in the clear: an alert can then be written

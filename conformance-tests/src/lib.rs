@@ -44,7 +44,7 @@ macro_rules! conformance_suite {
         }
 
         mod common {
-            $crate::__common_checks!(super::__sipstls_backend;
+            $crate::__module_checks!(checks, super::__sipstls_backend;
                 version_mismatch_refused,
                 garbage_input_typed_error,
                 oversize_record_length,
@@ -57,7 +57,7 @@ macro_rules! conformance_suite {
         }
 
         mod ops {
-            $crate::__ops_checks!(super::__sipstls_backend;
+            $crate::__module_checks!(ops, super::__sipstls_backend;
                 table_statistics,
                 reload_swaps_domains,
                 peer_certificate_inspection,
@@ -65,7 +65,7 @@ macro_rules! conformance_suite {
         }
 
         mod hostile {
-            $crate::__hostile_checks!(super::__sipstls_backend;
+            $crate::__module_checks!(hostile, super::__sipstls_backend;
                 random_bytes_to_client,
                 random_records_after_handshake,
                 record_length_over_limit,
@@ -84,51 +84,12 @@ macro_rules! conformance_suite {
         }
 
         mod large_messages {
-            $crate::__large_message_checks!(super::__sipstls_backend;
+            $crate::__module_checks!(large_messages, super::__sipstls_backend;
                 large_client_hello,
                 many_cipher_suites,
                 large_server_hello,
             );
         }
-    };
-}
-
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __large_message_checks {
-    ($b:path; $($name:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $name() {
-                $crate::large_messages::$name(&*$b());
-            }
-        )*
-    };
-}
-
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __ops_checks {
-    ($b:path; $($name:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $name() {
-                $crate::ops::$name(&*$b());
-            }
-        )*
-    };
-}
-
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __hostile_checks {
-    ($b:path; $($name:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $name() {
-                $crate::hostile::$name(&*$b());
-            }
-        )*
     };
 }
 
@@ -184,14 +145,15 @@ macro_rules! __versioned_tests {
     };
 }
 
+/// One `#[test]` per check named, each calling `$crate::<module>::<check>(backend)`.
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __common_checks {
-    ($b:path; $($name:ident),* $(,)?) => {
+macro_rules! __module_checks {
+    ($m:ident, $b:path; $($name:ident),* $(,)?) => {
         $(
             #[test]
             fn $name() {
-                $crate::checks::$name(&*$b());
+                $crate::$m::$name(&*$b());
             }
         )*
     };

@@ -6,6 +6,11 @@
 
 use crate::error::Error;
 
+/// The longest record body in the clear (2^14, RFC 8446 section 5.1, RFC 5246 6.2.1).
+const MAX_PLAINTEXT: usize = 1 << 14;
+/// The longest protected record body any version allows (2^14 + 2048, RFC 5246 6.2.3).
+const MAX_PROTECTED: usize = (1 << 14) + 2048;
+
 /// Record content types.
 const CHANGE_CIPHER_SPEC: u8 = 0x14;
 const ALERT: u8 = 0x15;
@@ -25,8 +30,9 @@ pub struct RecordWatch {
     last: Option<(u8, usize)>,
     /// A ChangeCipherSpec or an encrypted record went by: records are protected from here.
     encrypting: bool,
-    /// The longest record body announced so far.
-    largest: usize,
+    /// A record announced more than its kind may carry: 2^14 bytes in the clear, 2^14 +
+    /// 2048 once protected.
+    oversized: bool,
 }
 
 impl RecordWatch {
@@ -46,18 +52,21 @@ impl RecordWatch {
             if self.header_len == 5 {
                 let typ = self.header[0];
                 let len = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                let limit = if self.encrypting { MAX_PROTECTED } else { MAX_PLAINTEXT };
+                self.oversized |= len > limit;
                 self.encrypting |= typ == CHANGE_CIPHER_SPEC || typ == APPLICATION_DATA;
                 self.last = Some((typ, len));
-                self.largest = self.largest.max(len);
                 self.left = len;
                 self.header_len = 0;
             }
         }
     }
 
-    /// The longest record body announced so far (a plaintext record may carry 2^14 bytes).
-    pub fn largest_record(&self) -> usize {
-        self.largest
+    /// True once a record announced more than it may carry: over 2^14 bytes before the
+    /// stream's first ChangeCipherSpec or protected record, over 2^14 + 2048 after it
+    /// (the receiver's record_overflow, whatever its library calls it).
+    pub fn oversized(&self) -> bool {
+        self.oversized
     }
 
     /// True while nothing this side sent is protected: an alert may go out in the clear.
@@ -120,6 +129,24 @@ mod tests {
         }
         assert!(ends_with_alert(&wire));
         assert!(!ends_with_alert(&wire[..9]));
+    }
+
+    #[test]
+    fn record_limits_follow_encryption() {
+        let header = |typ: u8, len: usize| [typ, 3, 3, (len >> 8) as u8, len as u8];
+        let mut r = RecordWatch::default();
+        r.observe(&header(0x16, 1 << 14));
+        r.observe(&vec![0; 1 << 14]);
+        assert!(!r.oversized(), "2^14 in the clear is allowed");
+        r.observe(&header(0x16, (1 << 14) + 1));
+        assert!(r.oversized(), "2^14 + 1 in the clear is not");
+        let mut r = RecordWatch::default();
+        r.observe(&[0x14, 3, 3, 0, 1, 1]);
+        r.observe(&header(0x17, (1 << 14) + 2048));
+        assert!(!r.oversized(), "2^14 + 2048 protected is allowed");
+        r.observe(&vec![0; (1 << 14) + 2048]);
+        r.observe(&header(0x17, (1 << 14) + 2049));
+        assert!(r.oversized());
     }
 
     #[test]
