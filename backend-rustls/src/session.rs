@@ -570,7 +570,7 @@ impl RustlsSession {
     /// Server: the ClientHello is in; makes the connection for the domain its SNI selects
     /// and runs it over the hello and `rest` (what came after it).
     fn start_server(&mut self, accepted: rustls::server::Accepted, rest: &[u8]) -> Result<()> {
-        let State::Accepting { hello, default, sni, .. } = &mut self.state else { unreachable!() };
+        let State::Accepting { default, sni, .. } = &mut self.state else { unreachable!() };
         let mut chosen = default.clone();
         let name = accepted.client_hello().server_name().map(str::to_owned);
         if let (Some(cands), Some(name)) = (sni.as_ref(), name.as_deref()) {

@@ -452,6 +452,100 @@ fn sip_client_binary_against_the_confined_server() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("TLS:"), "{}", String::from_utf8_lossy(&bad.stderr));
 }
 
+/// CPU time (user + system) a process has used so far, from /proc.
+fn process_cpu(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name: state is field 3; utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|x| x.parse().ok()).collect();
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(f.iter().sum::<u64>() * 1000 / hz)
+}
+
+/// 200 hostile connections against the confined server (ClientHellos of about 64 KiB and over,
+/// whole and fragmented into 1,000-byte records, 30,000 cipher suites, a record header and
+/// nothing more, random bytes), then all closed: within 2 s the manager and its workers
+/// use no more CPU (none spins on a connection that is gone), a normal client is still
+/// served, and SIGTERM ends the server within its drain deadline.
+fn hostile_load_leaves_server_idle(backend: &str) {
+    use sipstls::ProtocolVersion;
+    use sipstls_conformance::wire::{self, HelloSpec, HANDSHAKE};
+
+    let dir = ScratchDir::new("hostile-load");
+    pki().write_to(dir.path()).unwrap();
+    let server = start(
+        env!("CARGO_BIN_EXE_sip-server"),
+        dir.path(),
+        "server",
+        &["--backend", backend, "--model", "confined", "--workers", "2"],
+    );
+    let manager = server._child.0.id() as i32;
+    let pids: Vec<i32> = std::iter::once(manager).chain(server.worker_pids()).collect();
+    let cpu = || pids.iter().map(|&p| process_cpu(p)).sum::<Duration>();
+
+    let v = if backend == "mbedtls" { ProtocolVersion::Tls12 } else { ProtocolVersion::Tls13 };
+    let sized = |n: usize| HelloSpec::new(v).with_total_size(n).message();
+    let hostile: Vec<Vec<u8>> = vec![
+        wire::records(HANDSHAKE, &sized(0xffff + 64), 1000),
+        // Just under 64 KiB of message, over 64 KiB with its record headers: more than
+        // rustls's acceptor buffers, less than its message limit.
+        wire::records(HANDSHAKE, &sized(0xffff), 16 * 1024),
+        wire::records(HANDSHAKE, &sized(65_520), 16 * 1024),
+        wire::records(HANDSHAKE, &HelloSpec { filler_suites: 30_000, ..HelloSpec::new(v) }.message(), 16 * 1024),
+        wire::records(HANDSHAKE, &sized(128 * 1024), 16 * 1024),
+        vec![0x16, 0x03, 0x01, 0x40], // slowloris: a record header, never finished
+        wire::random(9, 4096),
+    ];
+    let mut conns = Vec::new();
+    for i in 0..200 {
+        let mut s = TcpStream::connect_timeout(&server.addr, Duration::from_secs(5)).unwrap_or_else(|e| {
+            panic!("{backend}: connection {i} not accepted ({e}): is the manager spinning?\n{}", server.log())
+        });
+        s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+        // The server may refuse and close before everything is written.
+        let _ = s.write_all(&hostile[i % hostile.len()]);
+        conns.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    drop(conns);
+
+    // Within 2 s of the last close the CPU time stops growing: over the following second
+    // the whole process tree uses less than 100 ms.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = cpu();
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu().saturating_sub(before);
+    assert!(
+        used < Duration::from_millis(100),
+        "{backend}: the server used {used:?} of CPU in the second after every hostile client had gone (busy loop?)\n{}",
+        server.log()
+    );
+
+    // A normal client is still served.
+    let run = client::run(&client_opts(dir.path(), server.addr, backend)).expect("a normal client after the attack");
+    assert_eq!(status(&run.responses[0]), 200);
+
+    // SIGTERM: the manager closes, the workers are reaped, the process ends well within its
+    // drain deadline (event loops 0.5 s, workers 2 s).
+    // SAFETY: signalling the server process this test started.
+    unsafe { libc::kill(manager, libc::SIGTERM) };
+    let t0 = Instant::now();
+    let mut child = server;
+    let status = loop {
+        if let Some(st) = child._child.0.try_wait().unwrap() {
+            break Some(st);
+        }
+        if t0.elapsed() > Duration::from_secs(5) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let log = child.log();
+    assert!(status.is_some(), "{backend}: SIGTERM did not end the server within 5 s\n{log}");
+    assert!(log.contains("signalled, stopping"), "{backend}: {log}");
+}
+
 macro_rules! per_backend {
     ($($check:ident),*) => {
         #[cfg(feature = "rustls")]
@@ -467,4 +561,10 @@ macro_rules! per_backend {
     };
 }
 
-per_backend!(confined_sip_server, killed_worker, workers_killed_under_load, single_sip_server);
+per_backend!(
+    confined_sip_server,
+    killed_worker,
+    workers_killed_under_load,
+    single_sip_server,
+    hostile_load_leaves_server_idle
+);
