@@ -2,9 +2,10 @@
 //!
 //! The sipstls [`Backend`] on rustls with the aws-lc-rs crypto provider.
 //!
-//! - Sessions run on rustls's unbuffered API: the session owns its buffers and frees each
-//!   once it is empty, so an idle session holds none (a buffered rustls connection keeps a
-//!   4 KiB read buffer for life).
+//! - Sessions run on rustls's unbuffered API: the session owns its buffers, keeps them
+//!   (up to 4 KiB each) between records while busy and gives them all back in
+//!   `Session::release_memory`, so an idle session holds none (a buffered rustls
+//!   connection keeps a 4 KiB read buffer for life).
 //! - Server sessions start with rustls's [`Acceptor`]: the ClientHello is read first, the
 //!   SNI picks the domain (its whole `ServerConfig`: certificate, client verification,
 //!   ALPN, versions), then a connection with that configuration reads the ClientHello

@@ -13,10 +13,9 @@
 //! By default (and in CI) this binary checks that every backend that does not claim the
 //! model refuses it with `Error::Unsupported`. The experiment itself runs with rustls when
 //! a backend claims the model (rustls does) or `SIPSTLS_MIGRATING_STRESS=1` is set.
-//! Measured here on 2026-11-22: without `prepare_for_fork()` 2 runs in ~21 had a worker die
-//! of SIGSEGV (aws-lc's lazily built method tables, see step 2 below); with it, 70 of 70
-//! runs clean. OpenSSL 3 needs process-shared internal locks and more
-//! (research/process-sharing.md) and is not tried.
+//! Without `prepare_for_fork()` a worker can die of SIGSEGV (aws-lc's lazily built method
+//! tables, see step 2 above; the runs are in docs/process-models.md). OpenSSL 3 would need
+//! process-shared internal locks and more, and is not tried.
 //!
 //! Faults (`workers_killed_at_random_points`): 10 rounds of 1000 sessions, 2 workers
 //! SIGKILLed per round at random points and replaced; a killed worker breaks at most the
@@ -443,10 +442,10 @@ const FAULT_ROUNDS: usize = 10;
 const KILLS_PER_ROUND: usize = 2;
 /// Arena bytes a killed worker may leave behind with the session pair it held (its two
 /// half-updated sessions, which nobody may free, and whatever that step had allocated);
-/// measured: 14 to 19 KB per held pair (16,872 bytes for an established pair).
+/// the measured leftovers are in docs/robustness.md.
 const LEFTOVER_PER_HELD_PAIR: usize = 64 * 1024;
 /// Arena bytes any killed worker leaves behind: its per-thread library state (aws-lc's
-/// random generator and error queue, measured 744 bytes), freed by
+/// random generator and error queue), freed by
 /// `release_thread_state` in a worker that ends normally.
 const LEFTOVER_PER_KILL: usize = 4096;
 

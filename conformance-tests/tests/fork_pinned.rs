@@ -460,8 +460,8 @@ fn matrix_markdown(rows: &[MatrixRow]) -> String {
                 None,
                 match r.backend {
                     "openssl" => {
-                        "OpenSSL 3 keeps per-thread state and process-private locks; sipstls does not yet interpose \
-                         pthread_rwlock_init or have migrating fork checks for it (research/process-sharing.md)"
+                        "OpenSSL 3 keeps per-thread state and process-private locks; sipstls does not interpose \
+                         pthread_rwlock_init or have migrating fork checks for it"
                     }
                     "mbedtls" => {
                         "the bundled Mbed TLS 2.28 has no allocator hook (no MBEDTLS_PLATFORM_MEMORY) and uses \

@@ -187,9 +187,9 @@ fn client(board: &Board, cd: &dyn ClientDomain, addr: SocketAddr, total: usize) 
 // ---------------------------------------------------------------------------------------
 // The check.
 
-/// Connections per backend: `SIPSTLS_FAULT_CONNS`, else 10,000, except Mbed TLS: in a
-/// debug build it serves about 90 connections a second here (10,000 took 114 s, passing),
-/// so it runs `MBEDTLS_CONNECTIONS` to stay within about a minute.
+/// Connections per backend: `SIPSTLS_FAULT_CONNS`, else 10,000, except Mbed TLS, whose
+/// debug build is far slower (its C library is built without optimisation too): it runs
+/// `MBEDTLS_CONNECTIONS` to stay within about a minute (docs/robustness.md).
 fn connections(backend: &str) -> usize {
     let default = if backend == "mbedtls" { MBEDTLS_CONNECTIONS } else { DEFAULT_CONNECTIONS };
     std::env::var("SIPSTLS_FAULT_CONNS")

@@ -2,10 +2,10 @@
 //! keeps after a request and a response (its client gone) and `release_memory()` stays
 //! under `BOUND` bytes.
 //!
-//! On rustls's buffered API the session kept a 4 KiB read buffer for its whole life (the
-//! deframer never shrinks below one read): 6,568 bytes per idle session here, against
-//! 2,480 now. backend-rustls runs rustls's unbuffered API: it keeps its buffers between
-//! records while busy and frees them in `release_memory()`.
+//! rustls's buffered API keeps a 4 KiB read buffer for a connection's whole life (the
+//! deframer never shrinks below one read). backend-rustls runs rustls's unbuffered API: it
+//! keeps its buffers between records while busy and frees them in `release_memory()`
+//! (figures: docs/scale.md).
 //!
 //! The heap is counted by a global allocator that wraps the system's (live bytes as
 //! requested, all threads); `harness = false`, so nothing else runs while it counts.

@@ -143,9 +143,8 @@ impl<S: Sock> Watched<S> {
     ///
     /// The future is two words until first polled: `select!` creates every branch's
     /// future, disabled ones too, and keeps room for all of them in the connection's task,
-    /// so the registration is made (and boxed) only when a write really waits. Inline,
-    /// it made each idle connection's task 192 bytes larger (measured with scale-bench:
-    /// 100,000 idle connections took 1,012 MB instead of 985 MB).
+    /// so the registration is made (and boxed) only when a write really waits, and an idle
+    /// connection's task does not carry room for it (docs/scale.md has the measurement).
     pub(crate) fn writable(&self) -> Writable<'_, S> {
         Writable { sock: self, wait: None }
     }

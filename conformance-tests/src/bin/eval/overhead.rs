@@ -42,8 +42,8 @@ pub fn work_label(w: Work, backend: &str) -> &'static str {
     }
 }
 
-/// Goal for the instruction overhead of a kind of work (issue: 2% per handshake, 5% per
-/// 1 KiB record).
+/// Goal for the instruction overhead of a kind of work: at most +2% per handshake, +5% per
+/// 1 KiB record.
 pub fn goal(w: Work) -> f64 {
     match w {
         Work::Handshake => 0.02,
