@@ -181,14 +181,29 @@ impl MbedtlsSession {
             )
         };
         let e = self.st.fail(err);
-        // Mbed TLS leaves some errors without an alert (a handshake message split oddly
-        // over records, say): send the one the error calls for, through Mbed TLS, which
-        // encrypts it when keys are in use.
+        // Mbed TLS leaves some errors without an alert (early ClientHello errors, a
+        // handshake message split over records): send the one the error calls for.
         if let (Some(alert), false) = (e.alert(), self.shared().records.ended_with_alert()) {
+            self.send_alert(alert);
+        }
+        e
+    }
+
+    /// Sends a fatal alert: in the clear as a TLS 1.2 record while nothing this side sent
+    /// is protected (Mbed TLS would put the version it has not negotiated yet, 0.0, in the
+    /// record header, which peers refuse as "wrong version number"), through Mbed TLS,
+    /// which encrypts it, after that.
+    fn send_alert(&mut self, alert: sipstls_core::Alert) {
+        let sh = self.shared_mut();
+        if sh.records.sends_plaintext() {
+            let record = alert.plaintext_record();
+            sh.records.observe(&record);
+            sh.output.extend_from_slice(&record);
+            sh.sent_alert = Some(alert.0);
+        } else {
             // SAFETY: the context is alive; the call writes one alert record through our bio.
             unsafe { sys::ssl_send_alert_message(self.ssl(), sys::SSL_ALERT_LEVEL_FATAL as u8, alert.0) };
         }
-        e
     }
 
     /// Reads what the handshake learned before Mbed TLS frees its handshake state.
@@ -210,14 +225,7 @@ impl MbedtlsSession {
         if self.shared().record_overflow() {
             let e = Error::protocol(ProtocolErrorKind::RecordOverflow, "a record longer than 2^14 + 2048 bytes");
             // Tell the peer (best effort; the session is failed either way).
-            // SAFETY: the context is alive; the call writes an alert through our bio.
-            unsafe {
-                sys::ssl_send_alert_message(
-                    self.ssl(),
-                    sys::SSL_ALERT_LEVEL_FATAL as u8,
-                    sys::SSL_ALERT_MSG_RECORD_OVERFLOW as u8,
-                )
-            };
+            self.send_alert(sipstls_core::Alert::RECORD_OVERFLOW);
             return Err(self.st.fail(e));
         }
         Ok(())
@@ -244,14 +252,7 @@ impl MbedtlsSession {
                     // Mbed TLS fails without telling the client; send what OpenSSL sends in
                     // TLS 1.2, so the client sees a typed refusal rather than a dropped
                     // connection.
-                    // SAFETY: the context is alive; writes a plaintext alert through our bio.
-                    unsafe {
-                        sys::ssl_send_alert_message(
-                            self.ssl(),
-                            sys::SSL_ALERT_LEVEL_FATAL as u8,
-                            sys::SSL_ALERT_MSG_HANDSHAKE_FAILURE as u8,
-                        )
-                    };
+                    self.send_alert(sipstls_core::Alert::HANDSHAKE_FAILURE);
                     return Err(self.fail(sys::ERR_SSL_NO_CLIENT_CERTIFICATE));
                 }
                 e => return Err(self.fail(e)),

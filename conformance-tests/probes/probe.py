@@ -40,16 +40,34 @@ SPIN_CPU = 0.3  # CPU seconds within SPIN_WINDOW that make it a spin
 
 
 class Reaction:
-    """What a server did: kind is answer, alert, close, hang, spin, crash or other."""
+    """What a server did: kind is answer, alert, close, hang, spin, crash or other.
+    version: the TLS version of an answer ('TLS1.3', 'TLS1.2', ...) when known;
+    record_version: the record header's version of an alert in the clear (an alert
+    whose record version is no 3.x one is still classified as an alert, and judged
+    apart: clients such as OpenSSL refuse that record and never see the alert);
+    port: the client's local port, which the echo-server's log names."""
 
-    def __init__(self, kind, alert=None, detail=""):
+    def __init__(self, kind, alert=None, detail="", version=None, record_version=None):
         self.kind, self.alert, self.detail = kind, alert, detail
+        self.version, self.record_version = version, record_version
+        self.port, self.log_offset = None, 0
 
     def label(self):
         return "alert:%s" % self.alert if self.kind == "alert" else self.kind
 
+    def bad_record_version(self):
+        return self.record_version is not None and self.record_version >> 8 != 3
+
     def __str__(self):
         return self.label() + (" (%s)" % self.detail if self.detail else "")
+
+
+def alert_reaction(frag, ver, where=None):
+    """An alert record's reaction; `ver` is its record header's version."""
+    detail = where or ("fatal" if frag[0] == 2 else "level %d" % frag[0])
+    if ver >> 8 != 3:
+        detail += ", record version 0x%04x" % ver
+    return Reaction("alert", tb.alert_name(frag[1]), detail, record_version=ver)
 
 
 # Higher is better. `valid` probes are well-formed input a server should answer;
@@ -73,7 +91,10 @@ def read_reaction(sock, timeout=READ_TIMEOUT, sent_error=None):
     for _ in range(10000):  # bounded: every pass either returns or receives bytes
         while len(buf) >= 5:
             ct, ver, ln = struct.unpack(">BHH", buf[:5])
-            if ct not in (tb.CT_CCS, tb.CT_ALERT, tb.CT_HANDSHAKE, tb.CT_APPDATA) or ver >> 8 != 3:
+            # An alert record is read whatever its version field says (judged apart);
+            # anything else must look like TLS.
+            if ct not in (tb.CT_CCS, tb.CT_ALERT, tb.CT_HANDSHAKE, tb.CT_APPDATA) or (
+                    ver >> 8 != 3 and not (ct == tb.CT_ALERT and ln == 2)):
                 return Reaction("other", detail="non-TLS bytes %r" % buf[:8])
             if len(buf) < 5 + ln:
                 break
@@ -81,8 +102,7 @@ def read_reaction(sock, timeout=READ_TIMEOUT, sent_error=None):
             if ct == tb.CT_ALERT:
                 if len(frag) < 2:
                     return Reaction("other", detail="short alert record")
-                return Reaction("alert", tb.alert_name(frag[1]),
-                                "fatal" if frag[0] == 2 else "level %d" % frag[0])
+                return alert_reaction(frag, ver)
             if ct == tb.CT_APPDATA:
                 return Reaction("answer", detail="application data before ServerHello")
             if ct == tb.CT_HANDSHAKE:
@@ -92,8 +112,9 @@ def read_reaction(sock, timeout=READ_TIMEOUT, sent_error=None):
                 if len(hs) >= 4:
                     n = struct.unpack(">I", b"\x00" + hs[1:4])[0]
                     if len(hs) >= 4 + n:
-                        return Reaction("answer", detail="ServerHello " +
-                                        tb.parse_server_hello(hs[4:4 + n]))
+                        version = tb.parse_server_hello(hs[4:4 + n])
+                        return Reaction("answer", detail="ServerHello " + version,
+                                        version=version.split()[-1])
         left = deadline - time.monotonic()
         if left <= 0:
             if hs:
@@ -127,12 +148,15 @@ class Probe:
     """name; group; kind (valid/invalid/either); rfc: the alerts the RFC allows (None:
     not fixed); steps: bytes to send, (SLEEP, s) or SHUT_WR, or a callable run(sock,
     timeout) -> Reaction for probes that need a real handshake; dos: always sample the
-    server's CPU for a full window after it."""
+    server's CPU for a full window after it; tls13: the probe checks a TLS 1.3 rule (it
+    offers TLS 1.3 alone, or tests RFC 8446 version negotiation), so a backend declared
+    TLS 1.2-only that refuses it with an alert or answers it with TLS 1.2 is `n/a` there,
+    neither passed nor failed (any other reaction is judged as usual)."""
 
-    def __init__(self, name, group, kind, steps, rfc=None, dos=False, note=""):
+    def __init__(self, name, group, kind, steps, rfc=None, dos=False, note="", tls13=False):
         self.name, self.group, self.kind, self.steps = name, group, kind, steps
         self.rfc = tuple(rfc) if rfc else None
-        self.dos, self.note = dos, note
+        self.dos, self.note, self.tls13 = dos, note, tls13
 
 
 def make_probes():
@@ -150,7 +174,8 @@ def make_probes():
         return tb.record(tb.CT_HANDSHAKE, payload, **kw)
 
     # -- sanity: real handshakes through tlslite-ng
-    P.append(Probe("sanity-tls13", "sanity", "valid", lambda s, t: tls_sanity(s, t, (3, 4))))
+    P.append(Probe("sanity-tls13", "sanity", "valid", lambda s, t: tls_sanity(s, t, (3, 4)),
+                   tls13=True))
     P.append(Probe("sanity-tls12", "sanity", "valid", lambda s, t: tls_sanity(s, t, (3, 3))))
     P.append(Probe("sanity-raw-hello", "sanity", "valid", [ch().records()]))
 
@@ -303,19 +328,24 @@ def make_probes():
     # -- TLS 1.3 after the handshake (tlslite-ng), TLS 1.2 CKE split by CCS
     P.append(Probe("tls13-zero-type-empty", "content-type", "invalid",
                    lambda s, t: tls13_after_handshake(s, t, "zero-empty"), rfc=UM,
-                   note="TLSInnerPlaintext of one zero byte (RFC 8446 5.4)"))
+                   note="TLSInnerPlaintext of one zero byte (RFC 8446 5.4)",
+                   tls13=True))
     P.append(Probe("tls13-zero-type-zero-padding", "content-type", "invalid",
                    lambda s, t: tls13_after_handshake(s, t, "zero-padded"), rfc=UM,
-                   note="TLSInnerPlaintext of 32 zero bytes"))
+                   note="TLSInnerPlaintext of 32 zero bytes",
+                   tls13=True))
     P.append(Probe("tls13-zero-type-with-data", "content-type", "invalid",
                    lambda s, t: tls13_after_handshake(s, t, "zero-data"), rfc=UM,
-                   note="data then content type 0: the last non-zero byte is no content type"))
+                   note="data then content type 0: the last non-zero byte is no content type",
+                   tls13=True))
     P.append(Probe("tls13-plaintext-overflow", "record-overflow", "invalid",
                    lambda s, t: tls13_after_handshake(s, t, "plain-overflow"), rfc=RO,
-                   note="encrypted record whose plaintext is 2^14+1 bytes"))
+                   note="encrypted record whose plaintext is 2^14+1 bytes",
+                   tls13=True))
     P.append(Probe("tls13-ciphertext-overflow", "record-overflow", "invalid",
                    lambda s, t: tls13_after_handshake(s, t, "cipher-overflow"), rfc=RO,
-                   note="application_data record of 2^14+257 bytes"))
+                   note="application_data record of 2^14+257 bytes",
+                   tls13=True))
     P.append(Probe("tls12-cke-split-by-ccs", "ccs", "invalid",
                    lambda s, t: tls12_cke(s, t, "split")))
     P.append(Probe("tls12-ccs-before-cke", "ccs", "invalid",
@@ -336,15 +366,18 @@ def make_probes():
     P.append(Probe("legacy-0300-no-sv", "legacy-version", "invalid", legacy(0x0300), rfc=PV,
                    note="RFC 7568 3"))
     P.append(Probe("legacy-0304-sv-13", "legacy-version", "valid", legacy(0x0304, [0x0304]),
-                   note="RFC 8446 4.2.1: legacy_version ignored with supported_versions"))
+                   note="RFC 8446 4.2.1: legacy_version ignored with supported_versions",
+                   tls13=True))
     P.append(Probe("legacy-0300-sv-13", "legacy-version", "either", legacy(0x0300, [0x0304]),
-                   note="RFC 8446 says to ignore legacy_version; OpenSSL refuses SSLv3 there"))
+                   note="RFC 8446 says to ignore legacy_version; OpenSSL refuses SSLv3 there",
+                   tls13=True))
     P.append(Probe("sv-only-ssl3", "legacy-version", "invalid",
                    legacy(0x0300, [0x0300, 0x0200]), rfc=PV,
                    note="test-tls13-legacy-version: no version in common"))
     P.append(Probe("sv-only-future-versions", "legacy-version", "invalid",
                    legacy(0x0303, [0x0305, 0x0401]), rfc=PV,
-                   note="RFC 8446 4.2.1: no version in common"))
+                   note="RFC 8446 4.2.1: no version in common; a TLS 1.2 server, which "
+                   "knows no supported_versions, negotiates by legacy_version", tls13=True))
 
     # -- signature schemes the ECDSA P-256 key cannot make (test-ecdsa-sig-flexibility)
     def sig(schemes, tls13):
@@ -357,12 +390,14 @@ def make_probes():
                        extensions=tb.base_extensions(tls13=False, sig_algs=schemes)).records()]
         return steps
     P.append(Probe("sigalgs-tls13-rsa-only", "sig-algs", "invalid",
-                   sig(tb.RSA_ONLY_SIG_ALGS, True), rfc=HF))
+                   sig(tb.RSA_ONLY_SIG_ALGS, True), rfc=HF, tls13=True,
+                   note="TLS 1.3 suites and supported_versions 1.3 only"))
     P.append(Probe("sigalgs-tls12-rsa-only", "sig-algs", "invalid",
                    sig(tb.RSA_ONLY_SIG_ALGS, False), rfc=HF))
     P.append(Probe("sigalgs-tls13-ecdsa-p384-only", "sig-algs", "invalid",
                    sig([tb.ECDSA_P384_SHA384], True), rfc=HF,
-                   note="TLS 1.3 binds the curve: P-256 key cannot make ecdsa_secp384r1_sha384"))
+                   note="TLS 1.3 binds the curve: P-256 key cannot make ecdsa_secp384r1_sha384",
+                   tls13=True))
     P.append(Probe("sigalgs-tls12-ecdsa-sha384-only", "sig-algs", "valid",
                    sig([tb.ECDSA_P384_SHA384], False),
                    note="TLS 1.2 pairs (sha384, ecdsa) with any curve"))
@@ -401,6 +436,14 @@ def tls_exception_reaction(e, where):
     if isinstance(e, (TLSAbruptCloseError, TLSClosedConnectionError, ConnectionError, EOFError)):
         return Reaction("close", detail=where)
     if isinstance(e, TLSLocalAlert):
+        # The server chose a version below the client's minimum (a TLS 1.2 ServerHello to
+        # a TLS 1.3-only client): an answer in that version, which the client refused.
+        m = re.search(r"Too old version: \((\d+), (\d+)\)", str(e))
+        if m and m.group(1) == "3":
+            version = {"4": "TLS1.3", "3": "TLS1.2", "2": "TLS1.1", "1": "TLS1.0",
+                       "0": "SSL3"}.get(m.group(2), "3.%s" % m.group(2))
+            return Reaction("answer", version=version, detail="%s: ServerHello %s, which "
+                            "the client (TLS 1.3 only) refused" % (where, version))
         return Reaction("other", detail="%s: client refused: %s" % (where, e))
     if isinstance(e, OSError):
         return Reaction("close", detail="%s: %s" % (where, e))
@@ -467,9 +510,11 @@ def read_flight(sock, deadline, until_type):
             ct, _, ln = struct.unpack(">BHH", buf[:5])
             if len(buf) < 5 + ln:
                 break
+            buf_ver = buf[1:3]
             frag, buf = buf[5:5 + ln], buf[5 + ln:]
             if ct == tb.CT_ALERT and len(frag) >= 2:
-                return None, Reaction("alert", tb.alert_name(frag[1]), "during the handshake")
+                return None, alert_reaction(frag, struct.unpack(">H", buf_ver)[0],
+                                            "during the handshake")
             if ct != tb.CT_HANDSHAKE:
                 return None, Reaction("other", detail="record type %d in the flight" % ct)
             hs += frag
@@ -616,7 +661,12 @@ def takes_socket(fn):
 
 def run_probe(server, probe, timeout):
     """Runs one probe against one server: a Reaction, with spin and crash detection."""
+    try:
+        log_offset = os.path.getsize(server.log_path)
+    except OSError:
+        log_offset = 0
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+    port = sock.getsockname()[1]
     reaction = None
     try:
         if callable(probe.steps) and takes_socket(probe.steps):
@@ -656,6 +706,7 @@ def run_probe(server, probe, timeout):
         reaction = Reaction("crash", detail="exit %s; before: %s" % (server.proc.returncode, reaction))
     if reaction.kind in ("spin", "crash"):
         server.restart()
+    reaction.port, reaction.log_offset = port, log_offset
     return reaction
 
 
@@ -664,8 +715,10 @@ def run_probe(server, probe, timeout):
 
 
 def load_expectations(path):
+    """(deviations, tls12_only): the [[deviation]] entries, and {backend: reason} of the
+    [[tls12_only]] entries (backends without TLS 1.3)."""
     if not path or not os.path.exists(path):
-        return []
+        return [], {}
     with open(path, "rb") as f:
         if path.endswith(".json"):
             import json
@@ -679,11 +732,27 @@ def load_expectations(path):
         for key in ("backend", "probe", "reaction", "reason"):
             if not d.get(key):
                 raise SystemExit("probe.py: expectation %r lacks %s" % (d, key))
-    return out
+    tls12_only = {}
+    for d in data.get("tls12_only", []):
+        for key in ("backend", "reason"):
+            if not d.get(key):
+                raise SystemExit("probe.py: tls12_only entry %r lacks %s" % (d, key))
+        tls12_only[d["backend"]] = " ".join(d["reason"].split())
+    return out, tls12_only
 
 
-def judge(probe, ref, got):
-    """(verdict, text): verdict is 'ok', 'note' (reported, not failing) or 'fail'."""
+def judge(probe, ref, got, tls12_only=False):
+    """(verdict, text): verdict is 'ok', 'note' (reported, not failing), 'n/a' (a TLS 1.3
+    probe that a TLS 1.2-only backend refused or answered with TLS 1.2) or 'fail'.
+    The record version of an alert is judged apart, in record_version_failure."""
+    if probe.tls13 and tls12_only:
+        if got.kind == "alert" and not got.bad_record_version():
+            return "n/a", "needs TLS 1.3; refused with %s" % got.label()
+        if got.kind == "answer" and got.version == "TLS1.2":
+            return "n/a", "needs TLS 1.3; answered with TLS 1.2"
+    if probe.tls13 and got.kind == "answer" and got.version not in (None, "TLS1.3"):
+        return "fail", "answered with %s where only TLS 1.3 applies (s_server: %s)" % (
+            got.version, ref.label())
     if ref.kind in ("spin", "crash", "other"):
         return "note", "reference %s" % ref.label()
     rank = RANK[probe.kind]
@@ -699,6 +768,20 @@ def judge(probe, ref, got):
     if got.kind != ref.kind:
         return "note", "%s, s_server %s" % (got.label(), ref.label())
     return "ok", ""
+
+
+def record_version_failure(got, listed):
+    """An alert in a record whose version is no 3.x one fails unless an entry that
+    matched the reaction also names that record_version: OpenSSL's client (s_client,
+    Python's ssl) refuses such a first record with "wrong version number" and never
+    reads the alert, so the peer learns nothing of why."""
+    if got.kind != "alert" or not got.bad_record_version():
+        return None
+    want = "0x%04x" % got.record_version
+    if any(str(e.get("record_version", "")).lower() == want for e in listed):
+        return None
+    return ("alert %s sent in a record of version %s (not 3.x): OpenSSL clients see "
+            "\"wrong version number\", not the alert" % (got.alert, want))
 
 
 # --------------------------------------------------------------------------------------
@@ -718,6 +801,8 @@ def main():
     ap.add_argument("--markdown", help="write the results as markdown to FILE")
     ap.add_argument("--timeout", type=float, default=READ_TIMEOUT)
     ap.add_argument("--only", help="run only probes whose name matches this regex")
+    ap.add_argument("--tls12-only", default="", help="comma-separated backends without "
+                    "TLS 1.3, beside the [[tls12_only]] entries of the expectations")
     ap.add_argument("--list", action="store_true", help="list the probes and exit")
     args = ap.parse_args()
 
@@ -726,12 +811,17 @@ def main():
         probes = [p for p in probes if re.search(args.only, p.name)]
     if args.list:
         for p in probes:
-            print("%-36s %-16s %-8s %s" % (p.name, p.group, p.kind, "/".join(p.rfc or ()) or "-"))
+            print("%-36s %-16s %-8s %-32s %s" % (p.name, p.group, p.kind,
+                                                 "/".join(p.rfc or ()) or "-",
+                                                 "needs TLS 1.3" if p.tls13 else ""))
         return 0
     backends = [b for b in args.backends.split(",") if b]
     if backends and not args.echo_server:
         ap.error("--backends needs --echo-server")
-    expectations = load_expectations(args.expectations)
+    expectations, tls12_only = load_expectations(args.expectations)
+    for b in args.tls12_only.split(","):
+        if b:
+            tls12_only.setdefault(b, "--tls12-only")
 
     pid_dir = os.path.join(args.work_dir, "pids")
     os.makedirs(pid_dir, exist_ok=True)
@@ -767,23 +857,39 @@ def main():
         for s in servers:
             s.stop()
     elapsed = time.monotonic() - started
-    return report(args, probes, servers, results, expectations, elapsed)
+    return report(args, probes, servers, results, expectations, elapsed, tls12_only)
 
 
-def report(args, probes, servers, results, expectations, elapsed):
-    passed = failed = 0
-    lines = []
+def log_line(server, port, offset=0):
+    """The echo-server's log line for the connection from `port` (its typed error), the
+    first one written after `offset` (the log's size when the probe began: ports recur)."""
+    if not port:
+        return None
+    try:
+        with open(server.log_path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if "127.0.0.1:%d:" % port in line:
+            return line.strip()
+    return None
+
+
+def report(args, probes, servers, results, expectations, elapsed, tls12_only=None):
+    tls12_only = tls12_only or {}
+    passed = failed = not_applicable = 0
     summary = {}
     stale = []
     ref = results[REFERENCE]
     for s in servers[1:]:
         counts = {k: 0 for k in ("answer", "alert", "close", "hang", "spin", "crash", "other")}
-        listed, unlisted, notes = [], [], []
+        listed, unlisted, notes, na = [], [], [], []
         for p in probes:
-            got = ref_r = None
             got, ref_r = results[s.name][p.name], ref[p.name]
             counts[got.kind] += 1
-            verdict, text = judge(p, ref_r, got)
+            verdict, text = judge(p, ref_r, got, s.name in tls12_only)
             exp = [e for e in expectations
                    if e["backend"] in (s.name, "*") and e["probe"] == p.name]
             match = [e for e in exp if e["reaction"] == got.label()]
@@ -794,16 +900,37 @@ def report(args, probes, servers, results, expectations, elapsed):
                 reason = " ".join(match[0]["reason"].split())
                 verdict, text = "listed", "%s [listed: %s]" % (
                     text, reason if len(reason) <= 90 else reason[:87] + "...")
+            bad_record = record_version_failure(got, match)
+            if bad_record:
+                verdict, text = "fail", bad_record + (
+                    "; besides: %s" % text if text and verdict != "ok" else "")
             if verdict == "fail":
                 failed += 1
-                unlisted.append((p.name, got.label(), text))
+                line = log_line(s, got.port, got.log_offset)
+                unlisted.append((p.name, got.label(), text + (
+                    "\n      log: %s" % line if line else "")))
+            elif verdict == "n/a":
+                not_applicable += 1
+                na.append((p.name, got.label(), "%s (%s)" % (text, got)))
             else:
                 passed += 1
                 if verdict == "listed":
                     listed.append((p.name, got.label(), text))
                 elif verdict == "note":
                     notes.append((p.name, got.label(), text))
-        summary[s.name] = (counts, listed, unlisted, notes)
+        # The declaration is checked against the raw hello, which offers TLS 1.3 and 1.2.
+        raw = results[s.name].get("sanity-raw-hello")
+        if raw is not None and raw.kind == "answer":
+            if s.name in tls12_only and raw.version == "TLS1.3":
+                failed += 1
+                unlisted.append(("sanity-raw-hello", raw.label(), "declared TLS 1.2-only "
+                                 "(tls12_only) but answered TLS 1.3: remove the declaration"))
+            elif s.name not in tls12_only and raw.version == "TLS1.2" and \
+                    ref["sanity-raw-hello"].version == "TLS1.3":
+                notes.append(("sanity-raw-hello", raw.label(), "answered TLS 1.2 where "
+                              "s_server answers TLS 1.3; a backend without TLS 1.3 needs a "
+                              "[[tls12_only]] entry"))
+        summary[s.name] = (counts, listed, unlisted, notes, na)
     if len(servers) == 1:  # reference only: every probe that ran counts as passed
         passed = len(probes)
 
@@ -818,18 +945,21 @@ def report(args, probes, servers, results, expectations, elapsed):
         r = ref[p.name]
         if p.rfc and not (r.kind == "alert" and r.alert in p.rfc):
             out.append("  note: s_server %s: %s, RFC: %s" % (p.name, r.label(), "/".join(p.rfc)))
-    for name, (counts, listed, unlisted, notes) in summary.items():
+    for name, (counts, listed, unlisted, notes, na) in summary.items():
         out.append("%-10s answer=%d alert=%d close=%d hang=%d spin=%d crash=%d other=%d "
-                   "deviations: listed=%d unlisted=%d notes=%d" % (
+                   "deviations: listed=%d unlisted=%d notes=%d n/a=%d%s" % (
                        name, counts["answer"], counts["alert"], counts["close"], counts["hang"],
                        counts["spin"], counts["crash"], counts["other"], len(listed),
-                       len(unlisted), len(notes)))
+                       len(unlisted), len(notes), len(na),
+                       " (TLS 1.2-only: %s)" % tls12_only[name] if name in tls12_only else ""))
         for pname, lab, text in unlisted:
             out.append("  FAIL %s: %s" % (pname, text))
         for pname, lab, text in listed:
             out.append("  listed %s: %s" % (pname, text))
         for pname, lab, text in notes:
             out.append("  note %s: %s" % (pname, text))
+        for pname, lab, text in na:
+            out.append("  n/a %s: %s" % (pname, text))
         srv = [s for s in servers if s.name == name][0]
         if srv.restarts:
             out.append("  restarted %d times (spin or crash)" % srv.restarts)
@@ -838,37 +968,53 @@ def report(args, probes, servers, results, expectations, elapsed):
             out.append(srv.log_tail())
     for s in stale:
         out.append("stale expectation (not failing): %s" % s)
+    if not_applicable:
+        out.append("probes: %d n/a (TLS 1.3 probes against TLS 1.2-only backends: %s), "
+                   "counted neither as passed nor as failed" % (
+                       not_applicable, ", ".join(n for n in summary if summary[n][4])))
     out.append("probes: %d passed, %d failed" % (passed, failed))
     print("\n".join(out), flush=True)
     if args.markdown:
-        write_markdown(args.markdown, probes, servers, results, summary, elapsed, passed, failed)
+        write_markdown(args.markdown, probes, servers, results, summary, elapsed, passed, failed,
+                       not_applicable)
     return 1 if failed else 0
 
 
-def write_markdown(path, probes, servers, results, summary, elapsed, passed, failed):
+def write_markdown(path, probes, servers, results, summary, elapsed, passed, failed,
+                   not_applicable=0):
     names = [s.name for s in servers]
     md = ["# TLS probe results", "",
-          "%d probes, servers: %s, %.0f s. %d passed, %d failed." % (
-              len(probes), ", ".join(names), elapsed, passed, failed), "",
+          "%d probes, servers: %s, %.0f s. %d passed, %d failed%s." % (
+              len(probes), ", ".join(names), elapsed, passed, failed,
+              ", %d n/a (TLS 1.3 probes against TLS 1.2-only backends)" % not_applicable
+              if not_applicable else ""), "",
           "| probe | kind | RFC alert | " + " | ".join(names) + " |",
           "|---|---|---|" + "---|" * len(names)]
     fails = {n: {p for p, _, _ in summary[n][2]} for n in summary}
     listed = {n: {p for p, _, _ in summary[n][1]} for n in summary}
+    na = {n: {p for p, _, _ in summary[n][4]} for n in summary}
     for p in probes:
         cells = []
         for n in names:
-            cell = results[n][p.name].label()
+            r = results[n][p.name]
+            cell = r.label()
+            if r.kind == "answer" and r.version:
+                cell += " " + r.version
+            if r.bad_record_version():
+                cell += " in record version 0x%04x" % r.record_version
             if p.name in fails.get(n, ()):
                 cell = "**%s** (fail)" % cell
             elif p.name in listed.get(n, ()):
                 cell += " (listed)"
+            elif p.name in na.get(n, ()):
+                cell = "n/a: %s" % cell
             cells.append(cell)
         md.append("| %s | %s | %s | %s |" % (p.name, p.kind, "/".join(p.rfc or ()) or "",
                                              " | ".join(cells)))
     md.append("")
-    for n, (counts, lst, unl, notes) in summary.items():
-        md.append("**%s**: %s; listed %d, unlisted %d." % (
-            n, ", ".join("%s %d" % kv for kv in counts.items()), len(lst), len(unl)))
+    for n, (counts, lst, unl, notes, n_a) in summary.items():
+        md.append("**%s**: %s; listed %d, unlisted %d, n/a %d." % (
+            n, ", ".join("%s %d" % kv for kv in counts.items()), len(lst), len(unl), len(n_a)))
         md.append("")
     with open(path, "w") as f:
         f.write("\n".join(md) + "\n")
