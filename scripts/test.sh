@@ -124,6 +124,9 @@ conformance-tests/probes/run-probes.sh --echo-server target/debug/echo-server --
 # The first build compiles BoringSSL with cmake (about 4 minutes on 2 cores).
 echo "== cargo test (BoringSSL through the boring crate, beside rustls)"
 cargo test --locked -p sipstls-conformance -p sipstls-examples --no-default-features --features rustls,boring
+echo "== differential TLS probes against openssl s_server: BoringSSL"
+cargo build --locked -q -p sipstls-examples --no-default-features --features rustls,boring --bin echo-server
+conformance-tests/probes/run-probes.sh --echo-server target/debug/echo-server --backends boring
 
 echo "== fuzz smoke runs (cargo-fuzz on the stable toolchain, 15 s per target)"
 scripts/fuzz-smoke.sh
