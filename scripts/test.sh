@@ -96,6 +96,9 @@ cargo fmt --all -- --check
 echo "== cargo test (workspace, default backends: rustls + openssl)"
 cargo test --workspace --locked
 
+echo "== README.md's example (the facade's doctest with the tokio adapter)"
+cargo test --locked -p sipstls --features tokio --doc
+
 # Each extra backend alone (not default features): the conformance suite, the fork and
 # hook checks, interop against the openssl command-line peers. wolfSSL (GPLv3) gets its
 # extra compile-time features from C_EXTRA_FLAGS in .cargo/config.toml.

@@ -12,6 +12,7 @@
 //! `common::garbage_input_typed_error`, ... A check for a capability the backend does not
 //! claim asserts the documented refusal instead; nothing is skipped silently.
 
+pub mod async_checks;
 pub mod callgrind;
 pub mod checks;
 pub mod fork;
@@ -80,6 +81,19 @@ macro_rules! conformance_suite {
                 flooding_peer_is_bounded,
                 client_renegotiation_refused,
                 server_renegotiation_refused,
+            );
+        }
+
+        mod async_stream {
+            $crate::__module_checks!(async_checks, super::__sipstls_backend;
+                async_handshake_and_data,
+                async_sni_switch,
+                async_client_certificate,
+                async_resumption,
+                async_close_notify_and_truncation,
+                async_half_close,
+                async_never_reading_peer_is_bounded,
+                async_hostile_large_hello,
             );
         }
 

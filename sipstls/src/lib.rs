@@ -25,6 +25,16 @@ pub use sipstls_core::*;
 mod stream;
 pub use stream::{tls_error, ReadTimeout, TlsStream};
 
+/// Async TLS for tokio: [`TlsAcceptor`](sipstls_tokio::TlsAcceptor),
+/// [`TlsConnector`](sipstls_tokio::TlsConnector), [`TlsStream`](sipstls_tokio::TlsStream).
+#[cfg(feature = "tokio")]
+pub use sipstls_tokio as tokio;
+
+/// README.md's examples, compiled.
+#[cfg(all(doctest, feature = "tokio"))]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 #[cfg(feature = "mbedtls")]
 pub use sipstls_backend_mbedtls as mbedtls;
 #[cfg(feature = "boring")]
