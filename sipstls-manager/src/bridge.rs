@@ -1,11 +1,11 @@
-//! Moving bytes for one connection: the TLS handshake over TCP, then the bridge between the
-//! TLS peer and the worker's plaintext end, with bounded queues and timeouts.
+//! Moving bytes for one established connection: the bridge between the TLS peer and the
+//! worker's plaintext end, with bounded queues and timeouts (the handshake before it runs
+//! through `sipstls-tokio`).
 
 use std::cell::RefCell;
 use std::time::Duration;
 
 use sipstls_core::{ReadStatus, Session};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -58,78 +58,6 @@ pub(crate) struct Limits {
     pub send_timeout: Duration,
     /// Bytes queued for the peer (ciphertext) or for the worker (plaintext) at most.
     pub max_queue: usize,
-}
-
-/// Runs the handshake of `session` over `rd`/`wr`. Returns ciphertext that arrived after the
-/// handshake and was not yet taken by the session (to be fed first by the bridge).
-pub(crate) async fn handshake<R, W>(session: &mut dyn Session, rd: &mut R, wr: &mut W) -> Result<Vec<u8>, CloseReason>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut inbuf = vec![0u8; BUF];
-    let mut out = vec![0u8; BUF];
-    loop {
-        while session.wants_write() {
-            let n = session.take_tls(&mut out);
-            wr.write_all(&out[..n]).await?;
-        }
-        if let Some(e) = session.error() {
-            return Err(e.clone().into());
-        }
-        if !session.is_handshaking() {
-            return Ok(Vec::new());
-        }
-        let n = rd.read(&mut inbuf).await?;
-        if n == 0 {
-            return Err(CloseReason::PeerEof);
-        }
-        let mut off = 0;
-        while off < n {
-            let took = match session.feed_tls(&inbuf[off..n]) {
-                Ok(t) => t,
-                Err(e) => {
-                    // Tell the peer with the alert the session queued, best effort.
-                    while session.wants_write() {
-                        let k = session.take_tls(&mut out);
-                        if wr.write_all(&out[..k]).await.is_err() {
-                            break;
-                        }
-                    }
-                    return Err(e.into());
-                }
-            };
-            off += took;
-            if took == 0 {
-                if !session.is_handshaking() {
-                    // Application data right behind the handshake: the bridge feeds it.
-                    return finish_with_rest(session, wr, &mut out, inbuf[off..n].to_vec()).await;
-                }
-                // During the handshake a session refuses input only while its output waits
-                // (`Session::feed_tls`): with nothing to send, feeding again cannot help.
-                if !session.wants_write() {
-                    return Err(CloseReason::Tls("the session took no handshake input and had nothing to send".into()));
-                }
-                while session.wants_write() {
-                    let k = session.take_tls(&mut out);
-                    wr.write_all(&out[..k]).await?;
-                }
-            }
-        }
-    }
-}
-
-async fn finish_with_rest<W: AsyncWrite + Unpin>(
-    session: &mut dyn Session,
-    wr: &mut W,
-    out: &mut [u8],
-    rest: Vec<u8>,
-) -> Result<Vec<u8>, CloseReason> {
-    while session.wants_write() {
-        let n = session.take_tls(out);
-        wr.write_all(&out[..n]).await?;
-    }
-    Ok(rest)
 }
 
 /// The state of one bridged connection.

@@ -469,13 +469,36 @@ fn socketpair() -> std::io::Result<(std::os::unix::net::UnixStream, std::os::uni
 
 /// The bridge's sockets: the peer's (its halves joined again after the handshake) and the
 /// worker's, both watched for readability only (see `sock`).
-fn watched<U: Sock>(
-    rd: tokio::net::tcp::OwnedReadHalf,
-    wr: tokio::net::tcp::OwnedWriteHalf,
-    up: U,
-) -> std::io::Result<(Watched<std::net::TcpStream>, Watched<U>)> {
-    let tcp = rd.reunite(wr).map_err(|_| std::io::Error::other("halves of two sockets"))?.into_std()?;
-    Ok((Watched::new(tcp)?, Watched::new(up)?))
+fn watched<U: Sock>(tcp: TcpStream, up: U) -> std::io::Result<(Watched<std::net::TcpStream>, Watched<U>)> {
+    Ok((Watched::new(tcp.into_std()?)?, Watched::new(up)?))
+}
+
+/// Runs the TLS handshake of `session` over `tcp` within `limit`. Returns the socket, the
+/// session and the ciphertext that arrived behind the handshake (for the bridge to feed
+/// first).
+async fn handshake(
+    session: Box<dyn Session>,
+    tcp: TcpStream,
+    limit: std::time::Duration,
+) -> Result<(TcpStream, Box<dyn Session>, Vec<u8>), CloseReason> {
+    let mut tls = sipstls_tokio::TlsStream::new(session, tcp);
+    match tokio::time::timeout(limit, tls.handshake()).await {
+        Err(_) => return Err(CloseReason::HandshakeTimeout),
+        Ok(Err(e)) => {
+            return Err(match sipstls_tokio::tls_error(&e) {
+                // The peer went away before the handshake ended.
+                Some(sipstls_core::Error::UnexpectedEof) => CloseReason::PeerEof,
+                Some(te) => te.clone().into(),
+                None => e.into(),
+            });
+        }
+        Ok(Ok(())) => {}
+    }
+    let mut parts = tls.into_parts();
+    if !parts.unsent.is_empty() {
+        parts.io.write_all(&parts.unsent).await?;
+    }
+    Ok((parts.io, parts.session, parts.received))
 }
 
 async fn inbound(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, lc: Arc<ListenerConfig>) {
@@ -485,19 +508,16 @@ async fn inbound(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, lc: Arc<Li
         Ok(a) => a,
         Err(_) => return,
     };
-    let mut session = match inner.table.accept(local, Some(peer)) {
+    let session = match inner.table.accept(local, Some(peer)) {
         Ok(s) => s,
         Err(_) => {
             inner.counters.handshakes_failed.fetch_add(1, Ordering::Relaxed);
             return;
         }
     };
-    let (mut rd, mut wr) = tcp.into_split();
-    let hs = tokio::time::timeout(inner.cfg.handshake_timeout, bridge::handshake(&mut *session, &mut rd, &mut wr));
-    let leftover = match hs.await {
-        Ok(Ok(rest)) => rest,
-        Ok(Err(reason)) => return handshake_failed(&inner, reason),
-        Err(_) => return handshake_failed(&inner, CloseReason::HandshakeTimeout),
+    let (mut tcp, session, leftover) = match handshake(session, tcp, inner.cfg.handshake_timeout).await {
+        Ok(x) => x,
+        Err(reason) => return handshake_failed(&inner, reason),
     };
     let Some(tls) = session.info() else {
         return handshake_failed(&inner, CloseReason::Tls("no session facts after the handshake".into()));
@@ -518,10 +538,10 @@ async fn inbound(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, lc: Arc<Li
     match &lc.upstream {
         Upstream::Workers => {
             let Some((worker, mine)) = handed.flatten() else {
-                refuse(session, &mut wr).await;
+                refuse(session, &mut tcp).await;
                 return inner.ended(conn, None, CloseReason::NoWorker).await;
             };
-            let (peer, wk) = match watched(rd, wr, mine) {
+            let (peer, wk) = match watched(tcp, mine) {
                 Ok(w) => w,
                 Err(e) => return inner.ended(conn, None, e.into()).await,
             };
@@ -535,12 +555,12 @@ async fn inbound(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, lc: Arc<Li
             let up = match tokio::time::timeout(inner.cfg.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(s)) => s,
                 _ => {
-                    refuse(session, &mut wr).await;
+                    refuse(session, &mut tcp).await;
                     return inner.ended(conn, None, CloseReason::NoWorker).await;
                 }
             };
             let _ = up.set_nodelay(true);
-            let (peer, up) = match up.into_std().and_then(|up| watched(rd, wr, up)) {
+            let (peer, up) = match up.into_std().and_then(|up| watched(tcp, up)) {
                 Ok(w) => w,
                 Err(e) => return inner.ended(conn, None, e.into()).await,
             };
@@ -557,7 +577,7 @@ fn handshake_failed(inner: &Inner, reason: CloseReason) {
 }
 
 /// Sends close_notify to a peer nobody will serve.
-async fn refuse(mut session: Box<dyn Session>, wr: &mut tokio::net::tcp::OwnedWriteHalf) {
+async fn refuse(mut session: Box<dyn Session>, wr: &mut TcpStream) {
     session.close_notify();
     let mut out = vec![0u8; 4096];
     while session.wants_write() {
@@ -657,16 +677,14 @@ async fn outbound(inner: Arc<Inner>, worker: Arc<WorkerLink>, req: u64, target: 
     };
     let _ = tcp.set_nodelay(true);
     let local = tcp.local_addr().unwrap_or(target.dest);
-    let mut session = match table.connect_arc(&ct) {
+    let session = match table.connect_arc(&ct) {
         Ok(s) => s,
         Err(e) => return fail(ConnectError::Handshake(e.to_string())).await,
     };
-    let (mut rd, mut wr) = tcp.into_split();
-    let hs = tokio::time::timeout(inner.cfg.handshake_timeout, bridge::handshake(&mut *session, &mut rd, &mut wr));
-    let leftover = match hs.await {
-        Ok(Ok(rest)) => rest,
-        Ok(Err(reason)) => return fail(ConnectError::Handshake(reason.to_string())).await,
-        Err(_) => return fail(ConnectError::Timeout).await,
+    let (tcp, session, leftover) = match handshake(session, tcp, inner.cfg.handshake_timeout).await {
+        Ok(x) => x,
+        Err(CloseReason::HandshakeTimeout) => return fail(ConnectError::Timeout).await,
+        Err(reason) => return fail(ConnectError::Handshake(reason.to_string())).await,
     };
     let Some(tls) = session.info() else {
         return fail(ConnectError::Handshake("no session facts after the handshake".into())).await;
@@ -692,7 +710,7 @@ async fn outbound(inner: Arc<Inner>, worker: Arc<WorkerLink>, req: u64, target: 
         return;
     }
     drop((theirs, msg));
-    let (peer, wk) = match watched(rd, wr, mine) {
+    let (peer, wk) = match watched(tcp, mine) {
         Ok(w) => w,
         Err(e) => {
             lock(&inner.reuse).remove(&key);

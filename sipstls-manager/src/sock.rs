@@ -192,10 +192,15 @@ impl AsRawFd for WriteWatch {
 /// once waits on a second registration made for that wait alone. tokio's own
 /// `UnixStream` would also wake the loop each time the manager reads what the worker
 /// wrote, that is after every message (see `docs/confined-bench.md`).
+///
+/// It is `AsyncRead + AsyncWrite`, so a SIP stack on tokio reads and writes it as it would
+/// a `TcpStream`; its inherent `read` and `write_all` do the same with `&self`.
 pub struct AsyncConnection {
     /// The connection's id, addresses and TLS facts.
     pub meta: std::sync::Arc<crate::ConnMeta>,
     io: Watched<std::sync::Arc<std::os::unix::net::UnixStream>>,
+    /// While a `poll_write` waits: a duplicate descriptor watched for writability.
+    write_wait: Option<AsyncFd<WriteWatch>>,
 }
 
 impl std::fmt::Debug for AsyncConnection {
@@ -210,7 +215,7 @@ impl AsyncConnection {
         stream: std::sync::Arc<std::os::unix::net::UnixStream>,
     ) -> io::Result<AsyncConnection> {
         stream.set_nonblocking(true)?;
-        Ok(AsyncConnection { meta, io: Watched::new(stream)? })
+        Ok(AsyncConnection { meta, io: Watched::new(stream)?, write_wait: None })
     }
 
     /// Reads what has arrived, waiting until something has; `Ok(0)` at the end of the
@@ -244,5 +249,69 @@ impl AsyncConnection {
     /// Ends the worker's sending direction (the manager then sends close_notify).
     pub fn shutdown_write(&self) -> io::Result<()> {
         self.io.get().shutdown_write()
+    }
+}
+
+impl tokio::io::AsyncRead for AsyncConnection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        if buf.remaining() == 0 {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        loop {
+            let mut ready = std::task::ready!(self.io.fd.poll_read_ready(cx))?;
+            match Watched::read(&mut ready, buf.initialize_unfilled())? {
+                Got::Data(n) => {
+                    buf.advance(n);
+                    return std::task::Poll::Ready(Ok(()));
+                }
+                Got::Eof => return std::task::Poll::Ready(Ok(())),
+                // Readiness cleared: the next poll registers the waker.
+                Got::Nothing => {}
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for AsyncConnection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        loop {
+            match this.io.get().send(data) {
+                Ok(n) => {
+                    // Not waiting any more: no writability wake-ups while idle.
+                    this.write_wait = None;
+                    return std::task::Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => return std::task::Poll::Ready(Err(e)),
+                Err(_) => {}
+            }
+            if this.write_wait.is_none() {
+                let dup = WriteWatch(this.io.get().as_fd().try_clone_to_owned()?);
+                // SAFETY: as in `Watched::new`: the `AsyncFd` owns `dup`, an `OwnedFd` that
+                // stays open and unchanged until the `AsyncFd` is dropped.
+                this.write_wait = Some(unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) }?);
+            }
+            let wait = this.write_wait.as_ref().expect("registered above");
+            let mut ready = std::task::ready!(wait.poll_write_ready(cx))?;
+            // Writable was reported; the send above saw a full queue: forget that state.
+            ready.clear_ready();
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(self.io.get().shutdown_write())
     }
 }

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, Weak};
+use std::sync::{mpsc, Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -75,7 +75,29 @@ enum Reply {
     Reused(u64),
 }
 
-type Pending = Arc<Mutex<HashMap<u64, mpsc::SyncSender<Result<Reply, ConnectError>>>>>;
+/// Where the reader thread puts the manager's answer to one connect request, for a
+/// blocking waiter (the condition variable) or an async one (the notification).
+#[derive(Default)]
+struct Slot {
+    value: Mutex<Option<Result<Reply, WorkerError>>>,
+    filled: Condvar,
+    notify: tokio::sync::Notify,
+}
+
+impl Slot {
+    fn fill(&self, r: Result<Reply, WorkerError>) {
+        *lock(&self.value) = Some(r);
+        self.filled.notify_all();
+        // Stores a permit when nobody waits yet: the answer is never missed.
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> Option<Result<Reply, WorkerError>> {
+        lock(&self.value).take()
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u64, Arc<Slot>>>>;
 type Held = Arc<Mutex<HashMap<u64, (Weak<UnixStream>, Arc<ConnMeta>)>>>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -84,10 +106,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The worker end of a [`control::channel`]. One reader thread dispatches what the manager
 /// sends; any number of threads may call [`accept`](Worker::accept) and
-/// [`connect`](Worker::connect).
+/// [`connect`](Worker::connect), and tasks of a tokio runtime
+/// [`accept_async`](Worker::accept_async) and [`connect_async`](Worker::connect_async).
 pub struct Worker {
     fd: Arc<OwnedFd>,
     inbound: Mutex<mpsc::Receiver<Connection>>,
+    /// Signalled when a connection arrives or the manager goes.
+    arrived: Arc<tokio::sync::Notify>,
     closed: Mutex<mpsc::Receiver<(u64, CloseReason)>>,
     pending: Pending,
     held: Held,
@@ -104,15 +129,20 @@ impl Worker {
         let (closed_tx, closed_rx) = mpsc::sync_channel(1024);
         let pending: Pending = Arc::default();
         let held: Held = Arc::default();
+        let arrived = Arc::new(tokio::sync::Notify::new());
         let reader = {
-            let (fd, pending, held) = (fd.clone(), pending.clone(), held.clone());
-            std::thread::Builder::new()
-                .name("sipstls-worker-control".into())
-                .spawn(move || read_loop(&fd, &in_tx, &closed_tx, &pending, &held))?
+            let (fd, pending, held, arrived) = (fd.clone(), pending.clone(), held.clone(), arrived.clone());
+            std::thread::Builder::new().name("sipstls-worker-control".into()).spawn(move || {
+                read_loop(&fd, &in_tx, &arrived, &closed_tx, &pending, &held);
+                // The channel closes first, so that an async accept woken now sees it.
+                drop(in_tx);
+                arrived.notify_waiters();
+            })?
         };
         Ok(Worker {
             fd,
             inbound: Mutex::new(in_rx),
+            arrived,
             closed: Mutex::new(closed_rx),
             pending,
             held,
@@ -135,6 +165,23 @@ impl Worker {
         })
     }
 
+    /// Waits for the next inbound connection, on a tokio runtime (no thread blocks).
+    /// [`WorkerError::ManagerGone`] when the manager has closed the channel. Cancel-safe.
+    pub async fn accept_async(&self) -> Result<Connection, WorkerError> {
+        loop {
+            // Registered before looking, so that an arrival in between is not missed.
+            let notified = self.arrived.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            match lock(&self.inbound).try_recv() {
+                Ok(c) => return Ok(c),
+                Err(mpsc::TryRecvError::Disconnected) => return Err(WorkerError::ManagerGone),
+                Err(mpsc::TryRecvError::Empty) => {}
+            }
+            notified.await;
+        }
+    }
+
     /// Connections of this worker that ended, with the reason (for logs and statistics; the
     /// last 1,024 are kept when nobody reads them).
     pub fn try_closed(&self) -> Option<(u64, CloseReason)> {
@@ -145,38 +192,87 @@ impl Worker {
     /// `timeout` for it. An open connection of this worker with the same destination,
     /// client domain and server name is reused when `target.reuse` allows it.
     pub fn connect(&self, target: &ConnectTarget, timeout: Duration) -> Result<Connection, WorkerError> {
-        match self.request(target, timeout)? {
-            Reply::New(c) => Ok(*c),
+        let reply = Self::wait(&self.request(target)?, timeout)?;
+        match self.resolve(reply) {
+            Some(c) => Ok(c),
+            // This worker dropped the reused connection a moment ago: ask for a fresh one.
+            None => self.fresh(Self::wait(&self.request(&target.clone().fresh())?, timeout)?),
+        }
+    }
+
+    /// [`connect`](Worker::connect) on a tokio runtime (no thread blocks).
+    pub async fn connect_async(&self, target: &ConnectTarget, timeout: Duration) -> Result<Connection, WorkerError> {
+        let reply = Self::wait_async(self.request(target)?, timeout).await?;
+        match self.resolve(reply) {
+            Some(c) => Ok(c),
+            None => self.fresh(Self::wait_async(self.request(&target.clone().fresh())?, timeout).await?),
+        }
+    }
+
+    /// The connection a reply names; `None` when it reuses one this worker no longer holds.
+    fn resolve(&self, reply: Reply) -> Option<Connection> {
+        match reply {
+            Reply::New(c) => Some(*c),
             Reply::Reused(conn) => {
-                let open = lock(&self.held).get(&conn).and_then(|(w, meta)| Some((w.upgrade()?, meta.clone())));
-                match open {
-                    Some((stream, meta)) => Ok(Connection { meta, reused: true, stream }),
-                    // This worker dropped it a moment ago: ask for a fresh one.
-                    None => match self.request(&target.clone().fresh(), timeout)? {
-                        Reply::New(c) => Ok(*c),
-                        Reply::Reused(_) => Err(ConnectError::Local("reuse answered a fresh request".into()).into()),
-                    },
-                }
+                let (stream, meta) =
+                    lock(&self.held).get(&conn).and_then(|(w, meta)| Some((w.upgrade()?, meta.clone())))?;
+                Some(Connection { meta, reused: true, stream })
             }
         }
     }
 
-    fn request(&self, target: &ConnectTarget, timeout: Duration) -> Result<Reply, WorkerError> {
+    /// The answer to a request for a fresh connection.
+    fn fresh(&self, reply: Reply) -> Result<Connection, WorkerError> {
+        match reply {
+            Reply::New(c) => Ok(*c),
+            Reply::Reused(_) => Err(ConnectError::Local("reuse answered a fresh request".into()).into()),
+        }
+    }
+
+    /// Sends a connect request; the answer will be in the returned slot.
+    fn request(&self, target: &ConnectTarget) -> Result<Pending1, WorkerError> {
         let req = self.next_req.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::sync_channel(1);
-        lock(&self.pending).insert(req, tx);
+        let slot = Arc::new(Slot::default());
+        lock(&self.pending).insert(req, slot.clone());
         let msg = control::encode(&ToManager::Connect { req, target: target.clone() }, &[])?;
         if let Err(e) = control::send(self.fd.as_raw_fd(), &msg, None) {
             lock(&self.pending).remove(&req);
             return Err(e.into());
         }
-        let got = rx.recv_timeout(timeout);
-        lock(&self.pending).remove(&req);
-        match got {
-            Ok(r) => Ok(r?),
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(WorkerError::Timeout),
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(WorkerError::ManagerGone),
-        }
+        Ok(Pending1 { req, slot, pending: self.pending.clone() })
+    }
+
+    fn wait(p: &Pending1, timeout: Duration) -> Result<Reply, WorkerError> {
+        let value = lock(&p.slot.value);
+        let (mut value, _) =
+            p.slot.filled.wait_timeout_while(value, timeout, |v| v.is_none()).unwrap_or_else(|e| e.into_inner());
+        value.take().unwrap_or(Err(WorkerError::Timeout))
+    }
+
+    async fn wait_async(p: Pending1, timeout: Duration) -> Result<Reply, WorkerError> {
+        let answer = async {
+            loop {
+                if let Some(r) = p.slot.take() {
+                    return r;
+                }
+                p.slot.notify.notified().await;
+            }
+        };
+        tokio::time::timeout(timeout, answer).await.unwrap_or(Err(WorkerError::Timeout))
+    }
+}
+
+/// A connect request waiting for its answer; forgotten by the worker when dropped
+/// (answered, timed out or cancelled).
+struct Pending1 {
+    req: u64,
+    slot: Arc<Slot>,
+    pending: Pending,
+}
+
+impl Drop for Pending1 {
+    fn drop(&mut self) {
+        lock(&self.pending).remove(&self.req);
     }
 }
 
@@ -193,6 +289,7 @@ impl Drop for Worker {
 fn read_loop(
     fd: &OwnedFd,
     inbound: &mpsc::Sender<Connection>,
+    arrived: &tokio::sync::Notify,
     closed: &mpsc::SyncSender<(u64, CloseReason)>,
     pending: &Pending,
     held: &Held,
@@ -216,6 +313,7 @@ fn read_loop(
                 if let Some(c) = connection(passed, false) {
                     lock(held).insert(c.meta.id, (Arc::downgrade(&c.stream), c.meta.clone()));
                     let _ = inbound.send(c);
+                    arrived.notify_waiters();
                 }
             }
             ToWorker::Connected { req, conn, reused } => {
@@ -230,13 +328,13 @@ fn read_loop(
                         None => Err(ConnectError::Local("malformed connection hand-over".into())),
                     }
                 };
-                if let Some(tx) = lock(pending).remove(&req) {
-                    let _ = tx.try_send(reply);
+                if let Some(slot) = lock(pending).remove(&req) {
+                    slot.fill(reply.map_err(WorkerError::from));
                 }
             }
             ToWorker::ConnectFailed { req, error } => {
-                if let Some(tx) = lock(pending).remove(&req) {
-                    let _ = tx.try_send(Err(error));
+                if let Some(slot) = lock(pending).remove(&req) {
+                    slot.fill(Err(error.into()));
                 }
             }
             ToWorker::Closed { conn, reason } => {
@@ -246,5 +344,7 @@ fn read_loop(
         }
     }
     // The manager is gone: waiting connects fail, accept() reports it.
-    lock(pending).clear();
+    for (_, slot) in lock(pending).drain() {
+        slot.fill(Err(WorkerError::ManagerGone));
+    }
 }

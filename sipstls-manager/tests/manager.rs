@@ -519,6 +519,50 @@ fn async_worker_moves_bulk_both_ways(backend: Arc<dyn Backend>) {
     assert_eq!(s.manager.stats().handshakes_ok, 1);
 }
 
+/// A worker that runs entirely on one tokio task, no thread blocked: `accept_async` takes
+/// an inbound connection, which is read and written through `AsyncRead`/`AsyncWrite`;
+/// `connect_async` opens an outbound one (to the manager's own listener, so its far end
+/// arrives through `accept_async` too) and a second call reuses it.
+fn tokio_worker_accepts_and_connects(backend: Arc<dyn Backend>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup(&backend, 1, ManagerConfig::default(), false);
+    let worker = s.workers[0].clone();
+    let addr = s.addr;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = std::thread::spawn(move || {
+        let mut tls = client(&backend, addr, false);
+        tls.write_all(b"REGISTER").unwrap();
+        let mut got = [0u8; 3];
+        tls.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"200");
+        tls.shutdown().unwrap();
+    });
+    rt.block_on(async {
+        let inbound = tokio::time::timeout(WAIT, worker.accept_async()).await.expect("in time").expect("accepted");
+        let mut conn = inbound.into_async().unwrap();
+        let mut got = [0u8; 8];
+        conn.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"REGISTER");
+        conn.write_all(b"200").await.unwrap();
+        let mut rest = Vec::new();
+        conn.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "the client's close_notify ends the stream");
+
+        let target = ConnectTarget::new(addr).server_name(SERVER_NAME);
+        let out = worker.connect_async(&target, WAIT).await.expect("outbound");
+        assert!(!out.reused);
+        let far = tokio::time::timeout(WAIT, worker.accept_async()).await.expect("in time").expect("far end");
+        let (mut out, mut far) = (out.into_async().unwrap(), far.into_async().unwrap());
+        out.write_all(b"OPTIONS").await.unwrap();
+        let mut got = [0u8; 7];
+        far.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"OPTIONS");
+        let again = worker.connect_async(&target, WAIT).await.expect("reused");
+        assert!(again.reused, "the same destination, domain and name reuse the connection");
+    });
+    client.join().unwrap();
+}
+
 macro_rules! per_backend {
     ($($check:ident),* $(,)?) => {
         mod rustls {
@@ -540,6 +584,7 @@ per_backend!(
     slowloris_handshakes_time_out,
     peer_that_never_reads_hits_the_bounded_queue,
     async_worker_moves_bulk_both_ways,
+    tokio_worker_accepts_and_connects,
     lost_worker_connections_close_cleanly,
     lost_worker_control_channel_is_closed,
     no_worker_means_close_notify,

@@ -40,7 +40,7 @@ use std::sync::Arc;
 use sipstls_core::{ClientTarget, DomainTable, ReloadableTable};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub use stream::{tls_error, TlsStream};
+pub use stream::{tls_error, TlsParts, TlsStream};
 
 /// Accepts TLS connections for the server domains of a table. Cheap to clone.
 #[derive(Clone, Debug)]

@@ -31,6 +31,21 @@ pub(crate) fn to_io(e: Error) -> io::Error {
     io::Error::new(kind, e)
 }
 
+/// What [`TlsStream::into_parts`] gives back.
+#[non_exhaustive]
+pub struct TlsParts<IO> {
+    /// The transport.
+    pub io: IO,
+    /// The session.
+    pub session: Box<dyn Session>,
+    /// Ciphertext read from the transport that the session has not taken yet: feed it
+    /// before anything read later.
+    pub received: Vec<u8>,
+    /// Ciphertext taken from the session that the transport has not taken yet: write it
+    /// before anything the session produces later (empty after a completed handshake).
+    pub unsent: Vec<u8>,
+}
+
 /// A byte queue: `buf[pos..]` is pending.
 #[derive(Default)]
 struct Queue {
@@ -102,6 +117,17 @@ impl<IO> TlsStream<IO> {
     /// The transport; ciphertext buffered in the stream is dropped.
     pub fn into_inner(self) -> IO {
         self.io
+    }
+
+    /// The stream taken apart, for a caller that drives the session itself from here on
+    /// (a proxy that bridges it to plaintext): nothing buffered is lost.
+    pub fn into_parts(self) -> TlsParts<IO> {
+        TlsParts {
+            io: self.io,
+            session: self.session,
+            received: self.input.pending().to_vec(),
+            unsent: self.output.pending().to_vec(),
+        }
     }
 
     /// The session.
