@@ -24,6 +24,7 @@ mod backend;
 mod caps;
 mod config;
 mod domain;
+pub mod driver;
 mod error;
 #[allow(unsafe_code)] // unsafe traits: the contracts of C-facing hooks
 pub mod hooks;

@@ -5,16 +5,9 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use sipstls_core::driver::{Driver, MAX_OUTPUT};
 use sipstls_core::{Error, ReadStatus, Session, TlsInfo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-/// Ciphertext read from the transport at once: one maximal record and its overhead.
-const READ_CHUNK: usize = 16 * 1024 + 512;
-/// Ciphertext waiting for the transport before `poll_write` takes no more plaintext.
-const MAX_OUTPUT: usize = 64 * 1024;
-/// Capacity a buffer keeps once empty; larger ones are freed, so that an idle connection
-/// holds its session and little else.
-const KEEP: usize = 0;
 
 /// The typed sipstls error inside an `io::Error` from a [`TlsStream`], if there is one.
 pub fn tls_error(e: &io::Error) -> Option<&Error> {
@@ -46,30 +39,6 @@ pub struct TlsParts<IO> {
     pub unsent: Vec<u8>,
 }
 
-/// A byte queue: `buf[pos..]` is pending.
-#[derive(Default)]
-struct Queue {
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Queue {
-    fn pending(&self) -> &[u8] {
-        &self.buf[self.pos..]
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.pos += n;
-        if self.pos == self.buf.len() {
-            self.pos = 0;
-            self.buf.clear();
-            if self.buf.capacity() > KEEP {
-                self.buf = Vec::new();
-            }
-        }
-    }
-}
-
 /// A TLS connection over an async transport: `AsyncRead + AsyncWrite` of plaintext.
 ///
 /// Made by [`TlsAcceptor`](crate::TlsAcceptor) and [`TlsConnector`](crate::TlsConnector)
@@ -79,13 +48,8 @@ impl Queue {
 /// sends close_notify, then shuts the transport's write side.
 pub struct TlsStream<IO> {
     io: IO,
-    session: Box<dyn Session>,
-    /// Ciphertext read from the transport that the session has not taken yet.
-    input: Queue,
-    /// Ciphertext from the session that the transport has not taken yet.
-    output: Queue,
-    /// The transport reached end of file.
-    eof: bool,
+    /// The session and its buffers, shared with the blocking adapter.
+    d: Driver,
     /// close_notify has been queued.
     shut: bool,
     /// The negotiated facts, kept once the handshake is done.
@@ -95,10 +59,9 @@ pub struct TlsStream<IO> {
 impl<IO> std::fmt::Debug for TlsStream<IO> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsStream")
-            .field("role", &self.session.role())
-            .field("handshaking", &self.session.is_handshaking())
+            .field("driver", &self.d)
             .field("info", &self.info)
-            .field("error", &self.session.error())
+            .field("error", &self.d.session().error())
             .finish_non_exhaustive()
     }
 }
@@ -122,17 +85,13 @@ impl<IO> TlsStream<IO> {
     /// The stream taken apart, for a caller that drives the session itself from here on
     /// (a proxy that bridges it to plaintext): nothing buffered is lost.
     pub fn into_parts(self) -> TlsParts<IO> {
-        TlsParts {
-            io: self.io,
-            session: self.session,
-            received: self.input.pending().to_vec(),
-            unsent: self.output.pending().to_vec(),
-        }
+        let (session, received, unsent) = self.d.into_parts();
+        TlsParts { io: self.io, session, received, unsent }
     }
 
     /// The session.
     pub fn session(&self) -> &dyn Session {
-        &*self.session
+        self.d.session()
     }
 
     /// The negotiated version, cipher suite, SNI, ALPN, resumption, peer chain and verify
@@ -146,15 +105,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
     /// Wraps a session and its transport; the handshake runs on first use or with
     /// [`handshake`](TlsStream::handshake).
     pub fn new(session: Box<dyn Session>, io: IO) -> Self {
-        TlsStream {
-            io,
-            session,
-            input: Queue::default(),
-            output: Queue::default(),
-            eof: false,
-            shut: false,
-            info: None,
-        }
+        TlsStream { io, d: Driver::new(session), shut: false, info: None }
     }
 
     /// Runs the handshake to completion. Wrap it in `tokio::time::timeout` to bound it in
@@ -163,31 +114,19 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
         poll_fn(|cx| self.poll_handshake(cx)).await
     }
 
-    /// Moves the session's ciphertext into the output queue (up to [`MAX_OUTPUT`]).
-    fn collect_output(&mut self) {
-        while self.session.wants_write() && self.output.pending().len() < MAX_OUTPUT {
-            let start = self.output.buf.len();
-            self.output.buf.resize(start + READ_CHUNK, 0);
-            let n = self.session.take_tls(&mut self.output.buf[start..]);
-            self.output.buf.truncate(start + n);
-            if n == 0 {
-                break;
-            }
-        }
-    }
-
     /// Writes queued ciphertext until the transport has taken all of it.
     fn poll_write_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.collect_output();
-        while !self.output.pending().is_empty() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, self.output.pending()))?;
+        loop {
+            let out = self.d.output();
+            if out.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, out))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.output.consume(n);
-            self.collect_output();
+            self.d.written(n);
         }
-        Poll::Ready(Ok(()))
     }
 
     /// A fatal error: its alert goes to the transport first (best effort), then the error.
@@ -199,57 +138,49 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
     }
 
     /// Feeds ciphertext to the session, reading the transport when none is buffered.
-    /// `Ok(false)` at the transport's end of file. Called only with no plaintext waiting:
-    /// a session that then takes nothing and has nothing to send would be asked the same
-    /// thing for ever (`Session::feed_tls`), which is an error.
+    /// `Ok(false)` at the transport's end of file (see [`Driver::feed`]).
     fn poll_read_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        if self.input.pending().is_empty() {
-            if self.eof {
+        if !self.d.has_input() {
+            if self.d.is_eof() {
                 return Poll::Ready(Ok(false));
             }
-            self.input.buf.resize(READ_CHUNK, 0);
-            let mut rb = ReadBuf::new(&mut self.input.buf);
+            let mut rb = ReadBuf::new(self.d.read_buf());
             let r = Pin::new(&mut self.io).poll_read(cx, &mut rb);
             let n = rb.filled().len();
-            self.input.buf.truncate(n);
-            if n == 0 {
-                self.input.consume(0);
+            match r {
+                Poll::Ready(Ok(())) => self.d.received(n),
+                Poll::Ready(Err(e)) => {
+                    self.d.read_failed();
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Pending => {
+                    self.d.read_failed();
+                    return Poll::Pending;
+                }
             }
-            ready!(r)?;
             if n == 0 {
-                self.eof = true;
                 return Poll::Ready(Ok(false));
             }
         }
-        match self.session.feed_tls(self.input.pending()) {
-            Ok(0) if !self.session.wants_write() => {
-                let e = Error::Backend {
-                    library: "sipstls",
-                    message: "the session took no input with its buffers drained".into(),
-                };
-                self.poll_fail(cx, e)
-            }
-            Ok(n) => {
-                self.input.consume(n);
-                Poll::Ready(Ok(true))
-            }
+        match self.d.feed() {
+            Ok(_) => Poll::Ready(Ok(true)),
             Err(e) => self.poll_fail(cx, e),
         }
     }
 
     /// The end of the transport: the session's error, or a truncation.
     fn eof_error(&self) -> io::Error {
-        to_io(self.session.error().cloned().unwrap_or(Error::UnexpectedEof))
+        to_io(self.d.eof_error())
     }
 
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             ready!(self.poll_write_tls(cx))?;
-            if let Some(e) = self.session.error() {
+            if let Some(e) = self.d.session().error() {
                 return Poll::Ready(Err(to_io(e.clone())));
             }
-            if !self.session.is_handshaking() {
-                self.info = self.session.info();
+            if !self.d.session().is_handshaking() {
+                self.info = self.d.session().info();
                 return Poll::Ready(Ok(()));
             }
             if !ready!(self.poll_read_tls(cx))? {
@@ -262,14 +193,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
 impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<IO> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.session.is_handshaking() {
+        if this.d.session().is_handshaking() {
             ready!(this.poll_handshake(cx))?;
         }
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
         loop {
-            match this.session.read(buf.initialize_unfilled()) {
+            match this.d.session_mut().read(buf.initialize_unfilled()) {
                 Ok(ReadStatus::Data(n)) => {
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
@@ -293,18 +224,18 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<IO> {
 impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<IO> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.session.is_handshaking() {
+        if this.d.session().is_handshaking() {
             ready!(this.poll_handshake(cx))?;
         }
         if data.is_empty() {
             return Poll::Ready(Ok(0));
         }
         // Backpressure: no more plaintext while a full queue waits for the transport.
-        if this.output.pending().len() >= MAX_OUTPUT {
+        if this.d.queued_output() >= MAX_OUTPUT {
             ready!(this.poll_write_tls(cx))?;
         }
         for _ in 0..2 {
-            let n = match this.session.write(data) {
+            let n = match this.d.session_mut().write(data) {
                 Ok(n) => n,
                 Err(e) => return this.poll_fail(cx, e),
             };
@@ -331,7 +262,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<IO> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.shut {
-            this.session.close_notify();
+            this.d.session_mut().close_notify();
             this.shut = true;
         }
         ready!(this.poll_write_tls(cx))?;

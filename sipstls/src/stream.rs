@@ -3,9 +3,8 @@
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
+use sipstls_core::driver::Driver;
 use sipstls_core::{ClientDomain, Error, ReadStatus, ServerDomain, ServerName, Session, TlsInfo};
-
-const READ_CHUNK: usize = 16 * 1024 + 512;
 
 /// A TLS connection over a blocking transport. Reads and writes plaintext; the handshake
 /// runs on first use or explicitly with [`handshake`](TlsStream::handshake).
@@ -14,11 +13,8 @@ const READ_CHUNK: usize = 16 * 1024 + 512;
 /// [`sipstls::Error`](Error); get it with [`tls_error`].
 pub struct TlsStream<S> {
     io: S,
-    session: Box<dyn Session>,
-    /// Ciphertext read from the transport that the session has not taken yet.
-    pending: Vec<u8>,
-    buf: Vec<u8>,
-    eof: bool,
+    /// The session and its buffers, shared with the async adapter (`sipstls-tokio`).
+    d: Driver,
 }
 
 /// A transport whose reads can time out ([`TlsStream::handshake_within`]).
@@ -62,7 +58,7 @@ fn to_io(e: Error) -> io::Error {
 impl<S: Read + Write> TlsStream<S> {
     /// Wraps a session and its transport.
     pub fn new(session: Box<dyn Session>, io: S) -> Self {
-        TlsStream { io, session, pending: Vec::new(), buf: vec![0; READ_CHUNK], eof: false }
+        TlsStream { io, d: Driver::new(session) }
     }
 
     /// Connects as a client to `name` over `io` and completes the handshake.
@@ -120,13 +116,13 @@ impl<S: Read + Write> TlsStream<S> {
     fn handshake_inner(&mut self, mut before_read: impl FnMut(&S) -> io::Result<()>) -> io::Result<()> {
         loop {
             self.flush_tls()?;
-            if !self.session.is_handshaking() {
+            if !self.d.session().is_handshaking() {
                 return Ok(());
             }
             before_read(&self.io)?;
             match self.receive() {
                 Ok(true) => {}
-                Ok(false) => return Err(to_io(self.session.error().cloned().unwrap_or(Error::UnexpectedEof))),
+                Ok(false) => return Err(to_io(self.d.session().error().cloned().unwrap_or(Error::UnexpectedEof))),
                 // Nothing was read or fed: try again.
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -136,12 +132,12 @@ impl<S: Read + Write> TlsStream<S> {
 
     /// The session.
     pub fn session(&self) -> &dyn Session {
-        &*self.session
+        self.d.session()
     }
 
     /// The negotiated parameters (after the handshake).
     pub fn info(&self) -> Option<TlsInfo> {
-        self.session.info()
+        self.d.session().info()
     }
 
     /// The transport.
@@ -151,51 +147,48 @@ impl<S: Read + Write> TlsStream<S> {
 
     /// Sends close_notify and flushes it.
     pub fn shutdown(&mut self) -> io::Result<()> {
-        self.session.close_notify();
+        self.d.session_mut().close_notify();
         self.flush_tls()
     }
 
     /// Writes every pending ciphertext byte to the transport.
     fn flush_tls(&mut self) -> io::Result<()> {
-        while self.session.wants_write() {
-            let n = self.session.take_tls(&mut self.buf);
-            if n == 0 {
+        loop {
+            let out = self.d.output();
+            if out.is_empty() {
                 break;
             }
-            self.io.write_all(&self.buf[..n])?;
+            let n = self.io.write(out)?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.d.written(n);
         }
         self.io.flush()
     }
 
     /// Moves ciphertext from the transport into the session. `Ok(false)` at transport EOF.
     fn receive(&mut self) -> io::Result<bool> {
-        if self.pending.is_empty() {
-            if self.eof {
+        if !self.d.has_input() {
+            if self.d.is_eof() {
                 return Ok(false);
             }
-            let n = self.io.read(&mut self.buf)?;
-            if n == 0 {
-                self.eof = true;
+            match self.io.read(self.d.read_buf()) {
+                Ok(n) => self.d.received(n),
+                Err(e) => {
+                    self.d.read_failed();
+                    return Err(e);
+                }
+            }
+            if self.d.is_eof() {
                 return Ok(false);
             }
-            self.pending.extend_from_slice(&self.buf[..n]);
         }
-        let fed = self.session.feed_tls(&self.pending);
+        let fed = self.d.feed();
         // Send any alert the session queued, even on failure.
-        let had_output = self.session.wants_write();
         let flushed = self.flush_tls();
-        let taken = fed.map_err(to_io)?;
+        fed.map_err(to_io)?;
         flushed?;
-        self.pending.drain(..taken);
-        // Callers come here only with no plaintext waiting, and the output was just
-        // flushed: a session that takes nothing and had nothing to send would be asked
-        // the same thing again (`Session::feed_tls`), so that is an error, not a retry.
-        if taken == 0 && !had_output && !self.pending.is_empty() {
-            return Err(to_io(Error::Backend {
-                library: "sipstls",
-                message: "the session took no input with its buffers drained".into(),
-            }));
-        }
         Ok(true)
     }
 }
@@ -206,7 +199,7 @@ impl<S: Read + Write> Read for TlsStream<S> {
             return Ok(0);
         }
         loop {
-            match self.session.read(out).map_err(to_io)? {
+            match self.d.session_mut().read(out).map_err(to_io)? {
                 ReadStatus::Data(n) => return Ok(n),
                 ReadStatus::Closed => return Ok(0),
                 ReadStatus::WouldBlock => {
@@ -222,13 +215,13 @@ impl<S: Read + Write> Read for TlsStream<S> {
 
 impl<S: Read + Write> Write for TlsStream<S> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if self.session.is_handshaking() {
+        if self.d.session().is_handshaking() {
             self.handshake()?;
         }
         // A full outgoing buffer empties when flushed, so the second try takes data;
         // a session that still takes nothing would otherwise spin here.
         for _ in 0..2 {
-            let n = self.session.write(data).map_err(to_io)?;
+            let n = self.d.session_mut().write(data).map_err(to_io)?;
             self.flush_tls()?;
             if n > 0 || data.is_empty() {
                 return Ok(n);
