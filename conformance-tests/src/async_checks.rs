@@ -119,11 +119,28 @@ pub fn async_sni_switch(b: &dyn Backend) {
             t.add_server(Listener::Any, Some(SniMatch::Exact(ALT_NAME.into())), &alt).unwrap();
             t.add_client_default(&client_cfg(v)).unwrap();
             let t = Arc::new(t);
-            let (c, s) = handshake(&t.clone().into(), &t.into(), &ClientTarget::name(ALT_NAME)).await;
+            let (c, s) = handshake(&t.clone().into(), &t.clone().into(), &ClientTarget::name(ALT_NAME)).await;
             let (c, s) = (ok(c, "client"), ok(s, "server"));
             let cn = c.info().and_then(|i| i.peer.as_ref()).and_then(|p| p.subject_cn.clone());
             assert_eq!(cn.as_deref(), Some(ALT_NAME), "{v}: SNI chose the alt domain");
             assert_eq!(s.info().and_then(|i| i.sni.clone()).as_deref(), Some(ALT_NAME));
+
+            // The blocking stream switches the same way through the table.
+            let (c, s) = tcp_pair().await;
+            let (c, s) = (c.into_std().unwrap(), s.into_std().unwrap());
+            c.set_nonblocking(false).unwrap();
+            s.set_nonblocking(false).unwrap();
+            let local = s.local_addr().unwrap();
+            let cd = t.client_for(&ClientTarget::name(ALT_NAME)).unwrap().0;
+            let server = std::thread::spawn({
+                let t = t.clone();
+                move || sipstls::TlsStream::accept_in(&t, local, None, s).map(|s| s.info())
+            });
+            let client = sipstls::TlsStream::connect(&*cd, ALT_NAME, c).expect("blocking client");
+            let cn = client.info().and_then(|i| i.peer).and_then(|p| p.subject_cn);
+            assert_eq!(cn.as_deref(), Some(ALT_NAME), "{v}: the blocking stream switched by SNI");
+            let sinfo = server.join().unwrap().expect("blocking server").expect("info");
+            assert_eq!(sinfo.sni.as_deref(), Some(ALT_NAME));
         });
     }
 }

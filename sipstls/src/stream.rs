@@ -69,7 +69,24 @@ impl<S: Read + Write> TlsStream<S> {
         Ok(s)
     }
 
-    /// Accepts a client over `io` with `domain` and completes the handshake.
+    /// Accepts a client over `io` for the server domains of `table` and completes the
+    /// handshake: the domain is chosen by `local` (the listener's address), then by the
+    /// client's SNI, as [`DomainTable::accept_from`](sipstls_core::DomainTable::accept_from)
+    /// does; `peer` names the session in the table's statistics.
+    pub fn accept_in(
+        table: &sipstls_core::DomainTable,
+        local: std::net::SocketAddr,
+        peer: Option<std::net::SocketAddr>,
+        io: S,
+    ) -> io::Result<Self> {
+        let mut s = TlsStream::new(table.accept_from(local, peer).map_err(to_io)?, io);
+        s.handshake()?;
+        Ok(s)
+    }
+
+    /// Accepts a client over `io` with the one `domain` and completes the handshake (no
+    /// SNI switching: a single domain has nothing to switch to; use
+    /// [`accept_in`](TlsStream::accept_in) with a table for several domains).
     pub fn accept(domain: &dyn ServerDomain, io: S) -> io::Result<Self> {
         let mut s = TlsStream::new(domain.accept(None).map_err(to_io)?, io);
         s.handshake()?;
