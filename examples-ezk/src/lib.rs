@@ -38,7 +38,7 @@ use sip_types::print::AppendCtx;
 use sip_types::uri::SipUri;
 use sip_types::{Method, Name, StatusCode};
 use sipstls::tokio::{TlsAcceptor, TlsConnector, TlsStream};
-use sipstls::{ClientTarget, DomainTable, TlsInfo};
+use sipstls::{Certificate, ClientTarget, DomainConfig, DomainTable, Identity, Listener, TlsInfo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::mpsc;
@@ -297,6 +297,34 @@ impl StreamingListener for TlsAcceptStream {
             None => std::future::pending().await,
         }
     }
+}
+
+/// The backends this example offers (`--backend`, or `SIPSTLS_BACKEND`).
+pub const BACKENDS: [&str; 2] = ["rustls", "openssl"];
+
+/// A domain table on `backend` (`rustls` or `openssl`): a client domain trusting `ca_pem`
+/// that sends `server_name` as SNI and checks it (else the URI's host), and with
+/// `server = (cert_pem, key_pem)` a server domain for every listener.
+pub fn build_table(
+    backend: &str,
+    ca_pem: &[u8],
+    server: Option<(&[u8], &[u8])>,
+    server_name: Option<&str>,
+) -> Result<DomainTable, Box<dyn std::error::Error + Send + Sync>> {
+    if !BACKENDS.contains(&backend) {
+        return Err(format!("unknown backend {backend:?}: one of {BACKENDS:?}").into());
+    }
+    let b = sipstls::backend(backend).ok_or_else(|| format!("backend {backend} is not in this build"))?;
+    let mut table = DomainTable::new(b);
+    let mut client = DomainConfig::client(Certificate::all_from_pem(ca_pem)?);
+    if let Some(name) = server_name {
+        client = client.with_server_name(name);
+    }
+    table.add_client_default(&client)?;
+    if let Some((cert, key)) = server {
+        table.add_server(Listener::Any, None, &DomainConfig::server(Identity::from_pem(cert, key)?))?;
+    }
+    Ok(table)
 }
 
 /// Adds sipstls TLS to an ezk endpoint under construction: outgoing connections with the
