@@ -20,6 +20,7 @@
 //! what it answered; [`send_request`] sends one out-of-dialog request through an ezk client
 //! transaction. The `ezk-ua` binary and `tests/ezk_tls.rs` put them together.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -31,7 +32,7 @@ use std::time::Duration;
 use ezk_sip_core::transport::streaming::{
     StreamingFactory, StreamingListener, StreamingListenerBuilder, StreamingTransport,
 };
-use ezk_sip_core::transport::TargetTransportInfo;
+use ezk_sip_core::transport::{TargetTransportInfo, TpHandle};
 use ezk_sip_core::{Endpoint, EndpointBuilder, IncomingRequest, Layer, MayTake, Request};
 use sip_types::host::Host;
 use sip_types::print::AppendCtx;
@@ -362,11 +363,21 @@ pub struct Answered {
     pub body: String,
 }
 
+/// Connections the [`Responder`] keeps a handle to (the most recent ones).
+const HELD_CONNECTIONS: usize = 64;
+
 /// An ezk layer that answers OPTIONS and MESSAGE outside a dialog with 200 (`Server:
 /// sipstls-ezk`) and records them. Other requests fall through to ezk (481).
+///
+/// It holds a handle to each of the last 64 connections it answered on. ezk-sip-core 0.8.2
+/// drops a connection's last handle when a transaction ends and lets the connection's reader
+/// task mark it idle; a request that reaches the reader first makes it panic ("set_used failed
+/// to retrieve TpHandle") and the connection is lost. A held handle keeps the connection in use,
+/// so a peer that sends several requests over one connection (Kamailio does) is answered.
 #[derive(Clone, Debug, Default)]
 pub struct Responder {
     answered: Arc<Mutex<Vec<Answered>>>,
+    held: Arc<Mutex<VecDeque<TpHandle>>>,
 }
 
 impl Responder {
@@ -392,6 +403,16 @@ impl Layer for Responder {
             return;
         }
         let mut request = request.take();
+        {
+            let tp = &request.tp_info.transport;
+            let mut held = lock(&self.held);
+            if !held.iter().any(|h| h.key() == tp.key()) {
+                if held.len() == HELD_CONNECTIONS {
+                    held.pop_front();
+                }
+                held.push_back(tp.clone());
+            }
+        }
         let seen = Answered {
             method: request.line.method.to_string(),
             uri: request.line.uri.default_print_ctx().to_string(),

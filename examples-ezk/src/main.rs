@@ -19,6 +19,9 @@ use sip_types::uri::SipUri;
 use sip_types::Method;
 use sipstls_example_ezk::{add_tls, build_table, send_request, Responder};
 
+/// Bound on one request's final response.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Default)]
@@ -41,7 +44,8 @@ fn parse_args() -> Result<Args, Error> {
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
-            println!("{}", include_str!("main.rs").lines().skip(2).take(5).collect::<Vec<_>>().join("\n"));
+            let usage: Vec<_> = include_str!("main.rs").lines().skip(3).take(3).map(|l| &l[l.len().min(4)..]).collect();
+            println!("{}", usage.join("\n"));
             std::process::exit(0);
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -92,11 +96,18 @@ async fn main() -> Result<(), Error> {
     let via: Option<SipUri> = a.via.as_deref().map(str::parse).transpose()?;
     let mut all_ok = true;
     let mut sent = false;
+    let mut held = Vec::new();
     for (method, uri, body) in [(Method::OPTIONS, &a.options, ""), (Method::MESSAGE, &a.message, a.body.as_str())] {
         let Some(uri) = uri else { continue };
         sent = true;
         let uri: SipUri = uri.parse()?;
-        let resp = send_request(&endpoint, method.clone(), &uri, via.as_ref(), body).await?;
+        // Held, so that the next request to the same peer reuses the connection (ezk opens a
+        // new one when the last handle was dropped a moment ago).
+        held.push(endpoint.select_transport(via.as_ref().unwrap_or(&uri)).await?);
+        let resp =
+            tokio::time::timeout(REQUEST_TIMEOUT, send_request(&endpoint, method.clone(), &uri, via.as_ref(), body))
+                .await
+                .map_err(|_| format!("{method}: no final response within {REQUEST_TIMEOUT:?}"))??;
         println!("{method} -> {} over {}", resp.code, resp.transport);
         all_ok &= (200..300).contains(&resp.code);
     }

@@ -226,13 +226,20 @@ fn ezk_and_kamailio(backend: &str) {
         assert_eq!(resp.code, 200, "{backend}: {resp:?}\n{}", kam.log());
         assert_eq!(resp.header("Server"), Some("sipstls-ezk"), "{backend}: answered by the ezk UA: {resp:?}");
 
+        // And an OPTIONS for the UA the same way: Kamailio sends it over the same connection.
+        let resp = request(&ep, Method::OPTIONS, &ruri, Some(&kam_uri), "")
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: OPTIONS via kamailio: {e}\n{}", kam.log()));
+        assert_eq!(resp.code, 200, "{backend}: {resp:?}\n{}", kam.log());
+        assert_eq!(resp.header("Allow"), Some("OPTIONS, MESSAGE"), "{backend}: answered by the ezk UA: {resp:?}");
+
         let answered = responder.answered();
-        let msg = answered
-            .iter()
-            .find(|r| r.method == "MESSAGE")
-            .unwrap_or_else(|| panic!("{backend}: the UA answered no MESSAGE: {answered:?}"));
-        assert_eq!(msg.transport, "TLS", "{backend}: {msg:?}");
+        assert_eq!(answered.len(), 2, "{backend}: {answered:?}");
+        let (msg, options) = (&answered[0], &answered[1]);
+        assert_eq!((msg.method.as_str(), options.method.as_str()), ("MESSAGE", "OPTIONS"), "{answered:?}");
+        assert_eq!((msg.transport, options.transport), ("TLS", "TLS"), "{backend}: {answered:?}");
         assert_eq!(msg.body, body, "{backend}: {msg:?}");
+        assert_eq!(msg.source, options.source, "{backend}: one connection from Kamailio: {answered:?}");
         assert_eq!(msg.source.ip(), kam.tls.ip(), "{backend}: {msg:?}");
         assert_ne!(msg.source, kam.tls, "{backend}: from Kamailio's own connection, not the UA's: {msg:?}");
         // The UA's listener accepted Kamailio's TLS client, which sent SNI sip.example.test.
