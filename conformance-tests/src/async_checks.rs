@@ -303,6 +303,24 @@ pub fn async_never_reading_peer_is_bounded(b: &dyn Backend) {
     }
 }
 
+/// A client that sends the first bytes of a ClientHello and then nothing: an acceptor with
+/// a handshake timeout ends it with `TimedOut` at the limit.
+pub fn async_handshake_timeout(b: &dyn Backend) {
+    let v = versions(b)[0];
+    run(async {
+        let t = table(b, &server_cfg(v), &client_cfg(v));
+        let acceptor = TlsAcceptor::from(t).with_handshake_timeout(Duration::from_millis(300));
+        let (mut raw, s) = tcp_pair().await;
+        raw.write_all(&[0x16, 0x03, 0x01, 0x00, 0x40, 0x01]).await.unwrap();
+        let t0 = std::time::Instant::now();
+        let e = acceptor.accept(s).await.expect_err("a silent client must time out");
+        let took = t0.elapsed();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e:?}");
+        assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(5), "took {took:?}");
+        drop(raw);
+    });
+}
+
 /// A 64 KiB ClientHello (over 64 KiB with its record headers) to the acceptor: a typed
 /// error with a fatal alert on the wire, within the step's time (never a hang or a spin).
 pub fn async_hostile_large_hello(b: &dyn Backend) {

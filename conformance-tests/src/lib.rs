@@ -94,6 +94,7 @@ macro_rules! conformance_suite {
                 async_half_close,
                 async_never_reading_peer_is_bounded,
                 async_hostile_large_hello,
+                async_handshake_timeout,
             );
         }
 

@@ -36,6 +36,7 @@ mod stream;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sipstls_core::{ClientTarget, DomainTable, ReloadableTable};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -46,22 +47,45 @@ pub use stream::{tls_error, TlsParts, TlsStream};
 #[derive(Clone, Debug)]
 pub struct TlsAcceptor {
     table: Arc<ReloadableTable>,
+    limit: Option<Duration>,
 }
 
 impl From<Arc<DomainTable>> for TlsAcceptor {
     fn from(table: Arc<DomainTable>) -> Self {
-        TlsAcceptor { table: Arc::new(ReloadableTable::from_arc(table)) }
+        TlsAcceptor { table: Arc::new(ReloadableTable::from_arc(table)), limit: None }
     }
 }
 
 impl From<Arc<ReloadableTable>> for TlsAcceptor {
     /// Connections accepted after a reload use the new table; open ones keep theirs.
     fn from(table: Arc<ReloadableTable>) -> Self {
-        TlsAcceptor { table }
+        TlsAcceptor { table, limit: None }
+    }
+}
+
+/// Runs `tls`'s handshake, within `limit` of wall time when one is set
+/// (`io::ErrorKind::TimedOut` when it runs out; needs a runtime with timers).
+async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(
+    tls: &mut TlsStream<IO>,
+    limit: Option<Duration>,
+) -> io::Result<()> {
+    match limit {
+        None => tls.handshake().await,
+        Some(d) => tokio::time::timeout(d, tls.handshake())
+            .await
+            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))),
     }
 }
 
 impl TlsAcceptor {
+    /// Bounds every handshake in wall time (a peer that trickles bytes cannot hold a task
+    /// longer); the handshake fails with `io::ErrorKind::TimedOut`. Needs a tokio runtime
+    /// with timers enabled.
+    pub fn with_handshake_timeout(mut self, limit: Duration) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
     /// Runs the server handshake on an accepted TCP connection: the domain is chosen by the
     /// socket's local address (the listener), then by the client's SNI.
     pub async fn accept(&self, tcp: tokio::net::TcpStream) -> io::Result<TlsStream<tokio::net::TcpStream>> {
@@ -84,7 +108,7 @@ impl TlsAcceptor {
     {
         let session = self.table.accept(local, peer).map_err(stream::to_io)?;
         let mut tls = TlsStream::new(session, io);
-        tls.handshake().await?;
+        handshake(&mut tls, self.limit).await?;
         Ok(tls)
     }
 }
@@ -93,21 +117,28 @@ impl TlsAcceptor {
 #[derive(Clone, Debug)]
 pub struct TlsConnector {
     table: Arc<ReloadableTable>,
+    limit: Option<Duration>,
 }
 
 impl From<Arc<DomainTable>> for TlsConnector {
     fn from(table: Arc<DomainTable>) -> Self {
-        TlsConnector { table: Arc::new(ReloadableTable::from_arc(table)) }
+        TlsConnector { table: Arc::new(ReloadableTable::from_arc(table)), limit: None }
     }
 }
 
 impl From<Arc<ReloadableTable>> for TlsConnector {
     fn from(table: Arc<ReloadableTable>) -> Self {
-        TlsConnector { table }
+        TlsConnector { table, limit: None }
     }
 }
 
 impl TlsConnector {
+    /// Bounds every handshake in wall time, as [`TlsAcceptor::with_handshake_timeout`].
+    pub fn with_handshake_timeout(mut self, limit: Duration) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
     /// Runs the client handshake over `io` to `target`: the client domain is chosen by the
     /// target's id, address or name; the name is sent as SNI and the peer's certificate is
     /// checked against it (RFC 5922) unless the domain turns the check off.
@@ -117,7 +148,7 @@ impl TlsConnector {
     {
         let session = self.table.connect(target).map_err(stream::to_io)?;
         let mut tls = TlsStream::new(session, io);
-        tls.handshake().await?;
+        handshake(&mut tls, self.limit).await?;
         Ok(tls)
     }
 }
