@@ -93,6 +93,12 @@ export CARGO_PROFILE_DEV_DEBUG=line-tables-only
 echo "== formatting"
 cargo fmt --all -- --check
 
+# Workspace [lints] (missing_docs, unsafe_op_in_unsafe_fn, undocumented_unsafe_blocks) and
+# clippy's defaults, warnings denied, for every crate and target with every backend that
+# links beside OpenSSL.
+echo "== clippy, warnings denied"
+cargo clippy --locked --workspace --all-targets --features sipstls-conformance/wolfssl,sipstls-conformance/mbedtls -- -D warnings
+
 echo "== cargo test (workspace, default backends: rustls + openssl)"
 cargo test --workspace --locked
 
@@ -134,8 +140,8 @@ conformance-tests/probes/run-probes.sh --echo-server target/debug/echo-server --
 echo "== fuzz smoke runs (cargo-fuzz on the stable toolchain, 15 s per target)"
 scripts/fuzz-smoke.sh
 
-echo "== rustdoc of sipstls-core and sipstls-manager, warnings denied"
-RUSTDOCFLAGS="-D warnings" cargo doc -p sipstls-core -p sipstls-manager --no-deps --locked -q
+echo "== rustdoc of every crate, warnings denied"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked -q
 
 echo "== no leftover test servers"
 if pgrep -f "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|gnutls-(serv|cli)|bssl-tool|(^|/)kamailio( |$)|(^|/)(dumpcap|tshark) |redis-server |(^|/)testssl |/sslyze " >/dev/null; then

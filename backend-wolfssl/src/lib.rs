@@ -309,7 +309,7 @@ fn build_ctx(cfg: &DomainConfig, role: Role) -> Result<Ctx> {
         .ok_or(Error::Backend { library: NAME, message: "wolfSSL_CTX_new failed".into() })?;
     let ctx = Ctx(ctx);
     let p = ctx.as_ptr();
-    // SAFETY (for every call on `p` below): `p` is the live context owned by `ctx`, not yet
+    // SAFETY: for every call on `p` below: `p` is the live context owned by `ctx`, not yet
     // shared with any other thread; buffers passed are valid for the lengths given.
     unsafe {
         if cfg.min_version == ProtocolVersion::Tls12 {

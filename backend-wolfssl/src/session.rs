@@ -376,7 +376,7 @@ impl WolfsslSession {
             sh.check_name = cfg.verify_peer && cfg.name_verification == NameVerification::Rfc5922;
             sh.expected = setup.name.clone();
         }
-        // SAFETY (all calls below): `ssl` is the live session just created and owned by `s`;
+        // SAFETY: all calls below: `ssl` is the live session just created and owned by `s`;
         // the buffers passed are valid for the lengths given and copied by wolfSSL.
         unsafe {
             if let (Some(ServerName::Dns(n)), true) = (&setup.name, cfg.send_sni) {
@@ -846,7 +846,7 @@ impl Session for WolfsslSession {
         }
         let ssl = self.ssl?;
         let p = ssl.as_ptr();
-        // SAFETY (all calls below): `p` is the live session; the strings returned point into
+        // SAFETY: all calls below: `p` is the live session; the strings returned point into
         // wolfSSL's static tables or the session, and are copied at once.
         let (version, cipher, curve, alpn, resumed) = unsafe {
             let version = match w::wolfSSL_version(p) as u32 {

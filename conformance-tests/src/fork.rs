@@ -281,6 +281,7 @@ pub fn accepted_peer_ports(pid: libc::pid_t, local_port: u16) -> Vec<u16> {
         // SAFETY: a fresh duplicate that we own (closed when dropped, before any kill).
         let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         let addr = |peer: bool| {
+            // SAFETY: `sockaddr_in` is plain old data, for which all zeros is a valid value.
             let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
             let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
             let p = std::ptr::addr_of_mut!(sa).cast::<libc::sockaddr>();

@@ -25,8 +25,11 @@ use crate::pki::{pki, SERVER_NAME};
 use crate::pump;
 use crate::wire::{self, random};
 
+/// One check of the battery.
+pub type Check = fn(&dyn Backend);
+
 /// The in-memory checks, by name (used by the memory-baseline test).
-pub const IN_MEMORY: &[(&str, fn(&dyn Backend))] = &[
+pub const IN_MEMORY: &[(&str, Check)] = &[
     ("random_bytes_to_client", random_bytes_to_client),
     ("random_records_after_handshake", random_records_after_handshake),
     ("record_length_over_limit", record_length_over_limit),

@@ -158,7 +158,7 @@ pub fn large_server_message(v: ProtocolVersion, total: usize) -> Vec<u8> {
     let mut list = Vec::new();
     let mut left = total - 4 - 3;
     while left > 0 {
-        let n = left.min(16_000).max(4) - 3;
+        let n = left.clamp(4, 16_000) - 3;
         list.extend(u24be(n));
         list.extend(random(left as u64, n));
         left = left.saturating_sub(n + 3);

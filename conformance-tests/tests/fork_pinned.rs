@@ -385,6 +385,7 @@ fn random_outputs_unique_across_processes(backend: &Arc<dyn Backend>) {
         // SAFETY: the parent closes its copy of each write end (the children hold theirs)
         // and takes ownership of each read end.
         unsafe { libc::close(p[1]) };
+        // SAFETY: as above: the read end is ours alone from here on.
         read_ends.push(unsafe { std::fs::File::from_raw_fd(p[0]) });
     }
     backend.fill_random(&mut parent_out).expect("parent random after fork");

@@ -230,7 +230,7 @@ fn workers_killed_under_load(backend: &Arc<dyn Backend>) {
     let parent_fds = open_fds(std::process::id() as i32);
 
     let body = |slot: usize| worker(&listener, &*server, board, slot);
-    let mut workers = Workers::spawn(WORKERS, RUN_LIMIT + Duration::from_secs(30), &body);
+    let mut workers = Workers::spawn(WORKERS, RUN_LIMIT + Duration::from_secs(30), body);
     let mut slot_of: Vec<libc::pid_t> = workers.pids().to_vec();
     let start = Instant::now();
     // Every worker ready (idle in accept, descriptors counted) before the load starts.
@@ -280,7 +280,7 @@ fn workers_killed_under_load(backend: &Arc<dyn Backend>) {
                 killed.len(),
                 start.elapsed().as_secs_f64()
             );
-            let pid = workers.spawn_one(slot_of.len(), RUN_LIMIT + Duration::from_secs(30), &body);
+            let pid = workers.spawn_one(slot_of.len(), RUN_LIMIT + Duration::from_secs(30), body);
             slot_of.push(pid);
         }
         client_exit = client_proc.wait(client_pid, Duration::ZERO);

@@ -543,7 +543,8 @@ fn tokio_worker_accepts_and_connects(backend: Arc<dyn Backend>) {
         let mut got = [0u8; 8];
         conn.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"REGISTER");
-        conn.write_all(b"200").await.unwrap();
+        // Through AsyncWrite (the inherent write_all takes &self).
+        AsyncWriteExt::write_all(&mut conn, b"200").await.unwrap();
         let mut rest = Vec::new();
         conn.read_to_end(&mut rest).await.unwrap();
         assert!(rest.is_empty(), "the client's close_notify ends the stream");
@@ -553,7 +554,8 @@ fn tokio_worker_accepts_and_connects(backend: Arc<dyn Backend>) {
         assert!(!out.reused);
         let far = tokio::time::timeout(WAIT, worker.accept_async()).await.expect("in time").expect("far end");
         let (mut out, mut far) = (out.into_async().unwrap(), far.into_async().unwrap());
-        out.write_all(b"OPTIONS").await.unwrap();
+        AsyncWriteExt::write_all(&mut out, b"OPTIONS").await.unwrap();
+        AsyncWriteExt::flush(&mut out).await.unwrap();
         let mut got = [0u8; 7];
         far.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"OPTIONS");

@@ -96,8 +96,8 @@ unsafe impl GlobalAlloc for ArenaGlobalAlloc {
 
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         match (self.owner(), NonNull::new(p)) {
-            // SAFETY: `p` lies in the arena and is live (forwarded contract).
             (Some(a), Some(nn)) if a.contains(p) => {
+                // SAFETY: `p` lies in the arena and is live (forwarded contract).
                 unsafe { a.reallocate(nn, new_size) }.map_or(ptr::null_mut(), NonNull::as_ptr)
             }
             // SAFETY: a system allocation (forwarded contract).

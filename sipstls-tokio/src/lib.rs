@@ -2,7 +2,7 @@
 //!
 //! Async TLS for SIP servers on tokio, over whichever sipstls backend the build has:
 //! [`TlsAcceptor`] and [`TlsConnector`] pick the TLS domain from a
-//! [`DomainTable`](sipstls_core::DomainTable) (by listener address, the client's SNI, or the
+//! [`DomainTable`] (by listener address, the client's SNI, or the
 //! client target's id, address or name) and yield a [`TlsStream`], which is
 //! `AsyncRead + AsyncWrite` over any `AsyncRead + AsyncWrite + Unpin` transport.
 //!

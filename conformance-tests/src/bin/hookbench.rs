@@ -167,6 +167,7 @@ fn setup(backend_name: &str, hooks_on: bool) -> Option<&'static SharedArena> {
 /// Why a backend that does not claim `ALLOCATOR_HOOK` refuses it: its installer's error.
 /// Only called for such backends, so nothing is installed in this process.
 fn refusal(backend_name: &str) -> String {
+    #[cfg_attr(not(any(feature = "mbedtls", feature = "boring")), allow(unused_variables))]
     let arena: &'static SharedArena = SharedArena::create(1 << 20).expect("arena");
     let r: Result<(), sipstls::Error> = match backend_name {
         #[cfg(feature = "mbedtls")]
