@@ -303,6 +303,85 @@ pub fn async_never_reading_peer_is_bounded(b: &dyn Backend) {
     }
 }
 
+/// A peer that floods: the client writes while the server's application reads nothing;
+/// the client's writes stop being accepted with a bounded amount in flight (the server
+/// reads its transport only when asked to), over a transport that holds 64 KiB.
+pub fn async_flooding_peer_is_bounded(b: &dyn Backend) {
+    for v in versions(b) {
+        run(async {
+            let t = table(b, &server_cfg(v), &client_cfg(v));
+            let (acceptor, connector): (TlsAcceptor, TlsConnector) = (t.clone().into(), t.into());
+            let (cio, sio) = tokio::io::duplex(64 * 1024);
+            let local: SocketAddr = "127.0.0.1:5061".parse().unwrap();
+            let target = ClientTarget::name(SERVER_NAME);
+            let (c, s) = tokio::join!(connector.connect(&target, cio), acceptor.accept_with(sio, local, None));
+            let (mut c, mut s) = (ok(c, "client"), ok(s, "server"));
+            let chunk = vec![b'y'; 16 * 1024];
+            let mut written = 0usize;
+            loop {
+                match tokio::time::timeout(Duration::from_millis(300), c.write(&chunk)).await {
+                    Ok(Ok(n)) => written += n,
+                    Ok(Err(e)) => panic!("{v}: write failed: {e}"),
+                    Err(_) => break,
+                }
+                assert!(written <= 1 << 20, "{v}: 1 MiB taken from a flooding peer nobody reads");
+            }
+            assert!(written >= 16 * 1024, "{v}: only {written} bytes taken");
+            // Once the server reads, everything arrives.
+            let mut got = vec![0u8; 16 * 1024];
+            s.read_exact(&mut got).await.unwrap();
+            assert!(got.iter().all(|&x| x == b'y'), "{v}");
+        });
+    }
+}
+
+/// Hostile input through the adapter: random bytes instead of a ClientHello, and a record
+/// that does not decrypt after the handshake. Each ends in a typed error of the peer's
+/// fault, with a fatal alert on the wire.
+pub fn async_hostile_input(b: &dyn Backend) {
+    for v in versions(b) {
+        run(async {
+            let t = table(b, &server_cfg(v), &client_cfg(v));
+            let (acceptor, connector): (TlsAcceptor, TlsConnector) = (t.clone().into(), t.into());
+            // Random bytes to the acceptor.
+            let (mut raw, s) = tcp_pair().await;
+            let server = async { tokio::time::timeout(STEP, acceptor.accept(s)).await.expect("accept ended") };
+            let client = async move {
+                let _ = raw.write_all(&wire::random(42, 4096)).await;
+                let mut got = Vec::new();
+                let _ = tokio::time::timeout(STEP, raw.read_to_end(&mut got)).await.expect("the server ended it");
+                got
+            };
+            let (r, got) = tokio::join!(server, client);
+            let e = r.expect_err("random bytes are no ClientHello");
+            let te = tls_error(&e).unwrap_or_else(|| panic!("{v}: untyped {e:?}"));
+            assert!(te.is_peer_fault(), "{v}: {te:?}");
+            assert!(wire::ends_with_alert(&got), "{v}: {te:?} without an alert on the wire");
+
+            // A record that does not decrypt, after the handshake.
+            let (c, s) = tcp_pair().await;
+            let target = ClientTarget::name(SERVER_NAME);
+            let (c, s) = tokio::join!(connector.connect(&target, c), acceptor.accept(s));
+            let (c, mut s) = (ok(c, "client"), ok(s, "server"));
+            let mut raw = c.into_inner();
+            let mut rec = vec![0x17, 0x03, 0x03, 0x00, 0xc8];
+            rec.extend(wire::random(7, 200));
+            raw.write_all(&rec).await.unwrap();
+            let mut buf = [0u8; 64];
+            let e = s.read(&mut buf).await.expect_err("a record that does not decrypt");
+            assert!(
+                matches!(tls_error(&e), Some(Error::Protocol { kind: sipstls::ProtocolErrorKind::DecryptFailure, .. })),
+                "{v}: {e:?}"
+            );
+            // The alert went out before the error came back; closing ends the stream.
+            drop(s);
+            let mut got = Vec::new();
+            let _ = tokio::time::timeout(STEP, raw.read_to_end(&mut got)).await;
+            assert!(wire::ends_with_alert(&got), "{v}: no alert after the decrypt failure");
+        });
+    }
+}
+
 /// A client that sends the first bytes of a ClientHello and then nothing: an acceptor with
 /// a handshake timeout ends it with `TimedOut` at the limit.
 pub fn async_handshake_timeout(b: &dyn Backend) {

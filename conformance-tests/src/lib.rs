@@ -95,6 +95,8 @@ macro_rules! conformance_suite {
                 async_never_reading_peer_is_bounded,
                 async_hostile_large_hello,
                 async_handshake_timeout,
+                async_flooding_peer_is_bounded,
+                async_hostile_input,
             );
         }
 
