@@ -3,6 +3,9 @@
 //! [`Driver`], so they buffer, feed, flush and refuse a stalled session the same way. An
 //! adapter for another event loop needs only its transport's read and write around it.
 
+use std::cell::RefCell;
+use std::io;
+
 use crate::error::{Error, Result};
 use crate::session::Session;
 
@@ -11,6 +14,26 @@ pub const READ_CHUNK: usize = 16 * 1024 + 512;
 /// Ciphertext waiting for the transport before the driver takes no more from the session
 /// (and an adapter's writes wait).
 pub const MAX_OUTPUT: usize = 64 * 1024;
+
+thread_local! {
+    /// Scratch space of one call, zeroed once per thread: ciphertext read from the
+    /// transport before the session takes it, and ciphertext taken from the session before
+    /// the transport takes it. Only what is left over is copied into a connection's queues,
+    /// so the common case allocates and zeroes nothing per record, and an idle connection
+    /// holds no buffer.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
+}
+
+/// Runs `f` with a zeroed-once buffer of [`READ_CHUNK`] bytes: the thread's scratch, or a
+/// new buffer while the thread's is in use (a stream over a stream) or gone (thread exit).
+fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    let mut f = Some(f);
+    let r = SCRATCH.try_with(|s| s.try_borrow_mut().ok().map(|mut buf| (f.take().expect("called once"))(&mut buf)));
+    match r {
+        Ok(Some(r)) => r,
+        _ => (f.take().expect("not called yet"))(&mut vec![0; READ_CHUNK]),
+    }
+}
 
 /// A byte queue: `buf[pos..]` is pending. Its memory is given back once it is empty, so
 /// that an idle connection holds its session and little else.
@@ -25,6 +48,10 @@ impl Queue {
         &self.buf[self.pos..]
     }
 
+    fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
     fn consume(&mut self, n: usize) {
         self.pos += n;
         if self.pos >= self.buf.len() {
@@ -35,10 +62,10 @@ impl Queue {
 
 /// A [`Session`] with the buffers that connect it to a byte-stream transport.
 ///
-/// The adapter's loop: write [`output`](Driver::output) to the transport and report it
-/// with [`written`](Driver::written); when [`feed`](Driver::feed) says there is nothing to
-/// feed, read the transport into [`read_buf`](Driver::read_buf) and report it with
-/// [`received`](Driver::received) (0 at the end of file).
+/// The adapter's loop: [`write_tls`](Driver::write_tls) with the transport's write; when
+/// [`feed`](Driver::feed) says nothing waits, [`read_tls`](Driver::read_tls) with the
+/// transport's read (an async adapter turns "not ready" into `io::ErrorKind::WouldBlock`
+/// and back).
 pub struct Driver {
     session: Box<dyn Session>,
     input: Queue,
@@ -74,21 +101,6 @@ impl Driver {
         &mut *self.session
     }
 
-    /// Ciphertext for the transport: what is queued, topped up from the session (up to
-    /// [`MAX_OUTPUT`]). Empty when there is nothing to send.
-    pub fn output(&mut self) -> &[u8] {
-        while self.session.wants_write() && self.output.pending().len() < MAX_OUTPUT {
-            let start = self.output.buf.len();
-            self.output.buf.resize(start + READ_CHUNK, 0);
-            let n = self.session.take_tls(&mut self.output.buf[start..]);
-            self.output.buf.truncate(start + n);
-            if n == 0 {
-                break;
-            }
-        }
-        self.output.pending()
-    }
-
     /// True while ciphertext waits for the transport (in the queue or in the session).
     pub fn has_output(&self) -> bool {
         !self.output.pending().is_empty() || self.session.wants_write()
@@ -99,35 +111,93 @@ impl Driver {
         self.output.pending().len()
     }
 
-    /// The transport took `n` bytes of [`output`](Driver::output).
-    pub fn written(&mut self, n: usize) {
-        self.output.consume(n);
+    /// Moves the session's ciphertext into the queue, up to [`MAX_OUTPUT`].
+    fn queue_output(&mut self) {
+        let (session, output) = (&mut self.session, &mut self.output);
+        with_scratch(|scratch| {
+            while session.wants_write() && output.pending().len() < MAX_OUTPUT {
+                let n = session.take_tls(scratch);
+                if n == 0 {
+                    break;
+                }
+                output.push(&scratch[..n]);
+            }
+        })
     }
 
-    /// Room to read the transport into (call only when [`feed`](Driver::feed) returned
-    /// `Ok(false)`).
-    pub fn read_buf(&mut self) -> &mut [u8] {
-        debug_assert!(self.input.pending().is_empty());
-        self.input = Queue { buf: vec![0; READ_CHUNK], pos: 0 };
-        &mut self.input.buf
-    }
-
-    /// `n` bytes were read into [`read_buf`](Driver::read_buf); 0 means the transport
-    /// reached its end.
-    pub fn received(&mut self, n: usize) {
-        self.input.buf.truncate(n);
-        if n == 0 {
-            self.input = Queue::default();
-            self.eof = true;
+    /// Writes ciphertext with `write` (the transport's write) until none is left: what is
+    /// queued first, then the session's, straight from a scratch buffer. When `write` fails
+    /// (`WouldBlock` for a transport that is not ready) the error is returned, and up to
+    /// [`MAX_OUTPUT`] of the session's ciphertext waits in the queue, in order.
+    pub fn write_tls(&mut self, mut write: impl FnMut(&[u8]) -> io::Result<usize>) -> io::Result<()> {
+        loop {
+            while !self.output.pending().is_empty() {
+                match write(self.output.pending()) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => self.output.consume(n),
+                    Err(e) => {
+                        self.queue_output();
+                        return Err(e);
+                    }
+                }
+            }
+            if !self.session.wants_write() {
+                return Ok(());
+            }
+            let (session, output) = (&mut self.session, &mut self.output);
+            let r = with_scratch(|scratch| {
+                let n = session.take_tls(scratch);
+                if n == 0 {
+                    return Ok(false);
+                }
+                let r = write(&scratch[..n]);
+                let written = match &r {
+                    Ok(w) => (*w).min(n),
+                    Err(_) => 0,
+                };
+                output.push(&scratch[written..n]);
+                match r {
+                    Ok(0) => Err(io::ErrorKind::WriteZero.into()),
+                    Ok(_) => Ok(true),
+                    Err(e) => Err(e),
+                }
+            });
+            match r {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(e) => {
+                    self.queue_output();
+                    return Err(e);
+                }
+            }
         }
     }
 
-    /// An adapter's read of the transport failed or would block: [`read_buf`]'s room is
-    /// given back.
-    ///
-    /// [`read_buf`]: Driver::read_buf
-    pub fn read_failed(&mut self) {
-        self.input = Queue::default();
+    /// Reads the transport once with `read` into a scratch buffer and feeds the session
+    /// from it; what the session does not take waits for [`feed`](Driver::feed) (which
+    /// also reports a session error or a stall). Returns the bytes read; 0 at the end of
+    /// file ([`is_eof`](Driver::is_eof) from then on). Call it only when
+    /// [`has_input`](Driver::has_input) is false.
+    pub fn read_tls(&mut self, read: impl FnOnce(&mut [u8]) -> io::Result<usize>) -> io::Result<usize> {
+        debug_assert!(self.input.pending().is_empty());
+        let (session, input) = (&mut self.session, &mut self.input);
+        let n = with_scratch(|scratch| -> io::Result<usize> {
+            let n = read(scratch)?.min(scratch.len());
+            if n == 0 {
+                return Ok(0);
+            }
+            let taken = match session.feed_tls(&scratch[..n]) {
+                Ok(k) if k > 0 || session.wants_write() => k,
+                // An error or a stall: kept whole, so that `feed` reports it.
+                _ => 0,
+            };
+            input.push(&scratch[taken..n]);
+            Ok(n)
+        })?;
+        if n == 0 {
+            self.eof = true;
+        }
+        Ok(n)
     }
 
     /// True while ciphertext read earlier waits to be fed.
@@ -140,20 +210,25 @@ impl Driver {
         self.eof
     }
 
-    /// Feeds ciphertext read earlier to the session. `Ok(true)` when some was taken,
-    /// `Ok(false)` when none is waiting (read the transport, unless [`is_eof`]). Call it
-    /// with no plaintext waiting in the session: a session that then takes nothing and has
-    /// nothing to send would be asked the same thing for ever (`Session::feed_tls`), which
-    /// is an error. A session's error is returned as is; its alert is in
-    /// [`output`](Driver::output).
+    /// Feeds ciphertext read earlier to the session. `Ok(true)` when some was taken;
+    /// `Ok(false)` when none is waiting (read the transport, unless [`is_eof`]), or when
+    /// the session takes none until its output is written ([`has_input`] stays true: write,
+    /// then feed again). Call it with no plaintext waiting in the session: a session that
+    /// then takes nothing and has nothing to send would be asked the same thing for ever
+    /// (`Session::feed_tls`), which is an error. A session's error is returned as is; its
+    /// alert is written by the next [`write_tls`](Driver::write_tls).
     ///
     /// [`is_eof`]: Driver::is_eof
+    /// [`has_input`]: Driver::has_input
     pub fn feed(&mut self) -> Result<bool> {
         if self.input.pending().is_empty() {
             return Ok(false);
         }
         let n = self.session.feed_tls(self.input.pending())?;
-        if n == 0 && !self.session.wants_write() {
+        if n == 0 {
+            if self.session.wants_write() {
+                return Ok(false);
+            }
             return Err(Error::Backend {
                 library: "sipstls",
                 message: "the session took no input with its buffers drained".into(),

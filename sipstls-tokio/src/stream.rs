@@ -116,16 +116,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
 
     /// Writes queued ciphertext until the transport has taken all of it.
     fn poll_write_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        loop {
-            let out = self.d.output();
-            if out.is_empty() {
-                return Poll::Ready(Ok(()));
-            }
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, out))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.d.written(n);
+        let io = &mut self.io;
+        let r = self.d.write_tls(|buf| match Pin::new(&mut *io).poll_write(cx, buf) {
+            Poll::Ready(r) => r,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        });
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+            r => Poll::Ready(r),
         }
     }
 
@@ -144,25 +142,29 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
             if self.d.is_eof() {
                 return Poll::Ready(Ok(false));
             }
-            let mut rb = ReadBuf::new(self.d.read_buf());
-            let r = Pin::new(&mut self.io).poll_read(cx, &mut rb);
-            let n = rb.filled().len();
+            let io = &mut self.io;
+            let r = self.d.read_tls(|buf| {
+                let mut rb = ReadBuf::new(buf);
+                match Pin::new(&mut *io).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) => Ok(rb.filled().len()),
+                    Poll::Ready(Err(e)) => Err(e),
+                    Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+                }
+            });
             match r {
-                Poll::Ready(Ok(())) => self.d.received(n),
-                Poll::Ready(Err(e)) => {
-                    self.d.read_failed();
-                    return Poll::Ready(Err(e));
-                }
-                Poll::Pending => {
-                    self.d.read_failed();
-                    return Poll::Pending;
-                }
-            }
-            if n == 0 {
-                return Poll::Ready(Ok(false));
+                Ok(0) => return Poll::Ready(Ok(false)),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
         match self.d.feed() {
+            // Input the session takes only once its output is written: wait for the
+            // transport to take that output (never feed the same bytes again in a loop).
+            Ok(false) if self.d.has_input() => {
+                ready!(self.poll_write_tls(cx))?;
+                Poll::Ready(Ok(true))
+            }
             Ok(_) => Poll::Ready(Ok(true)),
             Err(e) => self.poll_fail(cx, e),
         }

@@ -170,17 +170,8 @@ impl<S: Read + Write> TlsStream<S> {
 
     /// Writes every pending ciphertext byte to the transport.
     fn flush_tls(&mut self) -> io::Result<()> {
-        loop {
-            let out = self.d.output();
-            if out.is_empty() {
-                break;
-            }
-            let n = self.io.write(out)?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            self.d.written(n);
-        }
+        let io = &mut self.io;
+        self.d.write_tls(|b| io.write(b))?;
         self.io.flush()
     }
 
@@ -190,14 +181,8 @@ impl<S: Read + Write> TlsStream<S> {
             if self.d.is_eof() {
                 return Ok(false);
             }
-            match self.io.read(self.d.read_buf()) {
-                Ok(n) => self.d.received(n),
-                Err(e) => {
-                    self.d.read_failed();
-                    return Err(e);
-                }
-            }
-            if self.d.is_eof() {
+            let io = &mut self.io;
+            if self.d.read_tls(|b| io.read(b))? == 0 {
                 return Ok(false);
             }
         }
