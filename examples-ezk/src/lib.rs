@@ -381,7 +381,7 @@ pub struct Responder {
 }
 
 impl Responder {
-    /// The requests answered so far.
+    /// The requests answered so far (each noted as its 200 is sent).
     pub fn answered(&self) -> Vec<Answered> {
         lock(&self.answered).clone()
     }
@@ -426,9 +426,11 @@ impl Layer for Responder {
         if request.line.method == Method::OPTIONS {
             response.msg.headers.insert(Name::ALLOW, "OPTIONS, MESSAGE");
         }
-        match tsx.respond(response).await {
-            Ok(()) => lock(&self.answered).push(seen),
-            Err(e) => eprintln!("ezk-ua: answering {} failed: {e}", seen.method),
+        // Noted before the answer leaves: whoever gets the 200 then finds the request here.
+        let method = seen.method.clone();
+        lock(&self.answered).push(seen);
+        if let Err(e) = tsx.respond(response).await {
+            eprintln!("ezk-ua: answering {method} failed: {e}");
         }
     }
 }
