@@ -16,19 +16,12 @@ use sipstls_tokio::{tls_error, TlsAcceptor, TlsConnector, TlsStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::checks::{client_cfg, server_cfg};
+use crate::checks::{claimed_versions as versions, client_cfg, server_cfg};
 use crate::pki::{pki, ALT_NAME, SERVER_NAME};
 use crate::wire::{self, HelloSpec, HANDSHAKE};
 
 /// Time any one step may take (debug builds on a loaded 2-core machine included).
 const STEP: Duration = Duration::from_secs(20);
-
-fn versions(b: &dyn Backend) -> Vec<ProtocolVersion> {
-    [ProtocolVersion::Tls13, ProtocolVersion::Tls12]
-        .into_iter()
-        .filter(|v| b.capabilities().contains(v.capability()))
-        .collect()
-}
 
 fn run<F: Future<Output = ()>>(f: F) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -56,6 +49,20 @@ async fn tcp_pair() -> (TcpStream, TcpStream) {
     let addr = l.local_addr().unwrap();
     let (a, b) = tokio::join!(l.accept(), TcpStream::connect(addr));
     (b.unwrap(), a.unwrap().0)
+}
+
+/// Client and server streams after the handshake over an in-memory pipe that holds 64 KiB
+/// each way.
+async fn duplex_pair(
+    b: &dyn Backend,
+    v: ProtocolVersion,
+) -> (std::io::Result<TlsStream<tokio::io::DuplexStream>>, std::io::Result<TlsStream<tokio::io::DuplexStream>>) {
+    let t = table(b, &server_cfg(v), &client_cfg(v));
+    let (acceptor, connector): (TlsAcceptor, TlsConnector) = (t.clone().into(), t.into());
+    let (cio, sio) = tokio::io::duplex(64 * 1024);
+    let local: SocketAddr = "127.0.0.1:5061".parse().unwrap();
+    let target = ClientTarget::name(SERVER_NAME);
+    tokio::join!(connector.connect(&target, cio), acceptor.accept_with(sio, local, None))
 }
 
 /// Client and server streams after the handshake over loopback TCP (or the two errors).
@@ -281,12 +288,7 @@ pub fn async_half_close(b: &dyn Backend) {
 pub fn async_never_reading_peer_is_bounded(b: &dyn Backend) {
     for v in versions(b) {
         run(async {
-            let t = table(b, &server_cfg(v), &client_cfg(v));
-            let (acceptor, connector): (TlsAcceptor, TlsConnector) = (t.clone().into(), t.into());
-            let (cio, sio) = tokio::io::duplex(64 * 1024);
-            let local: SocketAddr = "127.0.0.1:5061".parse().unwrap();
-            let target = ClientTarget::name(SERVER_NAME);
-            let (c, s) = tokio::join!(connector.connect(&target, cio), acceptor.accept_with(sio, local, None));
+            let (c, s) = duplex_pair(b, v).await;
             let (_c, mut s) = (ok(c, "client"), ok(s, "server"));
             let chunk = vec![b'x'; 16 * 1024];
             let mut written = 0usize;
@@ -309,12 +311,7 @@ pub fn async_never_reading_peer_is_bounded(b: &dyn Backend) {
 pub fn async_flooding_peer_is_bounded(b: &dyn Backend) {
     for v in versions(b) {
         run(async {
-            let t = table(b, &server_cfg(v), &client_cfg(v));
-            let (acceptor, connector): (TlsAcceptor, TlsConnector) = (t.clone().into(), t.into());
-            let (cio, sio) = tokio::io::duplex(64 * 1024);
-            let local: SocketAddr = "127.0.0.1:5061".parse().unwrap();
-            let target = ClientTarget::name(SERVER_NAME);
-            let (c, s) = tokio::join!(connector.connect(&target, cio), acceptor.accept_with(sio, local, None));
+            let (c, s) = duplex_pair(b, v).await;
             let (mut c, mut s) = (ok(c, "client"), ok(s, "server"));
             let chunk = vec![b'y'; 16 * 1024];
             let mut written = 0usize;

@@ -15,6 +15,14 @@ use sipstls::{
 use crate::pki::{pki, ALT_NAME, CLIENT_CN, ROOT_CN, SERVER_NAME, SIP_DOMAIN, WRONG_NAME};
 use crate::pump::{self, Failure, Side};
 
+/// The protocol versions the backend claims, newest first.
+pub fn claimed_versions(b: &dyn Backend) -> Vec<ProtocolVersion> {
+    [ProtocolVersion::Tls13, ProtocolVersion::Tls12]
+        .into_iter()
+        .filter(|v| b.capabilities().contains(v.capability()))
+        .collect()
+}
+
 /// A server config for the main certificate, only version `v`.
 pub fn server_cfg(v: ProtocolVersion) -> DomainConfig {
     DomainConfig::server(pki().server_ecdsa.identity()).with_version(v)

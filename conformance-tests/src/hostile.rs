@@ -20,7 +20,7 @@ use sipstls::{
     TlsStream,
 };
 
-use crate::checks::{client_cfg, connected, server_cfg, sessions};
+use crate::checks::{claimed_versions as versions, client_cfg, connected, server_cfg, sessions};
 use crate::pki::{pki, SERVER_NAME};
 use crate::pump;
 use crate::wire::{self, random};
@@ -43,14 +43,6 @@ pub const IN_MEMORY: &[(&str, Check)] = &[
     ("close_notify_during_handshake", close_notify_during_handshake),
     ("flooding_peer_is_bounded", flooding_peer_is_bounded),
 ];
-
-/// The protocol versions the backend supports, newest first.
-fn versions(b: &dyn Backend) -> Vec<ProtocolVersion> {
-    [ProtocolVersion::Tls13, ProtocolVersion::Tls12]
-        .into_iter()
-        .filter(|v| b.capabilities().contains(v.capability()))
-        .collect()
-}
 
 /// A peer fault: a typed protocol error or an alert, never a config or backend error.
 fn assert_peer_fault(e: &Error, what: &str) {

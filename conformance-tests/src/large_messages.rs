@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sipstls::{Backend, Error, ProtocolVersion, Session};
 
-use crate::checks::{client_cfg, server_cfg};
+use crate::checks::{claimed_versions as versions, client_cfg, server_cfg};
 use crate::pki::SERVER_NAME;
 use crate::wire::{self, HelloSpec, Reaction, HANDSHAKE};
 
@@ -19,13 +19,6 @@ const SIZES: &[usize] = &[16 * 1024, 32 * 1024, 0xffff - 64, 0xffff, 0xffff + 64
 /// CPU one hostile message may cost a session (debug builds included): far above what a
 /// real handshake costs, far below a spin.
 const CPU_LIMIT: Duration = Duration::from_millis(1500);
-
-fn versions(b: &dyn Backend) -> Vec<ProtocolVersion> {
-    [ProtocolVersion::Tls13, ProtocolVersion::Tls12]
-        .into_iter()
-        .filter(|v| b.capabilities().contains(v.capability()))
-        .collect()
-}
 
 /// Ways to put a handshake message on the wire: (name, records).
 fn framings(message: &[u8]) -> Vec<(&'static str, Vec<u8>)> {

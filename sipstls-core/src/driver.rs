@@ -15,6 +15,25 @@ pub const READ_CHUNK: usize = 16 * 1024 + 512;
 /// (and an adapter's writes wait).
 pub const MAX_OUTPUT: usize = 64 * 1024;
 
+/// The typed sipstls error inside an `io::Error` from an adapter (the blocking
+/// `TlsStream`, the tokio one), if there is one.
+pub fn tls_error(e: &io::Error) -> Option<&Error> {
+    e.get_ref().and_then(|inner| inner.downcast_ref::<Error>())
+}
+
+/// `e` as an `io::Error` that carries it ([`tls_error`] gets it back), with the kind an
+/// I/O caller expects: `UnexpectedEof` for a truncation, `BrokenPipe` after close,
+/// `InvalidInput` for a configuration fault, `InvalidData` for the rest.
+pub fn io_error(e: Error) -> io::Error {
+    let kind = match &e {
+        Error::UnexpectedEof => io::ErrorKind::UnexpectedEof,
+        Error::Closed => io::ErrorKind::BrokenPipe,
+        Error::InvalidConfig { .. } | Error::Unsupported { .. } | Error::NoDomain(_) => io::ErrorKind::InvalidInput,
+        _ => io::ErrorKind::InvalidData,
+    };
+    io::Error::new(kind, e)
+}
+
 thread_local! {
     /// Scratch space of one call, zeroed once per thread: ciphertext read from the
     /// transport before the session takes it, and ciphertext taken from the session before

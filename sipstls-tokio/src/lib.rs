@@ -106,7 +106,7 @@ impl TlsAcceptor {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let session = self.table.accept(local, peer).map_err(stream::to_io)?;
+        let session = self.table.accept(local, peer).map_err(sipstls_core::driver::io_error)?;
         let mut tls = TlsStream::new(session, io);
         handshake(&mut tls, self.limit).await?;
         Ok(tls)
@@ -146,7 +146,7 @@ impl TlsConnector {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let session = self.table.connect(target).map_err(stream::to_io)?;
+        let session = self.table.connect(target).map_err(sipstls_core::driver::io_error)?;
         let mut tls = TlsStream::new(session, io);
         handshake(&mut tls, self.limit).await?;
         Ok(tls)

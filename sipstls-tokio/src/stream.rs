@@ -9,20 +9,8 @@ use sipstls_core::driver::{Driver, MAX_OUTPUT};
 use sipstls_core::{Error, ReadStatus, Session, TlsInfo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The typed sipstls error inside an `io::Error` from a [`TlsStream`], if there is one.
-pub fn tls_error(e: &io::Error) -> Option<&Error> {
-    e.get_ref().and_then(|inner| inner.downcast_ref::<Error>())
-}
-
-pub(crate) fn to_io(e: Error) -> io::Error {
-    let kind = match &e {
-        Error::UnexpectedEof => io::ErrorKind::UnexpectedEof,
-        Error::Closed => io::ErrorKind::BrokenPipe,
-        Error::InvalidConfig { .. } | Error::Unsupported { .. } | Error::NoDomain(_) => io::ErrorKind::InvalidInput,
-        _ => io::ErrorKind::InvalidData,
-    };
-    io::Error::new(kind, e)
-}
+use sipstls_core::driver::io_error as to_io;
+pub use sipstls_core::driver::tls_error;
 
 /// What [`TlsStream::into_parts`] gives back.
 #[non_exhaustive]

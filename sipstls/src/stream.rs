@@ -40,20 +40,8 @@ macro_rules! read_timeout_via_std {
 
 read_timeout_via_std!(std::net::TcpStream, std::os::unix::net::UnixStream);
 
-/// The typed sipstls error inside an `io::Error` from a [`TlsStream`], if there is one.
-pub fn tls_error(e: &io::Error) -> Option<&Error> {
-    e.get_ref().and_then(|inner| inner.downcast_ref::<Error>())
-}
-
-fn to_io(e: Error) -> io::Error {
-    let kind = match &e {
-        Error::UnexpectedEof => io::ErrorKind::UnexpectedEof,
-        Error::Closed => io::ErrorKind::BrokenPipe,
-        Error::InvalidConfig { .. } | Error::Unsupported { .. } | Error::NoDomain(_) => io::ErrorKind::InvalidInput,
-        _ => io::ErrorKind::InvalidData,
-    };
-    io::Error::new(kind, e)
-}
+use sipstls_core::driver::io_error as to_io;
+pub use sipstls_core::driver::tls_error;
 
 impl<S: Read + Write> TlsStream<S> {
     /// Wraps a session and its transport.
