@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use sipstls::{Backend, Error, ProtocolVersion, Session};
+use sipstls::{Backend, Error, Session};
 
 use crate::checks::{claimed_versions as versions, client_cfg, server_cfg};
 use crate::pki::SERVER_NAME;
