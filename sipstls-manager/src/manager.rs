@@ -475,30 +475,33 @@ fn watched<U: Sock>(tcp: TcpStream, up: U) -> std::io::Result<(Watched<std::net:
 
 /// Runs the TLS handshake of `session` over `tcp` within `limit`. Returns the socket, the
 /// session and the ciphertext that arrived behind the handshake (for the bridge to feed
-/// first).
+/// first). On failure the socket comes back with the reason, so that the caller counts the
+/// failure before the peer sees the connection close.
 async fn handshake(
     session: Box<dyn Session>,
     tcp: TcpStream,
     limit: std::time::Duration,
-) -> Result<(TcpStream, Box<dyn Session>, Vec<u8>), CloseReason> {
+) -> Result<(TcpStream, Box<dyn Session>, Vec<u8>), (CloseReason, TcpStream)> {
     let mut tls = sipstls_tokio::TlsStream::new(session, tcp);
-    match tokio::time::timeout(limit, tls.handshake()).await {
-        Err(_) => return Err(CloseReason::HandshakeTimeout),
-        Ok(Err(e)) => {
-            return Err(match sipstls_tokio::tls_error(&e) {
-                // The peer went away before the handshake ended.
-                Some(sipstls_core::Error::UnexpectedEof) => CloseReason::PeerEof,
-                Some(te) => te.clone().into(),
-                None => e.into(),
-            });
+    let reason = match tokio::time::timeout(limit, tls.handshake()).await {
+        Err(_) => CloseReason::HandshakeTimeout,
+        Ok(Err(e)) => match sipstls_tokio::tls_error(&e) {
+            // The peer went away before the handshake ended.
+            Some(sipstls_core::Error::UnexpectedEof) => CloseReason::PeerEof,
+            Some(te) => te.clone().into(),
+            None => e.into(),
+        },
+        Ok(Ok(())) => {
+            let mut parts = tls.into_parts();
+            if !parts.unsent.is_empty() {
+                if let Err(e) = parts.io.write_all(&parts.unsent).await {
+                    return Err((e.into(), parts.io));
+                }
+            }
+            return Ok((parts.io, parts.session, parts.received));
         }
-        Ok(Ok(())) => {}
-    }
-    let mut parts = tls.into_parts();
-    if !parts.unsent.is_empty() {
-        parts.io.write_all(&parts.unsent).await?;
-    }
-    Ok((parts.io, parts.session, parts.received))
+    };
+    Err((reason, tls.into_inner()))
 }
 
 async fn inbound(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, lc: Arc<ListenerConfig>) {
@@ -517,7 +520,8 @@ async fn inbound(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, lc: Arc<Li
     };
     let (mut tcp, session, leftover) = match handshake(session, tcp, inner.cfg.handshake_timeout).await {
         Ok(x) => x,
-        Err(reason) => return handshake_failed(&inner, reason),
+        // Counted before `_tcp` closes the connection (at the end of this arm).
+        Err((reason, _tcp)) => return handshake_failed(&inner, reason),
     };
     let Some(tls) = session.info() else {
         return handshake_failed(&inner, CloseReason::Tls("no session facts after the handshake".into()));
@@ -683,8 +687,8 @@ async fn outbound(inner: Arc<Inner>, worker: Arc<WorkerLink>, req: u64, target: 
     };
     let (tcp, session, leftover) = match handshake(session, tcp, inner.cfg.handshake_timeout).await {
         Ok(x) => x,
-        Err(CloseReason::HandshakeTimeout) => return fail(ConnectError::Timeout).await,
-        Err(reason) => return fail(ConnectError::Handshake(reason.to_string())).await,
+        Err((CloseReason::HandshakeTimeout, _tcp)) => return fail(ConnectError::Timeout).await,
+        Err((reason, _tcp)) => return fail(ConnectError::Handshake(reason.to_string())).await,
     };
     let Some(tls) = session.info() else {
         return fail(ConnectError::Handshake("no session facts after the handshake".into())).await;
