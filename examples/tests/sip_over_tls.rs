@@ -1,30 +1,50 @@
 //! The example binaries, run for real on loopback with every backend of the build and
 //! driven by `openssl s_client` and by a sipstls client.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sipstls::{DomainConfig, TlsStream};
-use sipstls_conformance::peers::{free_port, openssl_cli, wait_for_port, ChildGuard, ScratchDir};
+use sipstls_conformance::peers::{openssl_cli, ChildGuard, ScratchDir};
 use sipstls_conformance::pki::{pki, SERVER_NAME};
 
-/// Starts an example binary with `backend` and the test PKI; stopped by PID on drop.
+/// Starts an example binary with `backend` and the test PKI on a port the kernel picks
+/// (read back from its "listening on" line, so that no other test's server can take the
+/// port in between); stopped by PID on drop.
 fn start(bin: &str, backend: &str, certs: &Path, extra: &[&str]) -> (ChildGuard, SocketAddr) {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = ChildGuard::spawn(
+    let mut child = ChildGuard(
         Command::new(bin)
-            .args(["--backend", backend, "--listen", &addr.to_string(), "--max-seconds", "120"])
+            .args(["--backend", backend, "--listen", "127.0.0.1:0", "--max-seconds", "120"])
             .arg("--cert")
             .arg(certs.join("server.pem"))
             .arg("--key")
             .arg(certs.join("server.key"))
-            .args(extra),
-    )
-    .expect("spawn example");
-    assert!(wait_for_port(addr, Duration::from_secs(20)), "{bin} did not listen on {addr}");
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn example"),
+    );
+    let stderr = child.0.stderr.take().expect("stderr piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Reads the log on a thread (a silent child cannot hang the test) and keeps draining it.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().and_then(|a| a.parse::<SocketAddr>().ok()));
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("{bin} did not report its listening address"));
     (child, addr)
 }
 
