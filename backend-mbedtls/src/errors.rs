@@ -2,14 +2,18 @@
 
 use std::ffi::c_int;
 
-use mbedtls_sys as sys;
 use sipstls_core::{Alert, CertificateError, Error, ProtocolErrorKind};
+use sipstls_mbedtls_sys as sys;
 
 use crate::NAME;
 
 /// The library's description of an error code, with the code.
 pub(crate) fn describe(code: c_int) -> String {
-    format!("{} (-0x{:04X})", mbedtls::Error::from(code).as_str(), code.unsigned_abs())
+    let mut buf = [0u8; 160];
+    // SAFETY: the function writes a NUL-terminated string of at most `buf.len()` bytes.
+    unsafe { sys::strerror(code, buf.as_mut_ptr().cast(), buf.len()) };
+    let text = std::ffi::CStr::from_bytes_until_nul(&buf).map(|c| c.to_string_lossy().into_owned()).unwrap_or_default();
+    format!("{text} (-0x{:04X})", code.unsigned_abs())
 }
 
 /// An error without a better mapping.
@@ -76,7 +80,7 @@ pub(crate) fn map(code: c_int, cx: &Context<'_>) -> Error {
                 None => Error::protocol(ProtocolErrorKind::Other, detail),
             }
         }
-        sys::ERR_X509_CERT_VERIFY_FAILED | sys::ERR_X509_FATAL_ERROR | sys::ERR_SSL_PEER_VERIFY_FAILED
+        sys::ERR_X509_CERT_VERIFY_FAILED | sys::ERR_X509_FATAL_ERROR | sys::ERR_SSL_BAD_CERTIFICATE
             if cx.verify_flags != 0 || cx.chain_too_long =>
         {
             return Error::Certificate(map_verify_flags(cx.verify_flags, cx.chain_too_long, cx.expected));
@@ -86,24 +90,14 @@ pub(crate) fn map(code: c_int, cx: &Context<'_>) -> Error {
         sys::ERR_SSL_UNEXPECTED_MESSAGE | sys::ERR_SSL_UNEXPECTED_RECORD | sys::ERR_SSL_NON_FATAL => {
             ProtocolErrorKind::UnexpectedMessage
         }
-        sys::ERR_SSL_BAD_HS_PROTOCOL_VERSION | sys::ERR_SSL_NO_CIPHER_CHOSEN | sys::ERR_SSL_NO_USABLE_CIPHERSUITE => {
+        sys::ERR_SSL_BAD_PROTOCOL_VERSION | sys::ERR_SSL_HANDSHAKE_FAILURE | sys::ERR_SSL_NO_APPLICATION_PROTOCOL => {
             ProtocolErrorKind::HandshakeFailure
         }
         sys::ERR_SSL_INVALID_RECORD => kind_from_sent_alert(cx.sent_alert),
-        sys::ERR_SSL_BAD_HS_CLIENT_HELLO
-        | sys::ERR_SSL_BAD_HS_SERVER_HELLO
-        | sys::ERR_SSL_BAD_HS_CERTIFICATE
-        | sys::ERR_SSL_BAD_HS_CERTIFICATE_REQUEST
-        | sys::ERR_SSL_BAD_HS_SERVER_KEY_EXCHANGE
-        | sys::ERR_SSL_BAD_HS_SERVER_HELLO_DONE
-        | sys::ERR_SSL_BAD_HS_CLIENT_KEY_EXCHANGE
-        | sys::ERR_SSL_BAD_HS_CLIENT_KEY_EXCHANGE_RP
-        | sys::ERR_SSL_BAD_HS_CLIENT_KEY_EXCHANGE_CS
-        | sys::ERR_SSL_BAD_HS_CERTIFICATE_VERIFY
-        | sys::ERR_SSL_BAD_HS_CHANGE_CIPHER_SPEC
-        | sys::ERR_SSL_BAD_HS_FINISHED
-        | sys::ERR_SSL_BAD_HS_NEW_SESSION_TICKET => kind_from_sent_alert(cx.sent_alert),
-        sys::ERR_SSL_PEER_VERIFY_FAILED => ProtocolErrorKind::DecryptFailure,
+        sys::ERR_SSL_DECODE_ERROR => ProtocolErrorKind::Malformed,
+        sys::ERR_SSL_ILLEGAL_PARAMETER => ProtocolErrorKind::Other,
+        sys::ERR_SSL_UNSUPPORTED_EXTENSION => ProtocolErrorKind::UnexpectedMessage,
+        sys::ERR_SSL_BAD_CERTIFICATE => return Error::Certificate(CertificateError::Other(detail)),
         // Other SSL-module codes (-0x6000 .. -0x7FFF): a protocol violation we cannot
         // classify more precisely.
         c if (-0x7FFF..=-0x6000).contains(&c) => ProtocolErrorKind::Other,

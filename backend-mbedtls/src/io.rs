@@ -9,11 +9,11 @@ use std::ffi::{c_int, c_uchar, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use mbedtls_sys as sys;
 use sipstls_core::x509::sip_identity_matches;
 use sipstls_core::{Error, ServerName, SniCandidates};
+use sipstls_mbedtls_sys as sys;
 
-use crate::Compiled;
+use crate::domain::Compiled;
 
 /// Ciphertext buffered from the peer before the session refuses more (back-pressure).
 pub(crate) const MAX_INPUT: usize = 64 * 1024;
@@ -109,6 +109,11 @@ impl Shared {
         n
     }
 
+    /// The peer's records are TLS 1.3 from now on (tighter limit on protected records).
+    pub(crate) fn peer_uses_tls13(&mut self) {
+        self.peer_records.tls13();
+    }
+
     /// True once a record header announced more than TLS allows.
     pub(crate) fn record_overflow(&self) -> bool {
         self.peer_records.oversized()
@@ -188,7 +193,7 @@ impl Shared {
                     *flags &= !cn_mismatch;
                     if let Some(want) = name {
                         // SAFETY: `raw` describes the certificate's DER, owned by `crt`.
-                        let der = unsafe { raw_der(crt) };
+                        let der = unsafe { crate::x509::raw_der(crt) };
                         let ok = sip_identity_matches(der, want).unwrap_or(false);
                         if !ok {
                             *flags |= cn_mismatch;
@@ -207,18 +212,6 @@ impl Shared {
         self.verify_flags |= *flags;
         ret
     }
-}
-
-/// The DER bytes of a parsed certificate.
-///
-/// # Safety
-/// `crt` must be a certificate parsed by Mbed TLS, alive for the returned borrow.
-pub(crate) unsafe fn raw_der(crt: &sys::x509_crt) -> &[u8] {
-    if crt.raw.p.is_null() || crt.raw.len == 0 {
-        return &[];
-    }
-    // SAFETY: Mbed TLS keeps `raw.len` bytes at `raw.p` for the certificate's lifetime.
-    unsafe { std::slice::from_raw_parts(crt.raw.p, crt.raw.len) }
 }
 
 /// `f_send`: everything Mbed TLS writes is queued for `take_tls`.
@@ -296,13 +289,13 @@ pub(crate) unsafe extern "C" fn sni_callback(
         // SAFETY: `ssl` is the live context in a handshake call; its `p_bio` is the
         // session's `Shared` (set at creation, never changed); `name` has `len` bytes.
         let (shared, name) = unsafe {
-            let p = (*ssl).p_bio;
+            let p = (*ssl).private_p_bio;
             if p.is_null() {
                 return -1;
             }
             (&mut *(p as *mut Shared), std::slice::from_raw_parts(name, len))
         };
-        match crate::switch_domain(ssl, shared, name) {
+        match crate::domain::switch_domain(ssl, shared, name) {
             Ok(()) => 0,
             Err(e) => {
                 shared.sni_error = Some(e);
@@ -311,4 +304,44 @@ pub(crate) unsafe extern "C" fn sni_callback(
         }
     }))
     .unwrap_or(-1)
+}
+
+/// Mbed TLS's export-keys callback: the TLS 1.2 master secret becomes a `CLIENT_RANDOM`
+/// key log line, the TLS 1.3 traffic secrets their `*_TRAFFIC_SECRET*` lines (the labels
+/// of the NSS key log format). A panic in the sink is caught; a key log never fails a
+/// handshake.
+///
+/// # Safety
+/// Called by Mbed TLS only: `ctx` is the domain's `KeyLogSink` (alive with the session),
+/// `secret` points at `len` bytes and `client_random` at 32, all valid for the call.
+pub(crate) unsafe extern "C" fn export_keys(
+    ctx: *mut c_void,
+    kind: sys::ssl_key_export_type,
+    secret: *const c_uchar,
+    len: usize,
+    client_random: *const c_uchar,
+    _server_random: *const c_uchar,
+    _prf: sys::tls_prf_types,
+) {
+    let label = match kind {
+        sys::SSL_KEY_EXPORT_TLS12_MASTER_SECRET => "CLIENT_RANDOM",
+        sys::SSL_KEY_EXPORT_TLS1_3_CLIENT_HANDSHAKE_TRAFFIC_SECRET => "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+        sys::SSL_KEY_EXPORT_TLS1_3_SERVER_HANDSHAKE_TRAFFIC_SECRET => "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+        sys::SSL_KEY_EXPORT_TLS1_3_CLIENT_APPLICATION_TRAFFIC_SECRET => "CLIENT_TRAFFIC_SECRET_0",
+        sys::SSL_KEY_EXPORT_TLS1_3_SERVER_APPLICATION_TRAFFIC_SECRET => "SERVER_TRAFFIC_SECRET_0",
+        _ => return,
+    };
+    if ctx.is_null() || secret.is_null() || client_random.is_null() || len == 0 || len > 64 {
+        return;
+    }
+    // SAFETY: per this function's contract, `ctx` is the live sink and the two pointers
+    // point at `len` and 32 readable bytes for the duration of the call.
+    let (sink, secret, cr) = unsafe {
+        (
+            &*(ctx as *const sipstls_core::KeyLogSink),
+            std::slice::from_raw_parts(secret, len),
+            std::slice::from_raw_parts(client_random, 32),
+        )
+    };
+    let _ = catch_unwind(AssertUnwindSafe(|| sink.log(label, cr, secret)));
 }

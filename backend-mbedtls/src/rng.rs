@@ -1,7 +1,9 @@
 //! The random generator every handshake, ticket key and `fill_random` call uses: one
 //! CTR-DRBG over Mbed TLS's entropy collector (the OS source), per process.
 //!
-//! Mbed TLS 2.28 has no fork detection: after `fork()` parent and child would hold the
+//! PSA crypto (TLS 1.3) draws from it too (`MBEDTLS_PSA_CRYPTO_EXTERNAL_RNG`).
+//!
+//! Mbed TLS has no fork detection: after `fork()` parent and child would hold the
 //! same DRBG state and produce the same bytes (server randoms, ECDHE keys). Every call
 //! therefore compares the process id with the one the DRBG was last seeded in and reseeds
 //! from the OS (with the new pid as additional input) when it changed. The fork checks
@@ -11,8 +13,9 @@ use std::ffi::{c_int, c_uchar, c_void};
 use std::panic::catch_unwind;
 use std::sync::{Mutex, OnceLock};
 
-use mbedtls_sys::{ctr_drbg_context, entropy_context};
 use sipstls_core::{Error, Result};
+use sipstls_mbedtls_sys as mbedtls_sys;
+use sipstls_mbedtls_sys::{ctr_drbg_context, entropy_context};
 
 use crate::NAME;
 

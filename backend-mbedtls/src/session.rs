@@ -5,15 +5,16 @@ use std::ffi::{c_int, c_void, CStr};
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
-use mbedtls_sys as sys;
 use sipstls_core::{
     Certificate, Error, ProtocolErrorKind, ProtocolVersion, ReadStatus, Result, Role, Session, SessionState, TlsInfo,
     VerifyResult,
 };
+use sipstls_mbedtls_sys as sys;
 
+use crate::domain::{ClientCache, Compiled};
 use crate::errors;
 use crate::io::{self, Shared, MAX_OUTPUT};
-use crate::{ClientCache, Compiled, SavedSession};
+use crate::x509::{self, SavedSession};
 
 /// Plaintext written before the handshake finished, held until it does.
 const MAX_EARLY_PLAINTEXT: usize = 64 * 1024;
@@ -30,7 +31,7 @@ pub(crate) struct CacheSlot {
     pub(crate) key: String,
 }
 
-/// An Mbed TLS session (client or server), TLS 1.2.
+/// An Mbed TLS session (client or server).
 pub struct MbedtlsSession {
     /// Boxed `mbedtls_ssl_context`, freed in Drop. Mbed TLS points into `shared` and into
     /// the configuration held by `domain`.
@@ -44,7 +45,7 @@ pub struct MbedtlsSession {
     verify_peer: bool,
     established: bool,
     resumed: bool,
-    group: Option<u32>,
+    group: Option<u16>,
     sent_sni: Option<String>,
     expected_name: Option<String>,
     cache: Option<CacheSlot>,
@@ -72,7 +73,7 @@ pub(crate) struct NewSession {
 
 impl MbedtlsSession {
     pub(crate) fn new(n: NewSession) -> Result<Self> {
-        let ssl = NonNull::from(Box::leak(Box::new(sys::ssl_context::default())));
+        let ssl = NonNull::from(Box::leak(Box::<sys::ssl_context>::default()));
         let shared = NonNull::from(Box::leak(Box::new(n.shared)));
         let verify_peer = n.domain.cfg.verify_peer;
         // From here on Drop frees both boxes (and calls ssl_free, valid after ssl_init).
@@ -111,6 +112,11 @@ impl MbedtlsSession {
         unsafe {
             sys::ssl_set_bio(s.ssl.as_ptr(), p, Some(io::send_callback), Some(io::recv_callback), None);
             sys::ssl_set_verify(s.ssl.as_ptr(), Some(io::verify_callback), p);
+        }
+        if let Some(sink) = s._domain.key_log_ptr() {
+            // SAFETY: `sink` points at the domain's boxed key log, which `_domain` keeps alive
+            // (and never moves) for the session's lifetime; the callback catches panics.
+            unsafe { sys::ssl_set_export_keys_cb(s.ssl.as_ptr(), Some(io::export_keys), sink) };
         }
         if let Some(host) = n.hostname {
             let c = host
@@ -166,8 +172,10 @@ impl MbedtlsSession {
             // holds the alert record when the code says one was received.
             let received_alert = unsafe {
                 let ssl = &*self.ssl();
-                (code == sys::ERR_SSL_FATAL_ALERT_MESSAGE && !ssl.in_msg.is_null() && ssl.in_msglen >= 2)
-                    .then(|| *ssl.in_msg.add(1))
+                (code == sys::ERR_SSL_FATAL_ALERT_MESSAGE
+                    && !ssl.private_in_msg.is_null()
+                    && ssl.private_in_msglen >= 2)
+                    .then(|| *ssl.private_in_msg.add(1))
             };
             errors::map(
                 code,
@@ -190,9 +198,8 @@ impl MbedtlsSession {
     }
 
     /// Sends a fatal alert: in the clear as a TLS 1.2 record while nothing this side sent
-    /// is protected (Mbed TLS would put the version it has not negotiated yet, 0.0, in the
-    /// record header, which peers refuse as "wrong version number"), through Mbed TLS,
-    /// which encrypts it, after that.
+    /// is protected (before version negotiation Mbed TLS would have no record version to
+    /// put in the header), through Mbed TLS, which encrypts it, after that.
     fn send_alert(&mut self, alert: sipstls_core::Alert) {
         let sh = self.shared_mut();
         if sh.records.sends_plaintext() {
@@ -208,15 +215,12 @@ impl MbedtlsSession {
 
     /// Reads what the handshake learned before Mbed TLS frees its handshake state.
     fn capture(&mut self) {
-        // SAFETY: the context is alive; `handshake` is NULL or points to its live state.
-        unsafe {
-            let hs = (*self.ssl()).handshake;
-            if !hs.is_null() {
-                self.resumed = (*hs).resume != 0;
-                let id = (*hs).ecdh_ctx.grp.id;
-                if id != sys::ECP_DP_NONE {
-                    self.group = Some(id);
-                }
+        let (mut resumed, mut group) = (0, 0u16);
+        // SAFETY: the context is alive; the shim only reads its handshake state.
+        if unsafe { sys::sipstls_mbedtls_handshake_facts(self.ssl(), &mut resumed, &mut group) } != 0 {
+            self.resumed = resumed != 0;
+            if group != 0 {
+                self.group = Some(group);
             }
         }
     }
@@ -237,8 +241,10 @@ impl MbedtlsSession {
             return Ok(());
         }
         for _ in 0..256 {
+            // Not `mbedtls_ssl_is_handshake_over`: a TLS 1.3 server goes on past that point to
+            // write its session tickets, and is done at HANDSHAKE_OVER itself.
             // SAFETY: the context is alive.
-            if unsafe { (*self.ssl()).state } == sys::SSL_HANDSHAKE_OVER as c_int {
+            if unsafe { (*self.ssl()).private_state } == sys::SSL_HANDSHAKE_OVER as c_int {
                 self.on_established();
                 return self.flush_early_plaintext();
             }
@@ -247,14 +253,10 @@ impl MbedtlsSession {
             self.capture();
             match ret {
                 0 => {}
+                sys::ERR_SSL_RECEIVED_NEW_SESSION_TICKET => self.save_session(),
                 sys::ERR_SSL_WANT_READ | sys::ERR_SSL_WANT_WRITE => return Ok(()),
-                sys::ERR_SSL_NO_CLIENT_CERTIFICATE => {
-                    // Mbed TLS fails without telling the client; send what OpenSSL sends in
-                    // TLS 1.2, so the client sees a typed refusal rather than a dropped
-                    // connection.
-                    self.send_alert(sipstls_core::Alert::HANDSHAKE_FAILURE);
-                    return Err(self.fail(sys::ERR_SSL_NO_CLIENT_CERTIFICATE));
-                }
+                // Mbed TLS may fail without telling the peer (a missing client certificate
+                // in TLS 1.2, early ClientHello errors): `fail` sends the alert then.
                 e => return Err(self.fail(e)),
             }
         }
@@ -263,6 +265,17 @@ impl MbedtlsSession {
 
     fn on_established(&mut self) {
         self.established = true;
+        // A TLS 1.3 session is worth keeping only with a ticket, which comes later.
+        // SAFETY: the context is alive.
+        if unsafe { sys::sipstls_mbedtls_version(self.ssl()) } == sys::SSL_VERSION_TLS1_2 as u16 {
+            self.save_session();
+        } else {
+            self.shared_mut().peer_uses_tls13();
+        }
+    }
+
+    /// Keeps a copy of the session in the client domain's cache, for resumption.
+    fn save_session(&mut self) {
         if let Some(slot) = &self.cache {
             let mut saved = SavedSession::new();
             // SAFETY: the context is alive and its handshake is over; `saved` is an
@@ -285,11 +298,20 @@ impl MbedtlsSession {
             io::release(&mut self.plain_in);
             self.plain_pos = 0;
         }
-        let mut empty_records = 0;
+        let (mut empty_records, mut post_handshake) = (0, 0);
         loop {
             // SAFETY: the context is alive.
             let buffered = unsafe { sys::ssl_check_pending(self.ssl()) } != 0;
-            if (self.shared().pending_input() == 0 && !buffered)
+            // A TLS 1.3 NewSessionTicket (client) is read in two calls: the first one moves
+            // the context into the ticket state and asks for more input, the second one
+            // processes the message it kept. Bounded: one ticket per round.
+            // SAFETY: the context is alive.
+            let in_ticket = unsafe { (*self.ssl()).private_state } != sys::SSL_HANDSHAKE_OVER as c_int;
+            if in_ticket {
+                post_handshake += 1;
+            }
+            let pending = buffered || (in_ticket && post_handshake <= 16);
+            if (self.shared().pending_input() == 0 && !pending)
                 || self.plain_in.len() - self.plain_pos >= MAX_PLAINTEXT_IN
             {
                 break;
@@ -326,7 +348,15 @@ impl MbedtlsSession {
                     self.peer_closed = true;
                     break;
                 }
-                sys::ERR_SSL_WANT_READ | sys::ERR_SSL_WANT_WRITE => break,
+                // A TLS 1.3 ticket arrived (client): keep the session, then go on reading.
+                sys::ERR_SSL_RECEIVED_NEW_SESSION_TICKET => self.save_session(),
+                sys::ERR_SSL_WANT_READ | sys::ERR_SSL_WANT_WRITE => {
+                    // SAFETY: the context is alive.
+                    let in_ticket = unsafe { (*self.ssl()).private_state } != sys::SSL_HANDSHAKE_OVER as c_int;
+                    if !(in_ticket && post_handshake < 16) {
+                        break;
+                    }
+                }
                 e => return Err(self.fail(e)),
             }
         }
@@ -343,7 +373,7 @@ impl MbedtlsSession {
     }
 
     fn write_now(&mut self, data: &[u8]) -> Result<usize> {
-        let mut written = 0;
+        let (mut written, mut tickets) = (0, 0);
         while written < data.len() && self.shared().pending_output() < MAX_OUTPUT {
             let rest = &data[written..];
             // SAFETY: `rest` is a readable buffer of the given length; the context is alive.
@@ -351,6 +381,12 @@ impl MbedtlsSession {
             match ret {
                 n if n > 0 => written += n as usize,
                 0 | sys::ERR_SSL_WANT_READ | sys::ERR_SSL_WANT_WRITE => break,
+                // A TLS 1.3 ticket processed on the way (client): keep it, write on (bounded:
+                // Mbed TLS reports each ticket once).
+                sys::ERR_SSL_RECEIVED_NEW_SESSION_TICKET if tickets < 16 => {
+                    tickets += 1;
+                    self.save_session();
+                }
                 e => return Err(self.fail(e)),
             }
         }
@@ -364,7 +400,7 @@ impl MbedtlsSession {
         unsafe {
             let mut crt = sys::ssl_get_peer_cert(self.ssl());
             while !crt.is_null() {
-                let der = io::raw_der(&*crt);
+                let der = x509::raw_der(&*crt);
                 if !der.is_empty() {
                     out.push(Certificate::from_der(der.to_vec()));
                 }
@@ -449,21 +485,20 @@ impl Session for MbedtlsSession {
             return None;
         }
         // SAFETY: the context is alive; the returned strings are static or owned by it.
-        let (minor, cipher, alpn) = unsafe {
+        let (version, cipher, alpn) = unsafe {
             let ssl = self.ssl();
             let cipher = sys::ssl_get_ciphersuite(ssl);
-            let cipher = if cipher.is_null() {
-                String::new()
-            } else {
-                CStr::from_ptr(cipher).to_string_lossy().replace('-', "_")
-            };
+            let cipher =
+                if cipher.is_null() { String::new() } else { iana_suite(&CStr::from_ptr(cipher).to_string_lossy()) };
             let alpn = sys::ssl_get_alpn_protocol(ssl);
             let alpn = (!alpn.is_null()).then(|| CStr::from_ptr(alpn).to_bytes().to_vec());
-            ((*ssl).minor_ver, cipher, alpn)
+            (sys::sipstls_mbedtls_version(ssl), cipher, alpn)
         };
-        if minor != sys::SSL_MINOR_VERSION_3 as c_int {
-            return None; // never negotiated: only TLS 1.2 is configured
-        }
+        let version = match i32::from(version) {
+            v if v == sys::SSL_VERSION_TLS1_2 as i32 => ProtocolVersion::Tls12,
+            v if v == sys::SSL_VERSION_TLS1_3 as i32 => ProtocolVersion::Tls13,
+            _ => return None,
+        };
         let peer_chain = self.peer_chain();
         // SAFETY: the context is alive.
         let flags = unsafe { sys::ssl_get_verify_result(self.ssl()) } | self.shared().verify_flags;
@@ -483,10 +518,14 @@ impl Session for MbedtlsSession {
         };
         Some(
             TlsInfo {
-                version: ProtocolVersion::Tls12,
+                version,
                 cipher_suite: cipher,
-                // A resumed TLS 1.2 session has no key exchange.
-                group: if self.resumed { None } else { self.group.map(group_name) },
+                // A resumed TLS 1.2 session has no key exchange; TLS 1.3 always has one here.
+                group: if self.resumed && version == ProtocolVersion::Tls12 {
+                    None
+                } else {
+                    self.group.map(group_name)
+                },
                 sni,
                 alpn,
                 resumed: self.resumed,
@@ -515,14 +554,23 @@ impl Drop for MbedtlsSession {
     }
 }
 
-/// The IANA name of an Mbed TLS curve id.
-fn group_name(id: u32) -> String {
+/// The IANA name of a TLS group id.
+fn group_name(id: u16) -> String {
     match id {
-        sys::ECP_DP_CURVE25519 => "x25519".into(),
-        sys::ECP_DP_CURVE448 => "x448".into(),
-        sys::ECP_DP_SECP256R1 => "secp256r1".into(),
-        sys::ECP_DP_SECP384R1 => "secp384r1".into(),
-        sys::ECP_DP_SECP521R1 => "secp521r1".into(),
-        other => format!("mbedtls-group:{other}"),
+        0x1d => "x25519".into(),
+        0x1e => "x448".into(),
+        0x17 => "secp256r1".into(),
+        0x18 => "secp384r1".into(),
+        0x19 => "secp521r1".into(),
+        other => format!("group-0x{other:04x}"),
+    }
+}
+
+/// The IANA name of a suite from Mbed TLS's (`TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256`,
+/// `TLS1-3-AES-128-GCM-SHA256`).
+fn iana_suite(mbed: &str) -> String {
+    match mbed.strip_prefix("TLS1-3-") {
+        Some(rest) => format!("TLS_{}", rest.replace('-', "_")),
+        None => mbed.replace('-', "_"),
     }
 }

@@ -10,6 +10,8 @@ use crate::error::Error;
 const MAX_PLAINTEXT: usize = 1 << 14;
 /// The longest protected record body any version allows (2^14 + 2048, RFC 5246 6.2.3).
 const MAX_PROTECTED: usize = (1 << 14) + 2048;
+/// The longest protected record body of TLS 1.3 (2^14 + 256, RFC 8446 section 5.2).
+const MAX_PROTECTED_TLS13: usize = (1 << 14) + 256;
 
 /// Record content types.
 const CHANGE_CIPHER_SPEC: u8 = 0x14;
@@ -31,8 +33,10 @@ pub struct RecordWatch {
     /// A ChangeCipherSpec or an encrypted record went by: records are protected from here.
     encrypting: bool,
     /// A record announced more than its kind may carry: 2^14 bytes in the clear, 2^14 +
-    /// 2048 once protected.
+    /// 2048 once protected (2^14 + 256 under TLS 1.3).
     oversized: bool,
+    /// The stream is TLS 1.3 (see [`RecordWatch::tls13`]).
+    tls13: bool,
 }
 
 impl RecordWatch {
@@ -52,7 +56,11 @@ impl RecordWatch {
             if self.header_len == 5 {
                 let typ = self.header[0];
                 let len = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
-                let limit = if self.encrypting { MAX_PROTECTED } else { MAX_PLAINTEXT };
+                let limit = match (self.encrypting, self.tls13) {
+                    (false, _) => MAX_PLAINTEXT,
+                    (true, false) => MAX_PROTECTED,
+                    (true, true) => MAX_PROTECTED_TLS13,
+                };
                 self.oversized |= len > limit;
                 self.encrypting |= typ == CHANGE_CIPHER_SPEC || typ == APPLICATION_DATA;
                 self.last = Some((typ, len));
@@ -60,6 +68,12 @@ impl RecordWatch {
                 self.header_len = 0;
             }
         }
+    }
+
+    /// Marks the stream as TLS 1.3 (once negotiated): later protected records may carry at
+    /// most 2^14 + 256 bytes.
+    pub fn tls13(&mut self) {
+        self.tls13 = true;
     }
 
     /// True once a record announced more than it may carry: over 2^14 bytes before the

@@ -246,45 +246,142 @@ mod libcrypto {
     }
 }
 
-/// Mbed TLS 2.28 through the mbedtls crate (the library backend-mbedtls links): X25519 as
-/// ECDH on Curve25519 (`Pk::generate_ec` + `Pk::agree`), ECDSA P-256 and RSA-2048 PSS
-/// through `Pk::sign` over a SHA-256 hash, with a CTR-DRBG seeded from the OS.
+/// Mbed TLS 3.6 through `sipstls-mbedtls-sys` (the build backend-mbedtls links): X25519 as
+/// ECDH on Curve25519 (`mbedtls_ecdh_gen_public` + `_compute_shared`), ECDSA P-256 and
+/// RSA-2048 PSS through `mbedtls_pk_sign_ext` over a SHA-256 hash, with the OS as random
+/// source.
 #[cfg(feature = "mbedtls")]
+#[allow(unsafe_code)]
 mod mbed {
     use super::*;
-    use mbedtls::hash::{Md, Type as Md_};
-    use mbedtls::pk::{EcGroupId, Options, Pk, RsaPadding};
-    use mbedtls::rng::{CtrDrbg, OsEntropy};
     use sipstls_conformance::pki::pki;
-    use std::sync::Arc;
+    use sipstls_mbedtls_sys as sys;
+    use std::ffi::{c_int, c_uchar, c_void};
+    use std::ptr;
 
-    fn key(pem: &str) -> Result<Pk, String> {
-        let mut z = pem.as_bytes().to_vec();
-        z.push(0); // mbedtls parses PEM only with its terminating NUL
-        Pk::from_private_key(&z, None).map_err(|e| e.to_string())
+    /// The OS as random source.
+    ///
+    /// # Safety
+    /// `out` is writable for `len` bytes.
+    unsafe extern "C" fn os_random(_p: *mut c_void, out: *mut c_uchar, len: usize) -> c_int {
+        let mut filled = 0;
+        while filled < len {
+            // SAFETY: the pointer and length describe the unfilled rest of `out`.
+            let n = unsafe { libc::getrandom(out.add(filled).cast(), len - filled, 0) };
+            if n <= 0 {
+                return sys::ERR_CTR_DRBG_ENTROPY_SOURCE_FAILED;
+            }
+            filled += n as usize;
+        }
+        0
+    }
+
+    fn ok(what: &str, ret: c_int) -> Result<(), String> {
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(format!("Mbed TLS {what}: -0x{:04X}", ret.unsigned_abs()))
+        }
+    }
+
+    /// A parsed private key, freed on drop.
+    struct Key(Box<sys::pk_context>);
+
+    impl Key {
+        fn parse(pem: &str) -> Result<Key, String> {
+            let mut z = pem.as_bytes().to_vec();
+            z.push(0); // Mbed TLS parses PEM only with its terminating NUL
+            let mut k = Key(Box::default());
+            // SAFETY: initialise, then parse into the boxed context (freed by Drop).
+            let ret = unsafe {
+                sys::pk_init(&mut *k.0);
+                sys::pk_parse_key(&mut *k.0, z.as_ptr(), z.len(), ptr::null(), 0, Some(os_random), ptr::null_mut())
+            };
+            ok("key", ret).map(|()| k)
+        }
+
+        fn sign(&mut self, kind: sys::pk_type_t, hash: &[u8; 32], sig: &mut [u8]) -> Result<(), String> {
+            let mut len = 0;
+            // SAFETY: the key is parsed; `hash` and `sig` are valid for their lengths.
+            let ret = unsafe {
+                sys::pk_sign_ext(
+                    kind,
+                    &mut *self.0,
+                    sys::MD_SHA256,
+                    hash.as_ptr(),
+                    hash.len(),
+                    sig.as_mut_ptr(),
+                    sig.len(),
+                    &mut len,
+                    Some(os_random),
+                    ptr::null_mut(),
+                )
+            };
+            ok("sign", ret)
+        }
+    }
+
+    impl Drop for Key {
+        fn drop(&mut self) {
+            // SAFETY: initialised in `parse`; freed once.
+            unsafe { sys::pk_free(&mut *self.0) };
+        }
+    }
+
+    /// One X25519 key generation and agreement with a fixed peer.
+    fn x25519(grp: &mut sys::ecp_group, peer: &sys::ecp_point) -> Result<(), String> {
+        let (mut d, mut q, mut z) = (sys::mpi::default(), sys::ecp_point::default(), sys::mpi::default());
+        // SAFETY: every object is initialised before use and freed after; the group is loaded.
+        unsafe {
+            sys::mpi_init(&mut d);
+            sys::ecp_point_init(&mut q);
+            sys::mpi_init(&mut z);
+            let mut ret = sys::ecdh_gen_public(grp, &mut d, &mut q, Some(os_random), ptr::null_mut());
+            if ret == 0 {
+                ret = sys::ecdh_compute_shared(grp, &mut z, peer, &d, Some(os_random), ptr::null_mut());
+            }
+            sys::mpi_free(&mut d);
+            sys::ecp_point_free(&mut q);
+            sys::mpi_free(&mut z);
+            ok("X25519", ret)
+        }
     }
 
     pub fn times(plan: &Plan) -> Result<CryptoTimes, String> {
-        let e = |e: mbedtls::Error| e.to_string();
+        // The library's mutexes and PSA crypto are set up by the backend.
+        sipstls::mbedtls::init().map_err(|e| e.to_string())?;
         let (n, n_rsa) = counts(plan);
-        let mut rng = CtrDrbg::new(Arc::new(OsEntropy::new()), None).map_err(e)?;
-        let peer = Pk::generate_ec(&mut rng, EcGroupId::Curve25519).map_err(e)?;
-        let mut shared = [0u8; 32];
-        let x25519_us = median_us(plan, n, || {
-            let mut k = Pk::generate_ec(&mut rng, EcGroupId::Curve25519).map_err(e)?;
-            k.agree(&peer, &mut shared, &mut rng).map(drop).map_err(e)
-        })?;
+        let (mut grp, mut peer_d, mut peer) =
+            (sys::ecp_group::default(), sys::mpi::default(), sys::ecp_point::default());
+        // SAFETY: initialise and load the group, then make the peer's key pair.
+        let ret = unsafe {
+            sys::ecp_group_init(&mut grp);
+            sys::mpi_init(&mut peer_d);
+            sys::ecp_point_init(&mut peer);
+            let r = sys::ecp_group_load(&mut grp, sys::ECP_DP_CURVE25519);
+            if r == 0 {
+                sys::ecdh_gen_public(&mut grp, &mut peer_d, &mut peer, Some(os_random), ptr::null_mut())
+            } else {
+                r
+            }
+        };
+        let x25519_us = ok("X25519 group", ret).and_then(|()| median_us(plan, n, || x25519(&mut grp, &peer)));
+        // SAFETY: initialised above; freed once.
+        unsafe {
+            sys::ecp_group_free(&mut grp);
+            sys::mpi_free(&mut peer_d);
+            sys::ecp_point_free(&mut peer);
+        }
+        let x25519_us = x25519_us?;
         let msg = [0x5a_u8; 130];
         let mut hash = [0u8; 32];
-        Md::hash(Md_::Sha256, &msg, &mut hash).map_err(e)?;
+        // SAFETY: `msg` and `hash` are valid for their lengths (SHA-256 writes 32 bytes).
+        ok("SHA-256", unsafe { sys::sha256(msg.as_ptr(), msg.len(), hash.as_mut_ptr(), 0) })?;
         let mut sig = vec![0u8; 1024];
-        let mut ec = key(&pki().server_ecdsa.key_pem)?;
-        let ecdsa_sign_us =
-            median_us(plan, n, || ec.sign(Md_::Sha256, &hash, &mut sig, &mut rng).map(drop).map_err(e))?;
-        let mut rsa = key(&pki().server_rsa.key_pem)?;
-        rsa.set_options(Options::Rsa { padding: RsaPadding::Pkcs1V21 { mgf: Md_::Sha256 } });
-        let rsa_sign_us =
-            median_us(plan, n_rsa, || rsa.sign(Md_::Sha256, &hash, &mut sig, &mut rng).map(drop).map_err(e))?;
+        let mut ec = Key::parse(&pki().server_ecdsa.key_pem)?;
+        let ecdsa_sign_us = median_us(plan, n, || ec.sign(sys::PK_ECDSA, &hash, &mut sig))?;
+        let mut rsa = Key::parse(&pki().server_rsa.key_pem)?;
+        let rsa_sign_us = median_us(plan, n_rsa, || rsa.sign(sys::PK_RSASSA_PSS, &hash, &mut sig))?;
         Ok(CryptoTimes { backend: "mbedtls".into(), x25519_us, ecdsa_sign_us, rsa_sign_us })
     }
 }

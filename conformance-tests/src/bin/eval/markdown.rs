@@ -215,12 +215,11 @@ fn overhead(out: &mut String, r: &Report) {
          crate's `SslStream` over an in-memory pipe; for BoringSSL the boring crate's \
          `SslStream`, the same code; wolfSSL has no safe Rust API, so its twin makes the raw \
          wolfssl-sys calls with in-memory I/O callbacks, as backend-wolfssl does, and checks \
-         the name with `wolfSSL_check_domain_name`; Mbed TLS's twin is the mbedtls crate's \
-         `Context` with the `Config` settings backend-mbedtls compiles and Mbed TLS's own host \
-         name check), with the same certificates, the same TLS 1.3 suite order \
+         the name with `wolfSSL_check_domain_name`; Mbed TLS has no Rust API of its own either: its twin \
+         makes the raw calls with in-memory I/O callbacks and the settings backend-mbedtls \
+         compiles, with Mbed TLS's own host name check), with the same certificates, the same TLS 1.3 suite order \
          (AES-128-GCM-SHA256 first, sipstls's default), TLS 1.3 only, resumption off and the \
-         client verifying chain and name. Mbed TLS 2.28 has no TLS 1.3: its rows are TLS 1.2 \
-         on both paths (sipstls's default TLS 1.2 suites). Time: median ns per \
+         client verifying chain and name. Time: median ns per \
          operation over the repetitions, the two paths alternating. Instructions (with \
          `--instructions`): counted by valgrind's callgrind in the measured loop only. The \
          goals are at most 2% more instructions per handshake and 5% per 1 KiB record.\n"

@@ -43,14 +43,9 @@ pub fn has_native(backend: &str) -> bool {
         || (cfg!(feature = "mbedtls") && backend == "mbedtls")
 }
 
-/// The protocol version both paths use on `backend`: TLS 1.3, except on Mbed TLS 2.28,
-/// which has none (its rows are TLS 1.2).
-pub fn version_of(backend: &str) -> ProtocolVersion {
-    if backend == "mbedtls" {
-        ProtocolVersion::Tls12
-    } else {
-        ProtocolVersion::Tls13
-    }
+/// The protocol version both paths use on `backend`: TLS 1.3 on every backend.
+pub fn version_of(_backend: &str) -> ProtocolVersion {
+    ProtocolVersion::Tls13
 }
 
 /// Something that does one unit of `Work`, repeatedly.
