@@ -251,6 +251,11 @@ impl MbedtlsSession {
             // SAFETY: the context is set up; its bio and callbacks point to live state.
             let ret = unsafe { sys::ssl_handshake_step(self.ssl()) };
             self.capture();
+            if self.role == Role::Server {
+                // SAFETY: the context is alive; the shim only switches its outbound keys
+                // once the TLS 1.3 application keys exist (see the shim's header).
+                unsafe { sys::sipstls_mbedtls_tls13_server_send_keys(self.ssl()) };
+            }
             match ret {
                 0 => {}
                 sys::ERR_SSL_RECEIVED_NEW_SESSION_TICKET => self.save_session(),

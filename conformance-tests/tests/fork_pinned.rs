@@ -23,7 +23,7 @@ use std::os::fd::FromRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sipstls::{Backend, ClientDomain, Error, ProcessModel, ServerDomain, TlsStream};
+use sipstls::{Backend, Capabilities, ClientDomain, Error, ProcessModel, ServerDomain, TlsStream};
 use sipstls_conformance::checks::{client_cfg, server_cfg};
 use sipstls_conformance::fork::{hard_timeout, Tally, Workers};
 use sipstls_conformance::pki::{pki, SERVER_NAME};
@@ -430,6 +430,16 @@ struct MatrixRow {
     library: String,
     pinned_measured: bool,
     claims: [bool; 3],
+    caps: Capabilities,
+}
+
+/// A capability column: "yes" (claimed, with the check that proves it) or "refused".
+fn cap(caps: Capabilities, c: Capabilities, check: &str) -> String {
+    if caps.contains(c) {
+        format!("yes ({check})")
+    } else {
+        "refused".into()
+    }
 }
 
 fn cell(claimed: bool, measured: Option<bool>, refusal: &str, proof: &str) -> String {
@@ -447,13 +457,17 @@ fn matrix_markdown(rows: &[MatrixRow]) -> String {
         "# Process models by backend (measured)\n\n\
          Generated from the workspace root by `SIPSTLS_MATRIX_OUT=$PWD/docs/capability-matrix.md cargo test -p sipstls-conformance --features wolfssl,mbedtls --test fork_pinned` (BoringSSL, which cannot link beside OpenSSL: `docs/capability-matrix-boring.md`, from a `--no-default-features --features rustls,boring` build).\n\
          A model is claimed in `capabilities()` only when its checks pass; the fork binary fails when a claim and \
-         a measurement disagree.\n\n| backend | library | confined | pinned | migrating |\n|---|---|---|---|---|\n",
+         a measurement disagree. TLS 1.3 and the hooks are the backend's claims, each proven (or its refusal \
+         asserted) by the check named.\n\n| backend | library | TLS 1.3 | allocator hook | lock hook | confined | pinned | migrating |\n|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.backend,
             r.library,
+            cap(r.caps, Capabilities::TLS13, "conformance suite"),
+            cap(r.caps, Capabilities::ALLOCATOR_HOOK, "tests/hooks_install.rs"),
+            cap(r.caps, Capabilities::LOCK_HOOK, "tests/lock_hooks.rs"),
             cell(r.claims[0], None, "not claimed", "in-process conformance suite: one process owns every session"),
             cell(r.claims[1], Some(r.pinned_measured), "a pinned fork check failed", ""),
             cell(
@@ -465,8 +479,10 @@ fn matrix_markdown(rows: &[MatrixRow]) -> String {
                          pthread_rwlock_init or have migrating fork checks for it"
                     }
                     "mbedtls" => {
-                        "the bundled Mbed TLS 2.28 has no allocator hook (no MBEDTLS_PLATFORM_MEMORY) and uses \
-                         process-private pthread mutexes: its sessions cannot live in a shared arena"
+                        "Mbed TLS 3.6 keeps PSA crypto's key slots in a process-private static table \
+                         (psa_crypto_slot_management.c): a TLS 1.3 session between handshake steps holds PSA key \
+                         ids (its ECDHE key share) that only the process that made them can resolve, even with its \
+                         allocations and locks in shared memory; no migrating fork checks for it"
                     }
                     "boring" => {
                         "BoringSSL takes no allocator hook here and keeps per-thread state and process-private locks \
@@ -521,6 +537,7 @@ fn main() -> std::process::ExitCode {
             pinned_measured: pinned_passed,
             claims: [ProcessModel::Confined, ProcessModel::Pinned, ProcessModel::Migrating]
                 .map(|m| backend.supports_model(m).is_ok()),
+            caps: backend.capabilities(),
         });
     }
     let md = matrix_markdown(&rows);

@@ -75,23 +75,36 @@ matrix! {
     wolfssl_to_wolfssl_tls13_mtls: "wolfssl" -> "wolfssl", Tls13, true;
 }
 
-// Mbed TLS 2.28 speaks TLS 1.2 only.
 matrix! {
     mbedtls_to_mbedtls_tls12_mtls: "mbedtls" -> "mbedtls", Tls12, true;
+    mbedtls_to_mbedtls_tls13_mtls: "mbedtls" -> "mbedtls", Tls13, true;
 }
 
 matrix! {
     mbedtls_to_rustls_tls12: "mbedtls" -> "rustls", Tls12, false;
+    mbedtls_to_rustls_tls13: "mbedtls" -> "rustls", Tls13, false;
     mbedtls_to_rustls_tls12_mtls: "mbedtls" -> "rustls", Tls12, true;
+    mbedtls_to_rustls_tls13_mtls: "mbedtls" -> "rustls", Tls13, true;
     rustls_to_mbedtls_tls12: "rustls" -> "mbedtls", Tls12, false;
+    rustls_to_mbedtls_tls13: "rustls" -> "mbedtls", Tls13, false;
     rustls_to_mbedtls_tls12_mtls: "rustls" -> "mbedtls", Tls12, true;
+    rustls_to_mbedtls_tls13_mtls: "rustls" -> "mbedtls", Tls13, true;
 }
 
 matrix! {
     mbedtls_to_openssl_tls12: "mbedtls" -> "openssl", Tls12, false;
+    mbedtls_to_openssl_tls13: "mbedtls" -> "openssl", Tls13, false;
     mbedtls_to_openssl_tls12_mtls: "mbedtls" -> "openssl", Tls12, true;
+    mbedtls_to_openssl_tls13_mtls: "mbedtls" -> "openssl", Tls13, true;
     openssl_to_mbedtls_tls12: "openssl" -> "mbedtls", Tls12, false;
+    openssl_to_mbedtls_tls13: "openssl" -> "mbedtls", Tls13, false;
     openssl_to_mbedtls_tls12_mtls: "openssl" -> "mbedtls", Tls12, true;
+    openssl_to_mbedtls_tls13_mtls: "openssl" -> "mbedtls", Tls13, true;
+}
+
+matrix! {
+    mbedtls_to_wolfssl_tls13: "mbedtls" -> "wolfssl", Tls13, false;
+    wolfssl_to_mbedtls_tls13_mtls: "wolfssl" -> "mbedtls", Tls13, true;
 }
 
 fn version_flag(v: ProtocolVersion) -> &'static str {
@@ -219,6 +232,8 @@ cli_peers! {
 cli_peers! {
     mbedtls_client_vs_openssl_s_server_tls12: client_vs_s_server, "mbedtls", Tls12;
     mbedtls_server_vs_openssl_s_client_tls12: server_vs_s_client, "mbedtls", Tls12;
+    mbedtls_client_vs_openssl_s_server_tls13: client_vs_s_server, "mbedtls", Tls13;
+    mbedtls_server_vs_openssl_s_client_tls13: server_vs_s_client, "mbedtls", Tls13;
 }
 
 /// A peer that speaks plain TCP to a TLS server gets a typed error on the server, never a

@@ -105,8 +105,8 @@ fn show(m: &Message) -> String {
     s
 }
 
-/// For a version `backend` does not claim (TLS 1.3 on Mbed TLS 2.28): a client domain for
-/// exactly that version must be refused as unsupported. Returns whether it is claimed.
+/// For a version `backend` does not claim: a client domain for exactly that version must be
+/// refused as unsupported. Returns whether it is claimed.
 fn version_claimed(backend: &str, version: ProtocolVersion) -> bool {
     let b = sipstls::backend(backend).unwrap();
     if b.capabilities().contains(version.capability()) {

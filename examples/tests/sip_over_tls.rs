@@ -84,8 +84,8 @@ fn s_client_options(backend: &str, version_flag: &str) {
     assert!(out.contains("Call-ID: probe-"), "{out:?}");
 }
 
-/// `openssl s_client` offering only TLS 1.3 to a backend without it (Mbed TLS 2.28): no
-/// SIP answer, the handshake fails.
+/// `openssl s_client` offering only TLS 1.3 to a backend without it: no SIP answer, the
+/// handshake fails.
 fn s_client_refused(backend: &str, version_flag: &str) {
     let dir = ScratchDir::new("sip-responder-refused");
     pki().write_to(dir.path()).unwrap();

@@ -3,6 +3,7 @@
  * inline) accessors as real functions, two facts of a running handshake that Mbed TLS keeps
  * in its internal handshake state, and the random source of PSA crypto.
  */
+#define MBEDTLS_ALLOW_PRIVATE_ACCESS
 #include "common.h"
 #include "ssl_misc.h"
 
@@ -59,6 +60,22 @@ int sipstls_mbedtls_handshake_facts(const mbedtls_ssl_context *ssl, int *resumed
     return 1;
 }
 
+int sipstls_mbedtls_tls13_server_send_keys(mbedtls_ssl_context *ssl)
+{
+#if defined(MBEDTLS_SSL_PROTO_TLS1_3) && defined(MBEDTLS_SSL_SRV_C)
+    if (ssl->conf->endpoint == MBEDTLS_SSL_IS_SERVER &&
+        ssl->tls_version == MBEDTLS_SSL_VERSION_TLS1_3 &&
+        ssl->transform_application != NULL &&
+        ssl->transform_out != ssl->transform_application) {
+        mbedtls_ssl_set_outbound_transform(ssl, ssl->transform_application);
+        return 1;
+    }
+#else
+    (void) ssl;
+#endif
+    return 0;
+}
+
 void sipstls_mbedtls_conf_versions(mbedtls_ssl_config *conf, uint16_t min, uint16_t max)
 {
     mbedtls_ssl_conf_min_tls_version(conf, (mbedtls_ssl_protocol_version) min);
@@ -68,9 +85,4 @@ void sipstls_mbedtls_conf_versions(mbedtls_ssl_config *conf, uint16_t min, uint1
 uint16_t sipstls_mbedtls_version(const mbedtls_ssl_context *ssl)
 {
     return (uint16_t) mbedtls_ssl_get_version_number(ssl);
-}
-
-int sipstls_mbedtls_handshake_over(mbedtls_ssl_context *ssl)
-{
-    return mbedtls_ssl_is_handshake_over(ssl);
 }

@@ -24,7 +24,12 @@ void sipstls_mbedtls_conf_versions(mbedtls_ssl_config *conf, uint16_t min, uint1
 /* mbedtls_ssl_get_version_number: 0x0303 for TLS 1.2, 0x0304 for TLS 1.3. */
 uint16_t sipstls_mbedtls_version(const mbedtls_ssl_context *ssl);
 
-/* mbedtls_ssl_is_handshake_over. */
-int sipstls_mbedtls_handshake_over(mbedtls_ssl_context *ssl);
+/* A TLS 1.3 server that has sent its Finished sends with the application traffic keys
+ * (RFC 8446 section 4.4.4 and 7.1): Mbed TLS 3.6 switches only when the handshake is over,
+ * so an alert about the client's second flight (a missing client certificate) would go out
+ * under the handshake keys, which the client no longer reads. Switches the outbound keys
+ * once the application keys exist; returns 1 when it switched. Call after each handshake
+ * step of a server. */
+int sipstls_mbedtls_tls13_server_send_keys(mbedtls_ssl_context *ssl);
 
 #endif

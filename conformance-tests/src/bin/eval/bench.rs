@@ -213,8 +213,7 @@ pub fn scenarios(plan: &Plan) -> Vec<Scenario> {
             Kind::IdleMemory { version: Tls13 },
             plan.idle_connections,
         ),
-        // TLS 1.2 as well: the one idle figure Mbed TLS 2.28 (no TLS 1.3) can give, and a
-        // like-for-like one for the others.
+        // TLS 1.2 as well: a like-for-like figure for deployments that still speak it.
         sc(
             "idle_memory_tls12",
             "Heap per idle server connection, TLS 1.2 ECDSA",
@@ -524,8 +523,8 @@ mod tests {
     }
 
     /// Every scenario runs on every compiled-in backend (tiny counts: this checks the
-    /// plumbing, not the speed); a scenario whose version the backend does not claim (TLS
-    /// 1.3 on Mbed TLS 2.28) must be refused as unsupported, and the report says so.
+    /// plumbing, not the speed); a scenario whose version the backend does not claim must be
+    /// refused as unsupported, and the report says so.
     #[test]
     fn every_scenario_runs() {
         for backend in sipstls::backends() {
