@@ -107,7 +107,7 @@ cargo test --locked -p sipstls --features tokio --doc
 
 # Each extra backend alone (not default features): the conformance suite, the fork and
 # hook checks, interop against the openssl command-line peers. wolfSSL (GPLv3) gets its
-# extra compile-time features from C_EXTRA_FLAGS in .cargo/config.toml.
+# extra compile-time features from sipstls-wolfssl-sys's build script.
 echo "== conformance-tests on Mbed TLS alone (TLS 1.2 only; suite, fork, hooks, interop)"
 cargo test --locked -p sipstls-conformance --no-default-features --features mbedtls
 echo "== conformance-tests on wolfSSL alone"
