@@ -137,6 +137,13 @@ echo "== differential TLS probes against openssl s_server: BoringSSL"
 cargo build --locked -q -p sipstls-examples --no-default-features --features rustls,boring --bin echo-server
 conformance-tests/probes/run-probes.sh --echo-server target/debug/echo-server --backends boring
 
+# A crate outside this workspace (a temporary directory) depending on the facade by path
+# with one backend feature and nothing else: no .cargo/config.toml, no variables for the C
+# builds. It builds and completes a handshake in memory, once per feature; its own target
+# directory, so wolfSSL and BoringSSL are compiled again here (about 5 minutes on 2 cores).
+echo "== a dependent crate outside the workspace: sipstls with only the wolfssl / boring feature"
+scripts/dependent-crate.sh wolfssl boring
+
 echo "== fuzz smoke runs (cargo-fuzz on the stable toolchain, 15 s per target)"
 scripts/fuzz-smoke.sh
 
