@@ -1,12 +1,11 @@
 //! Checks that the bundled wolfSSL was compiled with what this backend needs.
 //!
-//! wolfssl-sys builds wolfSSL with its own configure line, which leaves out session
-//! tickets, the peer certificate after the handshake, the peer chain, the verify callback
-//! on success and per-domain session id contexts. The workspace's `.cargo/config.toml` adds
-//! them through wolfSSL's `C_EXTRA_FLAGS`; this script reads the resulting `options.h`.
-//! The name check (RFC 5922) and client-certificate reporting cannot work without them, so
-//! a build without them stops here with instructions instead of producing a backend that
-//! would silently verify less.
+//! wolfssl-sys's configure line leaves out session tickets, the peer certificate after the
+//! handshake, the peer chain, the verify callback on success, per-domain session id
+//! contexts and CRLs. sipstls-wolfssl-sys builds the same source with them; this script
+//! reads the `options.h` of the wolfSSL it built. The name check (RFC 5922) and
+//! client-certificate reporting cannot work without them, so a build without them stops
+//! here instead of producing a backend that would silently verify less.
 
 use std::env;
 use std::fs;
@@ -21,15 +20,15 @@ const REQUIRED: &[(&str, &str)] = &[
     ("WOLFSSL_TICKET_NONCE_MALLOC", "TLS 1.3 ticket nonces longer than 8 bytes (rustls servers send 32)"),
     ("HAVE_SECRET_CALLBACK", "the TLS secret callbacks (the key log)"),
     ("HAVE_CRL", "certificate revocation lists (configure --enable-crl)"),
-    ("HAVE_ALPN", "ALPN (wolfssl-sys feature `alpn`)"),
+    ("HAVE_ALPN", "ALPN"),
     ("HAVE_SNI", "SNI"),
     ("WOLFSSL_TLS13", "TLS 1.3"),
 ];
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=DEP_WOLFSSL_INCLUDE");
-    let Some(include) = env::var_os("DEP_WOLFSSL_INCLUDE") else {
-        panic!("wolfssl-sys did not report its include directory (DEP_WOLFSSL_INCLUDE)");
+    println!("cargo:rerun-if-env-changed=DEP_SIPSTLS_WOLFSSL_INCLUDE");
+    let Some(include) = env::var_os("DEP_SIPSTLS_WOLFSSL_INCLUDE") else {
+        panic!("sipstls-wolfssl-sys did not report its include directory (DEP_SIPSTLS_WOLFSSL_INCLUDE)");
     };
     let options = PathBuf::from(include).join("wolfssl").join("options.h");
     println!("cargo:rerun-if-changed={}", options.display());
@@ -44,11 +43,12 @@ fn main() {
         REQUIRED.iter().filter(|(d, _)| !defined(d)).map(|(d, why)| format!("  {d}: {why}")).collect();
     if !missing.is_empty() {
         panic!(
-            "the bundled wolfSSL lacks compile-time features the sipstls wolfssl backend needs:\n{}\n\
-             Build with the environment variable\n  C_EXTRA_FLAGS=\"-DHAVE_SESSION_TICKET -DKEEP_PEER_CERT \
-             -DSESSION_CERTS -DWOLFSSL_ALWAYS_VERIFY_CB -DWOLFSSL_SESSION_ID_CTX \
-             -DWOLFSSL_TICKET_NONCE_MALLOC -DHAVE_SECRET_CALLBACK\"\n  enable_crl=yes\n\
-             (the sipstls workspace sets both in .cargo/config.toml), then `cargo clean -p wolfssl-sys`.",
+            "the wolfSSL built by sipstls-wolfssl-sys ({}) lacks compile-time features the sipstls \
+             wolfssl backend needs:\n{}\n\
+             sipstls-wolfssl-sys's build.rs passes them to wolfSSL's configure (C_EXTRA_FLAGS and \
+             --enable-crl): its configure line no longer matches the wolfSSL source wolfssl-sys ships, \
+             or the environment (CFLAGS, enable_* variables) overrode it.",
+            options.display(),
             missing.join("\n")
         );
     }

@@ -108,7 +108,7 @@ cargo test --locked -p sipstls --features tokio --doc
 
 # Each extra backend alone (not default features): the conformance suite, the fork and
 # hook checks, interop against the openssl command-line peers. wolfSSL (GPLv3) gets its
-# extra compile-time features from C_EXTRA_FLAGS in .cargo/config.toml.
+# extra compile-time features from sipstls-wolfssl-sys's build script.
 # Mbed TLS beside rustls only: its TLS 1.3 identity-selection check needs the rustls crate's
 # restricted client.
 echo "== conformance-tests on Mbed TLS (beside rustls; suite, fork, allocator and lock hooks, interop)"
@@ -138,6 +138,13 @@ cargo test --locked -p sipstls-conformance -p sipstls-examples --no-default-feat
 echo "== differential TLS probes against openssl s_server: BoringSSL"
 cargo build --locked -q -p sipstls-examples --no-default-features --features rustls,boring --bin echo-server
 conformance-tests/probes/run-probes.sh --echo-server target/debug/echo-server --backends boring
+
+# A crate outside this workspace (a temporary directory) depending on the facade by path
+# with one backend feature and nothing else: no .cargo/config.toml, no variables for the C
+# builds. It builds and completes a handshake in memory, once per feature; its own target
+# directory, so wolfSSL and BoringSSL are compiled again here (about 5 minutes on 2 cores).
+echo "== a dependent crate outside the workspace: sipstls with only the wolfssl / boring / mbedtls feature"
+scripts/dependent-crate.sh wolfssl boring mbedtls
 
 echo "== fuzz smoke runs (cargo-fuzz on the stable toolchain, 15 s per target)"
 scripts/fuzz-smoke.sh

@@ -3,7 +3,7 @@
 use std::ffi::{c_char, c_ulong, CStr};
 
 use sipstls_core::{CertificateError, Error, ProtocolErrorKind};
-use wolfssl_sys as w;
+use sipstls_wolfssl_sys as w;
 
 use crate::NAME;
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sipstls_core::hooks::{c_abi, AllocatorHooks};
 use sipstls_core::Error;
-use wolfssl_sys as w;
+use sipstls_wolfssl_sys as w;
 
 /// Set when this backend first calls into wolfSSL; hooks installed later are refused.
 static LIBRARY_USED: AtomicBool = AtomicBool::new(false);

@@ -32,10 +32,10 @@
 //!
 //! `wolfssl-sys` configures wolfSSL without session tickets, the kept peer certificate and
 //! chain, the verify callback on success, session id contexts, the secret callbacks and
-//! CRLs. wolfSSL's configure takes extra defines from the environment variable
-//! `C_EXTRA_FLAGS`, and `--enable-crl` from `enable_crl=yes` in the environment; the
-//! sipstls workspace sets both in `.cargo/config.toml`, and `build.rs` stops the build with
-//! instructions when the bundled library lacks them.
+//! CRLs. `sipstls-wolfssl-sys` builds the wolfSSL source that `wolfssl-sys` ships with them
+//! (extra defines and `--enable-crl` on its own configure line), so any crate depending on
+//! this one gets them without settings of its own; `build.rs` checks them in the built
+//! `options.h` and stops the build when they are missing.
 //!
 //! ## Refused (`Error::Unsupported` or `InvalidConfig`)
 //!
@@ -73,7 +73,7 @@ use sipstls_core::{
     Backend, BackendInfo, Capabilities, ClientDomain, DomainConfig, Error, ProtocolVersion, Result, Role, ServerDomain,
     ServerName, Session, SniCandidates,
 };
-use wolfssl_sys as w;
+use sipstls_wolfssl_sys as w;
 
 pub use hooks::install_allocator_hooks;
 pub use session::WolfsslSession;

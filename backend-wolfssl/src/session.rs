@@ -10,7 +10,7 @@ use sipstls_core::{
     Certificate, CertificateError, DomainConfig, Error, NameVerification, ProtocolErrorKind, ProtocolVersion,
     ReadStatus, Result, Role, ServerName, Session, SessionState, SniCandidates, TlsInfo, VerifyResult,
 };
-use wolfssl_sys as w;
+use sipstls_wolfssl_sys as w;
 
 use crate::errors::{map_cert_error, map_error};
 use crate::hello::{self, Hello, Peek};

@@ -20,7 +20,7 @@ use std::ffi::{c_int, c_uchar, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use wolfssl_sys as w;
+use sipstls_wolfssl_sys as w;
 
 const EPOCH_SECS: u64 = 6 * 3600;
 const KEY: usize = w::CHACHA20_POLY1305_AEAD_KEYSIZE as usize;

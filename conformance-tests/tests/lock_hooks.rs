@@ -25,6 +25,7 @@ use sipstls_conformance::pump;
 use sipstls_core::hooks::{LockHooks, LockId, LockOutcome};
 
 /// The installer of each backend with lock hooks.
+#[cfg_attr(not(feature = "mbedtls"), allow(unused_variables))]
 fn install(backend: &str, hooks: &'static dyn LockHooks) -> Option<Result<(), Error>> {
     match backend {
         #[cfg(feature = "mbedtls")]

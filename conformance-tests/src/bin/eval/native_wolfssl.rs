@@ -1,5 +1,5 @@
-//! wolfSSL's native twin: the raw wolfssl-sys API, with in-memory I/O callbacks as
-//! backend-wolfssl installs them, and the settings that backend uses for the sipstls path
+//! wolfSSL's native twin: the raw wolfSSL API (sipstls-wolfssl-sys's bindings), with
+//! in-memory I/O callbacks as backend-wolfssl installs them, and the settings that backend uses for the sipstls path
 //! (TLS 1.3 method, sipstls's default TLS 1.3 suite order, its key-share groups, session
 //! cache and tickets off, the client verifying the chain and, through wolfSSL's own
 //! `wolfSSL_check_domain_name`, the name). wolfSSL has no safe Rust API, so this is the
@@ -12,7 +12,7 @@ use std::ptr::NonNull;
 
 use super::native::{Runner, Work, RECORD};
 use sipstls_conformance::pki::{pki, SERVER_NAME};
-use wolfssl_sys as w;
+use sipstls_wolfssl_sys as w;
 
 /// Ciphertext in from the peer, ciphertext out to it: the context of both callbacks.
 #[derive(Default)]
