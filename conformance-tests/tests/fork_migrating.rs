@@ -13,6 +13,9 @@
 //! By default (and in CI) this binary checks that every backend that does not claim the
 //! model refuses it with `Error::Unsupported`. The experiment itself runs with rustls when
 //! a backend claims the model (rustls does) or `SIPSTLS_MIGRATING_STRESS=1` is set.
+//! `SIPSTLS_MIGRATING_MBEDTLS=1` (a build with `mbedtls`) runs the migration check on Mbed
+//! TLS with its allocator and lock hooks in the arena, to measure why it does not claim
+//! the model (docs/process-models.md); it is expected to fail.
 //! Without `prepare_for_fork()` a worker can die of SIGSEGV (aws-lc's lazily built method
 //! tables, see step 2 above; the runs are in docs/process-models.md). OpenSSL 3 would need
 //! process-shared internal locks and more, and is not tried.
@@ -681,6 +684,11 @@ fn main() -> std::process::ExitCode {
         }
     }
     let rustls_claims = sipstls::backend("rustls").is_some_and(|b| b.supports_model(ProcessModel::Migrating).is_ok());
+    #[cfg(feature = "mbedtls")]
+    if std::env::var_os("SIPSTLS_MIGRATING_MBEDTLS").is_some() && !rustls_claims {
+        mbedtls_experiment(&mut tally);
+        return tally.finish();
+    }
     if !rustls_claims && std::env::var_os("SIPSTLS_MIGRATING_STRESS").is_none() {
         println!(
             "migrating stress experiment not run (no backend claims the model); \
@@ -690,6 +698,10 @@ fn main() -> std::process::ExitCode {
     }
     #[cfg(feature = "rustls")]
     stress(&mut tally, rustls_claims);
+    #[cfg(feature = "mbedtls")]
+    if std::env::var_os("SIPSTLS_MIGRATING_MBEDTLS").is_some() {
+        mbedtls_experiment(&mut tally);
+    }
     #[cfg(not(feature = "rustls"))]
     tally.run("fork::migrating::stress_needs_rustls", || {
         panic!("SIPSTLS_MIGRATING_STRESS needs the rustls feature (the experiment runs on rustls)")
@@ -794,5 +806,43 @@ fn stress(tally: &mut Tally, rustls_claims: bool) {
     });
     if rustls_claims {
         println!("rustls claims MODEL_MIGRATING: the checks above must pass");
+    }
+}
+
+/// The migrating experiment on Mbed TLS (`SIPSTLS_MIGRATING_MBEDTLS=1`, in a build without
+/// rustls, whose stress run takes this binary's arena first): Mbed TLS's allocations and
+/// every one of its mutexes in the arena (allocator and lock hooks, sipstls-shm's robust
+/// process-shared locks), Rust's allocations too, domains built before fork; then the same
+/// migration check as rustls's, with TLS 1.3 and with TLS 1.2. Mbed TLS does not claim the
+/// model; this measures why (docs/process-models.md).
+#[cfg(feature = "mbedtls")]
+fn mbedtls_experiment(tally: &mut Tally) {
+    let arena = SharedArena::create(1 << 30).expect("arena");
+    sipstls::mbedtls::install_allocator_hooks(arena).expect("allocator hook");
+    GLOBAL.route_to(arena);
+    let locks: &'static sipstls_shm::SharedLocks = Box::leak(Box::new(sipstls_shm::SharedLocks::new(arena)));
+    sipstls::mbedtls::install_lock_hooks(locks).expect("lock hook");
+    for v in [sipstls::ProtocolVersion::Tls13, sipstls::ProtocolVersion::Tls12] {
+        let shared: &'static Shared = std::thread::spawn(move || {
+            let backend = sipstls::backend("mbedtls").expect("mbedtls built");
+            let _ = pki();
+            let tickets_only = sipstls::Resumption { tickets: true, session_ids: false };
+            let shared = Shared {
+                backend: backend.clone(),
+                server: backend.server_domain(&server_cfg(v).with_resumption(tickets_only)).expect("server domain"),
+                client: backend
+                    .client_domain(&client_cfg(v).with_resumption(sipstls::Resumption::DISABLED))
+                    .expect("client domain"),
+                resuming_client: backend
+                    .client_domain(&client_cfg(v).with_resumption(tickets_only))
+                    .expect("resuming client domain"),
+            };
+            &*Box::leak(Box::new(shared))
+        })
+        .join()
+        .expect("helper thread");
+        tally.run(&format!("fork::migrating::mbedtls::{v}::sessions_migrate_between_workers"), || {
+            sessions_migrate_between_workers(arena, shared)
+        });
     }
 }
