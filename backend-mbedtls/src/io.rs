@@ -114,10 +114,24 @@ impl Shared {
         self.peer_records.tls13();
     }
 
-    /// True once a record header announced more than TLS allows.
-    pub(crate) fn record_overflow(&self) -> bool {
-        self.peer_records.oversized()
+    /// What is wrong with the peer's record framing, if anything: a record longer than TLS
+    /// allows, a content type TLS does not define, or (server) a ChangeCipherSpec before
+    /// the ClientHello (RFC 8446 section 5). Mbed TLS reports the first two as malformed
+    /// records and takes the third.
+    pub(crate) fn framing_error(&self, server: bool) -> Option<(sipstls_core::ProtocolErrorKind, &'static str)> {
+        use sipstls_core::ProtocolErrorKind::{RecordOverflow, UnexpectedMessage};
+        let w = &self.peer_records;
+        if w.oversized() {
+            Some((RecordOverflow, "a record longer than TLS allows"))
+        } else if w.unknown_type() {
+            Some((UnexpectedMessage, "a record of a content type TLS does not define"))
+        } else if server && w.first_type() == Some(0x14) {
+            Some((UnexpectedMessage, "a ChangeCipherSpec record before the ClientHello"))
+        } else {
+            None
+        }
     }
+
 
     pub(crate) fn pending_input(&self) -> usize {
         self.input.len() - self.input_pos

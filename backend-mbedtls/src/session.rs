@@ -6,7 +6,7 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
 use sipstls_core::{
-    Certificate, Error, ProtocolErrorKind, ProtocolVersion, ReadStatus, Result, Role, Session, SessionState, TlsInfo,
+    Certificate, Error, ProtocolVersion, ReadStatus, Result, Role, Session, SessionState, TlsInfo,
     VerifyResult,
 };
 use sipstls_mbedtls_sys as sys;
@@ -225,11 +225,14 @@ impl MbedtlsSession {
         }
     }
 
-    fn check_overflow(&mut self) -> Result<()> {
-        if self.shared().record_overflow() {
-            let e = Error::protocol(ProtocolErrorKind::RecordOverflow, "a record longer than 2^14 + 2048 bytes");
+    /// Fails on framing errors that Mbed TLS would misreport or accept (see
+    /// `Shared::framing_error`), with the alert the RFC names, before Mbed TLS reads the
+    /// record.
+    fn check_framing(&mut self) -> Result<()> {
+        if let Some((kind, detail)) = self.shared().framing_error(self.role == Role::Server) {
+            let e = Error::protocol(kind, detail);
             // Tell the peer (best effort; the session is failed either way).
-            self.send_alert(sipstls_core::Alert::RECORD_OVERFLOW);
+            self.send_alert(kind.alert());
             return Err(self.st.fail(e));
         }
         Ok(())
@@ -424,7 +427,7 @@ impl Session for MbedtlsSession {
     fn feed_tls(&mut self, input: &[u8]) -> Result<usize> {
         self.st.check()?;
         let n = self.shared_mut().push_input(input);
-        self.check_overflow()?;
+        self.check_framing()?;
         self.drive()?;
         self.decrypt_ahead()?;
         Ok(n)

@@ -37,6 +37,10 @@ pub struct RecordWatch {
     oversized: bool,
     /// The stream is TLS 1.3 (see [`RecordWatch::tls13`]).
     tls13: bool,
+    /// The content type of the stream's first record.
+    first_type: Option<u8>,
+    /// A record header named a content type TLS does not define (other than 20 to 23).
+    unknown_type: bool,
 }
 
 impl RecordWatch {
@@ -62,6 +66,8 @@ impl RecordWatch {
                     (true, true) => MAX_PROTECTED_TLS13,
                 };
                 self.oversized |= len > limit;
+                self.first_type.get_or_insert(typ);
+                self.unknown_type |= !(CHANGE_CIPHER_SPEC..=APPLICATION_DATA).contains(&typ);
                 self.encrypting |= typ == CHANGE_CIPHER_SPEC || typ == APPLICATION_DATA;
                 self.last = Some((typ, len));
                 self.left = len;
@@ -81,6 +87,17 @@ impl RecordWatch {
     /// (the receiver's record_overflow, whatever its library calls it).
     pub fn oversized(&self) -> bool {
         self.oversized
+    }
+
+    /// The content type of the first record, once its header was seen.
+    pub fn first_type(&self) -> Option<u8> {
+        self.first_type
+    }
+
+    /// True once a record header named a content type TLS does not define (RFC 8446
+    /// section 5: the receiver's unexpected_message).
+    pub fn unknown_type(&self) -> bool {
+        self.unknown_type
     }
 
     /// True while nothing this side sent is protected: an alert may go out in the clear.
