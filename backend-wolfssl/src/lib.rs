@@ -44,8 +44,9 @@
 //!   no per-key-type slot or certificate callback to choose by the client's algorithms;
 //! - the migrating process model (not claimed: sessions live in wolfSSL's heap objects and
 //!   its session cache is guarded by process-private locks);
-//! - lock hooks (wolfSSL takes no mutex callbacks in this build: `wc_SetMutexCb` needs
-//!   `WOLFSSL_USER_MUTEX`);
+//! - lock hooks (`LOCK_HOOK`): wolfSSL's `WOLFSSL_USER_MUTEX` would route its mutexes, but
+//!   its configure then drops `WC_RNG_AUTOFORK` and the fork handlers the pinned model
+//!   relies on for fresh random output after `fork()`; this build keeps pthread mutexes;
 //! - TLS 1.2 suites outside the forward-secret AEAD ECDHE list (no DHE: wolfSSL is built
 //!   with `NO_DH`); ALPN protocol names containing `,` (wolfSSL takes a comma-separated
 //!   list).
