@@ -132,7 +132,6 @@ impl Shared {
         }
     }
 
-
     pub(crate) fn pending_input(&self) -> usize {
         self.input.len() - self.input_pos
     }

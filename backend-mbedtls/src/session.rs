@@ -6,8 +6,7 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
 use sipstls_core::{
-    Certificate, Error, ProtocolVersion, ReadStatus, Result, Role, Session, SessionState, TlsInfo,
-    VerifyResult,
+    Certificate, Error, ProtocolVersion, ReadStatus, Result, Role, Session, SessionState, TlsInfo, VerifyResult,
 };
 use sipstls_mbedtls_sys as sys;
 

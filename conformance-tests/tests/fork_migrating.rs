@@ -13,9 +13,9 @@
 //! By default (and in CI) this binary checks that every backend that does not claim the
 //! model refuses it with `Error::Unsupported`. The experiment itself runs with rustls when
 //! a backend claims the model (rustls does) or `SIPSTLS_MIGRATING_STRESS=1` is set.
-//! `SIPSTLS_MIGRATING_MBEDTLS=1` (a build with `mbedtls`) runs the migration check on Mbed
-//! TLS with its allocator and lock hooks in the arena, to measure why it does not claim
-//! the model (docs/process-models.md); it is expected to fail.
+//! `SIPSTLS_MIGRATING_HOOKED=mbedtls` or `=wolfssl` (a build with that backend, without
+//! rustls) runs the migration check on it with its hooks in the arena, to measure why it
+//! does not claim the model (docs/process-models.md); it is expected to fail.
 //! Without `prepare_for_fork()` a worker can die of SIGSEGV (aws-lc's lazily built method
 //! tables, see step 2 above; the runs are in docs/process-models.md). OpenSSL 3 would need
 //! process-shared internal locks and more, and is not tried.
@@ -684,9 +684,13 @@ fn main() -> std::process::ExitCode {
         }
     }
     let rustls_claims = sipstls::backend("rustls").is_some_and(|b| b.supports_model(ProcessModel::Migrating).is_ok());
-    #[cfg(feature = "mbedtls")]
-    if std::env::var_os("SIPSTLS_MIGRATING_MBEDTLS").is_some() && !rustls_claims {
-        mbedtls_experiment(&mut tally);
+    if let Some(name) = std::env::var_os("SIPSTLS_MIGRATING_HOOKED") {
+        #[cfg(any(feature = "mbedtls", feature = "wolfssl"))]
+        hooked_experiment(&mut tally, name.to_str().unwrap_or_default());
+        #[cfg(not(any(feature = "mbedtls", feature = "wolfssl")))]
+        tally.run("fork::migrating::hooked", || {
+            panic!("SIPSTLS_MIGRATING_HOOKED={name:?} needs a build with the mbedtls or wolfssl feature")
+        });
         return tally.finish();
     }
     if !rustls_claims && std::env::var_os("SIPSTLS_MIGRATING_STRESS").is_none() {
@@ -698,10 +702,6 @@ fn main() -> std::process::ExitCode {
     }
     #[cfg(feature = "rustls")]
     stress(&mut tally, rustls_claims);
-    #[cfg(feature = "mbedtls")]
-    if std::env::var_os("SIPSTLS_MIGRATING_MBEDTLS").is_some() {
-        mbedtls_experiment(&mut tally);
-    }
     #[cfg(not(feature = "rustls"))]
     tally.run("fork::migrating::stress_needs_rustls", || {
         panic!("SIPSTLS_MIGRATING_STRESS needs the rustls feature (the experiment runs on rustls)")
@@ -809,22 +809,46 @@ fn stress(tally: &mut Tally, rustls_claims: bool) {
     }
 }
 
-/// The migrating experiment on Mbed TLS (`SIPSTLS_MIGRATING_MBEDTLS=1`, in a build without
-/// rustls, whose stress run takes this binary's arena first): Mbed TLS's allocations and
-/// every one of its mutexes in the arena (allocator and lock hooks, sipstls-shm's robust
-/// process-shared locks), Rust's allocations too, domains built before fork; then the same
-/// migration check as rustls's, with TLS 1.3 and with TLS 1.2. Mbed TLS does not claim the
-/// model; this measures why (docs/process-models.md).
-#[cfg(feature = "mbedtls")]
-fn mbedtls_experiment(tally: &mut Tally) {
+/// The migrating experiment on a backend that does not claim the model, with every hook it
+/// takes pointed at the arena (`SIPSTLS_MIGRATING_HOOKED=mbedtls` or `=wolfssl`, with
+/// `:1.2` or `:1.3` for one version, in a build
+/// with that backend and without rustls, whose stress run would take this binary's arena
+/// first): its C allocations (allocator hook) and, for Mbed TLS, every one of its mutexes
+/// (lock hook, sipstls-shm's robust process-shared locks), Rust's allocations too, domains
+/// built before fork; then the same migration check as rustls's, TLS 1.3 and TLS 1.2. It
+/// measures why the backend does not claim the model (docs/process-models.md) and is
+/// expected to fail.
+#[cfg(any(feature = "mbedtls", feature = "wolfssl"))]
+fn hooked_experiment(tally: &mut Tally, spec: &str) {
+    // `name` or `name:1.2` / `name:1.3` for one version only (a failed run can leave the
+    // library's shared state unusable for the next one).
+    let (name, versions) = match spec.split_once(':') {
+        Some((n, "1.2")) => (n, &[sipstls::ProtocolVersion::Tls12][..]),
+        Some((n, _)) => (n, &[sipstls::ProtocolVersion::Tls13][..]),
+        None => (spec, &[sipstls::ProtocolVersion::Tls13, sipstls::ProtocolVersion::Tls12][..]),
+    };
     let arena = SharedArena::create(1 << 30).expect("arena");
-    sipstls::mbedtls::install_allocator_hooks(arena).expect("allocator hook");
+    let installed: Result<(), sipstls::Error> = match name {
+        #[cfg(feature = "mbedtls")]
+        "mbedtls" => sipstls::mbedtls::install_allocator_hooks(arena).and_then(|()| {
+            let locks: &'static sipstls_shm::SharedLocks = Box::leak(Box::new(sipstls_shm::SharedLocks::new(arena)));
+            sipstls::mbedtls::install_lock_hooks(locks)
+        }),
+        #[cfg(feature = "wolfssl")]
+        "wolfssl" => sipstls::wolfssl::install_allocator_hooks(arena),
+        other => {
+            tally.run(&format!("fork::migrating::hooked::{other}"), || {
+                panic!("SIPSTLS_MIGRATING_HOOKED: {other} is not a hooked backend of this build (mbedtls, wolfssl)")
+            });
+            return;
+        }
+    };
+    installed.expect("hooks before the first use");
     GLOBAL.route_to(arena);
-    let locks: &'static sipstls_shm::SharedLocks = Box::leak(Box::new(sipstls_shm::SharedLocks::new(arena)));
-    sipstls::mbedtls::install_lock_hooks(locks).expect("lock hook");
-    for v in [sipstls::ProtocolVersion::Tls13, sipstls::ProtocolVersion::Tls12] {
+    let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    for &v in versions {
         let shared: &'static Shared = std::thread::spawn(move || {
-            let backend = sipstls::backend("mbedtls").expect("mbedtls built");
+            let backend = sipstls::backend(name).expect("backend built");
             let _ = pki();
             let tickets_only = sipstls::Resumption { tickets: true, session_ids: false };
             let shared = Shared {
@@ -837,11 +861,12 @@ fn mbedtls_experiment(tally: &mut Tally) {
                     .client_domain(&client_cfg(v).with_resumption(tickets_only))
                     .expect("resuming client domain"),
             };
+            backend.release_thread_state();
             &*Box::leak(Box::new(shared))
         })
         .join()
         .expect("helper thread");
-        tally.run(&format!("fork::migrating::mbedtls::{v}::sessions_migrate_between_workers"), || {
+        tally.run(&format!("fork::migrating::{name}::{v}::sessions_migrate_between_workers"), || {
             sessions_migrate_between_workers(arena, shared)
         });
     }

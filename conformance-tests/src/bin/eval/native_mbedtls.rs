@@ -6,7 +6,6 @@
 //! for the process (mutexes, PSA crypto) first.
 #![allow(unsafe_code)]
 
-use std::collections::VecDeque;
 use std::ffi::{c_int, c_uchar, c_void, CString};
 use std::ptr;
 
@@ -23,11 +22,13 @@ static GROUPS: [u16; 4] = [
     0,
 ];
 
-/// One direction in, one out; reading an empty pipe is `WANT_READ`.
+/// One direction in, one out; reading an empty pipe is `WANT_READ`. Bytes are copied in
+/// and out in blocks, as backend-mbedtls's own transport does.
 #[derive(Default)]
 struct Pipes {
-    rx: VecDeque<u8>,
-    tx: VecDeque<u8>,
+    rx: Vec<u8>,
+    rx_pos: usize,
+    tx: Vec<u8>,
 }
 
 /// `f_send`: append to the pipe.
@@ -37,7 +38,7 @@ struct Pipes {
 unsafe extern "C" fn send(p: *mut c_void, buf: *const c_uchar, len: usize) -> c_int {
     // SAFETY: per the contract.
     let (pipes, data) = unsafe { (&mut *(p as *mut Pipes), std::slice::from_raw_parts(buf, len)) };
-    pipes.tx.extend(data);
+    pipes.tx.extend_from_slice(data);
     len as c_int
 }
 
@@ -48,12 +49,16 @@ unsafe extern "C" fn send(p: *mut c_void, buf: *const c_uchar, len: usize) -> c_
 unsafe extern "C" fn recv(p: *mut c_void, buf: *mut c_uchar, len: usize) -> c_int {
     // SAFETY: per the contract.
     let (pipes, out) = unsafe { (&mut *(p as *mut Pipes), std::slice::from_raw_parts_mut(buf, len)) };
-    if pipes.rx.is_empty() {
+    let avail = &pipes.rx[pipes.rx_pos..];
+    if avail.is_empty() {
         return sys::ERR_SSL_WANT_READ;
     }
-    let n = out.len().min(pipes.rx.len());
-    for (o, b) in out.iter_mut().zip(pipes.rx.drain(..n)) {
-        *o = b;
+    let n = out.len().min(avail.len());
+    out[..n].copy_from_slice(&avail[..n]);
+    pipes.rx_pos += n;
+    if pipes.rx_pos == pipes.rx.len() {
+        pipes.rx.clear();
+        pipes.rx_pos = 0;
     }
     n as c_int
 }
@@ -214,10 +219,11 @@ impl Pair {
 
     /// Moves what each side wrote to the other.
     fn shuttle(&mut self) {
-        let c2s: Vec<u8> = self.client._pipes.tx.drain(..).collect();
-        let s2c: Vec<u8> = self.server._pipes.tx.drain(..).collect();
-        self.server._pipes.rx.extend(c2s);
-        self.client._pipes.rx.extend(s2c);
+        let (c, s) = (&mut *self.client._pipes, &mut *self.server._pipes);
+        s.rx.extend_from_slice(&c.tx);
+        c.tx.clear();
+        c.rx.extend_from_slice(&s.tx);
+        s.tx.clear();
     }
 
     fn handshake(&mut self) -> Result<(), String> {
