@@ -5,35 +5,51 @@
 use sipstls_core::{Alert, CertificateError, Error, ProtocolErrorKind};
 
 use crate::ssl_lib::error::ErrorStack;
+use crate::ssl_lib::ffi;
 use crate::ssl_lib::x509::X509VerifyResult;
 use crate::ssl_lib::{verify_code, verify_text};
 use crate::NAME;
 
 /// `SSL_AD_REASON_OFFSET`: alert reasons are 1000 + the alert number (both libraries).
-const ALERT_OFFSET: i32 = 1000;
+const ALERT_OFFSET: i32 = ffi::SSL_AD_REASON_OFFSET;
 
-/// OpenSSL 3's `SSL_R_*` reason codes, by meaning (names in `sslerr.h`).
+/// OpenSSL 3's `SSL_R_*` reason codes, by meaning (defined in [`crate::consts::ssl_r`]
+/// from `sslerr.h`: openssl-sys has none).
 #[cfg(not(feature = "boring"))]
 mod reasons {
+    use crate::consts::ssl_r::*;
     /// `ERR_LIB_SSL`.
-    pub const LIB_SSL: i32 = 20;
-    /// CERTIFICATE_VERIFY_FAILED.
-    pub const VERIFY_FAILED: &[i32] = &[134];
-    /// PEER_DID_NOT_RETURN_A_CERTIFICATE.
-    pub const NO_PEER_CERT: &[i32] = &[199];
-    /// DATA_LENGTH_TOO_LONG, ENCRYPTED_LENGTH_TOO_LONG, PACKET_LENGTH_TOO_LONG.
-    pub const RECORD_OVERFLOW: &[i32] = &[146, 150, 198];
-    /// UNEXPECTED_MESSAGE, UNEXPECTED_RECORD.
-    pub const UNEXPECTED: &[i32] = &[244, 245];
-    /// NO_SUITABLE_SIGNATURE_ALGORITHM, VERSION_TOO_HIGH, NO_PROTOCOLS_AVAILABLE, NO_SHARED_CIPHER,
-    /// NO_APPLICATION_PROTOCOL, UNSUPPORTED_PROTOCOL, UNSUPPORTED_SSL_VERSION, WRONG_SSL_VERSION,
-    /// VERSION_TOO_LOW, NO_SHARED_GROUPS.
-    pub const HANDSHAKE_FAILURE: &[i32] = &[118, 166, 191, 193, 235, 258, 259, 266, 396, 410];
-    /// DECRYPTION_FAILED_OR_BAD_RECORD_MAC.
-    pub const DECRYPT: &[i32] = &[281];
-    /// BAD_PACKET_LENGTH, HTTP_REQUEST, LENGTH_MISMATCH, RECORD_LENGTH_MISMATCH, BAD_PACKET,
-    /// UNKNOWN_PROTOCOL, WRONG_VERSION_NUMBER, BAD_LENGTH, RECORD_TOO_SMALL, BAD_RECORD_TYPE.
-    pub const MALFORMED: &[i32] = &[115, 156, 159, 213, 240, 252, 267, 271, 298, 443];
+    pub const LIB_SSL: i32 = crate::consts::ERR_LIB_SSL;
+    pub const VERIFY_FAILED: &[i32] = &[SSL_R_CERTIFICATE_VERIFY_FAILED];
+    pub const NO_PEER_CERT: &[i32] = &[SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE];
+    pub const RECORD_OVERFLOW: &[i32] =
+        &[SSL_R_DATA_LENGTH_TOO_LONG, SSL_R_ENCRYPTED_LENGTH_TOO_LONG, SSL_R_PACKET_LENGTH_TOO_LONG];
+    pub const UNEXPECTED: &[i32] = &[SSL_R_UNEXPECTED_MESSAGE, SSL_R_UNEXPECTED_RECORD];
+    pub const HANDSHAKE_FAILURE: &[i32] = &[
+        SSL_R_NO_SUITABLE_SIGNATURE_ALGORITHM,
+        SSL_R_VERSION_TOO_HIGH,
+        SSL_R_NO_PROTOCOLS_AVAILABLE,
+        SSL_R_NO_SHARED_CIPHER,
+        SSL_R_NO_APPLICATION_PROTOCOL,
+        SSL_R_UNSUPPORTED_PROTOCOL,
+        SSL_R_UNSUPPORTED_SSL_VERSION,
+        SSL_R_WRONG_SSL_VERSION,
+        SSL_R_VERSION_TOO_LOW,
+        SSL_R_NO_SHARED_GROUPS,
+    ];
+    pub const DECRYPT: &[i32] = &[SSL_R_DECRYPTION_FAILED_OR_BAD_RECORD_MAC];
+    pub const MALFORMED: &[i32] = &[
+        SSL_R_BAD_PACKET_LENGTH,
+        SSL_R_HTTP_REQUEST,
+        SSL_R_LENGTH_MISMATCH,
+        SSL_R_RECORD_LENGTH_MISMATCH,
+        SSL_R_BAD_PACKET,
+        SSL_R_UNKNOWN_PROTOCOL,
+        SSL_R_WRONG_VERSION_NUMBER,
+        SSL_R_BAD_LENGTH,
+        SSL_R_RECORD_TOO_SMALL,
+        SSL_R_BAD_RECORD_TYPE,
+    ];
 }
 
 /// BoringSSL's `SSL_R_*` reason codes, by meaning, from boring-sys's bindings.
@@ -82,15 +98,31 @@ mod reasons {
 /// Maps an X.509 verification result (`X509_V_ERR_*`).
 pub(crate) fn map_verify_result(v: X509VerifyResult, expected: Option<&str>) -> CertificateError {
     match verify_code(&v) {
-        2 | 18 | 19 | 20 | 21 => CertificateError::UnknownIssuer,
-        9 => CertificateError::NotYetValid,
-        10 => CertificateError::Expired,
-        7 | 8 => CertificateError::BadSignature,
-        22 => CertificateError::ChainTooLong,
-        23 => CertificateError::Revoked,
-        24 | 26 | 28 => CertificateError::InvalidPurpose,
-        4 | 5 | 6 | 13 | 14 | 15 | 16 => CertificateError::Malformed,
-        62 | 64 => CertificateError::NameMismatch { expected: expected.unwrap_or_default().to_owned() },
+        ffi::X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT
+        | ffi::X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
+        | ffi::X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN
+        | ffi::X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+        | ffi::X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE => CertificateError::UnknownIssuer,
+        ffi::X509_V_ERR_CERT_NOT_YET_VALID => CertificateError::NotYetValid,
+        ffi::X509_V_ERR_CERT_HAS_EXPIRED => CertificateError::Expired,
+        ffi::X509_V_ERR_CERT_SIGNATURE_FAILURE | ffi::X509_V_ERR_CRL_SIGNATURE_FAILURE => {
+            CertificateError::BadSignature
+        }
+        ffi::X509_V_ERR_CERT_CHAIN_TOO_LONG => CertificateError::ChainTooLong,
+        ffi::X509_V_ERR_CERT_REVOKED => CertificateError::Revoked,
+        ffi::X509_V_ERR_INVALID_CA | ffi::X509_V_ERR_INVALID_PURPOSE | ffi::X509_V_ERR_CERT_REJECTED => {
+            CertificateError::InvalidPurpose
+        }
+        ffi::X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE
+        | ffi::X509_V_ERR_UNABLE_TO_DECRYPT_CRL_SIGNATURE
+        | ffi::X509_V_ERR_UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY
+        | ffi::X509_V_ERR_ERROR_IN_CERT_NOT_BEFORE_FIELD
+        | ffi::X509_V_ERR_ERROR_IN_CERT_NOT_AFTER_FIELD
+        | ffi::X509_V_ERR_ERROR_IN_CRL_LAST_UPDATE_FIELD
+        | ffi::X509_V_ERR_ERROR_IN_CRL_NEXT_UPDATE_FIELD => CertificateError::Malformed,
+        ffi::X509_V_ERR_HOSTNAME_MISMATCH | ffi::X509_V_ERR_IP_ADDRESS_MISMATCH => {
+            CertificateError::NameMismatch { expected: expected.unwrap_or_default().to_owned() }
+        }
         _ => CertificateError::Other(verify_text(&v).to_owned()),
     }
 }
@@ -99,7 +131,7 @@ pub(crate) fn map_verify_result(v: X509VerifyResult, expected: Option<&str>) -> 
 /// result, consulted when OpenSSL reports a certificate failure.
 pub(crate) fn map_stack(stack: Option<&ErrorStack>, verify: X509VerifyResult, expected: Option<&str>) -> Error {
     let Some(stack) = stack else {
-        if verify_code(&verify) != 0 {
+        if verify_code(&verify) != ffi::X509_V_OK {
             return Error::Certificate(map_verify_result(verify, expected));
         }
         return Error::Backend { library: NAME, message: "TLS failure without an error report".into() };

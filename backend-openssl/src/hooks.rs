@@ -31,8 +31,11 @@ pub fn install_allocator_hooks(hooks: &'static dyn AllocatorHooks) -> Result<(),
     c_abi::set_process_hooks(hooks).map_err(|_| Error::HookTooLate { hook: "allocator (other hooks installed)" })?;
     // SAFETY: the three functions have the C signatures OpenSSL expects, never unwind, and
     // route to `hooks`, which lives for the whole process ('static).
-    let ok = unsafe { ffi::CRYPTO_set_mem_functions(Some(c_abi::malloc), Some(c_abi::realloc), Some(c_abi::free)) };
-    if ok == 1 {
+    let installed =
+        unsafe { ffi::CRYPTO_set_mem_functions(Some(c_abi::malloc), Some(c_abi::realloc), Some(c_abi::free)) };
+    // A C boolean: 0 once OpenSSL has allocated. No error queue entry (so no `cvt`, which
+    // would take the queue and initialise OpenSSL on the way).
+    if installed != 0 {
         Ok(())
     } else {
         Err(Error::HookTooLate { hook: "allocator" })

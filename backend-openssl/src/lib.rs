@@ -32,6 +32,8 @@ compile_error!(
 #[cfg(not(any(feature = "openssl", feature = "boring")))]
 compile_error!("sipstls-backend-openssl needs one of the features `openssl` (default) or `boring`");
 
+mod consts;
+mod cvt;
 mod errors;
 mod hooks;
 mod memio;
@@ -65,6 +67,7 @@ use ssl_lib::ForeignType;
 #[cfg(not(feature = "boring"))]
 use ssl_lib::ForeignTypeRef;
 
+use cvt::{cvt, cvt_p};
 pub use hooks::install_allocator_hooks;
 pub use session::OpensslSession;
 
@@ -223,9 +226,8 @@ fn common(b: &mut SslContextBuilder, cfg: &DomainConfig, role: Role) -> Result<(
             .map_err(|_| Error::config("identities", "the private key does not match the certificate"))?;
         for inter in &id.chain[1..] {
             let cert = x509(inter, "identities")?;
-            if add1_chain_cert(b, &cert) != 1 {
-                return Err(Error::config("identities", "could not add an intermediate certificate"));
-            }
+            add1_chain_cert(b, &cert)
+                .map_err(|_| Error::config("identities", "could not add an intermediate certificate"))?;
         }
     }
     Ok(())
@@ -255,19 +257,14 @@ fn add_crls(store: &mut X509StoreBuilder, cfg: &DomainConfig) -> Result<()> {
         // SAFETY: `p` points at `len` readable bytes of `der`, which outlives the call;
         // d2i_X509_CRL reads at most `len` bytes, advances `p` and returns a new CRL object
         // (owned here) or null.
-        let parsed = unsafe { ssl_lib::ffi::d2i_X509_CRL(std::ptr::null_mut(), &mut p, len as _) };
-        if parsed.is_null() {
-            drop(ssl_lib::error::ErrorStack::get());
-            return Err(Error::config("crls", "a certificate revocation list does not parse"));
-        }
+        let parsed = cvt_p(unsafe { ssl_lib::ffi::d2i_X509_CRL(std::ptr::null_mut(), &mut p, len as _) })
+            .map_err(|_| Error::config("crls", "a certificate revocation list does not parse"))?;
         // SAFETY: `store.as_ptr()` is the live X509_STORE owned by the builder and `parsed`
         // a valid CRL: X509_STORE_add_crl takes its own reference, so ours is freed after.
-        let ok = unsafe { X509_STORE_add_crl(store.as_ptr(), parsed) };
+        let added = cvt(unsafe { X509_STORE_add_crl(store.as_ptr(), parsed.as_ptr()) });
         // SAFETY: `parsed` is the CRL d2i_X509_CRL returned; the store holds its own reference.
-        unsafe { ssl_lib::ffi::X509_CRL_free(parsed) };
-        if ok != 1 {
-            return Err(Error::config("crls", backend_err(ssl_lib::error::ErrorStack::get()).to_string()));
-        }
+        unsafe { ssl_lib::ffi::X509_CRL_free(parsed.as_ptr()) };
+        added.map_err(|e| Error::config("crls", backend_err(e).to_string()))?;
     }
     #[cfg(not(feature = "boring"))]
     store.set_flags(X509VerifyFlags::CRL_CHECK).map_err(backend_err)?;
@@ -323,10 +320,8 @@ fn set_no_tickets(b: &mut SslContextBuilder) -> Result<()> {
 #[cfg(feature = "boring")]
 fn set_no_tickets(b: &mut SslContextBuilder) -> Result<()> {
     // SAFETY: `b.as_ptr()` is the live SSL_CTX owned by the builder; the call stores a count.
-    match unsafe { ssl_lib::ffi::SSL_CTX_set_num_tickets(b.as_ptr(), 0) } {
-        1 => Ok(()),
-        _ => Err(backend_err(ssl_lib::error::ErrorStack::get())),
-    }
+    cvt(unsafe { ssl_lib::ffi::SSL_CTX_set_num_tickets(b.as_ptr(), 0) }).map_err(backend_err)?;
+    Ok(())
 }
 
 /// Tickets of a server context. OpenSSL: `SSL_OP_NO_TICKET` without stateless tickets
@@ -378,26 +373,26 @@ fn set_ticket_keys(b: &mut SslContextBuilder) -> Result<()> {
     ssl_lib::rand::rand_bytes(&mut keys).map_err(backend_err)?;
     // SAFETY: `b.as_ptr()` is the live SSL_CTX owned by the builder; the call copies the
     // 48 bytes of `keys`, which outlives it.
-    let ok = unsafe { ssl_lib::ffi::SSL_CTX_set_tlsext_ticket_keys(b.as_ptr(), keys.as_ptr().cast(), keys.len()) };
-    if ok == 1 {
-        Ok(())
-    } else {
-        Err(backend_err(ssl_lib::error::ErrorStack::get()))
-    }
+    cvt(unsafe { ssl_lib::ffi::SSL_CTX_set_tlsext_ticket_keys(b.as_ptr(), keys.as_ptr().cast(), keys.len()) })
+        .map_err(backend_err)?;
+    Ok(())
 }
 
-/// Adds an intermediate certificate to the chain a context sends; 1 on success.
-fn add1_chain_cert(b: &mut SslContextBuilder, cert: &X509) -> std::ffi::c_int {
+/// Adds an intermediate certificate to the chain a context sends.
+fn add1_chain_cert(b: &mut SslContextBuilder, cert: &X509) -> std::result::Result<(), ssl_lib::error::ErrorStack> {
+    use ssl_lib::ffi;
     // SAFETY: `b.as_ptr()` is a live SSL_CTX owned by the builder; SSL_CTRL_CHAIN_CERT
-    // with larg = 1 (add1) takes its own reference to `cert`, which stays owned by the
+    // with CHAIN_CERT_ADD1 takes its own reference to `cert`, which stays owned by the
     // caller and is freed when dropped.
     #[cfg(not(feature = "boring"))]
-    let ok = unsafe { ssl_lib::ffi::SSL_CTX_ctrl(b.as_ptr(), 89, 1, cert.as_ptr() as *mut std::ffi::c_void) } as _;
+    cvt::cvt_long(unsafe {
+        ffi::SSL_CTX_ctrl(b.as_ptr(), ffi::SSL_CTRL_CHAIN_CERT, consts::CHAIN_CERT_ADD1, cert.as_ptr().cast())
+    })?;
     // SAFETY: `b.as_ptr()` is a live SSL_CTX owned by the builder; SSL_CTX_add1_chain_cert
     // takes its own reference to `cert`, which stays owned by the caller.
     #[cfg(feature = "boring")]
-    let ok = unsafe { ssl_lib::ffi::SSL_CTX_add1_chain_cert(b.as_ptr(), cert.as_ptr()) };
-    ok
+    cvt(unsafe { ffi::SSL_CTX_add1_chain_cert(b.as_ptr(), cert.as_ptr()) })?;
+    Ok(())
 }
 
 /// The `verify_peer` flag of the domain a server session ended up with (after SNI).
@@ -659,8 +654,8 @@ struct CachedSession {
 impl CachedSession {
     fn usable(&self) -> Option<SslSession> {
         // SAFETY: `live` is a valid SSL_SESSION for the duration of the call; the function
-        // only reads its flags.
-        if unsafe { SSL_SESSION_is_resumable(self.live.as_ptr()) } == 1 {
+        // only reads its flags (a C boolean).
+        if unsafe { SSL_SESSION_is_resumable(self.live.as_ptr()) } != 0 {
             return Some(self.live.clone());
         }
         SslSession::from_der(&self.der).ok()

@@ -304,7 +304,9 @@ impl Session for OpensslSession {
         let verify = match (verify_peer, peer_chain.is_empty()) {
             (false, _) => VerifyResult::NotRequested,
             (true, true) => VerifyResult::NoCertificate,
-            (true, false) if ssl_lib::verify_code(&ssl.verify_result()) == 0 => VerifyResult::Verified,
+            (true, false) if ssl_lib::verify_code(&ssl.verify_result()) == ssl_lib::ffi::X509_V_OK => {
+                VerifyResult::Verified
+            }
             (true, false) => VerifyResult::Failed(crate::errors::map_verify_result(ssl.verify_result(), None)),
         };
         let sni = match self.role {
@@ -365,15 +367,23 @@ impl ShutdownExt for SslStream<MemIo> {
 /// The negotiated key-exchange group, by name (BoringSSL reports the IANA group id).
 #[cfg(feature = "boring")]
 fn negotiated_group(ssl: &SslRef) -> Option<String> {
+    use crate::consts::SSL_GROUP_X448;
+    use ssl_lib::ffi;
+    // boring-sys's SSL_GROUP_* are IANA group ids (u16 in the TLS wire format) typed i32.
+    const X25519: u16 = ffi::SSL_GROUP_X25519 as u16;
+    const SECP256R1: u16 = ffi::SSL_GROUP_SECP256R1 as u16;
+    const SECP384R1: u16 = ffi::SSL_GROUP_SECP384R1 as u16;
+    const SECP521R1: u16 = ffi::SSL_GROUP_SECP521R1 as u16;
+    const X25519_MLKEM768: u16 = ffi::SSL_GROUP_X25519_MLKEM768 as u16;
     Some(
         match ssl.curve()? {
-            0 => return None,
-            29 => "x25519",
-            30 => "x448",
-            23 => "secp256r1",
-            24 => "secp384r1",
-            25 => "secp521r1",
-            0x11ec => "X25519MLKEM768",
+            0 => return None, // `curve()` already answers None for 0 (no group)
+            X25519 => "x25519",
+            SSL_GROUP_X448 => "x448",
+            SECP256R1 => "secp256r1",
+            SECP384R1 => "secp384r1",
+            SECP521R1 => "secp521r1",
+            X25519_MLKEM768 => "X25519MLKEM768",
             other => return Some(format!("group:{other:#06x}")),
         }
         .to_owned(),
@@ -383,17 +393,21 @@ fn negotiated_group(ssl: &SslRef) -> Option<String> {
 /// The negotiated key-exchange group, by name (OpenSSL reports a NID).
 #[cfg(not(feature = "boring"))]
 fn negotiated_group(ssl: &SslRef) -> Option<String> {
-    // SAFETY: `ssl.as_ptr()` is live for the borrow; SSL_CTRL_GET_NEGOTIATED_GROUP (134)
-    // reads a value and writes nothing through `parg`, which is null.
-    let nid = unsafe { ssl_lib::ffi::SSL_ctrl(ssl.as_ptr(), 134, 0, std::ptr::null_mut()) };
+    use crate::consts::SSL_CTRL_GET_NEGOTIATED_GROUP;
+    use ssl_lib::ffi;
+    // SAFETY: `ssl.as_ptr()` is live for the borrow; SSL_CTRL_GET_NEGOTIATED_GROUP reads a
+    // value and writes nothing through `parg`, which is null.
+    let nid = unsafe { ffi::SSL_ctrl(ssl.as_ptr(), SSL_CTRL_GET_NEGOTIATED_GROUP, 0, std::ptr::null_mut()) };
+    let Ok(nid) = std::ffi::c_int::try_from(nid) else { return Some(format!("nid:{nid}")) };
     Some(
         match nid {
-            1034 => "x25519",
-            1035 => "x448",
-            415 => "secp256r1",
-            715 => "secp384r1",
-            716 => "secp521r1",
-            0 | -1 => return None,
+            ffi::NID_X25519 => "x25519",
+            ffi::NID_X448 => "x448",
+            ffi::NID_X9_62_prime256v1 => "secp256r1",
+            ffi::NID_secp384r1 => "secp384r1",
+            ffi::NID_secp521r1 => "secp521r1",
+            // NID_undef: no key exchange (a resumed TLS 1.2 session); -1: the ctrl failed.
+            ffi::NID_undef | -1 => return None,
             other => return Some(format!("nid:{other}")),
         }
         .to_owned(),

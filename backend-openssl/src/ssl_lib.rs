@@ -19,11 +19,11 @@ pub(crate) use openssl_sys as ffi;
 
 use x509::X509VerifyResult;
 
-/// The raw `X509_V_*` code of a verification result (0: OK). rust-openssl has a struct
+/// The raw `X509_V_*` code of a verification result (`X509_V_OK`: OK). rust-openssl has a struct
 /// with `OK`; boring a `Result<(), X509VerifyError>`.
 pub(crate) fn verify_code(v: &X509VerifyResult) -> i32 {
     #[cfg(feature = "boring")]
-    return v.as_ref().err().map_or(0, |e| e.as_raw());
+    return v.as_ref().err().map_or(ffi::X509_V_OK, |e| e.as_raw());
     #[cfg(not(feature = "boring"))]
     return v.as_raw();
 }
@@ -38,13 +38,13 @@ pub(crate) fn verify_text(v: &X509VerifyResult) -> &'static str {
 
 /// `X509_V_ERR_HOSTNAME_MISMATCH` (62 in both libraries).
 pub(crate) fn hostname_mismatch() -> X509VerifyResult {
-    // SAFETY: 62 is X509_V_ERR_HOSTNAME_MISMATCH, a valid verification result code in
-    // OpenSSL and BoringSSL.
+    // SAFETY: X509_V_ERR_HOSTNAME_MISMATCH is a valid verification result code in OpenSSL
+    // and BoringSSL.
     #[cfg(feature = "boring")]
-    return unsafe { x509::X509VerifyError::from_raw(62) };
+    return unsafe { x509::X509VerifyError::from_raw(ffi::X509_V_ERR_HOSTNAME_MISMATCH) };
     // SAFETY: as above.
     #[cfg(not(feature = "boring"))]
-    return unsafe { X509VerifyResult::from_raw(62) };
+    return unsafe { X509VerifyResult::from_raw(ffi::X509_V_ERR_HOSTNAME_MISMATCH) };
 }
 
 /// The method of a server context.

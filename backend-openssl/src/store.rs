@@ -22,6 +22,8 @@ use sipstls_core::store::TicketKey;
 use sipstls_core::{DomainConfig, Result, TicketKeysHandle};
 
 use crate::backend_err;
+use crate::cvt::cvt;
+use crate::ssl_lib::error::ErrorStack;
 use crate::ssl_lib::ffi;
 use crate::ssl_lib::hash::MessageDigest;
 use crate::ssl_lib::pkey::PKey;
@@ -102,10 +104,7 @@ pub(crate) fn install(b: &mut SslContextBuilder, cfg: &DomainConfig) -> Result<(
         b.set_ex_data(idx, keys.clone());
         // SAFETY: `b.as_ptr()` is the live SSL_CTX owned by the builder; `ticket_key_cb`
         // has the signature libssl 3 expects and catches panics.
-        let ok = unsafe { SSL_CTX_set_tlsext_ticket_key_evp_cb(b.as_ptr(), Some(ticket_key_cb)) };
-        if ok != 1 {
-            return Err(backend_err(crate::ssl_lib::error::ErrorStack::get()));
-        }
+        cvt(unsafe { SSL_CTX_set_tlsext_ticket_key_evp_cb(b.as_ptr(), Some(ticket_key_cb)) }).map_err(backend_err)?;
     }
     Ok(())
 }
@@ -146,7 +145,8 @@ fn derive(k: &TicketKey) -> Option<([u8; 32], [u8; 32])> {
     Some(out)
 }
 
-/// Sets the MAC (HMAC-SHA256 with `key`) and cipher (AES-256-CBC with `aes`, `iv`).
+/// Sets the MAC (HMAC-SHA256 with `key`) and cipher (AES-256-CBC with `aes`, `iv`); on
+/// failure, the error queue.
 ///
 /// # Safety
 /// `cctx` and `hctx` are the live contexts OpenSSL passed to the ticket callback; `iv` is
@@ -158,7 +158,7 @@ unsafe fn set_ctx(
     hmac: &mut [u8; 32],
     iv: *const u8,
     enc: bool,
-) -> bool {
+) -> Result<(), ErrorStack> {
     let mut digest = *b"SHA256\0";
     // SAFETY: the names are NUL-terminated statics; `hmac` and `digest` outlive the
     // EVP_MAC_CTX_set_params call, which copies the key (OpenSSL's HMAC set_ctx_params).
@@ -170,19 +170,17 @@ unsafe fn set_ctx(
         ]
     };
     // SAFETY: `hctx` is live (caller's contract); `params` is an END-terminated array.
-    if unsafe { ffi::EVP_MAC_CTX_set_params(hctx, params.as_ptr()) } != 1 {
-        return false;
-    }
+    cvt(unsafe { ffi::EVP_MAC_CTX_set_params(hctx, params.as_ptr()) })?;
     // SAFETY: `cctx` is live; `aes` is 32 bytes (AES-256) and `iv` 16 readable bytes (the
     // cipher's IV length), both copied by the init call.
-    let ok = unsafe {
+    cvt(unsafe {
         if enc {
             ffi::EVP_EncryptInit_ex(cctx, ffi::EVP_aes_256_cbc(), std::ptr::null_mut(), aes.as_ptr(), iv)
         } else {
             ffi::EVP_DecryptInit_ex(cctx, ffi::EVP_aes_256_cbc(), std::ptr::null_mut(), aes.as_ptr(), iv)
         }
-    };
-    ok == 1
+    })?;
+    Ok(())
 }
 
 /// The ticket key callback: 1 keys set (current key), 2 keys set and the ticket should be
@@ -219,7 +217,7 @@ unsafe extern "C" fn ticket_key_cb(
                 std::ptr::copy_nonoverlapping(fresh_iv.as_ptr(), iv, 16);
             }
             // SAFETY: live contexts (contract); `iv` now holds 16 bytes.
-            let ok = unsafe { set_ctx(cctx, hctx, &aes, &mut hmac, iv, true) };
+            let ok = unsafe { set_ctx(cctx, hctx, &aes, &mut hmac, iv, true) }.is_ok();
             hmac.fill(0);
             if ok {
                 1
@@ -233,7 +231,7 @@ unsafe extern "C" fn ticket_key_cb(
             let Some((k, current)) = keys.find(&name) else { return 0 };
             let Some((aes, mut hmac)) = derive(k) else { return 0 };
             // SAFETY: live contexts, `iv` readable for 16 bytes (contract).
-            let ok = unsafe { set_ctx(cctx, hctx, &aes, &mut hmac, iv, false) };
+            let ok = unsafe { set_ctx(cctx, hctx, &aes, &mut hmac, iv, false) }.is_ok();
             hmac.fill(0);
             match (ok, current) {
                 (true, true) => 1,

@@ -9,6 +9,8 @@ use sipstls_core::hooks::{c_abi, AllocatorHooks};
 use sipstls_core::Error;
 use sipstls_wolfssl_sys as w;
 
+use crate::cvt::Context;
+
 /// Set when this backend first calls into wolfSSL; hooks installed later are refused.
 static LIBRARY_USED: AtomicBool = AtomicBool::new(false);
 
@@ -58,10 +60,6 @@ pub fn install_allocator_hooks(hooks: &'static dyn AllocatorHooks) -> Result<(),
     c_abi::set_process_hooks(hooks).map_err(|_| Error::HookTooLate { hook: "allocator (other hooks installed)" })?;
     // SAFETY: the three functions have the C signatures wolfSSL expects, never unwind
     // (c_abi catches panics) and route to `hooks`, which lives for the whole process.
-    let r = unsafe { w::wolfSSL_SetAllocators(Some(hook_malloc), Some(hook_free), Some(hook_realloc)) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(Error::Backend { library: crate::NAME, message: format!("wolfSSL_SetAllocators failed ({r})") })
-    }
+    crate::cvt::wc_ok(unsafe { w::wolfSSL_SetAllocators(Some(hook_malloc), Some(hook_free), Some(hook_realloc)) })
+        .failed("wolfSSL_SetAllocators")
 }

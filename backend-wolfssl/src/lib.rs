@@ -57,6 +57,7 @@
 //! GPL-3.0-or-later (commercial licences come from wolfSSL Inc.).
 #![warn(missing_docs)]
 
+mod cvt;
 mod errors;
 mod hello;
 mod hooks;
@@ -70,6 +71,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use cvt::Context;
 use sipstls_core::{
     Backend, BackendInfo, Capabilities, ClientDomain, DomainConfig, Error, ProtocolVersion, Result, Role, ServerDomain,
     ServerName, Session, SniCandidates,
@@ -108,12 +110,7 @@ fn init() -> Result<()> {
     static INIT: OnceLock<c_int> = OnceLock::new();
     hooks::mark_used();
     // SAFETY: wolfSSL_Init has no preconditions; OnceLock runs it once.
-    let r = *INIT.get_or_init(|| unsafe { w::wolfSSL_Init() });
-    if r == w::WOLFSSL_SUCCESS as c_int {
-        Ok(())
-    } else {
-        Err(Error::Backend { library: NAME, message: format!("wolfSSL_Init failed ({r})") })
-    }
+    cvt::ok(*INIT.get_or_init(|| unsafe { w::wolfSSL_Init() })).failed("wolfSSL_Init")
 }
 
 /// Random bytes from one process-wide wolfCrypt hash DRBG (which, built with
@@ -136,10 +133,8 @@ pub(crate) fn random_bytes(out: &mut [u8]) -> Result<()> {
     for chunk in out.chunks_mut(0x8000) {
         // SAFETY: the generator is live and exclusively ours under the lock; `chunk` is
         // writable for its length.
-        let r = unsafe { w::wc_RNG_GenerateBlock(guard.0.as_ptr(), chunk.as_mut_ptr(), chunk.len() as c_uint) };
-        if r != 0 {
-            return Err(Error::Backend { library: NAME, message: errors::describe(r) });
-        }
+        cvt::wc_ok(unsafe { w::wc_RNG_GenerateBlock(guard.0.as_ptr(), chunk.as_mut_ptr(), chunk.len() as c_uint) })
+            .backend()?;
     }
     Ok(())
 }
@@ -195,14 +190,6 @@ impl Drop for Ctx {
     fn drop(&mut self) {
         // SAFETY: we own this context; sessions made from it hold their own reference.
         unsafe { w::wolfSSL_CTX_free(self.0.as_ptr()) };
-    }
-}
-
-fn ok(r: c_int, setting: &'static str, what: &str) -> Result<()> {
-    if r == w::WOLFSSL_SUCCESS as c_int {
-        Ok(())
-    } else {
-        Err(Error::config(setting, format!("{what}: {}", errors::describe(r))))
     }
 }
 
@@ -306,21 +293,20 @@ fn build_ctx(cfg: &DomainConfig, role: Role) -> Result<Ctx> {
         return Err(Error::Backend { library: NAME, message: "no TLS method".into() });
     }
     // SAFETY: `method` is a valid method; wolfSSL_CTX_new takes ownership of it.
-    let ctx = NonNull::new(unsafe { w::wolfSSL_CTX_new(method) })
-        .ok_or(Error::Backend { library: NAME, message: "wolfSSL_CTX_new failed".into() })?;
-    let ctx = Ctx(ctx);
+    let ctx = Ctx(cvt::ptr(unsafe { w::wolfSSL_CTX_new(method) }, "wolfSSL_CTX_new")?);
     let p = ctx.as_ptr();
     // SAFETY: for every call on `p` below: `p` is the live context owned by `ctx`, not yet
     // shared with any other thread; buffers passed are valid for the lengths given.
     unsafe {
         if cfg.min_version == ProtocolVersion::Tls12 {
-            ok(w::wolfSSL_CTX_SetMinVersion(p, w::WOLFSSL_TLSV1_2 as c_int), "min_version", "minimum version")?;
+            cvt::ok(w::wolfSSL_CTX_SetMinVersion(p, w::WOLFSSL_TLSV1_2 as c_int))
+                .config("min_version", "minimum version")?;
         }
         w::wolfSSL_CTX_SetIORecv(p, Some(session::io_recv));
         w::wolfSSL_CTX_SetIOSend(p, Some(session::io_send));
         let list = std::ffi::CString::new(cipher_list(cfg)?).map_err(|_| Error::config("cipher_list_tls12", "NUL"))?;
         let setting = if cfg.cipher_suites_tls13.is_some() { "cipher_suites_tls13" } else { "cipher_list_tls12" };
-        ok(w::wolfSSL_CTX_set_cipher_list(p, list.as_ptr()), setting, "cipher list")?;
+        cvt::ok(w::wolfSSL_CTX_set_cipher_list(p, list.as_ptr())).config(setting, "cipher list")?;
         for ca in &cfg.trust_anchors {
             let r = w::wolfSSL_CTX_load_verify_buffer(
                 p,
@@ -328,13 +314,14 @@ fn build_ctx(cfg: &DomainConfig, role: Role) -> Result<Ctx> {
                 ca.der().len() as _,
                 w::WOLFSSL_FILETYPE_ASN1 as c_int,
             );
-            ok(r, "trust_anchors", "unusable CA certificate")?;
+            cvt::ok(r).config("trust_anchors", "unusable CA certificate")?;
         }
         w::wolfSSL_CTX_set_verify_depth(p, c_int::from(cfg.verify_depth));
         if !cfg.crls.is_empty() {
             // The peer's leaf is checked (WOLFSSL_CRL_CHECK, not CHECKALL); a leaf whose
             // issuer has no CRL loaded fails (CRL_MISSING).
-            ok(w::wolfSSL_CTX_EnableCRL(p, w::WOLFSSL_CRL_CHECK as c_int), "crls", "enabling CRL checks")?;
+            cvt::ok(w::wolfSSL_CTX_EnableCRL(p, w::WOLFSSL_CRL_CHECK as c_int))
+                .config("crls", "enabling CRL checks")?;
             for crl in &cfg.crls {
                 let r = w::wolfSSL_CTX_LoadCRLBuffer(
                     p,
@@ -342,12 +329,13 @@ fn build_ctx(cfg: &DomainConfig, role: Role) -> Result<Ctx> {
                     crl.der().len() as _,
                     w::WOLFSSL_FILETYPE_ASN1 as c_int,
                 );
-                ok(r, "crls", "unusable certificate revocation list")?;
+                cvt::ok(r).config("crls", "unusable certificate revocation list")?;
             }
         }
         if cfg.max_version == ProtocolVersion::Tls13 {
             let mut groups = GROUPS.map(|g| g as c_int);
-            ok(w::wolfSSL_CTX_set_groups(p, groups.as_mut_ptr(), groups.len() as c_int), "max_version", "groups")?;
+            cvt::ok(w::wolfSSL_CTX_set_groups(p, groups.as_mut_ptr(), groups.len() as c_int))
+                .config("max_version", "groups")?;
         }
         if let Some(id) = cfg.identities.first() {
             let pem = pem_chain(&id.chain);
@@ -357,7 +345,7 @@ fn build_ctx(cfg: &DomainConfig, role: Role) -> Result<Ctx> {
                 pem.len() as _,
                 w::WOLFSSL_FILETYPE_PEM as c_int,
             );
-            ok(r, "identities", "unusable certificate chain")?;
+            cvt::ok(r).config("identities", "unusable certificate chain")?;
             let key = id.key.der();
             let r = w::wolfSSL_CTX_use_PrivateKey_buffer(
                 p,
@@ -365,10 +353,9 @@ fn build_ctx(cfg: &DomainConfig, role: Role) -> Result<Ctx> {
                 key.len() as _,
                 w::WOLFSSL_FILETYPE_ASN1 as c_int,
             );
-            ok(r, "identities", "unusable private key")?;
-            if w::wolfSSL_CTX_check_private_key(p) != w::WOLFSSL_SUCCESS as c_int {
-                return Err(Error::config("identities", "the private key does not match the certificate"));
-            }
+            cvt::ok(r).config("identities", "unusable private key")?;
+            cvt::ok(w::wolfSSL_CTX_check_private_key(p))
+                .map_err(|_| Error::config("identities", "the private key does not match the certificate"))?;
         }
         // Our callback runs for every certificate with an error and, with
         // WOLFSSL_ALWAYS_VERIFY_CB, for the peer's leaf: it records the reason and does the
@@ -417,28 +404,22 @@ impl Backend for WolfsslBackend {
             .with_provider(cfg.ticket_keys.clone());
         // SAFETY: `p` is the live, unshared context; the id buffer is valid for its length.
         unsafe {
-            ok(
-                w::wolfSSL_CTX_set_session_id_context(p, sid.as_ptr(), sid.len() as c_uint),
-                "resumption",
-                "session id context",
-            )?;
-            ok(w::wolfSSL_CTX_set_TicketEncCb(p, Some(tickets::ticket_cb)), "resumption", "ticket callback")?;
-            ok(
-                w::wolfSSL_CTX_set_TicketEncCtx(p, (&*ticket_keys as *const tickets::TicketKeys).cast_mut().cast()),
-                "resumption",
-                "ticket keys",
-            )?;
+            cvt::ok(w::wolfSSL_CTX_set_session_id_context(p, sid.as_ptr(), sid.len() as c_uint))
+                .config("resumption", "session id context")?;
+            cvt::ok(w::wolfSSL_CTX_set_TicketEncCb(p, Some(tickets::ticket_cb)))
+                .config("resumption", "ticket callback")?;
+            let keys = (&*ticket_keys as *const tickets::TicketKeys).cast_mut().cast();
+            cvt::ok(w::wolfSSL_CTX_set_TicketEncCtx(p, keys)).config("resumption", "ticket keys")?;
             if !cfg.resumption.session_ids {
                 w::wolfSSL_CTX_set_session_cache_mode(p, w::WOLFSSL_SESS_CACHE_OFF as _);
             }
             if !cfg.resumption.tickets {
-                ok(w::wolfSSL_CTX_NoTicketTLSv12(p), "resumption", "disabling TLS 1.2 tickets")?;
+                cvt::ok(w::wolfSSL_CTX_NoTicketTLSv12(p)).config("resumption", "disabling TLS 1.2 tickets")?;
                 if !cfg.resumption.session_ids && cfg.max_version == ProtocolVersion::Tls13 {
-                    // (Refused on a TLS 1.2-only context.) Returns 0 on success (not WOLFSSL_SUCCESS).
-                    let r = w::wolfSSL_CTX_no_ticket_TLSv13(p);
-                    if r != 0 {
-                        return Err(Error::config("resumption", errors::describe(r)));
-                    }
+                    // (Refused on a TLS 1.2-only context.) Returns 0 on success (wolfCrypt's
+                    // WC_SUCCESS, not WOLFSSL_SUCCESS).
+                    cvt::wc_ok(w::wolfSSL_CTX_no_ticket_TLSv13(p))
+                        .map_err(|cvt::Code(r)| Error::config("resumption", errors::describe(r)))?;
                 }
             }
         }

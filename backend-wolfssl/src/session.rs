@@ -12,6 +12,7 @@ use sipstls_core::{
 };
 use sipstls_wolfssl_sys as w;
 
+use crate::cvt::{self, Context};
 use crate::errors::{map_cert_error, map_error};
 use crate::hello::{self, Hello, Peek};
 use crate::{CachedSession, ClientCache, Ctx, ServerInner, NAME};
@@ -381,7 +382,7 @@ impl WolfsslSession {
         unsafe {
             if let (Some(ServerName::Dns(n)), true) = (&setup.name, cfg.send_sni) {
                 let r = w::wolfSSL_UseSNI(ssl, w::WOLFSSL_SNI_HOST_NAME as u8, n.as_ptr().cast(), n.len() as u16);
-                crate::ok(r, "server_name", "SNI")?;
+                cvt::ok(r).config("server_name", "SNI")?;
                 s.sni = Some(n.clone());
             }
             if !setup.alpn.is_empty() {
@@ -392,10 +393,10 @@ impl WolfsslSession {
                     list.len() as _,
                     w::WOLFSSL_ALPN_FAILED_ON_MISMATCH as u8,
                 );
-                crate::ok(r, "alpn", "ALPN")?;
+                cvt::ok(r).config("alpn", "ALPN")?;
             }
             if cfg.resumption.tickets {
-                crate::ok(w::wolfSSL_UseSessionTicket(ssl), "resumption", "session tickets")?;
+                cvt::ok(w::wolfSSL_UseSessionTicket(ssl)).config("resumption", "session tickets")?;
             }
             if let Some((cache, key)) = &setup.cache {
                 if let Ok(m) = cache.lock() {
@@ -429,8 +430,7 @@ impl WolfsslSession {
     /// to the secret callbacks when the domain has a key log).
     fn new_ssl(&mut self, ctx: &Ctx, key_log: Option<&sipstls_core::KeyLogSink>) -> Result<*mut w::WOLFSSL> {
         // SAFETY: `ctx` is a live context; wolfSSL_new takes its own reference to it.
-        let ssl = NonNull::new(unsafe { w::wolfSSL_new(ctx.as_ptr()) })
-            .ok_or(Error::Backend { library: NAME, message: "wolfSSL_new failed".into() })?;
+        let ssl = cvt::ptr(unsafe { w::wolfSSL_new(ctx.as_ptr()) }, "wolfSSL_new")?;
         let p = ssl.as_ptr();
         let sh = self.shared.as_ptr().cast::<c_void>();
         // SAFETY: `p` is live; `sh` outlives it (freed in Drop after wolfSSL_free).
@@ -450,9 +450,9 @@ impl WolfsslSession {
                     w::wolfSSL_set_tls13_secret_cb(p, Some(tls13_secret_cb), sh),
                 )
             };
-            if r12 != w::WOLFSSL_SUCCESS as c_int || r13 != w::WOLFSSL_SUCCESS as c_int {
-                return Err(Error::Backend { library: NAME, message: "cannot set the key log callbacks".into() });
-            }
+            cvt::ok(r12)
+                .and(cvt::ok(r13))
+                .map_err(|_| Error::Backend { library: NAME, message: "cannot set the key log callbacks".into() })?;
         }
         Ok(p)
     }
@@ -490,7 +490,7 @@ impl WolfsslSession {
                     w::WOLFSSL_ALPN_FAILED_ON_MISMATCH as u8,
                 )
             };
-            crate::ok(r, "alpn", "ALPN")?;
+            cvt::ok(r).config("alpn", "ALPN")?;
         }
         self.verify_peer = inner.cfg.verify_peer;
         self.sni = sni;
@@ -500,13 +500,14 @@ impl WolfsslSession {
 
     fn fail_code(&mut self, code: c_int) -> Error {
         let alert = self.ssl.and_then(|ssl| {
+            // -1: "no alert", as wolfSSL initialises its own history (no named constant).
             let mut h = w::WOLFSSL_ALERT_HISTORY {
                 last_rx: w::WOLFSSL_ALERT { code: -1, level: -1 },
                 last_tx: w::WOLFSSL_ALERT { code: -1, level: -1 },
             };
             // SAFETY: `ssl` is live and `h` is a valid out-parameter.
             unsafe { w::wolfSSL_get_alert_history(ssl.as_ptr(), &mut h) };
-            (h.last_rx.level == 2).then(|| u8::try_from(h.last_rx.code).ok()).flatten()
+            (h.last_rx.level == cvt::ALERT_FATAL).then(|| u8::try_from(h.last_rx.code).ok()).flatten()
         });
         let e = map_error(code, self.sh_ref().cert_error.as_ref(), alert);
         self.fail_with(e)
@@ -530,7 +531,7 @@ impl WolfsslSession {
     }
 
     fn is_want(code: c_int) -> bool {
-        code == w::WOLFSSL_ERROR_WANT_READ as c_int || code == w::WOLFSSL_ERROR_WANT_WRITE as c_int
+        code == cvt::ERROR_WANT_READ || code == cvt::ERROR_WANT_WRITE
     }
 
     /// Advances the handshake as far as the buffered input allows.
@@ -546,7 +547,7 @@ impl WolfsslSession {
                 Role::Client => w::wolfSSL_connect(ssl.as_ptr()),
             }
         };
-        if r == w::WOLFSSL_SUCCESS as c_int {
+        if cvt::ok(r).is_ok() {
             self.established = true;
             // SAFETY: `ssl` is live.
             if self.role == Role::Client && unsafe { w::wolfSSL_version(ssl.as_ptr()) } as u32 == w::TLS1_3_VERSION {
@@ -615,7 +616,7 @@ impl WolfsslSession {
                 continue;
             }
             let code = Self::error_code(ssl, n);
-            if code == w::WOLFSSL_ERROR_ZERO_RETURN as c_int {
+            if code == cvt::ERROR_ZERO_RETURN {
                 self.peer_closed = true;
                 break;
             }
@@ -666,9 +667,7 @@ impl WolfsslSession {
         let mut buf = vec![0u8; len as usize];
         if len > 0 {
             // SAFETY: `buf` is writable for `len` bytes, which is passed.
-            if unsafe { w::wolfSSL_get_SessionTicket(ssl.as_ptr(), buf.as_mut_ptr(), &mut len) }
-                != w::WOLFSSL_SUCCESS as c_int
-            {
+            if cvt::ok(unsafe { w::wolfSSL_get_SessionTicket(ssl.as_ptr(), buf.as_mut_ptr(), &mut len) }).is_err() {
                 return Vec::new();
             }
             buf.truncate(len as usize);
@@ -858,10 +857,9 @@ impl Session for WolfsslSession {
             let curve = cstr(w::wolfSSL_get_curve_name(p));
             let mut name: *mut c_char = std::ptr::null_mut();
             let mut len: u16 = 0;
-            let alpn = (w::wolfSSL_ALPN_GetProtocol(p, &mut name, &mut len) == w::WOLFSSL_SUCCESS as c_int
-                && !name.is_null()
-                && len > 0)
-                .then(|| std::slice::from_raw_parts(name.cast::<u8>(), usize::from(len)).to_vec());
+            let alpn =
+                (cvt::ok(w::wolfSSL_ALPN_GetProtocol(p, &mut name, &mut len)).is_ok() && !name.is_null() && len > 0)
+                    .then(|| std::slice::from_raw_parts(name.cast::<u8>(), usize::from(len)).to_vec());
             (version, cipher, curve, alpn, w::wolfSSL_session_reused(p) != 0)
         };
         let peer_chain = self.peer_chain(ssl);

@@ -22,6 +22,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sipstls_wolfssl_sys as w;
 
+use crate::cvt;
+
 const EPOCH_SECS: u64 = 6 * 3600;
 const KEY: usize = w::CHACHA20_POLY1305_AEAD_KEYSIZE as usize;
 const NONCE: usize = w::CHACHA20_POLY1305_AEAD_IV_SIZE as usize;
@@ -63,7 +65,7 @@ fn prf(secret: &[u8; KEY], nonce: &[u8; NONCE]) -> Option<[u8; KEY]> {
             tag.as_mut_ptr(),
         )
     };
-    (r == 0).then_some(key)
+    cvt::wc_ok(r).is_ok().then_some(key)
 }
 
 /// The ChaCha20-Poly1305 key this backend uses for a provider key.
@@ -212,7 +214,7 @@ pub(crate) unsafe extern "C" fn ticket_cb(
                     mac.as_mut_ptr(),
                 )
             };
-            if r != 0 {
+            if cvt::wc_ok(r).is_err() {
                 return w::TicketEncRet_WOLFSSL_TICKET_RET_FATAL;
             }
             // SAFETY: `out_len` is a valid out-parameter.
@@ -263,7 +265,7 @@ pub(crate) unsafe extern "C" fn ticket_cb(
                 ticket,
             )
         };
-        if r != 0 {
+        if cvt::wc_ok(r).is_err() {
             return w::TicketEncRet_WOLFSSL_TICKET_RET_REJECT;
         }
         // SAFETY: `out_len` is a valid out-parameter.
