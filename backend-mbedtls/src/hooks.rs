@@ -29,7 +29,7 @@ static INIT: OnceLock<std::result::Result<(), Error>> = OnceLock::new();
 /// backend (through `sipstls-mbedtls-sys`) calls it first. Lock hooks are installed before.
 pub fn init() -> Result<()> {
     INIT.get_or_init(|| {
-        LOCKS.get_or_init(|| &PthreadLocks);
+        LOCKS.get_or_init(|| &ThreadLocks);
         // SAFETY: the four functions have the C signatures Mbed TLS expects and never
         // unwind; this runs once, before any other Mbed TLS call of this backend (every
         // entry point calls `init` first), as `mbedtls_threading_set_alt` requires.
@@ -205,9 +205,9 @@ unsafe extern "C" fn mutex_unlock(m: *mut sys::threading_mutex_t) -> c_int {
 }
 
 /// The default lock hooks: one heap-allocated mutex per lock, for threads of one process.
-struct PthreadLocks;
+struct ThreadLocks;
 
-/// A lock of [`PthreadLocks`]: the `LockId` is the address of its boxed `RawLock`.
+/// A lock of [`ThreadLocks`]: the `LockId` is the address of its boxed `RawLock`.
 struct RawLock {
     held: Mutex<bool>,
     released: std::sync::Condvar,
@@ -217,7 +217,7 @@ struct RawLock {
 // on with a condition variable); `unlock` only clears the flag the holder set; nothing unwinds
 // into C (the C functions above catch panics); these locks are not shared across processes,
 // so no holder can die holding one while others go on.
-unsafe impl LockHooks for PthreadLocks {
+unsafe impl LockHooks for ThreadLocks {
     fn new_lock(&self) -> Option<LockId> {
         let lock = Box::new(RawLock { held: Mutex::new(false), released: std::sync::Condvar::new() });
         Some(LockId(Box::into_raw(lock) as usize))

@@ -253,28 +253,12 @@ mod libcrypto {
 #[cfg(feature = "mbedtls")]
 #[allow(unsafe_code)]
 mod mbed {
+    use super::super::native_mbedtls::os_random;
     use super::*;
     use sipstls_conformance::pki::pki;
     use sipstls_mbedtls_sys as sys;
-    use std::ffi::{c_int, c_uchar, c_void};
+    use std::ffi::c_int;
     use std::ptr;
-
-    /// The OS as random source.
-    ///
-    /// # Safety
-    /// `out` is writable for `len` bytes.
-    unsafe extern "C" fn os_random(_p: *mut c_void, out: *mut c_uchar, len: usize) -> c_int {
-        let mut filled = 0;
-        while filled < len {
-            // SAFETY: the pointer and length describe the unfilled rest of `out`.
-            let n = unsafe { libc::getrandom(out.add(filled).cast(), len - filled, 0) };
-            if n <= 0 {
-                return sys::ERR_CTR_DRBG_ENTROPY_SOURCE_FAILED;
-            }
-            filled += n as usize;
-        }
-        0
-    }
 
     fn ok(what: &str, ret: c_int) -> Result<(), String> {
         if ret == 0 {

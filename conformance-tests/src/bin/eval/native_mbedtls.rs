@@ -63,11 +63,11 @@ unsafe extern "C" fn recv(p: *mut c_void, buf: *mut c_uchar, len: usize) -> c_in
     n as c_int
 }
 
-/// A random source for the twin's configurations: the OS.
+/// A random source for the twin's configurations and the crypto timings: the OS.
 ///
 /// # Safety
 /// `out` is writable for `len` bytes.
-unsafe extern "C" fn os_random(_p: *mut c_void, out: *mut c_uchar, len: usize) -> c_int {
+pub(crate) unsafe extern "C" fn os_random(_p: *mut c_void, out: *mut c_uchar, len: usize) -> c_int {
     // SAFETY: per the contract.
     let buf = unsafe { std::slice::from_raw_parts_mut(out, len) };
     let mut filled = 0;
