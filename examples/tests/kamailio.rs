@@ -260,14 +260,14 @@ fn kamailio_client_to_our_server(backend: &str) {
 /// external worker): the manager terminates TLS and sends a PROXY v2 header first, and
 /// Kamailio (`tcp_accept_haproxy`) sees the TLS client's address as the source.
 fn kamailio_behind_manager_proxy_v2(backend: &str) {
-    use sipstls_manager::{ListenerConfig, ManagerConfig, TlsManager, Upstream};
+    use sipstls_manager::{ListenerConfig, ManagerConfig, TcpUpstreams, TlsManager};
     let k = Kamailio::start_proxy_worker(&format!("proxy-{backend}"));
     let b = sipstls::backend(backend).unwrap();
     let mut table = sipstls::DomainTable::new(b);
     table.add_server(sipstls::Listener::Any, None, &DomainConfig::server(pki().server_ecdsa.identity())).unwrap();
     let manager = TlsManager::new(std::sync::Arc::new(table), ManagerConfig::default()).unwrap();
     let front = manager
-        .listen(ListenerConfig { addr: "127.0.0.1:0".parse().unwrap(), upstream: Upstream::Tcp(k.tls), proxy_v2: true })
+        .listen(ListenerConfig::tcp("127.0.0.1:0".parse().unwrap(), TcpUpstreams::single(k.tls), true))
         .unwrap();
     let mut tls = connect(backend, &client_config(ProtocolVersion::Tls12, ProtocolVersion::Tls13, false), front)
         .expect("TLS to the manager");

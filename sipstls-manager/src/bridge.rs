@@ -3,6 +3,7 @@
 //! through `sipstls-tokio`).
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sipstls_core::{ReadStatus, Session};
@@ -49,6 +50,15 @@ fn reset_queue(q: &mut Vec<u8>, pos: &mut usize) {
             q.clear();
         }
     }
+}
+
+/// Bytes moved to and from TLS peers (ciphertext, as on the wire), counted as they pass.
+#[derive(Debug, Default)]
+pub(crate) struct Traffic {
+    /// Received from TLS peers.
+    pub from_peers: AtomicU64,
+    /// Sent to TLS peers.
+    pub to_peers: AtomicU64,
 }
 
 /// Per-connection limits.
@@ -157,9 +167,11 @@ impl Bridge {
 }
 
 /// Bridges an established `session` (peer socket `peer`) with the worker's socket `wk`
-/// until one side ends, the limits are broken or `lost` turns true. `leftover` is
-/// ciphertext from the handshake; `preamble` goes to the worker first (a PROXY v2 header
-/// when configured).
+/// until one side ends, the limits are broken, `lost` turns true (the worker is gone) or
+/// `closing` does (the manager shuts down). `leftover` is ciphertext from the handshake;
+/// `preamble` goes to the worker first (a PROXY v2 header when configured). Ciphertext is
+/// counted in `traffic`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run<P: Sock + Sync, W: Sock + Sync>(
     session: Box<dyn Session>,
     leftover: Vec<u8>,
@@ -168,6 +180,8 @@ pub(crate) async fn run<P: Sock + Sync, W: Sock + Sync>(
     wk: Watched<W>,
     limits: Limits,
     mut lost: watch::Receiver<bool>,
+    mut closing: watch::Receiver<bool>,
+    traffic: &Traffic,
 ) -> CloseReason {
     let mut b = Bridge {
         session,
@@ -185,7 +199,10 @@ pub(crate) async fn run<P: Sock + Sync, W: Sock + Sync>(
             break r;
         }
         // Write what the sockets take right now (nearly always all of it).
-        match peer.write_now(&b.tls_out, &mut b.tls_pos) {
+        let before = b.tls_pos;
+        let wrote = peer.write_now(&b.tls_out, &mut b.tls_pos);
+        traffic.to_peers.fetch_add((b.tls_pos - before) as u64, Ordering::Relaxed);
+        match wrote {
             Ok(true) => send_deadline = Instant::now() + limits.send_timeout,
             Ok(false) => {}
             Err(e) => break e.into(),
@@ -216,6 +233,7 @@ pub(crate) async fn run<P: Sock + Sync, W: Sock + Sync>(
                 let got = with_io_buf(|buf| {
                     let got = Watched::read(&mut ready, buf);
                     if let Ok(Got::Data(n)) = got {
+                        traffic.from_peers.fetch_add(n as u64, Ordering::Relaxed);
                         b.cin.extend_from_slice(&buf[..n]);
                     }
                     got
@@ -255,6 +273,7 @@ pub(crate) async fn run<P: Sock + Sync, W: Sock + Sync>(
             },
             _ = tokio::time::sleep_until(send_deadline), if write_peer => break CloseReason::SendTimeout,
             _ = lost.wait_for(|l| *l) => break CloseReason::WorkerLost,
+            _ = closing.wait_for(|c| *c) => break CloseReason::Shutdown,
         }
     };
     // Close towards the peer: close_notify where the session still can, then flush what is
@@ -264,7 +283,10 @@ pub(crate) async fn run<P: Sock + Sync, W: Sock + Sync>(
         let _ = b.collect_tls();
         let flush = async {
             while b.tls_pending() > 0 {
-                if peer.write_now(&b.tls_out, &mut b.tls_pos).is_err() {
+                let before = b.tls_pos;
+                let wrote = peer.write_now(&b.tls_out, &mut b.tls_pos);
+                traffic.to_peers.fetch_add((b.tls_pos - before) as u64, Ordering::Relaxed);
+                if wrote.is_err() {
                     break;
                 }
                 if b.tls_pending() > 0 && peer.writable().await.is_err() {

@@ -24,6 +24,9 @@ pub enum CloseReason {
     /// No worker was alive to take an inbound connection.
     #[error("no worker is alive to take the connection")]
     NoWorker,
+    /// No upstream server of the listener answered (every one down or refusing).
+    #[error("no upstream server is up")]
+    NoUpstream,
     /// The TLS handshake did not finish in time.
     #[error("the TLS handshake timed out")]
     HandshakeTimeout,
@@ -56,6 +59,7 @@ impl CloseReason {
             CloseReason::WorkerClosed => "worker_closed",
             CloseReason::WorkerLost => "worker_lost",
             CloseReason::NoWorker => "no_worker",
+            CloseReason::NoUpstream => "no_upstream",
             CloseReason::HandshakeTimeout => "handshake_timeout",
             CloseReason::SendTimeout => "send_timeout",
             CloseReason::WriteQueueFull { .. } => "write_queue_full",
@@ -68,6 +72,23 @@ impl CloseReason {
     /// True for the endings that are not somebody's orderly close.
     pub fn is_failure(&self) -> bool {
         !matches!(self, CloseReason::PeerClosed | CloseReason::WorkerClosed | CloseReason::Shutdown)
+    }
+}
+
+/// A short stable name for a TLS error, for counters and logs (`bad_certificate`,
+/// `alert_received`, ...).
+pub(crate) fn tls_error_label(e: &sipstls_core::Error) -> &'static str {
+    use sipstls_core::Error as E;
+    match e {
+        E::Certificate(_) => "bad_certificate",
+        E::PeerCertificateRequired => "no_client_certificate",
+        E::Protocol { .. } => "protocol_error",
+        E::AlertReceived(_) => "alert_received",
+        E::NoDomain(_) => "no_domain",
+        E::UnexpectedEof => "peer_eof",
+        E::Closed => "closed",
+        E::Unsupported { .. } | E::InvalidConfig { .. } => "configuration",
+        _ => "tls_error",
     }
 }
 

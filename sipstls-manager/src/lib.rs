@@ -28,14 +28,21 @@
 mod bridge;
 pub mod control;
 mod error;
+mod hello;
 mod manager;
 mod meta;
+mod outbound;
 mod sock;
+mod upstream;
 mod worker;
 
 pub use control::{channel, ConnectTarget};
 pub use error::{CloseReason, ConnectError, WorkerError};
-pub use manager::{ListenerConfig, ManagerConfig, ManagerEvent, ManagerStats, TlsManager, Upstream};
+pub use manager::{
+    ListenerConfig, ListenerKind, ListenerStats, ManagerConfig, ManagerEvent, ManagerStats, OutboundConfig, Route,
+    TlsManager, Upstream,
+};
 pub use meta::{ConnMeta, Direction};
 pub use sock::AsyncConnection;
+pub use upstream::TcpUpstreams;
 pub use worker::{Connection, Worker};

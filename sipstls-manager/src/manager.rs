@@ -13,11 +13,13 @@ use tokio::io::{unix::AsyncFd, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::bridge::{self, Limits};
+use crate::bridge::{self, Limits, Traffic};
 use crate::control::{self, ConnectTarget, ToManager, ToWorker};
-use crate::error::{CloseReason, ConnectError};
+use crate::error::{tls_error_label, CloseReason, ConnectError};
+use crate::hello::client_hello_sni;
 use crate::meta::{ConnMeta, Direction};
 use crate::sock::{Sock, Watched};
+use crate::upstream::TcpUpstreams;
 
 /// Settings of a [`TlsManager`]. The defaults suit a SIP server.
 #[derive(Debug, Clone)]
@@ -59,13 +61,23 @@ pub enum Upstream {
     /// socketpair.
     Workers,
     /// To a TCP server (a SIP server that speaks plain TCP, such as Kamailio with
-    /// `tcp_accept_haproxy`), one TCP connection per TLS connection.
-    Tcp(SocketAddr),
+    /// `tcp_accept_haproxy`) or the first of its standbys that answers, one TCP connection
+    /// per TLS connection.
+    Tcp(TcpUpstreams),
+}
+
+impl Upstream {
+    /// One TCP server, without health checks.
+    pub fn tcp(addr: SocketAddr) -> Self {
+        Upstream::Tcp(TcpUpstreams::single(addr))
+    }
 }
 
 /// One TLS listener.
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
+    /// A name for logs and statistics (default: the address).
+    pub name: String,
     /// Local address to bind.
     pub addr: SocketAddr,
     /// Where the plaintext goes.
@@ -78,7 +90,137 @@ pub struct ListenerConfig {
 impl ListenerConfig {
     /// A listener handing connections to the workers, without a PROXY header.
     pub fn workers(addr: SocketAddr) -> Self {
-        ListenerConfig { addr, upstream: Upstream::Workers, proxy_v2: false }
+        ListenerConfig { name: addr.to_string(), addr, upstream: Upstream::Workers, proxy_v2: false }
+    }
+
+    /// A listener forwarding plaintext to TCP servers, with a PROXY v2 header when
+    /// `proxy_v2`.
+    pub fn tcp(addr: SocketAddr, upstreams: TcpUpstreams, proxy_v2: bool) -> Self {
+        ListenerConfig { name: addr.to_string(), addr, upstream: Upstream::Tcp(upstreams), proxy_v2 }
+    }
+}
+
+/// Where an outbound listener's connections go (see [`TlsManager::listen_outbound`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Every connection to this destination, with this client domain and server name.
+    Static(ConnectTarget),
+    /// Each connection starts with a PROXY v2 header whose destination address is where
+    /// to connect and whose AUTHORITY TLV, if any, is the server name; the client domain
+    /// is `domain_id`'s or, without one, chosen by address and name.
+    ProxyV2 {
+        /// An explicit client domain id.
+        domain_id: Option<String>,
+    },
+}
+
+/// A plaintext TCP listener for a SIP server that connects out to TLS peers through the
+/// manager: each connection accepted becomes one TLS connection to the route's
+/// destination, and bytes flow both ways until either side closes.
+#[derive(Debug, Clone)]
+pub struct OutboundConfig {
+    /// A name for logs and statistics (default: the address).
+    pub name: String,
+    /// Local address to bind (a loopback address: the plaintext side is not encrypted).
+    pub addr: SocketAddr,
+    /// Where connections go.
+    pub route: Route,
+}
+
+impl OutboundConfig {
+    /// An outbound listener on `addr` with `route`.
+    pub fn new(addr: SocketAddr, route: Route) -> Self {
+        OutboundConfig { name: addr.to_string(), addr, route }
+    }
+}
+
+/// Which way a listener's connections go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// TLS peers connect in; plaintext goes to workers or TCP servers.
+    Tls,
+    /// A SIP server connects in with plaintext; the manager connects out with TLS.
+    Outbound,
+}
+
+/// One listener's counters, as plain data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListenerStats {
+    /// Its name.
+    pub name: String,
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// Which way it works.
+    pub kind: ListenerKind,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections open now.
+    pub active: u64,
+    /// TLS handshakes completed (inbound for a TLS listener, outbound for an outbound one).
+    pub handshakes_ok: u64,
+    /// TLS handshakes failed, by reason (`bad_certificate`, `handshake_timeout`, ...).
+    pub handshakes_failed: BTreeMap<&'static str, u64>,
+    /// Connections refused before any handshake because no upstream was up.
+    pub refused: u64,
+    /// Ciphertext bytes received from TLS peers.
+    pub bytes_from_peers: u64,
+    /// Ciphertext bytes sent to TLS peers.
+    pub bytes_to_peers: u64,
+    /// Ended connections by [`CloseReason::kind`].
+    pub closed: BTreeMap<&'static str, u64>,
+    /// The upstream servers and whether each is up (TLS listeners with TCP upstreams).
+    pub upstreams: Vec<(SocketAddr, bool)>,
+}
+
+/// A listener's identity and live counters.
+pub(crate) struct ListenerEntry {
+    pub(crate) name: String,
+    pub(crate) addr: SocketAddr,
+    pub(crate) kind: ListenerKind,
+    pub(crate) upstreams: Option<TcpUpstreams>,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) active: AtomicU64,
+    pub(crate) handshakes_ok: AtomicU64,
+    pub(crate) handshakes_failed: Mutex<BTreeMap<&'static str, u64>>,
+    pub(crate) refused: AtomicU64,
+    pub(crate) traffic: Traffic,
+    pub(crate) closed: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl ListenerEntry {
+    fn new(name: String, addr: SocketAddr, kind: ListenerKind, upstreams: Option<TcpUpstreams>) -> Self {
+        ListenerEntry {
+            name,
+            addr,
+            kind,
+            upstreams,
+            accepted: AtomicU64::new(0),
+            active: AtomicU64::new(0),
+            handshakes_ok: AtomicU64::new(0),
+            handshakes_failed: Mutex::new(BTreeMap::new()),
+            refused: AtomicU64::new(0),
+            traffic: Traffic::default(),
+            closed: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn snapshot(&self) -> ListenerStats {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ListenerStats {
+            name: self.name.clone(),
+            addr: self.addr,
+            kind: self.kind,
+            accepted: get(&self.accepted),
+            active: get(&self.active),
+            handshakes_ok: get(&self.handshakes_ok),
+            handshakes_failed: lock(&self.handshakes_failed).clone(),
+            refused: get(&self.refused),
+            bytes_from_peers: get(&self.traffic.from_peers),
+            bytes_to_peers: get(&self.traffic.to_peers),
+            closed: lock(&self.closed).clone(),
+            upstreams: self.upstreams.as_ref().map(|u| u.health()).unwrap_or_default(),
+        }
     }
 }
 
@@ -127,21 +269,23 @@ pub struct ManagerStats {
     pub workers_lost: u64,
     /// Ended connections by [`CloseReason::kind`].
     pub closed: BTreeMap<&'static str, u64>,
+    /// Every listener's counters, in the order they were started.
+    pub listeners: Vec<ListenerStats>,
 }
 
 #[derive(Default)]
-struct Counters {
-    accepted: AtomicU64,
-    handshakes_ok: AtomicU64,
-    handshakes_failed: AtomicU64,
-    outbound_ok: AtomicU64,
-    outbound_failed: AtomicU64,
-    outbound_reused: AtomicU64,
-    active: AtomicU64,
-    workers_lost: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) accepted: AtomicU64,
+    pub(crate) handshakes_ok: AtomicU64,
+    pub(crate) handshakes_failed: AtomicU64,
+    pub(crate) outbound_ok: AtomicU64,
+    pub(crate) outbound_failed: AtomicU64,
+    pub(crate) outbound_reused: AtomicU64,
+    pub(crate) active: AtomicU64,
+    pub(crate) workers_lost: AtomicU64,
 }
 
-struct WorkerLink {
+pub(crate) struct WorkerLink {
     id: usize,
     fd: AsyncFd<OwnedFd>,
     lost: watch::Sender<bool>,
@@ -192,29 +336,36 @@ impl WorkerLink {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct ReuseKey {
+pub(crate) struct ReuseKey {
     worker: usize,
     dest: SocketAddr,
     domain: usize,
     name: Option<String>,
 }
 
-struct Inner {
-    table: ReloadableTable,
+pub(crate) struct Inner {
+    pub(crate) table: ReloadableTable,
     /// One single-threaded runtime per manager thread; connections are spread over them.
-    handles: Vec<tokio::runtime::Handle>,
-    next_handle: AtomicUsize,
-    cfg: ManagerConfig,
+    pub(crate) handles: Vec<tokio::runtime::Handle>,
+    pub(crate) next_handle: AtomicUsize,
+    pub(crate) cfg: ManagerConfig,
     /// The live workers (a lost one is removed once its connections have ended, which
     /// closes the manager's end of its control channel).
-    workers: Mutex<Vec<Arc<WorkerLink>>>,
-    next_worker: AtomicUsize,
-    rr: AtomicUsize,
-    next_conn: AtomicU64,
-    counters: Counters,
-    closed: Mutex<BTreeMap<&'static str, u64>>,
-    events: Mutex<Option<mpsc::Sender<ManagerEvent>>>,
-    reuse: Mutex<HashMap<ReuseKey, u64>>,
+    pub(crate) workers: Mutex<Vec<Arc<WorkerLink>>>,
+    pub(crate) next_worker: AtomicUsize,
+    pub(crate) rr: AtomicUsize,
+    pub(crate) next_conn: AtomicU64,
+    pub(crate) counters: Counters,
+    pub(crate) closed: Mutex<BTreeMap<&'static str, u64>>,
+    pub(crate) events: Mutex<Option<mpsc::Sender<ManagerEvent>>>,
+    pub(crate) reuse: Mutex<HashMap<ReuseKey, u64>>,
+    pub(crate) listeners: Mutex<Vec<Arc<ListenerEntry>>>,
+    /// Ciphertext of the workers' outbound connections.
+    pub(crate) traffic: Traffic,
+    /// True while listeners accept ([`TlsManager::stop_accepting`] sets it false).
+    pub(crate) accepting: watch::Sender<bool>,
+    /// True once every connection is to be closed ([`TlsManager::close_all`]).
+    pub(crate) closing: watch::Sender<bool>,
 }
 
 /// Keeps [`Counters::active`] right on every path out of a connection task.
@@ -238,7 +389,7 @@ impl Inner {
         &self.handles[self.next_handle.fetch_add(1, Ordering::Relaxed) % self.handles.len()]
     }
 
-    fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> Limits {
         Limits { send_timeout: self.cfg.send_timeout, max_queue: self.cfg.max_queue }
     }
 
@@ -255,8 +406,21 @@ impl Inner {
         (0..n).map(|i| &workers[(start + i) % n]).find(|w| w.alive.load(Ordering::Acquire)).cloned()
     }
 
-    async fn ended(&self, conn: u64, worker: Option<&WorkerLink>, reason: CloseReason) {
+    pub(crate) async fn ended(
+        &self,
+        conn: u64,
+        worker: Option<&WorkerLink>,
+        entry: Option<&ListenerEntry>,
+        reason: CloseReason,
+    ) {
         *lock(&self.closed).entry(reason.kind()).or_default() += 1;
+        if let Some(entry) = entry {
+            *lock(&entry.closed).entry(reason.kind()).or_default() += 1;
+        }
+        if reason.is_failure() && !matches!(reason, CloseReason::PeerEof | CloseReason::WorkerLost) {
+            let listener = entry.map_or("-", |e| e.name.as_str());
+            tracing::info!(listener, conn, reason = reason.kind(), error = %reason, "connection closed");
+        }
         if let Some(w) = worker {
             if w.alive.load(Ordering::Acquire) {
                 if let Ok(msg) = control::encode(&ToWorker::Closed { conn, reason: reason.clone() }, &[]) {
@@ -336,6 +500,10 @@ impl TlsManager {
             closed: Mutex::new(BTreeMap::new()),
             events: Mutex::new(None),
             reuse: Mutex::new(HashMap::new()),
+            listeners: Mutex::new(Vec::new()),
+            traffic: Traffic::default(),
+            accepting: watch::channel(true).0,
+            closing: watch::channel(false).0,
         });
         Ok(TlsManager { inner, stops, threads })
     }
@@ -374,15 +542,62 @@ impl TlsManager {
         Ok(id)
     }
 
-    /// Binds a TLS listener and starts accepting; returns the bound address.
+    /// Binds a TLS listener and starts accepting; returns the bound address. TCP upstreams
+    /// with a health check are probed from now on.
     pub fn listen(&self, cfg: ListenerConfig) -> std::io::Result<SocketAddr> {
-        let std_listener = std::net::TcpListener::bind(cfg.addr)?;
-        std_listener.set_nonblocking(true)?;
-        let local = std_listener.local_addr()?;
-        let _enter = self.main_handle().enter();
-        let listener = TcpListener::from_std(std_listener)?;
-        self.main_handle().spawn(accept_loop(self.inner.clone(), listener, Arc::new(cfg)));
+        let listener = self.bind(cfg.addr)?;
+        let local = listener.local_addr()?;
+        let upstreams = match &cfg.upstream {
+            Upstream::Tcp(u) => Some(u.clone()),
+            Upstream::Workers => None,
+        };
+        let entry = self.register(ListenerEntry::new(cfg.name.clone(), local, ListenerKind::Tls, upstreams.clone()));
+        if let Some((u, every)) = upstreams.and_then(|u| u.check_interval().map(|i| (u, i))) {
+            self.main_handle().spawn(health_checks(self.inner.clone(), u, every));
+        }
+        let cfg = Arc::new(cfg);
+        self.main_handle().spawn(accept_loop(self.inner.clone(), listener, entry, move |inner, tcp, peer, entry| {
+            inbound(inner, tcp, peer, cfg.clone(), entry)
+        }));
         Ok(local)
+    }
+
+    /// Binds a plaintext listener for a SIP server's outbound connections (see
+    /// [`OutboundConfig`]); returns the bound address.
+    pub fn listen_outbound(&self, cfg: OutboundConfig) -> std::io::Result<SocketAddr> {
+        let listener = self.bind(cfg.addr)?;
+        let local = listener.local_addr()?;
+        let entry = self.register(ListenerEntry::new(cfg.name.clone(), local, ListenerKind::Outbound, None));
+        let route = Arc::new(cfg.route);
+        self.main_handle().spawn(accept_loop(self.inner.clone(), listener, entry, move |inner, tcp, peer, entry| {
+            crate::outbound::relay(inner, tcp, peer, route.clone(), entry)
+        }));
+        Ok(local)
+    }
+
+    fn bind(&self, addr: SocketAddr) -> std::io::Result<TcpListener> {
+        let std_listener = std::net::TcpListener::bind(addr)?;
+        std_listener.set_nonblocking(true)?;
+        let _enter = self.main_handle().enter();
+        TcpListener::from_std(std_listener)
+    }
+
+    fn register(&self, entry: ListenerEntry) -> Arc<ListenerEntry> {
+        let entry = Arc::new(entry);
+        lock(&self.inner.listeners).push(entry.clone());
+        entry
+    }
+
+    /// Stops every listener: their sockets close, so new connections are refused by the
+    /// kernel; the connections open go on. The first step of a graceful shutdown (drain).
+    pub fn stop_accepting(&self) {
+        self.inner.accepting.send_replace(false);
+    }
+
+    /// Closes every open connection: close_notify to each TLS peer, the plaintext side
+    /// ended, [`CloseReason::Shutdown`]. Handshakes in progress fail. The end of a drain.
+    pub fn close_all(&self) {
+        self.inner.closing.send_replace(true);
     }
 
     /// Replaces the domain table (a configuration reload): connections open now keep the
@@ -414,6 +629,7 @@ impl TlsManager {
             workers_alive: workers.iter().filter(|w| w.alive.load(Ordering::Acquire)).count() as u64,
             workers_lost: get(&c.workers_lost),
             closed: lock(&self.inner.closed).clone(),
+            listeners: lock(&self.inner.listeners).iter().map(|l| l.snapshot()).collect(),
         }
     }
 }
@@ -427,36 +643,65 @@ impl Drop for TlsManager {
     }
 }
 
-async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, cfg: Arc<ListenerConfig>) {
+/// Accepts connections until the manager stops accepting, and runs `serve` for each on
+/// the next event loop. `active` (the manager's and the listener's) counts it from here.
+pub(crate) async fn accept_loop<F, Fut>(inner: Arc<Inner>, listener: TcpListener, entry: Arc<ListenerEntry>, serve: F)
+where
+    F: Fn(Arc<Inner>, TcpStream, SocketAddr, Arc<ListenerEntry>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let serve = Arc::new(serve);
+    let mut accepting = inner.accepting.subscribe();
     loop {
-        let (tcp, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = accepting.wait_for(|a| !*a) => break,
+        };
+        let (tcp, peer) = match accepted {
             Ok(x) => x,
-            Err(_) => {
+            Err(e) => {
                 // Out of descriptors or a connection reset before accept: back off briefly.
+                tracing::debug!(listener = %entry.name, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
         inner.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        entry.accepted.fetch_add(1, Ordering::Relaxed);
         if inner.counters.active.load(Ordering::Relaxed) >= inner.cfg.max_connections as u64 {
+            tracing::warn!(listener = %entry.name, %peer, limit = inner.cfg.max_connections, "connection limit reached: connection closed");
             drop(tcp);
             continue;
         }
         inner.counters.active.fetch_add(1, Ordering::Relaxed);
+        entry.active.fetch_add(1, Ordering::Relaxed);
         // Move the socket to the event loop that will own the connection.
         let Ok(std_tcp) = tcp.into_std() else {
             inner.counters.active.fetch_sub(1, Ordering::Relaxed);
+            entry.active.fetch_sub(1, Ordering::Relaxed);
             continue;
         };
-        let (inner2, cfg) = (inner.clone(), cfg.clone());
+        let (inner2, entry, serve) = (inner.clone(), entry.clone(), serve.clone());
         inner.pick_handle().spawn(async move {
-            match TcpStream::from_std(std_tcp) {
-                Ok(tcp) => inbound(inner2, tcp, peer, cfg).await,
-                Err(_) => {
-                    inner2.counters.active.fetch_sub(1, Ordering::Relaxed);
-                }
+            let _active = Active(&inner2.counters.active);
+            let _listener_active = Active(&entry.active);
+            if let Ok(tcp) = TcpStream::from_std(std_tcp) {
+                serve(inner2.clone(), tcp, peer, entry.clone()).await;
             }
         });
+    }
+    tracing::info!(listener = %entry.name, "stopped accepting");
+}
+
+/// Probes `upstreams` every `every` until the manager stops accepting.
+async fn health_checks(inner: Arc<Inner>, upstreams: TcpUpstreams, every: Duration) {
+    let mut accepting = inner.accepting.subscribe();
+    loop {
+        upstreams.probe(inner.cfg.connect_timeout).await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = accepting.wait_for(|a| !*a) => break,
+        }
     }
 }
 
@@ -473,60 +718,104 @@ fn watched<U: Sock>(tcp: TcpStream, up: U) -> std::io::Result<(Watched<std::net:
     Ok((Watched::new(tcp.into_std()?)?, Watched::new(up)?))
 }
 
-/// Runs the TLS handshake of `session` over `tcp` within `limit`. Returns the socket, the
-/// session and the ciphertext that arrived behind the handshake (for the bridge to feed
-/// first). On failure the socket comes back with the reason, so that the caller counts the
-/// failure before the peer sees the connection close.
-async fn handshake(
+/// Why a handshake failed, with the socket back so that the caller counts the failure
+/// before the peer sees the connection close.
+pub(crate) struct HandshakeFailure {
+    pub reason: CloseReason,
+    /// A short stable name of the reason, finer than [`CloseReason::kind`] for TLS errors.
+    pub label: &'static str,
+    /// Held, not read: dropping it closes the connection, after the failure is counted.
+    #[allow(dead_code)]
+    pub tcp: TcpStream,
+}
+
+/// Runs the TLS handshake of `session` over `tcp` within `limit`, or until the manager
+/// closes everything. Returns the socket, the session and the ciphertext that arrived
+/// behind the handshake (for the bridge to feed first).
+pub(crate) async fn handshake(
+    inner: &Inner,
     session: Box<dyn Session>,
     tcp: TcpStream,
     limit: std::time::Duration,
-) -> Result<(TcpStream, Box<dyn Session>, Vec<u8>), (CloseReason, TcpStream)> {
+) -> Result<(TcpStream, Box<dyn Session>, Vec<u8>), HandshakeFailure> {
     let mut tls = sipstls_tokio::TlsStream::new(session, tcp);
-    let reason = match tokio::time::timeout(limit, tls.handshake()).await {
-        Err(_) => CloseReason::HandshakeTimeout,
+    let mut closing = inner.closing.subscribe();
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(limit, tls.handshake()) => r,
+        _ = closing.wait_for(|c| *c) => {
+            return Err(HandshakeFailure { reason: CloseReason::Shutdown, label: "shutdown", tcp: tls.into_inner() });
+        }
+    };
+    let (reason, label) = match outcome {
+        Err(_) => (CloseReason::HandshakeTimeout, "handshake_timeout"),
         Ok(Err(e)) => match sipstls_tokio::tls_error(&e) {
             // The peer went away before the handshake ended.
-            Some(sipstls_core::Error::UnexpectedEof) => CloseReason::PeerEof,
-            Some(te) => te.clone().into(),
-            None => e.into(),
+            Some(sipstls_core::Error::UnexpectedEof) => (CloseReason::PeerEof, "peer_eof"),
+            Some(te) => (te.clone().into(), tls_error_label(te)),
+            None if e.kind() == std::io::ErrorKind::UnexpectedEof => (CloseReason::PeerEof, "peer_eof"),
+            None => (e.into(), "io_error"),
         },
         Ok(Ok(())) => {
             let mut parts = tls.into_parts();
             if !parts.unsent.is_empty() {
                 if let Err(e) = parts.io.write_all(&parts.unsent).await {
-                    return Err((e.into(), parts.io));
+                    return Err(HandshakeFailure { reason: e.into(), label: "io_error", tcp: parts.io });
                 }
             }
             return Ok((parts.io, parts.session, parts.received));
         }
     };
-    Err((reason, tls.into_inner()))
+    Err(HandshakeFailure { reason, label, tcp: tls.into_inner() })
 }
 
-async fn inbound(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, lc: Arc<ListenerConfig>) {
-    let _active = Active(&inner.counters.active);
+/// The SNI of the ClientHello waiting on `tcp`, peeked without consuming it (for the log of
+/// a failed handshake); waits for the first bytes at most `limit`.
+async fn peek_sni(tcp: &TcpStream, limit: Duration) -> Option<String> {
+    let mut buf = [0u8; 1536];
+    let n = tokio::time::timeout(limit, tcp.peek(&mut buf)).await.ok()?.ok()?;
+    client_hello_sni(&buf[..n])
+}
+
+async fn inbound(
+    inner: Arc<Inner>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    lc: Arc<ListenerConfig>,
+    entry: Arc<ListenerEntry>,
+) {
     let _ = tcp.set_nodelay(true);
     let local = match tcp.local_addr() {
         Ok(a) => a,
         Err(_) => return,
     };
-    let session = match inner.table.accept(local, Some(peer)) {
-        Ok(s) => s,
-        Err(_) => {
-            inner.counters.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+    if let Upstream::Tcp(up) = &lc.upstream {
+        if up.check_interval().is_some() && !up.any_up() {
+            entry.refused.fetch_add(1, Ordering::Relaxed);
+            *lock(&entry.closed).entry(CloseReason::NoUpstream.kind()).or_default() += 1;
+            tracing::warn!(listener = %entry.name, %peer, "connection refused: no upstream is up");
             return;
         }
+    }
+    let sni = peek_sni(&tcp, inner.cfg.handshake_timeout).await;
+    let session = match inner.table.accept(local, Some(peer)) {
+        Ok(s) => s,
+        Err(e) => {
+            let reason = CloseReason::from(e.clone());
+            return handshake_failed(&inner, &entry, peer, sni.as_deref(), tls_error_label(&e), &reason);
+        }
     };
-    let (mut tcp, session, leftover) = match handshake(session, tcp, inner.cfg.handshake_timeout).await {
+    let (mut tcp, session, leftover) = match handshake(&inner, session, tcp, inner.cfg.handshake_timeout).await {
         Ok(x) => x,
-        // Counted before `_tcp` closes the connection (at the end of this arm).
-        Err((reason, _tcp)) => return handshake_failed(&inner, reason),
+        // Counted before `f.tcp` closes the connection (at the end of this arm).
+        Err(f) => return handshake_failed(&inner, &entry, peer, sni.as_deref(), f.label, &f.reason),
     };
+    drop(sni);
     let Some(tls) = session.info() else {
-        return handshake_failed(&inner, CloseReason::Tls("no session facts after the handshake".into()));
+        let reason = CloseReason::Tls("no session facts after the handshake".into());
+        return handshake_failed(&inner, &entry, peer, None, "tls_error", &reason);
     };
     inner.counters.handshakes_ok.fetch_add(1, Ordering::Relaxed);
+    entry.handshakes_ok.fetch_add(1, Ordering::Relaxed);
     let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
     // The metadata lives only in this block: a local of the whole function would be stored
     // in the connection's task for its whole life (about 1 KB per idle connection).
@@ -539,45 +828,69 @@ async fn inbound(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr, lc: Arc<Li
         };
         (preamble, handed)
     };
+    let closing = inner.closing.subscribe();
     match &lc.upstream {
         Upstream::Workers => {
             let Some((worker, mine)) = handed.flatten() else {
                 refuse(session, &mut tcp).await;
-                return inner.ended(conn, None, CloseReason::NoWorker).await;
+                tracing::warn!(listener = %entry.name, %peer, "connection closed: no worker is alive");
+                return inner.ended(conn, None, Some(&entry), CloseReason::NoWorker).await;
             };
             let (peer, wk) = match watched(tcp, mine) {
                 Ok(w) => w,
-                Err(e) => return inner.ended(conn, None, e.into()).await,
+                Err(e) => return inner.ended(conn, None, Some(&entry), e.into()).await,
             };
             worker.open.fetch_add(1, Ordering::AcqRel);
             let lost = worker.lost.subscribe();
-            let reason = bridge::run(session, leftover, preamble, peer, wk, inner.limits(), lost).await;
+            let reason =
+                bridge::run(session, leftover, preamble, peer, wk, inner.limits(), lost, closing, &entry.traffic).await;
             let reason = worker.ended(reason);
-            inner.ended(conn, Some(&worker), reason).await;
+            inner.ended(conn, Some(&worker), Some(&entry), reason).await;
         }
-        Upstream::Tcp(addr) => {
-            let up = match tokio::time::timeout(inner.cfg.connect_timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => s,
-                _ => {
+        Upstream::Tcp(upstreams) => {
+            let up = match upstreams.connect(inner.cfg.connect_timeout).await {
+                Ok((_, s)) => s,
+                Err(e) => {
                     refuse(session, &mut tcp).await;
-                    return inner.ended(conn, None, CloseReason::NoWorker).await;
+                    let error = e.map(|e| e.to_string()).unwrap_or_else(|| "every upstream is down".into());
+                    tracing::warn!(listener = %entry.name, %peer, %error, "connection closed: no upstream answered");
+                    return inner.ended(conn, None, Some(&entry), CloseReason::NoUpstream).await;
                 }
             };
             let _ = up.set_nodelay(true);
             let (peer, up) = match up.into_std().and_then(|up| watched(tcp, up)) {
                 Ok(w) => w,
-                Err(e) => return inner.ended(conn, None, e.into()).await,
+                Err(e) => return inner.ended(conn, None, Some(&entry), e.into()).await,
             };
             let (_keep, lost) = watch::channel(false);
-            let reason = bridge::run(session, leftover, preamble, peer, up, inner.limits(), lost).await;
-            inner.ended(conn, None, reason).await;
+            let reason =
+                bridge::run(session, leftover, preamble, peer, up, inner.limits(), lost, closing, &entry.traffic).await;
+            inner.ended(conn, None, Some(&entry), reason).await;
         }
     }
 }
 
-fn handshake_failed(inner: &Inner, reason: CloseReason) {
+/// Counts and logs a failed handshake (inbound or outbound).
+pub(crate) fn handshake_failed(
+    inner: &Inner,
+    entry: &ListenerEntry,
+    peer: SocketAddr,
+    sni: Option<&str>,
+    label: &'static str,
+    reason: &CloseReason,
+) {
     inner.counters.handshakes_failed.fetch_add(1, Ordering::Relaxed);
     *lock(&inner.closed).entry(reason.kind()).or_default() += 1;
+    *lock(&entry.handshakes_failed).entry(label).or_default() += 1;
+    *lock(&entry.closed).entry(reason.kind()).or_default() += 1;
+    tracing::warn!(
+        listener = %entry.name,
+        %peer,
+        sni = sni.unwrap_or("-"),
+        reason = label,
+        error = %reason,
+        "TLS handshake failed"
+    );
 }
 
 /// Sends close_notify to a peer nobody will serve.
@@ -685,10 +998,12 @@ async fn outbound(inner: Arc<Inner>, worker: Arc<WorkerLink>, req: u64, target: 
         Ok(s) => s,
         Err(e) => return fail(ConnectError::Handshake(e.to_string())).await,
     };
-    let (tcp, session, leftover) = match handshake(session, tcp, inner.cfg.handshake_timeout).await {
+    let (tcp, session, leftover) = match handshake(&inner, session, tcp, inner.cfg.handshake_timeout).await {
         Ok(x) => x,
-        Err((CloseReason::HandshakeTimeout, _tcp)) => return fail(ConnectError::Timeout).await,
-        Err((reason, _tcp)) => return fail(ConnectError::Handshake(reason.to_string())).await,
+        Err(HandshakeFailure { reason: CloseReason::HandshakeTimeout, .. }) => {
+            return fail(ConnectError::Timeout).await
+        }
+        Err(f) => return fail(ConnectError::Handshake(f.reason.to_string())).await,
     };
     let Some(tls) = session.info() else {
         return fail(ConnectError::Handshake("no session facts after the handshake".into())).await;
@@ -718,12 +1033,14 @@ async fn outbound(inner: Arc<Inner>, worker: Arc<WorkerLink>, req: u64, target: 
         Ok(w) => w,
         Err(e) => {
             lock(&inner.reuse).remove(&key);
-            return inner.ended(conn, None, e.into()).await;
+            return inner.ended(conn, None, None, e.into()).await;
         }
     };
     worker.open.fetch_add(1, Ordering::AcqRel);
     let lost = worker.lost.subscribe();
-    let reason = bridge::run(session, leftover, Vec::new(), peer, wk, inner.limits(), lost).await;
+    let closing = inner.closing.subscribe();
+    let reason =
+        bridge::run(session, leftover, Vec::new(), peer, wk, inner.limits(), lost, closing, &inner.traffic).await;
     let reason = worker.ended(reason);
     {
         let mut reuse = lock(&inner.reuse);
@@ -731,5 +1048,5 @@ async fn outbound(inner: Arc<Inner>, worker: Arc<WorkerLink>, req: u64, target: 
             reuse.remove(&key);
         }
     }
-    inner.ended(conn, Some(&worker), reason).await;
+    inner.ended(conn, Some(&worker), None, reason).await;
 }
