@@ -28,9 +28,7 @@ pub(crate) fn client_hello_sni(buf: &[u8]) -> Option<String> {
     let n = r.u16()? as usize;
     let mut exts = Reader(if r.0.len() >= n { r.take(n)? } else { r.0 });
     while let (Some(kind), Some(len)) = (exts.u16(), exts.u16()) {
-        let Some(body) = exts.take(len as usize) else {
-            return None;
-        };
+        let body = exts.take(len as usize)?;
         if kind != 0 {
             continue;
         }
