@@ -93,11 +93,22 @@ impl Kamailio {
 
     /// Starts Kamailio on `dir/kamailio.cfg` and waits (bounded) for both addresses.
     pub fn spawn(dir: ScratchDir, run: PathBuf, tls: SocketAddr, mtls: SocketAddr) -> Kamailio {
+        Self::spawn_with_memory(dir, run, tls, mtls, 64)
+    }
+
+    /// As [`Kamailio::spawn`], with `shm_mb` MB of shared memory (`-m`).
+    pub fn spawn_with_memory(
+        dir: ScratchDir,
+        run: PathBuf,
+        tls: SocketAddr,
+        mtls: SocketAddr,
+        shm_mb: u32,
+    ) -> Kamailio {
         let bin = kamailio_bin();
         let log = dir.path().join("kamailio.log");
         let out = File::create(&log).unwrap();
         let child = Command::new(bin)
-            .args(["-DD", "-E", "-m", "64", "-M", "8", "-f"])
+            .args(["-DD", "-E", "-m", &shm_mb.to_string(), "-M", "8", "-f"])
             .arg(dir.path().join("kamailio.cfg"))
             .arg("-Y")
             .arg(&run)
