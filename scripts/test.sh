@@ -103,6 +103,12 @@ cargo clippy --locked --workspace --all-targets --features sipstls-conformance/w
 echo "== cargo test (workspace, default backends: rustls + openssl)"
 cargo test --workspace --locked
 
+# The service as an operator installs it: cargo-deb builds the package (a release build),
+# dpkg installs it, systemd-analyze verifies its unit, the unit's command lines run the
+# installed binary (check, start, SIGHUP, SIGTERM), and the package is purged.
+echo "== sipstls-proxy's Debian package (cargo-deb, dpkg, systemd-analyze verify, the unit's commands)"
+scripts/deb-test.sh
+
 echo "== README.md's example (the facade's doctest with the tokio adapter)"
 cargo test --locked -p sipstls --features tokio --doc
 
@@ -153,9 +159,9 @@ echo "== rustdoc of every crate, warnings denied"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked -q
 
 echo "== no leftover test servers"
-if pgrep -f "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|gnutls-(serv|cli)|bssl-tool|(^|/)kamailio( |$)|(^|/)(dumpcap|tshark) |redis-server |(^|/)testssl |/sslyze " >/dev/null; then
+if pgrep -f "sipstls-proxy|sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|gnutls-(serv|cli)|bssl-tool|(^|/)kamailio( |$)|(^|/)(dumpcap|tshark) |redis-server |(^|/)testssl |/sslyze " >/dev/null; then
     echo "test.sh: a test left a server running:" >&2
-    pgrep -fa "sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|gnutls-(serv|cli)|bssl-tool|(^|/)kamailio( |$)|(^|/)(dumpcap|tshark) |redis-server |(^|/)testssl |/sslyze " >&2
+    pgrep -fa "sipstls-proxy|sip-responder|sip-server|confined-bench|echo-server|openssl s_(server|client)|gnutls-(serv|cli)|bssl-tool|(^|/)kamailio( |$)|(^|/)(dumpcap|tshark) |redis-server |(^|/)testssl |/sslyze " >&2
     exit 1
 fi
 echo "test.sh: all tests passed"
