@@ -266,9 +266,8 @@ fn kamailio_behind_manager_proxy_v2(backend: &str) {
     let mut table = sipstls::DomainTable::new(b);
     table.add_server(sipstls::Listener::Any, None, &DomainConfig::server(pki().server_ecdsa.identity())).unwrap();
     let manager = TlsManager::new(std::sync::Arc::new(table), ManagerConfig::default()).unwrap();
-    let front = manager
-        .listen(ListenerConfig::tcp("127.0.0.1:0".parse().unwrap(), TcpUpstreams::single(k.tls), true))
-        .unwrap();
+    let front =
+        manager.listen(ListenerConfig::tcp("127.0.0.1:0".parse().unwrap(), TcpUpstreams::single(k.tls), true)).unwrap();
     let mut tls = connect(backend, &client_config(ProtocolVersion::Tls12, ProtocolVersion::Tls13, false), front)
         .expect("TLS to the manager");
     let me = tls.get_ref().local_addr().unwrap();

@@ -770,8 +770,10 @@ pub(crate) async fn handshake(
 
 /// The SNI of the ClientHello waiting on `tcp`, peeked without consuming it (for the log of
 /// a failed handshake); waits for the first bytes at most `limit`.
+/// The buffer is on the heap and freed before the handshake: a buffer in the future would
+/// be room kept in every connection's task for its whole life.
 async fn peek_sni(tcp: &TcpStream, limit: Duration) -> Option<String> {
-    let mut buf = [0u8; 1536];
+    let mut buf = vec![0u8; 2048];
     let n = tokio::time::timeout(limit, tcp.peek(&mut buf)).await.ok()?.ok()?;
     client_hello_sni(&buf[..n])
 }

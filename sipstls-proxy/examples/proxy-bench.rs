@@ -15,7 +15,7 @@
 //!
 //! ```text
 //! cargo run --release -p sipstls-proxy --example proxy-bench -- [--idle N] [--handshakes M]
-//!     [--round-trips K] [--markdown FILE]
+//!     [--round-trips K] [--runs R] [--markdown FILE]
 //! ```
 //! Needs `haproxy` and `stunnel4` (Debian packages) for their rows; a missing one is
 //! reported as missing, not measured. Builds `sipstls-proxy` in release with `cargo`.
@@ -47,6 +47,7 @@ fn main() {
     let idle = opt("--idle", 5_000);
     let handshakes = opt("--handshakes", 3_000);
     let round_trips = opt("--round-trips", 2_000);
+    let runs = opt("--runs", 3).max(1);
     let markdown = args.iter().position(|a| a == "--markdown").and_then(|i| args.get(i + 1)).map(PathBuf::from);
     raise_nofile();
     let dir = std::env::temp_dir().join(format!("proxy-bench-{}", std::process::id()));
@@ -59,27 +60,29 @@ fn main() {
     let upstream = start_upstream();
     let proxy_bin = build_proxy();
     let direct = latency_direct(upstream, round_trips);
-    let mut rows = Vec::new();
-    for t in [
-        Terminator::Sipstls("rustls"),
-        Terminator::Sipstls("openssl"),
-        Terminator::Haproxy,
-        Terminator::Stunnel,
-    ] {
-        eprintln!("== {}", t.name());
-        match t.start(&dir, &certs, upstream, &proxy_bin) {
-            Err(why) => {
-                eprintln!("   not measured: {why}");
-                rows.push(Row { name: t.name(), missing: Some(why), ..Row::default() });
-            }
-            Ok(mut server) => {
-                let row = measure(&t, &mut server, &certs, idle, handshakes, round_trips, &direct);
-                server.stop();
-                rows.push(row);
+    let terminators =
+        [Terminator::Sipstls("rustls"), Terminator::Sipstls("openssl"), Terminator::Haproxy, Terminator::Stunnel];
+    // Each run measures every terminator in turn; the report gives each figure's median
+    // over the runs (this machine is shared and noisy).
+    let mut all: Vec<Vec<Row>> = terminators.iter().map(|_| Vec::new()).collect();
+    for run in 1..=runs {
+        for (t, rows) in terminators.iter().zip(&mut all) {
+            eprintln!("== run {run}/{runs}: {}", t.name());
+            match t.start(&dir, &certs, upstream, &proxy_bin) {
+                Err(why) => {
+                    eprintln!("   not measured: {why}");
+                    rows.push(Row { name: t.name(), missing: Some(why), ..Row::default() });
+                }
+                Ok(mut server) => {
+                    let row = measure(t, &mut server, &certs, idle, handshakes, round_trips, upstream);
+                    server.stop();
+                    rows.push(row);
+                }
             }
         }
     }
-    let report = report(&rows, idle, handshakes, round_trips, &direct);
+    let rows: Vec<Row> = all.iter().map(|runs| median_row(runs)).collect();
+    let report = report(&rows, idle, handshakes, round_trips, runs, &direct);
     println!("{report}");
     if let Some(path) = markdown {
         std::fs::write(&path, &report).unwrap();
@@ -99,8 +102,9 @@ struct Row {
     /// Server CPU µs per full handshake.
     handshake_us: f64,
     handshakes_ok: usize,
-    /// Latency through it: (median, p99) µs.
-    latency: (f64, f64),
+    /// Latency added by it: (median, p99) µs through it minus the same on a direct
+    /// connection measured just before.
+    added: (f64, f64),
 }
 
 enum Terminator {
@@ -200,7 +204,9 @@ impl Terminator {
                 c
             }
             Terminator::Stunnel => {
-                let bin = which("stunnel4").or_else(|| which("stunnel")).ok_or("stunnel is not installed (apt-get install stunnel4)")?;
+                let bin = which("stunnel4")
+                    .or_else(|| which("stunnel"))
+                    .ok_or("stunnel is not installed (apt-get install stunnel4)")?;
                 let cfg = dir.join("stunnel.conf");
                 std::fs::write(
                     &cfg,
@@ -241,6 +247,7 @@ impl Terminator {
 fn build_proxy() -> PathBuf {
     let status = Command::new(env!("CARGO"))
         .args(["build", "--release", "--locked", "-q", "-p", "sipstls-proxy", "--bin", "sipstls-proxy"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .expect("cargo build");
     assert!(status.success(), "building sipstls-proxy failed");
@@ -318,7 +325,7 @@ fn measure(
     idle: usize,
     handshakes: usize,
     round_trips: usize,
-    direct: &[f64],
+    upstream: SocketAddr,
 ) -> Row {
     let pid = server.child.id();
     let ca = certs.join("ca.pem").display().to_string();
@@ -345,13 +352,13 @@ fn measure(
     let _ = hs.wait();
     let c1 = cpu(pid);
     let handshakes_ok: usize = done.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-    // Latency of 1 KiB requests.
+    // Latency of 1 KiB requests, against a direct connection measured just before.
+    let direct = latency_direct(upstream, round_trips);
     let mut lat = client(&["latency".into(), addr, round_trips.to_string(), ca]);
     let line = read_line(&mut lat);
     let _ = lat.wait();
     let mut through: Vec<f64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
     through.sort_by(f64::total_cmp);
-    let _ = direct;
     let row = Row {
         name: t.name(),
         missing: None,
@@ -359,19 +366,43 @@ fn measure(
         idle_ok,
         handshake_us: (c1 - c0) / handshakes_ok.max(1) as f64 * 1e6,
         handshakes_ok,
-        latency: (percentile(&through, 0.5), percentile(&through, 0.99)),
+        added: (
+            percentile(&through, 0.5) - percentile(&direct, 0.5),
+            percentile(&through, 0.99) - percentile(&direct, 0.99),
+        ),
     };
     eprintln!(
         "   idle: {} of {idle} open, {:.1} KB each; handshakes: {} of {handshakes}, {:.0} µs server CPU each; \
-         latency median {:.1} µs, p99 {:.1} µs",
+         added latency median {:.1} µs, p99 {:.1} µs",
         row.idle_ok,
         row.idle_bytes / 1000.0,
         row.handshakes_ok,
         row.handshake_us,
-        row.latency.0,
-        row.latency.1
+        row.added.0,
+        row.added.1
     );
     row
+}
+
+/// Each figure's median over the runs (a terminator missing in any run is missing).
+fn median_row(runs: &[Row]) -> Row {
+    if let Some(missing) = runs.iter().find(|r| r.missing.is_some()) {
+        return missing.clone();
+    }
+    let med = |f: &dyn Fn(&Row) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        percentile(&v, 0.5)
+    };
+    Row {
+        name: runs[0].name.clone(),
+        missing: None,
+        idle_bytes: med(&|r| r.idle_bytes),
+        idle_ok: runs.iter().map(|r| r.idle_ok).min().unwrap_or(0),
+        handshake_us: med(&|r| r.handshake_us),
+        handshakes_ok: runs.iter().map(|r| r.handshakes_ok).min().unwrap_or(0),
+        added: (med(&|r| r.added.0), med(&|r| r.added.1)),
+    }
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -381,17 +412,23 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-fn report(rows: &[Row], idle: usize, handshakes: usize, round_trips: usize, direct: &[f64]) -> String {
+fn report(rows: &[Row], idle: usize, handshakes: usize, round_trips: usize, runs: usize, direct: &[f64]) -> String {
     let (dm, dp) = (percentile(direct, 0.5), percentile(direct, 0.99));
     let haproxy = rows.iter().find(|r| r.name.starts_with("HAProxy") && r.missing.is_none()).cloned();
-    let date = Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let date = Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     let mut out = format!(
         "# sipstls-proxy against HAProxy and stunnel\n\n\
          Measured {date} on this machine ({} CPUs, {}), loopback, TLS 1.3 with an ECDSA P-256 \
          certificate, resumption off, every terminator sending a PROXY header to the same echo upstream; \
-         clients in separate processes.\n\n\
+         clients in separate processes. Each figure is the median of {runs} runs; the open and ok counts are the \
+         smallest of the runs.\n\n\
          Command: `cargo run --release -p sipstls-proxy --example proxy-bench -- --idle {idle} --handshakes {handshakes} \
-         --round-trips {round_trips} --markdown docs/proxy-bench.md`\n\n\
+         --round-trips {round_trips} --runs {runs} --markdown docs/proxy-bench.md`\n\n\
          | terminator | memory per idle connection ({idle}, process tree PSS) | server CPU per full handshake ({handshakes}) \
          | added latency, 1 KiB request: median / p99 | vs HAProxy: memory / CPU |\n|---|---:|---:|---:|---:|\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -413,13 +450,14 @@ fn report(rows: &[Row], idle: usize, handshakes: usize, round_trips: usize, dire
             r.idle_ok,
             r.handshake_us,
             r.handshakes_ok,
-            r.latency.0 - dm,
-            r.latency.1 - dp,
+            r.added.0,
+            r.added.1,
         ));
     }
     out.push_str(&format!(
-        "\nDirect TCP to the upstream (the baseline the latency is added to): median {dm:.1} µs, p99 {dp:.1} µs \
-         per round trip ({round_trips} round trips).\n"
+        "\nAdded latency: {round_trips} round trips of a 1 KiB request through the terminator, minus the same on a \
+         direct TCP connection to the upstream measured just before (at the start of the run: median {dm:.1} µs, \
+         p99 {dp:.1} µs).\n"
     ));
     out
 }
@@ -427,7 +465,10 @@ fn report(rows: &[Row], idle: usize, handshakes: usize, round_trips: usize, dire
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+        })
         .unwrap_or_default()
 }
 
@@ -528,9 +569,7 @@ fn client_main(a: &[String]) {
     raise_nofile();
     let (mode, addr, n) = (a[0].as_str(), a[1].parse::<SocketAddr>().unwrap(), a[2].parse::<usize>().unwrap());
     let roots = Certificate::all_from_pem(&std::fs::read(&a[3]).unwrap()).unwrap();
-    let cfg = DomainConfig::client(roots)
-        .with_version(ProtocolVersion::Tls13)
-        .with_resumption(Resumption::DISABLED);
+    let cfg = DomainConfig::client(roots).with_version(ProtocolVersion::Tls13).with_resumption(Resumption::DISABLED);
     let mut table = DomainTable::new(sipstls::backend("rustls").unwrap());
     table.add_client_default(&cfg).unwrap();
     let table = Arc::new(table);

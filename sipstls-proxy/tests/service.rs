@@ -274,3 +274,19 @@ fn version_lists_the_backends_compiled_in() {
     assert!(text.starts_with("sipstls-proxy 0.1.0 (backends: rustls (rustls 0."), "{text}");
     assert!(text.contains("openssl (OpenSSL 3."), "{text}");
 }
+
+/// The README's configuration for the Kamailio case checks as it is written there (at
+/// most 10 lines), with only the tls.cfg path and the user pointed at this machine's.
+#[test]
+fn the_readme_configuration_checks() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let section = &readme[readme.find("## sipstls-proxy").expect("the README's sipstls-proxy section")..];
+    let block = section.split("```toml\n").nth(1).and_then(|b| b.split("```").next()).expect("a toml block");
+    assert!(block.lines().count() <= 10, "{} lines:\n{block}", block.lines().count());
+    let dir = files("readme");
+    let config = block.replace("/etc/kamailio/tls.cfg", "tls.cfg").replace("\"sipstls-proxy\"", "\"nobody\"");
+    let (ok, out, err) = check_config(&dir, &config);
+    assert!(ok, "{config}\n{out}\n{err}");
+    assert!(out.contains("listen   0.0.0.0:5061 tls://0.0.0.0:5061 -> tcp://127.0.0.1:5060 (PROXY v2"), "{out}");
+    assert!(out.contains("user     nobody"), "{out}");
+}
