@@ -1,7 +1,7 @@
 //! # sipstls
 //!
 //! A pluggable TLS layer for SIP servers. Pick the TLS library with a cargo feature
-//! (`rustls`, `openssl`; both by default; `boring`, `wolfssl`, `mbedtls`), drive sessions sans-I/O through
+//! (`rustls` by default; `openssl`, `boring`, `wolfssl`, `mbedtls`), drive sessions sans-I/O through
 //! [`Session`], or use the blocking [`TlsStream`] adapter:
 //!
 //! ```no_run
