@@ -97,7 +97,107 @@ pub enum Error {
     },
 }
 
+/// Which variant of [`Error`] an error is, without its details: plain data to count,
+/// log and send between processes (`name` and `from_name` give a stable text form).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// [`Error::Unsupported`].
+    Unsupported,
+    /// [`Error::InvalidConfig`].
+    InvalidConfig,
+    /// [`Error::Certificate`].
+    Certificate,
+    /// [`Error::PeerCertificateRequired`].
+    PeerCertificateRequired,
+    /// [`Error::Protocol`].
+    Protocol,
+    /// [`Error::AlertReceived`].
+    AlertReceived,
+    /// [`Error::NoDomain`].
+    NoDomain,
+    /// [`Error::LowMemory`].
+    LowMemory,
+    /// [`Error::HookTooLate`].
+    HookTooLate,
+    /// [`Error::Closed`].
+    Closed,
+    /// [`Error::UnexpectedEof`].
+    UnexpectedEof,
+    /// [`Error::Proxy`].
+    Proxy,
+    /// [`Error::Backend`].
+    Backend,
+}
+
+impl ErrorKind {
+    const ALL: [ErrorKind; 13] = [
+        ErrorKind::Unsupported,
+        ErrorKind::InvalidConfig,
+        ErrorKind::Certificate,
+        ErrorKind::PeerCertificateRequired,
+        ErrorKind::Protocol,
+        ErrorKind::AlertReceived,
+        ErrorKind::NoDomain,
+        ErrorKind::LowMemory,
+        ErrorKind::HookTooLate,
+        ErrorKind::Closed,
+        ErrorKind::UnexpectedEof,
+        ErrorKind::Proxy,
+        ErrorKind::Backend,
+    ];
+
+    /// A short stable name (`bad_certificate`, `alert_received`, ...), for counters and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::InvalidConfig => "invalid_config",
+            ErrorKind::Certificate => "bad_certificate",
+            ErrorKind::PeerCertificateRequired => "no_client_certificate",
+            ErrorKind::Protocol => "protocol_error",
+            ErrorKind::AlertReceived => "alert_received",
+            ErrorKind::NoDomain => "no_domain",
+            ErrorKind::LowMemory => "low_memory",
+            ErrorKind::HookTooLate => "hook_too_late",
+            ErrorKind::Closed => "closed",
+            ErrorKind::UnexpectedEof => "peer_eof",
+            ErrorKind::Proxy => "proxy_header",
+            ErrorKind::Backend => "tls_library",
+        }
+    }
+
+    /// The kind whose [`name`](ErrorKind::name) is `name`.
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl Error {
+    /// Which variant this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::InvalidConfig { .. } => ErrorKind::InvalidConfig,
+            Error::Certificate(_) => ErrorKind::Certificate,
+            Error::PeerCertificateRequired => ErrorKind::PeerCertificateRequired,
+            Error::Protocol { .. } => ErrorKind::Protocol,
+            Error::AlertReceived(_) => ErrorKind::AlertReceived,
+            Error::NoDomain(_) => ErrorKind::NoDomain,
+            Error::LowMemory { .. } => ErrorKind::LowMemory,
+            Error::HookTooLate { .. } => ErrorKind::HookTooLate,
+            Error::Closed => ErrorKind::Closed,
+            Error::UnexpectedEof => ErrorKind::UnexpectedEof,
+            Error::Proxy(_) => ErrorKind::Proxy,
+            Error::Backend { .. } => ErrorKind::Backend,
+        }
+    }
+
     /// Shorthand for [`Error::InvalidConfig`].
     pub fn config(setting: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidConfig { setting, reason: reason.into() }
@@ -331,5 +431,24 @@ impl fmt::Display for Alert {
 impl fmt::Debug for Alert {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_a_distinct_name_that_reads_back() {
+        let mut names: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.name()).collect();
+        for k in ErrorKind::ALL {
+            assert_eq!(ErrorKind::from_name(k.name()), Some(k));
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ErrorKind::ALL.len());
+        assert_eq!(ErrorKind::from_name("nonsense"), None);
+        assert_eq!(Error::PeerCertificateRequired.kind(), ErrorKind::PeerCertificateRequired);
+        assert_eq!(Error::UnexpectedEof.kind().name(), "peer_eof");
     }
 }

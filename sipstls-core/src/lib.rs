@@ -44,7 +44,7 @@ pub use config::{
     Resumption, Role, ServerName, DEFAULT_TLS12_SUITES, DEFAULT_TLS13_SUITES,
 };
 pub use domain::{ClientTarget, DomainTable, Listener, ReloadableTable, ServerSelection, SniCandidates, SniMatch};
-pub use error::{Alert, CertificateError, Error, ProtocolErrorKind, Result};
+pub use error::{Alert, CertificateError, Error, ErrorKind, ProtocolErrorKind, Result};
 pub use info::{TlsInfo, VerifyResult};
 pub use keylog::{KeyLog, KeyLogFile, KeyLogSink};
 pub use session::{ReadStatus, Session, SessionState};

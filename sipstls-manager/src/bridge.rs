@@ -159,7 +159,7 @@ impl Bridge {
             let before = self.tls_pending();
             self.collect_tls()?;
             if n == 0 && self.tls_pending() == before {
-                return Err(CloseReason::Tls("the session accepted no plaintext".into()));
+                return Err(CloseReason::tls(sipstls_core::ErrorKind::Backend, "the session accepted no plaintext"));
             }
         }
         Ok(())

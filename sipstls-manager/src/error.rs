@@ -39,9 +39,15 @@ pub enum CloseReason {
         /// The limit in bytes.
         limit: usize,
     },
-    /// The TLS layer failed (the message of the typed [`sipstls_core::Error`]).
-    #[error("TLS: {0}")]
-    Tls(String),
+    /// The TLS layer failed: the typed [`sipstls_core::Error`]'s kind and message.
+    #[error("TLS: {message}")]
+    Tls {
+        /// Which error.
+        #[serde(with = "kind_by_name")]
+        kind: sipstls_core::ErrorKind,
+        /// Its message, for logs.
+        message: String,
+    },
     /// A socket error.
     #[error("I/O: {0}")]
     Io(String),
@@ -63,10 +69,24 @@ impl CloseReason {
             CloseReason::HandshakeTimeout => "handshake_timeout",
             CloseReason::SendTimeout => "send_timeout",
             CloseReason::WriteQueueFull { .. } => "write_queue_full",
-            CloseReason::Tls(_) => "tls_error",
+            CloseReason::Tls { .. } => "tls_error",
             CloseReason::Io(_) => "io_error",
             CloseReason::Shutdown => "shutdown",
         }
+    }
+
+    /// The finest stable name: the TLS error's kind for [`CloseReason::Tls`]
+    /// (`bad_certificate`, `alert_received`, ...), else [`kind`](CloseReason::kind).
+    pub fn label(&self) -> &'static str {
+        match self {
+            CloseReason::Tls { kind, .. } => kind.name(),
+            other => other.kind(),
+        }
+    }
+
+    /// A TLS failure of `kind` with `message`.
+    pub(crate) fn tls(kind: sipstls_core::ErrorKind, message: impl Into<String>) -> Self {
+        CloseReason::Tls { kind, message: message.into() }
     }
 
     /// True for the endings that are not somebody's orderly close.
@@ -75,20 +95,18 @@ impl CloseReason {
     }
 }
 
-/// A short stable name for a TLS error, for counters and logs (`bad_certificate`,
-/// `alert_received`, ...).
-pub(crate) fn tls_error_label(e: &sipstls_core::Error) -> &'static str {
-    use sipstls_core::Error as E;
-    match e {
-        E::Certificate(_) => "bad_certificate",
-        E::PeerCertificateRequired => "no_client_certificate",
-        E::Protocol { .. } => "protocol_error",
-        E::AlertReceived(_) => "alert_received",
-        E::NoDomain(_) => "no_domain",
-        E::UnexpectedEof => "peer_eof",
-        E::Closed => "closed",
-        E::Unsupported { .. } | E::InvalidConfig { .. } => "configuration",
-        _ => "tls_error",
+/// An [`ErrorKind`](sipstls_core::ErrorKind) as its stable name on the control channel.
+mod kind_by_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use sipstls_core::ErrorKind;
+
+    pub fn serialize<S: Serializer>(kind: &ErrorKind, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(kind.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ErrorKind, D::Error> {
+        let name = String::deserialize(d)?;
+        ErrorKind::from_name(&name).ok_or_else(|| serde::de::Error::custom(format!("unknown TLS error kind {name}")))
     }
 }
 
@@ -96,7 +114,7 @@ impl From<sipstls_core::Error> for CloseReason {
     fn from(e: sipstls_core::Error) -> Self {
         match e {
             sipstls_core::Error::UnexpectedEof => CloseReason::PeerEof,
-            e => CloseReason::Tls(e.to_string()),
+            e => CloseReason::Tls { kind: e.kind(), message: e.to_string() },
         }
     }
 }
@@ -120,9 +138,10 @@ pub enum ConnectError {
     /// The TCP connection or the handshake did not finish in time.
     #[error("connect timed out")]
     Timeout,
-    /// The handshake failed (the message of the typed [`sipstls_core::Error`]).
+    /// The handshake failed, and why ([`CloseReason::Tls`] with the TLS error's kind, a
+    /// timeout, the peer's EOF, a socket error).
     #[error("TLS handshake failed: {0}")]
-    Handshake(String),
+    Handshake(CloseReason),
     /// The manager is gone (its control channel closed).
     #[error("the TLS manager is gone")]
     ManagerGone,
@@ -147,4 +166,24 @@ pub enum WorkerError {
     /// The control channel failed or carried something malformed.
     #[error("control channel: {0}")]
     Io(#[from] std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sipstls_core::{CertificateError, Error, ErrorKind};
+
+    #[test]
+    fn typed_reasons_cross_the_control_channel_intact() {
+        let reason: CloseReason = Error::Certificate(CertificateError::UnknownIssuer).into();
+        assert!(matches!(&reason, CloseReason::Tls { kind: ErrorKind::Certificate, .. }), "{reason:?}");
+        assert_eq!(reason.label(), "bad_certificate");
+        let err = ConnectError::Handshake(reason);
+        let wire = serde_json::to_string(&err).unwrap();
+        assert!(wire.contains("\"bad_certificate\""), "{wire}");
+        assert_eq!(serde_json::from_str::<ConnectError>(&wire).unwrap(), err);
+        let unknown = wire.replace("bad_certificate", "no_such_kind");
+        assert!(serde_json::from_str::<ConnectError>(&unknown).is_err());
+        assert_eq!(CloseReason::HandshakeTimeout.label(), "handshake_timeout");
+    }
 }

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::bridge::{self, Limits, Traffic};
 use crate::control::{self, ConnectTarget, ToManager, ToWorker};
-use crate::error::{tls_error_label, CloseReason, ConnectError};
+use crate::error::{CloseReason, ConnectError};
 use crate::hello::client_hello_sni;
 use crate::meta::{ConnMeta, Direction};
 use crate::sock::{Sock, Watched};
@@ -722,8 +722,6 @@ fn watched<U: Sock>(tcp: TcpStream, up: U) -> std::io::Result<(Watched<std::net:
 /// before the peer sees the connection close.
 pub(crate) struct HandshakeFailure {
     pub reason: CloseReason,
-    /// A short stable name of the reason, finer than [`CloseReason::kind`] for TLS errors.
-    pub label: &'static str,
     /// Held, not read: dropping it closes the connection, after the failure is counted.
     #[allow(dead_code)]
     pub tcp: TcpStream,
@@ -743,29 +741,29 @@ pub(crate) async fn handshake(
     let outcome = tokio::select! {
         r = tokio::time::timeout(limit, tls.handshake()) => r,
         _ = closing.wait_for(|c| *c) => {
-            return Err(HandshakeFailure { reason: CloseReason::Shutdown, label: "shutdown", tcp: tls.into_inner() });
+            return Err(HandshakeFailure { reason: CloseReason::Shutdown, tcp: tls.into_inner() });
         }
     };
-    let (reason, label) = match outcome {
-        Err(_) => (CloseReason::HandshakeTimeout, "handshake_timeout"),
+    let reason = match outcome {
+        Err(_) => CloseReason::HandshakeTimeout,
         Ok(Err(e)) => match sipstls_tokio::tls_error(&e) {
             // The peer went away before the handshake ended.
-            Some(sipstls_core::Error::UnexpectedEof) => (CloseReason::PeerEof, "peer_eof"),
-            Some(te) => (te.clone().into(), tls_error_label(te)),
-            None if e.kind() == std::io::ErrorKind::UnexpectedEof => (CloseReason::PeerEof, "peer_eof"),
-            None => (e.into(), "io_error"),
+            Some(sipstls_core::Error::UnexpectedEof) => CloseReason::PeerEof,
+            Some(te) => te.clone().into(),
+            None if e.kind() == std::io::ErrorKind::UnexpectedEof => CloseReason::PeerEof,
+            None => e.into(),
         },
         Ok(Ok(())) => {
             let mut parts = tls.into_parts();
             if !parts.unsent.is_empty() {
                 if let Err(e) = parts.io.write_all(&parts.unsent).await {
-                    return Err(HandshakeFailure { reason: e.into(), label: "io_error", tcp: parts.io });
+                    return Err(HandshakeFailure { reason: e.into(), tcp: parts.io });
                 }
             }
             return Ok((parts.io, parts.session, parts.received));
         }
     };
-    Err(HandshakeFailure { reason, label, tcp: tls.into_inner() })
+    Err(HandshakeFailure { reason, tcp: tls.into_inner() })
 }
 
 /// The SNI of the ClientHello waiting on `tcp`, peeked without consuming it (for the log of
@@ -801,20 +799,17 @@ async fn inbound(
     let sni = peek_sni(&tcp, inner.cfg.handshake_timeout).await;
     let session = match inner.table.accept(local, Some(peer)) {
         Ok(s) => s,
-        Err(e) => {
-            let reason = CloseReason::from(e.clone());
-            return handshake_failed(&inner, &entry, peer, sni.as_deref(), tls_error_label(&e), &reason);
-        }
+        Err(e) => return handshake_failed(&inner, &entry, peer, sni.as_deref(), &e.into()),
     };
     let (mut tcp, session, leftover) = match handshake(&inner, session, tcp, inner.cfg.handshake_timeout).await {
         Ok(x) => x,
         // Counted before `f.tcp` closes the connection (at the end of this arm).
-        Err(f) => return handshake_failed(&inner, &entry, peer, sni.as_deref(), f.label, &f.reason),
+        Err(f) => return handshake_failed(&inner, &entry, peer, sni.as_deref(), &f.reason),
     };
     drop(sni);
     let Some(tls) = session.info() else {
-        let reason = CloseReason::Tls("no session facts after the handshake".into());
-        return handshake_failed(&inner, &entry, peer, None, "tls_error", &reason);
+        let reason = CloseReason::tls(sipstls_core::ErrorKind::Backend, "no session facts after the handshake");
+        return handshake_failed(&inner, &entry, peer, None, &reason);
     };
     inner.counters.handshakes_ok.fetch_add(1, Ordering::Relaxed);
     entry.handshakes_ok.fetch_add(1, Ordering::Relaxed);
@@ -878,9 +873,9 @@ pub(crate) fn handshake_failed(
     entry: &ListenerEntry,
     peer: SocketAddr,
     sni: Option<&str>,
-    label: &'static str,
     reason: &CloseReason,
 ) {
+    let label = reason.label();
     inner.counters.handshakes_failed.fetch_add(1, Ordering::Relaxed);
     *lock(&inner.closed).entry(reason.kind()).or_default() += 1;
     *lock(&entry.handshakes_failed).entry(label).or_default() += 1;
@@ -998,17 +993,18 @@ async fn outbound(inner: Arc<Inner>, worker: Arc<WorkerLink>, req: u64, target: 
     let local = tcp.local_addr().unwrap_or(target.dest);
     let session = match table.connect_arc(&ct) {
         Ok(s) => s,
-        Err(e) => return fail(ConnectError::Handshake(e.to_string())).await,
+        Err(e) => return fail(ConnectError::Handshake(e.into())).await,
     };
     let (tcp, session, leftover) = match handshake(&inner, session, tcp, inner.cfg.handshake_timeout).await {
         Ok(x) => x,
         Err(HandshakeFailure { reason: CloseReason::HandshakeTimeout, .. }) => {
             return fail(ConnectError::Timeout).await
         }
-        Err(f) => return fail(ConnectError::Handshake(f.reason.to_string())).await,
+        Err(f) => return fail(ConnectError::Handshake(f.reason)).await,
     };
     let Some(tls) = session.info() else {
-        return fail(ConnectError::Handshake("no session facts after the handshake".into())).await;
+        let reason = CloseReason::tls(sipstls_core::ErrorKind::Backend, "no session facts after the handshake");
+        return fail(ConnectError::Handshake(reason)).await;
     };
     let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
     let (mine, theirs) = match socketpair() {

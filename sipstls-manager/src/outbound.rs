@@ -69,23 +69,19 @@ pub(crate) async fn relay(
     let sni = target.server_name.as_deref();
     let session = match inner.table.current().connect_arc(&ct) {
         Ok(s) => s,
-        Err(e) => {
-            let reason = CloseReason::from(e.clone());
-            return handshake_failed(&inner, &entry, target.dest, sni, crate::error::tls_error_label(&e), &reason);
-        }
+        Err(e) => return handshake_failed(&inner, &entry, target.dest, sni, &e.into()),
     };
     let tcp = match tokio::time::timeout(inner.cfg.connect_timeout, TcpStream::connect(target.dest)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return handshake_failed(&inner, &entry, target.dest, sni, "connect_failed", &e.into()),
+        Ok(Err(e)) => return handshake_failed(&inner, &entry, target.dest, sni, &e.into()),
         Err(_) => {
-            let reason = CloseReason::Io("TCP connect timed out".into());
-            return handshake_failed(&inner, &entry, target.dest, sni, "connect_timeout", &reason);
+            return handshake_failed(&inner, &entry, target.dest, sni, &CloseReason::Io("TCP connect timed out".into()))
         }
     };
     let _ = tcp.set_nodelay(true);
     let (tcp, session, leftover) = match handshake(&inner, session, tcp, inner.cfg.handshake_timeout).await {
         Ok(x) => x,
-        Err(f) => return handshake_failed(&inner, &entry, target.dest, sni, f.label, &f.reason),
+        Err(f) => return handshake_failed(&inner, &entry, target.dest, sni, &f.reason),
     };
     inner.counters.outbound_ok.fetch_add(1, Ordering::Relaxed);
     entry.handshakes_ok.fetch_add(1, Ordering::Relaxed);

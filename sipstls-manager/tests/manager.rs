@@ -215,7 +215,11 @@ fn outbound_failures_are_typed(backend: Arc<dyn Backend>) {
     };
     assert!(matches!(err(ConnectTarget::new(closed_port).server_name(SERVER_NAME)), ConnectError::Tcp(_)));
     let wrong = err(ConnectTarget::new(s.addr).server_name("nobody.example.test"));
-    assert!(matches!(&wrong, ConnectError::Handshake(m) if m.contains("nobody.example.test")), "{wrong:?}");
+    assert!(
+        matches!(&wrong, ConnectError::Handshake(CloseReason::Tls { kind: sipstls::ErrorKind::Certificate, message })
+            if message.contains("nobody.example.test")),
+        "{wrong:?}"
+    );
     assert!(matches!(err(ConnectTarget::new(s.addr).domain_id("no-such-domain")), ConnectError::NoDomain(_)));
     assert_eq!(s.manager.stats().outbound_failed, 3);
 }
