@@ -290,7 +290,7 @@ fn table_connect(
     ccfg: &DomainConfig,
     name: &str,
 ) -> (Box<dyn Session>, Box<dyn Session>, Result<(), Failure>) {
-    let mut s = table.accept("127.0.0.1:5061".parse().unwrap()).expect("accept");
+    let mut s = table.accept("127.0.0.1:5061".parse().unwrap(), None).expect("accept");
     let mut c = b.client_domain(ccfg).unwrap().connect(Some(&dns(name))).unwrap();
     let r = pump::handshake(&mut *c, &mut *s);
     (c, s, r)
@@ -948,7 +948,7 @@ pub fn domain_table_selection(b: &dyn Backend) {
         c
     };
     let peer_cn = |local: &str| {
-        let mut s = t.accept(local.parse().unwrap()).unwrap();
+        let mut s = t.accept(local.parse().unwrap(), None).unwrap();
         let mut c = b.client_domain(&ccfg).unwrap().connect(None).unwrap();
         match pump::handshake(&mut *c, &mut *s) {
             Ok(()) => c.info().unwrap().peer.unwrap().subject_cn.unwrap(),

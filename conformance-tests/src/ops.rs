@@ -48,7 +48,7 @@ pub fn table_statistics(b: &dyn Backend) {
     let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();
 
     // One good session, 3000 bytes each way.
-    let mut s = t.accept_from(local(), Some(peer)).unwrap();
+    let mut s = t.accept(local(), Some(peer)).unwrap();
     let mut c = t.connect(&ClientTarget::name(SERVER_NAME)).unwrap();
     let sessions = t.sessions();
     assert_eq!(sessions.len(), 2, "{sessions:?}");
@@ -88,7 +88,7 @@ pub fn table_statistics(b: &dyn Backend) {
     assert!(t.sessions().is_empty(), "finished sessions are listed: {:?}", t.sessions());
 
     // A client that sends garbage: a protocol violation on the server side.
-    let mut s = t.accept(local()).unwrap();
+    let mut s = t.accept(local(), None).unwrap();
     let e = s.feed_tls(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5, 6, 7, 8]).and_then(|_| {
         s.feed_tls(&[0u8; 64])?;
         Ok(())
@@ -102,7 +102,7 @@ pub fn table_statistics(b: &dyn Backend) {
     assert!(pump::handshake(&mut *c, &mut *s).is_err());
     drop(c);
     // A session dropped half-way: abandoned.
-    let mut s = t.accept(local()).unwrap();
+    let mut s = t.accept(local(), None).unwrap();
     let mut c = t.connect(&ClientTarget::name(SERVER_NAME)).unwrap();
     pump::transfer(&mut *c, &mut *s).unwrap();
     drop(s);

@@ -238,11 +238,11 @@ fn rich_config_builds_a_table() {
         c.server_name = Some("localhost".into());
         backend.client_domain(&c).unwrap()
     };
-    let mut server = table.accept("127.0.0.1:5061".parse().unwrap()).unwrap();
+    let mut server = table.accept("127.0.0.1:5061".parse().unwrap(), None).unwrap();
     let mut client = client_for(&f.good_client).connect(None).unwrap();
     handshake(client.as_mut(), server.as_mut()).expect("a valid client certificate");
     assert_eq!(server.info().unwrap().version, TLS13);
-    let mut server = table.accept("127.0.0.1:5061".parse().unwrap()).unwrap();
+    let mut server = table.accept("127.0.0.1:5061".parse().unwrap(), None).unwrap();
     let mut client = DomainConfig::client(vec![sipstls_core::Certificate::from_der(f.ca.der.clone())]);
     client.server_name = Some("localhost".into());
     let mut client = backend.client_domain(&client).unwrap().connect(None).unwrap();
@@ -617,7 +617,7 @@ fn crl_from_tls_cfg_refuses_a_revoked_client() {
         let roots = sipstls_core::Certificate::all_from_pem(ca.pem.as_bytes()).unwrap();
         let cd = backend.client_domain(&DomainConfig::client(roots).with_identity(id)).unwrap();
         let mut c = cd.connect(Some(&sipstls_core::ServerName::parse("sip.example.test").unwrap())).unwrap();
-        let mut s = table.accept("127.0.0.1:5061".parse().unwrap()).unwrap();
+        let mut s = table.accept("127.0.0.1:5061".parse().unwrap(), None).unwrap();
         let r = handshake(&mut *c, &mut *s);
         (r, s.error().cloned())
     };

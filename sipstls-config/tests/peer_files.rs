@@ -158,7 +158,7 @@ fn fixture_tls_cfg_builds_a_table_that_picks_the_right_domains() {
 
     // The domains work: our client (with its certificate) against the mTLS listener, and
     // a client without certificate is refused there but not on the default listener.
-    let mut server = table.accept(addr("127.0.0.1:5062")).unwrap();
+    let mut server = table.accept(addr("127.0.0.1:5062"), None).unwrap();
     let mut client = table.connect(&ClientTarget::default()).unwrap();
     handshake(client.as_mut(), server.as_mut()).expect("mTLS handshake with the client profile");
     let info = server.info().unwrap();
@@ -168,10 +168,10 @@ fn fixture_tls_cfg_builds_a_table_that_picks_the_right_domains() {
     let mut bare = domains.clients[0].config.clone();
     bare.identities.clear();
     let bare = RustlsBackend::new().client_domain(&bare).unwrap();
-    let mut server = table.accept(addr("127.0.0.1:5062")).unwrap();
+    let mut server = table.accept(addr("127.0.0.1:5062"), None).unwrap();
     let mut client = bare.connect(None).unwrap();
     assert!(handshake(client.as_mut(), server.as_mut()).is_err(), "5062 requires a client certificate");
-    let mut server = table.accept(addr("127.0.0.1:5061")).unwrap();
+    let mut server = table.accept(addr("127.0.0.1:5061"), None).unwrap();
     let mut client = bare.connect(None).unwrap();
     handshake(client.as_mut(), server.as_mut()).expect("the default server profile asks for no certificate");
 }

@@ -298,14 +298,10 @@ impl DomainTable {
         Ok((initial, candidates))
     }
 
-    /// Starts a server session for a connection accepted on `local`.
-    pub fn accept(&self, local: SocketAddr) -> Result<Box<dyn Session>> {
-        self.accept_from(local, None)
-    }
-
-    /// Starts a server session for a connection from `peer` accepted on `local` (the peer
-    /// appears in the session list).
-    pub fn accept_from(&self, local: SocketAddr, peer: Option<SocketAddr>) -> Result<Box<dyn Session>> {
+    /// Starts a server session for a connection accepted on `local` (the listener's
+    /// address: it picks the domain until SNI picks another) from `peer` (shown in the
+    /// session list; `None` when unknown).
+    pub fn accept(&self, local: SocketAddr, peer: Option<SocketAddr>) -> Result<Box<dyn Session>> {
         self.accept_keeping(local, peer, None)
     }
 
@@ -355,14 +351,18 @@ impl DomainTable {
         Ok(TrackedSession::boxed(session, entry.stats.clone(), target.addr, keep))
     }
 
-    /// As [`accept_from`](DomainTable::accept_from), and the session keeps this table alive
-    /// (what a [`ReloadableTable`] hands out).
-    pub fn accept_arc(self: &Arc<Self>, local: SocketAddr, peer: Option<SocketAddr>) -> Result<Box<dyn Session>> {
+    /// As [`accept`](DomainTable::accept), and the session keeps this table alive (what a
+    /// [`ReloadableTable`] hands out).
+    pub(crate) fn accept_arc(
+        self: &Arc<Self>,
+        local: SocketAddr,
+        peer: Option<SocketAddr>,
+    ) -> Result<Box<dyn Session>> {
         self.accept_keeping(local, peer, Some(self.clone() as Keep))
     }
 
     /// As [`connect`](DomainTable::connect), and the session keeps this table alive.
-    pub fn connect_arc(self: &Arc<Self>, target: &ClientTarget) -> Result<Box<dyn Session>> {
+    pub(crate) fn connect_arc(self: &Arc<Self>, target: &ClientTarget) -> Result<Box<dyn Session>> {
         self.connect_keeping(target, Some(self.clone() as Keep))
     }
 
@@ -483,7 +483,7 @@ impl ReloadableTable {
         self.reloads.load(Ordering::Relaxed)
     }
 
-    /// Starts a server session with the current table (see [`DomainTable::accept_from`]).
+    /// Starts a server session with the current table (see [`DomainTable::accept`]).
     pub fn accept(&self, local: SocketAddr, peer: Option<SocketAddr>) -> Result<Box<dyn Session>> {
         self.current().accept_arc(local, peer)
     }

@@ -991,7 +991,7 @@ async fn outbound(inner: Arc<Inner>, worker: Arc<WorkerLink>, req: u64, target: 
     };
     let _ = tcp.set_nodelay(true);
     let local = tcp.local_addr().unwrap_or(target.dest);
-    let session = match table.connect_arc(&ct) {
+    let session = match inner.table.connect(&ct) {
         Ok(s) => s,
         Err(e) => return fail(ConnectError::Handshake(e.into())).await,
     };

@@ -67,7 +67,7 @@ pub(crate) async fn relay(
     let ct =
         ClientTarget { id: target.domain_id.clone(), addr: Some(target.dest), server_name: target.server_name.clone() };
     let sni = target.server_name.as_deref();
-    let session = match inner.table.current().connect_arc(&ct) {
+    let session = match inner.table.connect(&ct) {
         Ok(s) => s,
         Err(e) => return handshake_failed(&inner, &entry, target.dest, sni, &e.into()),
     };

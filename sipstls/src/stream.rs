@@ -59,7 +59,7 @@ impl<S: Read + Write> TlsStream<S> {
 
     /// Accepts a client over `io` for the server domains of `table` and completes the
     /// handshake: the domain is chosen by `local` (the listener's address), then by the
-    /// client's SNI, as [`DomainTable::accept_from`](sipstls_core::DomainTable::accept_from)
+    /// client's SNI, as [`DomainTable::accept`](sipstls_core::DomainTable::accept)
     /// does; `peer` names the session in the table's statistics.
     pub fn accept_in(
         table: &sipstls_core::DomainTable,
@@ -67,7 +67,7 @@ impl<S: Read + Write> TlsStream<S> {
         peer: Option<std::net::SocketAddr>,
         io: S,
     ) -> io::Result<Self> {
-        let mut s = TlsStream::new(table.accept_from(local, peer).map_err(to_io)?, io);
+        let mut s = TlsStream::new(table.accept(local, peer).map_err(to_io)?, io);
         s.handshake()?;
         Ok(s)
     }

@@ -259,7 +259,7 @@ fn single_server(table: Arc<DomainTable>, stop: Arc<AtomicBool>) -> SocketAddr {
             std::thread::spawn(move || {
                 let _ = tcp.set_nodelay(true);
                 let Ok(local) = tcp.local_addr() else { return };
-                let Ok(session) = table.accept(local) else { return };
+                let Ok(session) = table.accept(local, None) else { return };
                 let mut tls = TlsStream::new(session, tcp);
                 let _ = serve_sip(&mut tls, &ctx);
             });
