@@ -157,7 +157,7 @@ pub fn async_sni_switch(b: &dyn Backend) {
 pub fn async_client_certificate(b: &dyn Backend) {
     for v in versions(b) {
         run(async {
-            let strict = server_cfg(v).with_client_auth(pki().roots(), true);
+            let strict = server_cfg(v).with_client_auth(sipstls::ClientAuth::Required(pki().roots()));
             let with_cert = client_cfg(v).with_identity(pki().client.identity());
             let t = table(b, &strict, &with_cert);
             let (c, s) = handshake(&t.clone().into(), &t.into(), &ClientTarget::name(SERVER_NAME)).await;

@@ -166,7 +166,7 @@ pub fn close_notify(b: &dyn Backend, v: ProtocolVersion) {
 /// A required client certificate that is presented is verified and reported.
 pub fn client_cert_required_present(b: &dyn Backend, v: ProtocolVersion) {
     require_version!(b, v);
-    let scfg = server_cfg(v).with_client_auth(pki().roots(), true);
+    let scfg = server_cfg(v).with_client_auth(sipstls::ClientAuth::Required(pki().roots()));
     let ccfg = client_cfg(v).with_identity(pki().client.identity());
     let (mut c, mut s) = connected(b, &scfg, &ccfg, SERVER_NAME);
     pump::send(&mut *c, &mut *s, b"hi").unwrap();
@@ -181,7 +181,7 @@ pub fn client_cert_required_present(b: &dyn Backend, v: ProtocolVersion) {
 /// `PeerCertificateRequired`.
 pub fn client_cert_required_absent(b: &dyn Backend, v: ProtocolVersion) {
     require_version!(b, v);
-    let scfg = server_cfg(v).with_client_auth(pki().roots(), true);
+    let scfg = server_cfg(v).with_client_auth(sipstls::ClientAuth::Required(pki().roots()));
     let (mut c, mut s) = sessions(b, &scfg, &client_cfg(v), SERVER_NAME);
     let f = expect_failure(&mut *c, &mut *s);
     assert_eq!((f.side, f.error), (Side::Server, Error::PeerCertificateRequired));
@@ -190,7 +190,7 @@ pub fn client_cert_required_absent(b: &dyn Backend, v: ProtocolVersion) {
 /// An optional client certificate may be absent; the server reports `NoCertificate`.
 pub fn client_cert_optional_absent(b: &dyn Backend, v: ProtocolVersion) {
     require_version!(b, v);
-    let scfg = server_cfg(v).with_client_auth(pki().roots(), false);
+    let scfg = server_cfg(v).with_client_auth(sipstls::ClientAuth::Optional(pki().roots()));
     let (mut c, mut s) = connected(b, &scfg, &client_cfg(v), SERVER_NAME);
     pump::send(&mut *c, &mut *s, b"hi").unwrap();
     let info = s.info().expect("server info");
@@ -201,7 +201,7 @@ pub fn client_cert_optional_absent(b: &dyn Backend, v: ProtocolVersion) {
 /// An optional client certificate that is presented is verified.
 pub fn client_cert_optional_present(b: &dyn Backend, v: ProtocolVersion) {
     require_version!(b, v);
-    let scfg = server_cfg(v).with_client_auth(pki().roots(), false);
+    let scfg = server_cfg(v).with_client_auth(sipstls::ClientAuth::Optional(pki().roots()));
     let ccfg = client_cfg(v).with_identity(pki().client.identity());
     let (mut c, mut s) = connected(b, &scfg, &ccfg, SERVER_NAME);
     pump::send(&mut *c, &mut *s, b"hi").unwrap();
@@ -211,7 +211,7 @@ pub fn client_cert_optional_present(b: &dyn Backend, v: ProtocolVersion) {
 /// A client certificate from an untrusted CA is refused by the server.
 pub fn client_cert_untrusted_refused(b: &dyn Backend, v: ProtocolVersion) {
     require_version!(b, v);
-    let scfg = server_cfg(v).with_client_auth(pki().roots(), false);
+    let scfg = server_cfg(v).with_client_auth(sipstls::ClientAuth::Optional(pki().roots()));
     let ccfg = client_cfg(v).with_identity(pki().client_untrusted.identity());
     let (mut c, mut s) = sessions(b, &scfg, &ccfg, SERVER_NAME);
     let f = expect_failure(&mut *c, &mut *s);
@@ -339,8 +339,9 @@ pub fn sni_switch_applies_domain_policy(b: &dyn Backend, v: ProtocolVersion) {
     let backend: Arc<dyn Backend> = sipstls::backend(b.info().name).unwrap();
     let mut t = DomainTable::new(backend);
     t.add_server(Listener::Any, None, &server_cfg(v)).unwrap();
-    let strict =
-        DomainConfig::server(pki().server_alt.identity()).with_version(v).with_client_auth(pki().roots(), true);
+    let strict = DomainConfig::server(pki().server_alt.identity())
+        .with_version(v)
+        .with_client_auth(sipstls::ClientAuth::Required(pki().roots()));
     t.add_server(Listener::Any, Some(SniMatch::Exact(ALT_NAME.into())), &strict).unwrap();
     let (_c, _s, r) = table_connect(b, &t, &client_cfg(v), SERVER_NAME);
     r.expect("default domain needs no client certificate");
@@ -438,7 +439,7 @@ pub fn resumption_server_cache(b: &dyn Backend, v: ProtocolVersion) {
 /// Every `TlsInfo` field is filled in and correct on both sides.
 pub fn tls_info_fields(b: &dyn Backend, v: ProtocolVersion) {
     require_version!(b, v);
-    let scfg = server_cfg(v).with_client_auth(pki().roots(), true).with_alpn(["sip/2.0"]);
+    let scfg = server_cfg(v).with_client_auth(sipstls::ClientAuth::Required(pki().roots())).with_alpn(["sip/2.0"]);
     let ccfg = client_cfg(v).with_identity(pki().client.identity()).with_alpn(["sip/2.0"]);
     let (mut c, mut s) = connected(b, &scfg, &ccfg, SERVER_NAME);
     pump::send(&mut *c, &mut *s, b"x").unwrap();
@@ -531,7 +532,7 @@ fn assert_refused(b: &dyn Backend, cap: Capabilities, server: bool, cfg: &Domain
 /// CRL does not list. Without `CRL`: the CRL is refused as `Unsupported(CRL)`.
 pub fn crl_revoked_client_refused(b: &dyn Backend, v: ProtocolVersion) {
     require_version!(b, v);
-    let scfg = server_cfg(v).with_client_auth(pki().roots(), true).with_crls(pki().crls());
+    let scfg = server_cfg(v).with_client_auth(sipstls::ClientAuth::Required(pki().roots())).with_crls(pki().crls());
     if !b.capabilities().contains(Capabilities::CRL) {
         return assert_refused(b, Capabilities::CRL, true, &scfg);
     }
@@ -589,7 +590,7 @@ pub fn crl_unknown_status_refused(b: &dyn Backend, v: ProtocolVersion) {
     let e = client_refuses(b, v, server_cfg(v), ccfg, SERVER_NAME);
     assert!(matches!(e, Error::Certificate(_)), "{v}: a server of unknown revocation status: got {e:?}");
 
-    let scfg = server_cfg(v).with_client_auth(both_roots, true).with_crls(other_crl);
+    let scfg = server_cfg(v).with_client_auth(sipstls::ClientAuth::Required(both_roots)).with_crls(other_crl);
     let (mut c, mut s) = sessions(b, &scfg, &client_cfg(v).with_identity(p.client.identity()), SERVER_NAME);
     let f = expect_failure(&mut *c, &mut *s);
     assert_eq!(f.side, Side::Server, "{v}: {f:?}");
@@ -835,7 +836,7 @@ pub fn unsupported_settings_refused(b: &dyn Backend) {
         (Capabilities::TLS12, base().with_version(ProtocolVersion::Tls12)),
         (Capabilities::TLS13, base().with_version(ProtocolVersion::Tls13)),
         (Capabilities::ALPN, base().with_alpn(["sip"])),
-        (Capabilities::CLIENT_CERT, base().with_client_auth(pki().roots(), true)),
+        (Capabilities::CLIENT_CERT, base().with_client_auth(sipstls::ClientAuth::Required(pki().roots()))),
         (
             Capabilities::CIPHER_LIST_TLS12,
             DomainConfig { cipher_list_tls12: Some(vec!["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into()]), ..base() },
@@ -847,7 +848,10 @@ pub fn unsupported_settings_refused(b: &dyn Backend) {
         (Capabilities::RESUMPTION_TICKETS, base().with_resumption(Resumption { tickets: true, session_ids: false })),
         (Capabilities::RESUMPTION_SESSION_ID, base().with_resumption(Resumption { tickets: false, session_ids: true })),
         (Capabilities::KEY_LOG, base().with_key_log(sipstls::KeyLogSink::new(NoKeyLog))),
-        (Capabilities::CRL, base().with_client_auth(pki().roots(), true).with_crls(pki().crls())),
+        (
+            Capabilities::CRL,
+            base().with_client_auth(sipstls::ClientAuth::Required(pki().roots())).with_crls(pki().crls()),
+        ),
         (Capabilities::MULTIPLE_IDENTITIES, base().with_identity(pki().server_rsa.identity())),
     ];
     let mut cases = cases;

@@ -172,7 +172,7 @@ pub fn reload_swaps_domains(b: &dyn Backend) {
 pub fn peer_certificate_inspection(b: &dyn Backend) {
     let v = best_version(b);
     let p = pki();
-    let scfg = server_cfg(v).with_client_auth(p.roots(), true);
+    let scfg = server_cfg(v).with_client_auth(sipstls::ClientAuth::Required(p.roots()));
     let ccfg = client_cfg(v).with_identity(p.client.identity());
     let (c, s) = crate::checks::connected(b, &scfg, &ccfg, SERVER_NAME);
 

@@ -159,7 +159,7 @@ fn server_vs_s_client(backend_name: &str, v: ProtocolVersion) {
     pki().write_to(dir.path()).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let scfg = server_cfg(v).with_client_auth(pki().roots(), true);
+    let scfg = server_cfg(v).with_client_auth(sipstls::ClientAuth::Required(pki().roots()));
     let domain = backend(backend_name).server_domain(&scfg).unwrap();
     let server = std::thread::spawn(move || -> Result<String, String> {
         let (tcp, _) = listener.accept().map_err(|e| e.to_string())?;
@@ -384,7 +384,7 @@ fn cross_once(client: &str, server: &str, v: ProtocolVersion, mtls: bool, resuma
     let mut scfg = server_cfg(v);
     let mut ccfg = client_cfg(v);
     if mtls {
-        scfg = scfg.with_client_auth(pki().roots(), true);
+        scfg = scfg.with_client_auth(sipstls::ClientAuth::Required(pki().roots()));
         ccfg = ccfg.with_identity(pki().client.identity());
     }
     let sd = sb.server_domain(&scfg).unwrap_or_else(|e| panic!("{client} -> {server} {v}: server domain: {e}"));

@@ -124,7 +124,11 @@ impl ServerOptions {
         let mut cfg = DomainConfig::server(identity).with_versions(self.tls_min, ProtocolVersion::Tls13);
         if let Some(ca) = &self.ca {
             let roots = Certificate::all_from_pem(&read(ca)?).map_err(|e| e.to_string())?;
-            cfg = cfg.with_client_auth(roots, self.require_client_cert);
+            cfg = cfg.with_client_auth(if self.require_client_cert {
+                sipstls::ClientAuth::Required(roots)
+            } else {
+                sipstls::ClientAuth::Optional(roots)
+            });
         }
         Ok(cfg)
     }

@@ -317,6 +317,17 @@ impl Default for Resumption {
     }
 }
 
+/// How a server asks for client certificates ([`DomainConfig::with_client_auth`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientAuth {
+    /// Ask for a certificate and verify it against these trust anchors when one comes;
+    /// clients without one are let in (their [`TlsInfo`](crate::TlsInfo) says so).
+    Optional(Vec<Certificate>),
+    /// Require a certificate that verifies against these trust anchors.
+    Required(Vec<Certificate>),
+}
+
 /// Settings of one TLS domain: plain data, compiled by a [`Backend`](crate::Backend) into a
 /// server or client domain.
 ///
@@ -429,10 +440,13 @@ impl DomainConfig {
         self.with_versions(v, v)
     }
 
-    /// Server: request client certificates, verify them against `trust_anchors`, and (if
-    /// `required`) refuse clients without one.
-    pub fn with_client_auth(mut self, trust_anchors: Vec<Certificate>, required: bool) -> Self {
-        self.trust_anchors = trust_anchors;
+    /// Server: request client certificates and verify them (see [`ClientAuth`]).
+    pub fn with_client_auth(mut self, auth: ClientAuth) -> Self {
+        let (anchors, required) = match auth {
+            ClientAuth::Optional(a) => (a, false),
+            ClientAuth::Required(a) => (a, true),
+        };
+        self.trust_anchors = anchors;
         self.verify_peer = true;
         self.require_peer_certificate = required;
         self

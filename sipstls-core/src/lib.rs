@@ -40,8 +40,8 @@ pub mod x509;
 pub use backend::{resolve_server_name, Backend, BackendInfo, ClientDomain, ProcessModel, ServerDomain};
 pub use caps::Capabilities;
 pub use config::{
-    Certificate, Crl, DomainConfig, Identity, NameVerification, PrivateKey, PrivateKeyFormat, ProtocolVersion,
-    Resumption, Role, ServerName, DEFAULT_TLS12_SUITES, DEFAULT_TLS13_SUITES,
+    Certificate, ClientAuth, Crl, DomainConfig, Identity, NameVerification, PrivateKey, PrivateKeyFormat,
+    ProtocolVersion, Resumption, Role, ServerName, DEFAULT_TLS12_SUITES, DEFAULT_TLS13_SUITES,
 };
 pub use domain::{ClientTarget, DomainTable, Listener, ReloadableTable, ServerSelection, SniCandidates, SniMatch};
 pub use error::{Alert, CertificateError, Error, ErrorKind, ProtocolErrorKind, Result};

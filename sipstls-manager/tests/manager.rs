@@ -20,7 +20,8 @@ const WAIT: Duration = Duration::from_secs(10);
 fn table(backend: &Arc<dyn Backend>) -> Arc<DomainTable> {
     let p = pki();
     let mut t = DomainTable::new(backend.clone());
-    let server = DomainConfig::server(p.server_ecdsa.identity()).with_client_auth(p.roots(), false);
+    let server =
+        DomainConfig::server(p.server_ecdsa.identity()).with_client_auth(sipstls::ClientAuth::Optional(p.roots()));
     t.add_server(Listener::Any, None, &server).unwrap();
     t.add_server(Listener::Any, Some(SniMatch::Exact(ALT_NAME.into())), &DomainConfig::server(p.server_alt.identity()))
         .unwrap();
