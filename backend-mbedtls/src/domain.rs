@@ -301,7 +301,7 @@ pub struct MbedtlsServerDomain {
 }
 
 impl ServerDomain for MbedtlsServerDomain {
-    fn accept(&self, sni: Option<Arc<SniCandidates>>) -> Result<Box<dyn Session>> {
+    fn accept_with_sni(&self, sni: Option<Arc<SniCandidates>>) -> Result<Box<dyn Session>> {
         let cfg = &self.inner.cfg;
         let mut shared = Shared::new(
             VerifyPolicy::Server { optional: self.inner.authmode == sys::SSL_VERIFY_OPTIONAL },

@@ -614,7 +614,7 @@ impl OpensslServerDomain {
 }
 
 impl ServerDomain for OpensslServerDomain {
-    fn accept(&self, sni: Option<Arc<SniCandidates>>) -> Result<Box<dyn Session>> {
+    fn accept_with_sni(&self, sni: Option<Arc<SniCandidates>>) -> Result<Box<dyn Session>> {
         let mut ssl = Ssl::new(&self.ctx).map_err(backend_err)?;
         apply_server_verify(&mut ssl, &self.cfg);
         if let Some(c) = sni {

@@ -411,7 +411,7 @@ impl RustlsServerDomain {
 }
 
 impl ServerDomain for RustlsServerDomain {
-    fn accept(&self, sni: Option<Arc<SniCandidates>>) -> Result<Box<dyn sipstls_core::Session>> {
+    fn accept_with_sni(&self, sni: Option<Arc<SniCandidates>>) -> Result<Box<dyn sipstls_core::Session>> {
         Ok(Box::new(RustlsSession::server(
             Acceptor::default(),
             session::Selected { config: self.config.clone(), verify_peer: self.cfg.verify_peer },

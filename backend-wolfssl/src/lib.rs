@@ -454,7 +454,7 @@ pub struct WolfsslServerDomain {
 }
 
 impl ServerDomain for WolfsslServerDomain {
-    fn accept(&self, sni: Option<Arc<SniCandidates>>) -> Result<Box<dyn Session>> {
+    fn accept_with_sni(&self, sni: Option<Arc<SniCandidates>>) -> Result<Box<dyn Session>> {
         Ok(Box::new(WolfsslSession::server(self.inner.clone(), sni)))
     }
 

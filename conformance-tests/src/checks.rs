@@ -44,7 +44,7 @@ pub fn sessions(
     ccfg: &DomainConfig,
     name: &str,
 ) -> (Box<dyn Session>, Box<dyn Session>) {
-    let s = b.server_domain(scfg).expect("server domain").accept(None).expect("accept");
+    let s = b.server_domain(scfg).expect("server domain").accept().expect("accept");
     let c = b.client_domain(ccfg).expect("client domain").connect(Some(&dns(name))).expect("connect");
     (c, s)
 }
@@ -263,11 +263,11 @@ pub fn ip_address_identity(b: &dyn Backend, v: ProtocolVersion) {
     let cd = b.client_domain(&client_cfg(v)).unwrap();
     let sd = b.server_domain(&server_cfg(v)).unwrap();
     let ok: IpAddr = "127.0.0.1".parse().unwrap();
-    let (mut c, mut s) = (cd.connect(Some(&ServerName::Ip(ok))).unwrap(), sd.accept(None).unwrap());
+    let (mut c, mut s) = (cd.connect(Some(&ServerName::Ip(ok))).unwrap(), sd.accept().unwrap());
     pump::handshake(&mut *c, &mut *s).expect("IP in SAN must verify");
     assert_eq!(s.info().unwrap().sni, None, "an IP address is never sent as SNI");
     let bad: IpAddr = "192.0.2.7".parse().unwrap();
-    let (mut c, mut s) = (cd.connect(Some(&ServerName::Ip(bad))).unwrap(), sd.accept(None).unwrap());
+    let (mut c, mut s) = (cd.connect(Some(&ServerName::Ip(bad))).unwrap(), sd.accept().unwrap());
     let f = expect_failure(&mut *c, &mut *s);
     assert!(matches!(f.error, Error::Certificate(CertificateError::NameMismatch { .. })), "got {f:?}");
 }
@@ -391,7 +391,7 @@ fn resumption_series(b: &dyn Backend, scfg: &DomainConfig, ccfg: &DomainConfig, 
     (0..n)
         .map(|_| {
             let mut c = cd.connect(Some(&dns(SERVER_NAME))).unwrap();
-            let mut s = sd.accept(None).unwrap();
+            let mut s = sd.accept().unwrap();
             pump::handshake(&mut *c, &mut *s).expect("handshake");
             pump::send(&mut *c, &mut *s, b"ping").unwrap();
             pump::send(&mut *s, &mut *c, b"pong").unwrap();
@@ -751,7 +751,7 @@ pub fn version_mismatch_refused(b: &dyn Backend) {
 pub fn garbage_input_typed_error(b: &dyn Backend) {
     let sd = b.server_domain(&DomainConfig::server(pki().server_ecdsa.identity())).unwrap();
     for seed in 1..=32u64 {
-        let mut s = sd.accept(None).unwrap();
+        let mut s = sd.accept().unwrap();
         let mut fed = 0usize;
         let err = loop {
             assert!(fed < (1 << 20), "seed {seed}: 1 MiB of random bytes accepted without an error");
@@ -772,7 +772,7 @@ pub fn garbage_input_typed_error(b: &dyn Backend) {
 
 /// A record header announcing 65535 bytes is refused as a record overflow.
 pub fn oversize_record_length(b: &dyn Backend) {
-    let mut s = b.server_domain(&DomainConfig::server(pki().server_ecdsa.identity())).unwrap().accept(None).unwrap();
+    let mut s = b.server_domain(&DomainConfig::server(pki().server_ecdsa.identity())).unwrap().accept().unwrap();
     let mut rec = vec![0x16, 0x03, 0x01, 0xFF, 0xFF];
     rec.extend(std::iter::repeat_n(0u8, 64));
     let e = s.feed_tls(&rec).expect_err("must be refused");
@@ -814,7 +814,7 @@ pub fn truncated_record(b: &dyn Backend) {
     assert!(n > 50, "client must produce a ClientHello");
     hello.truncate(n / 2);
     let sd = b.server_domain(&server_cfg(v)).unwrap();
-    let mut s = sd.accept(None).unwrap();
+    let mut s = sd.accept().unwrap();
     assert_eq!(s.feed_tls(&hello), Ok(hello.len()));
     assert!(s.is_handshaking() && !s.wants_write() && s.error().is_none());
     let r = TlsStream::accept(&*sd, Truncated { data: hello, pos: 0 });

@@ -199,7 +199,7 @@ pub fn record_length_over_limit(b: &dyn Backend) {
     for v in versions(b) {
         // Server, first record; client, the server's first record: in the clear, with
         // the alert RFC 8446 section 5.1 names.
-        let mut s = b.server_domain(&server_cfg(v)).unwrap().accept(None).unwrap();
+        let mut s = b.server_domain(&server_cfg(v)).unwrap().accept().unwrap();
         let (e, sent) = feed_until_error_wire(b, &mut *s, &record(0x16, over), &format!("{v} server, first record"));
         assert_peer_fault(&e, "server, first record");
         assert_eq!(last_plaintext_alert(&sent), Some(Alert::RECORD_OVERFLOW), "{v} server, first record: {e:?}");
@@ -314,8 +314,7 @@ pub fn sslv2_client_hello_refused(b: &dyn Backend) {
         ("SSLv2 ClientHello", hello([0x00, 0x02], [0x01, 0x00, 0x80])), // SSL_CK_RC4_128_WITH_MD5
         ("SSLv2-format hello for TLS 1.0", hello([0x03, 0x01], [0x00, 0xC0, 0x2B])),
     ] {
-        let mut s =
-            b.server_domain(&DomainConfig::server(pki().server_ecdsa.identity())).unwrap().accept(None).unwrap();
+        let mut s = b.server_domain(&DomainConfig::server(pki().server_ecdsa.identity())).unwrap().accept().unwrap();
         let e = feed_until_error(b, &mut *s, &h, what);
         assert_peer_fault(&e, what);
         let mut out = vec![0u8; 4096];
@@ -336,7 +335,7 @@ pub fn data_before_handshake_ends(b: &dyn Backend) {
     appdata.extend(random(5, 0x40));
     for v in versions(b) {
         let (_c, hello) = client_hello(b, v);
-        let mut s = b.server_domain(&server_cfg(v)).unwrap().accept(None).unwrap();
+        let mut s = b.server_domain(&server_cfg(v)).unwrap().accept().unwrap();
         assert_eq!(s.feed_tls(&hello), Ok(hello.len()));
         let e = feed_until_error(b, &mut *s, &appdata, &format!("{v} server"));
         assert_peer_fault(&e, &format!("{v} server"));
@@ -500,7 +499,7 @@ pub fn no_usable_signature_scheme(b: &dyn Backend) {
     if !b.capabilities().contains(Capabilities::TLS12) {
         return;
     }
-    let mut s = b.server_domain(&DomainConfig::server(pki().server_ecdsa.identity())).unwrap().accept(None).unwrap();
+    let mut s = b.server_domain(&DomainConfig::server(pki().server_ecdsa.identity())).unwrap().accept().unwrap();
     let mut input = HELLO_WITHOUT_ECDSA_P256_SCHEME.to_vec();
     // Then something that is not the rest of a handshake, in case the server answers.
     input.extend(random(77, 4096));
@@ -519,7 +518,7 @@ pub fn close_notify_during_handshake(b: &dyn Backend) {
         let (mut c, _) = client_hello(b, v);
         let e = feed_until_error(b, &mut *c, &input, &format!("{v} client"));
         assert_peer_fault(&e, &format!("{v} client: close_notify instead of the ServerHello"));
-        let mut s = b.server_domain(&server_cfg(v)).unwrap().accept(None).unwrap();
+        let mut s = b.server_domain(&server_cfg(v)).unwrap().accept().unwrap();
         let e = feed_until_error(b, &mut *s, &input, &format!("{v} server"));
         assert_peer_fault(&e, &format!("{v} server: close_notify instead of the ClientHello"));
     }

@@ -64,7 +64,7 @@ pub fn large_client_hello(b: &dyn Backend) {
             assert_eq!(hello.len(), size);
             for (framing, input) in framings(&hello) {
                 let what = format!("{v} ClientHello of {size} bytes in {framing}");
-                each_delivery(&input, &what, || sd.accept(None).unwrap(), check_server_reaction);
+                each_delivery(&input, &what, || sd.accept().unwrap(), check_server_reaction);
             }
         }
     }
@@ -79,7 +79,7 @@ pub fn many_cipher_suites(b: &dyn Backend) {
             let hello = HelloSpec { filler_suites: filler, ..HelloSpec::new(v) }.message();
             for (framing, input) in framings(&hello) {
                 let what = format!("{v} ClientHello with {filler} cipher suites ({} bytes) in {framing}", hello.len());
-                each_delivery(&input, &what, || sd.accept(None).unwrap(), check_server_reaction);
+                each_delivery(&input, &what, || sd.accept().unwrap(), check_server_reaction);
             }
         }
     }

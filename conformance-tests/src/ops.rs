@@ -97,7 +97,7 @@ pub fn table_statistics(b: &dyn Backend) {
     drop(s);
     // A server the client does not trust: the client domain counts UnknownIssuer.
     let untrusted = b.server_domain(&DomainConfig::server(pki().server_untrusted.identity()).with_version(v)).unwrap();
-    let mut s = untrusted.accept(None).unwrap();
+    let mut s = untrusted.accept().unwrap();
     let mut c = t.connect(&ClientTarget::name(SERVER_NAME)).unwrap();
     assert!(pump::handshake(&mut *c, &mut *s).is_err());
     drop(c);

@@ -100,7 +100,7 @@ pub(crate) fn tls13_leaf_for_schemes(b: &dyn Backend, scfg: &DomainConfig, rsa: 
         .with_no_client_auth();
     let name = ServerName::try_from(SERVER_NAME).expect("name");
     let mut c = rustls::ClientConnection::new(Arc::new(config), name).expect("rustls client");
-    let mut s = b.server_domain(scfg).expect("server domain").accept(None).expect("accept");
+    let mut s = b.server_domain(scfg).expect("server domain").accept().expect("accept");
 
     let mut buf = vec![0u8; 64 * 1024];
     c.writer().write_all(b"x").expect("buffer early data");

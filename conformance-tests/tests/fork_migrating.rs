@@ -119,7 +119,7 @@ fn step(pair: &mut Pair, shared: &Shared) -> Result<bool, String> {
         0 => {
             let name = ServerName::parse(SERVER_NAME).map_err(|e| e.to_string())?;
             pair.client = Some(shared.client.connect(Some(&name)).map_err(|e| e.to_string())?);
-            pair.server = Some(shared.server.accept(None).map_err(|e| e.to_string())?);
+            pair.server = Some(shared.server.accept().map_err(|e| e.to_string())?);
             pair.phase = 1;
         }
         1 => {
@@ -393,7 +393,7 @@ fn ticket_from_worker_a_resumes_in_b(arena: &'static SharedArena, shared: &'stat
         let name = ServerName::parse(SERVER_NAME).expect("static name");
         let code = (|| {
             let Ok(mut c) = shared.resuming_client.connect(Some(&name)) else { return 10 };
-            let Ok(mut s) = shared.server.accept(None) else { return 10 };
+            let Ok(mut s) = shared.server.accept() else { return 10 };
             if let Err(e) = sipstls_conformance::pump::handshake(&mut *c, &mut *s) {
                 eprintln!("worker {}: handshake failed: {e:?}", std::process::id());
                 return 10;
@@ -594,7 +594,7 @@ fn workers_killed_at_random_points(arena: &'static SharedArena, shared: &'static
     let ok = std::thread::spawn(move || {
         let name = ServerName::parse(SERVER_NAME).unwrap();
         let mut c = shared.client.connect(Some(&name)).expect("connect");
-        let mut s = shared.server.accept(None).expect("accept");
+        let mut s = shared.server.accept().expect("accept");
         let r = match sipstls_conformance::pump::handshake(&mut *c, &mut *s) {
             Ok(()) => sipstls_conformance::pump::send(&mut *c, &mut *s, b"after the kills").map_err(|e| e.to_string()),
             Err(f) => Err(format!("handshake: {f:?}")),
@@ -628,7 +628,7 @@ fn low_memory_with_live_sessions(arena: &'static SharedArena, shared: &'static S
     let name = ServerName::parse(SERVER_NAME).unwrap();
     let open = || {
         let mut c = shared.client.connect(Some(&name)).expect("connect");
-        let mut s = shared.server.accept(None).expect("accept");
+        let mut s = shared.server.accept().expect("accept");
         sipstls_conformance::pump::handshake(&mut *c, &mut *s).expect("handshake");
         (c, s)
     };

@@ -365,7 +365,7 @@ fn workers_killed_under_load(backend: &Arc<dyn Backend>) {
     assert!(!killed.contains(&(pid as libc::pid_t)), "{name}: a killed worker answered");
     let sn = sipstls::ServerName::parse(SERVER_NAME).unwrap();
     let mut c = client_domain.connect(Some(&sn)).unwrap();
-    let mut s = server.accept(None).unwrap();
+    let mut s = server.accept().unwrap();
     pump::handshake(&mut *c, &mut *s).expect("in-process handshake in the parent");
     assert_eq!(pump::send(&mut *c, &mut *s, b"still fine").unwrap(), b"still fine");
     drop((c, s));

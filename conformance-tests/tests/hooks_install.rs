@@ -65,7 +65,7 @@ fn sessions_live_in_the_arena(arena: &'static SharedArena, hooked: &[&'static st
         let cd = b.client_domain(&client_cfg(v).with_resumption(Resumption::DISABLED)).unwrap();
         let connect = || {
             let mut c = cd.connect(Some(&ServerName::parse(SERVER_NAME).unwrap())).unwrap();
-            let mut s = sd.accept(None).unwrap();
+            let mut s = sd.accept().unwrap();
             pump::handshake(&mut *c, &mut *s).expect("handshake with hooks");
             assert_eq!(pump::send(&mut *c, &mut *s, b"in the arena").unwrap(), b"in the arena");
             (c, s)

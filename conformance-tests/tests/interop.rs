@@ -392,7 +392,7 @@ fn cross_once(client: &str, server: &str, v: ProtocolVersion, mtls: bool, resuma
     let mut resumed = Vec::new();
     for _ in 0..3 {
         let mut c = cd.connect(Some(&ServerName::parse(SERVER_NAME).unwrap())).unwrap();
-        let mut s = sd.accept(None).unwrap();
+        let mut s = sd.accept().unwrap();
         pump::handshake(&mut *c, &mut *s).unwrap_or_else(|f| panic!("{client} -> {server} {v}: {f:?}"));
         assert_eq!(pump::send(&mut *c, &mut *s, b"REGISTER").unwrap(), b"REGISTER");
         assert_eq!(pump::send(&mut *s, &mut *c, b"SIP/2.0 200 OK").unwrap(), b"SIP/2.0 200 OK");

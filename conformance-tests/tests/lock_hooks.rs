@@ -127,7 +127,7 @@ fn run_handshakes(backend: &str) {
                 scope.spawn(|| {
                     for _ in 0..PER_THREAD {
                         let mut c = cd.connect(Some(&ServerName::parse(SERVER_NAME).unwrap())).unwrap();
-                        let mut s = sd.accept(None).unwrap();
+                        let mut s = sd.accept().unwrap();
                         pump::handshake(&mut *c, &mut *s).expect("handshake");
                         assert_eq!(pump::send(&mut *c, &mut *s, b"locked").unwrap(), b"locked");
                         assert_eq!(pump::send(&mut *s, &mut *c, b"and back").unwrap(), b"and back");

@@ -61,7 +61,7 @@ fn main() {
     let req = vec![b'R'; 1024];
     let resp = vec![b'A'; 1024];
     let connect = |keep: &mut Vec<Box<dyn Session>>| {
-        let mut s = server.accept(None).expect("accept");
+        let mut s = server.accept().expect("accept");
         let mut c = client.connect(Some(&name)).expect("connect");
         pump::handshake(&mut *c, &mut *s).expect("handshake");
         assert_eq!(pump::send(&mut *c, &mut *s, &req).unwrap(), req);

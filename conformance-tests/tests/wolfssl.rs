@@ -18,7 +18,7 @@ fn chained_resumptions_beyond_255() {
     let mut resumed = 0;
     for i in 0..300 {
         let mut c = cd.connect(Some(&ServerName::parse(SERVER_NAME).unwrap())).unwrap();
-        let mut s = sd.accept(None).unwrap();
+        let mut s = sd.accept().unwrap();
         pump::handshake(&mut *c, &mut *s).unwrap_or_else(|f| panic!("connection {i}: {f:?}"));
         assert_eq!(pump::send(&mut *s, &mut *c, b"x").unwrap(), b"x"); // delivers the ticket
         resumed += usize::from(c.info().unwrap().resumed);

@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&step, input)) = data.split_first() else { return };
     let step = usize::from(step).max(1) * 7;
     for d in domains() {
-        let mut s = d.accept(None).expect("accept");
+        let mut s = d.accept().expect("accept");
         let mut out = vec![0u8; 32 * 1024];
         let mut off = 0;
         let mut stalls = 0;

@@ -79,7 +79,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let roots = Certificate::all_from_pem(&std::fs::read(dir.join("ca.pem"))?)?;
     let server = backend.server_domain(&DomainConfig::server(identity))?;
     let client = backend.client_domain(&DomainConfig::client(roots))?;
-    let mut s = server.accept(None)?;
+    let mut s = server.accept()?;
     let mut c = client.connect(Some(&ServerName::parse(SERVER_NAME)?))?;
 
     let mut rounds = 0;

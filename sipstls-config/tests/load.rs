@@ -215,13 +215,14 @@ fn rich_config_builds_a_table() {
     let table = domains.build_table(backend.clone()).unwrap();
 
     // Servers: the listener's own profile, SNI candidates from [server:any].
-    let (d, sni) = table.server_for("127.0.0.1:5061".parse().unwrap()).unwrap();
-    assert_eq!(d.config(), &domains.servers[1].config);
-    let sni = sni.expect("[server:any] is an SNI candidate on every listener");
+    let sel = table.server_for("127.0.0.1:5061".parse().unwrap()).unwrap();
+    assert_eq!(sel.initial.config(), &domains.servers[1].config);
+    let sni = sel.by_sni.as_ref().expect("[server:any] is an SNI candidate on every listener");
     assert_eq!(sni.select("a.sip.example.com").unwrap().config(), &domains.servers[2].config);
     assert!(sni.select("example.com").is_none());
-    let (d, _) = table.server_for("10.0.0.1:5061".parse().unwrap()).unwrap();
-    assert_eq!(d.config(), &domains.servers[0].config);
+    assert_eq!(sel.for_sni("example.com").config(), &domains.servers[1].config, "no match: the initial domain");
+    let sel = table.server_for("10.0.0.1:5061".parse().unwrap()).unwrap();
+    assert_eq!(sel.initial.config(), &domains.servers[0].config);
 
     // Clients: by id, by name, else the default.
     let by_id = table.client_for(&ClientTarget { id: Some("gw1".into()), ..Default::default() }).unwrap().0;
@@ -557,12 +558,11 @@ private_key = certs/server.key
     );
 
     let table = d.build_table(Arc::new(RustlsBackend::new())).unwrap();
-    let depth = |local: &str| table.server_for(local.parse().unwrap()).unwrap().0.config().verify_depth;
+    let depth = |local: &str| table.server_for(local.parse().unwrap()).unwrap().initial.config().verify_depth;
     assert_eq!(depth("127.0.0.1:5061"), 2, "before SNI: the last named profile, as Kamailio");
     assert_eq!(depth("127.0.0.2:5061"), 3, "the plain profile of the address");
     assert_eq!(depth("127.0.0.3:5061"), 9, "the default profile");
-    let (_, sni) = table.server_for("127.0.0.1:5061".parse().unwrap()).unwrap();
-    let sni = sni.unwrap();
+    let sni = table.server_for("127.0.0.1:5061".parse().unwrap()).unwrap().by_sni.unwrap();
     assert_eq!(sni.select("a.example").unwrap().config().verify_depth, 1);
     assert_eq!(sni.select("B.EXAMPLE").unwrap().config().verify_depth, 2);
     assert!(sni.select("c.example").is_none(), "c.example belongs to another address");

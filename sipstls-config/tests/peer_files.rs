@@ -139,12 +139,12 @@ fn fixture_tls_cfg_builds_a_table_that_picks_the_right_domains() {
     let table = domains.build_table(backend).unwrap();
 
     // 127.0.0.1:5062 has its own profile (mTLS); every other listener gets the default.
-    let (d, sni) = table.server_for(addr("127.0.0.1:5062")).unwrap();
-    assert_eq!(d.config(), &domains.servers[1].config);
-    assert!(sni.is_none());
+    let sel = table.server_for(addr("127.0.0.1:5062")).unwrap();
+    assert_eq!(sel.initial.config(), &domains.servers[1].config);
+    assert!(sel.by_sni.is_none());
     for other in ["127.0.0.1:5061", "[::1]:5061", "127.0.0.1:5063"] {
-        let (d, _) = table.server_for(addr(other)).unwrap();
-        assert_eq!(d.config(), &domains.servers[0].config, "{other}");
+        let sel = table.server_for(addr(other)).unwrap();
+        assert_eq!(sel.initial.config(), &domains.servers[0].config, "{other}");
     }
 
     // One client profile, the default: its server_name is the name used.

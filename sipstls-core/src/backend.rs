@@ -97,9 +97,17 @@ impl ProcessModel {
 
 /// A compiled server-side TLS domain: certificate, key, verification and protocol settings.
 pub trait ServerDomain: Send + Sync + 'static {
-    /// Starts a server session with this domain. With `sni`, the client's SNI may switch
-    /// the session to another domain of the same backend during the handshake.
-    fn accept(&self, sni: Option<Arc<SniCandidates>>) -> Result<Box<dyn Session>>;
+    /// Starts a server session with this domain (no switch by SNI). Applications with
+    /// several domains use [`DomainTable::accept`](crate::DomainTable::accept), which picks
+    /// the domain by listener and SNI.
+    fn accept(&self) -> Result<Box<dyn Session>> {
+        self.accept_with_sni(None)
+    }
+
+    /// For [`DomainTable`](crate::DomainTable) and the backends: starts a server session
+    /// with this domain, which the client's SNI may switch, during the handshake, to one of
+    /// `sni`'s domains of the same backend ([`SniCandidates::select`]).
+    fn accept_with_sni(&self, sni: Option<Arc<SniCandidates>>) -> Result<Box<dyn Session>>;
 
     /// The configuration this domain was built from.
     fn config(&self) -> &DomainConfig;

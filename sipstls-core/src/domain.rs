@@ -146,8 +146,30 @@ impl fmt::Debug for SniCandidates {
     }
 }
 
-/// The initial server domain for a listener and the domains its SNI may switch to.
-pub type ServerSelection = (Arc<dyn ServerDomain>, Option<Arc<SniCandidates>>);
+/// What a listener serves: the domain a connection starts with and the domains the
+/// client's SNI may switch it to ([`DomainTable::server_for`]).
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ServerSelection {
+    /// The domain used until SNI selects another (the listener's default domain).
+    pub initial: Arc<dyn ServerDomain>,
+    /// The domains SNI may select; `None` when no domain of this listener has an SNI
+    /// pattern.
+    pub by_sni: Option<Arc<SniCandidates>>,
+}
+
+impl ServerSelection {
+    /// The domain a ClientHello with `sni` ends up with.
+    pub fn for_sni(&self, sni: &str) -> &Arc<dyn ServerDomain> {
+        self.by_sni.as_ref().and_then(|c| c.select(sni)).unwrap_or(&self.initial)
+    }
+}
+
+impl fmt::Debug for ServerSelection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerSelection").field("by_sni", &self.by_sni).finish_non_exhaustive()
+    }
+}
 
 /// Where a client connection goes; the table picks the client domain from it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -276,7 +298,7 @@ impl DomainTable {
 
     /// The SNI candidates and the initial domain for a connection accepted on `local`.
     pub fn server_for(&self, local: SocketAddr) -> Result<ServerSelection> {
-        self.server_entry_for(local).map(|(e, c)| (e.domain.clone(), c))
+        self.server_entry_for(local).map(|(e, by_sni)| ServerSelection { initial: e.domain.clone(), by_sni })
     }
 
     fn server_entry_for(&self, local: SocketAddr) -> Result<(&ServerEntry, Option<Arc<SniCandidates>>)> {
@@ -312,7 +334,7 @@ impl DomainTable {
         keep: Option<Keep>,
     ) -> Result<Box<dyn Session>> {
         let (entry, candidates) = self.server_entry_for(local)?;
-        let session = entry.domain.accept(candidates)?;
+        let session = entry.domain.accept_with_sni(candidates)?;
         Ok(TrackedSession::boxed(session, entry.stats.clone(), peer, keep))
     }
 

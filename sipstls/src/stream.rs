@@ -76,7 +76,7 @@ impl<S: Read + Write> TlsStream<S> {
     /// SNI switching: a single domain has nothing to switch to; use
     /// [`accept_in`](TlsStream::accept_in) with a table for several domains).
     pub fn accept(domain: &dyn ServerDomain, io: S) -> io::Result<Self> {
-        let mut s = TlsStream::new(domain.accept(None).map_err(to_io)?, io);
+        let mut s = TlsStream::new(domain.accept().map_err(to_io)?, io);
         s.handshake()?;
         Ok(s)
     }

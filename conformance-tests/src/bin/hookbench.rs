@@ -128,7 +128,7 @@ fn idle_server(
 ) -> Box<dyn Session> {
     let msg = [0x5au8; 1024];
     let mut out = [0u8; 4096];
-    let mut s = sd.accept(None).expect("accept");
+    let mut s = sd.accept().expect("accept");
     let mut c = cd.connect(Some(name)).expect("connect");
     let (mut a, mut b) = (Duration::ZERO, Duration::ZERO);
     handshake(&mut *c, &mut *s, buf, &mut a);
@@ -191,7 +191,7 @@ fn child(backend_name: &str, hooks_on: bool, n: usize, idle: usize) -> ChildResu
         let mut server = Duration::ZERO;
         for _ in 0..count {
             let t = Instant::now();
-            let mut s = sd.accept(None).unwrap();
+            let mut s = sd.accept().unwrap();
             server += t.elapsed();
             let mut c = cd.connect(Some(&name)).unwrap();
             handshake(&mut *c, &mut *s, &mut buf, &mut server);
@@ -241,7 +241,7 @@ fn full_handshakes(
     n: usize,
 ) {
     for _ in 0..n {
-        let mut s = sd.accept(None).expect("accept");
+        let mut s = sd.accept().expect("accept");
         let mut c = cd.connect(Some(name)).expect("connect");
         let mut server_time = Duration::ZERO;
         handshake(&mut *c, &mut *s, buf, &mut server_time);

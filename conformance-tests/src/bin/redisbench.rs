@@ -102,7 +102,7 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 /// Returns (client resumed, server resumed).
 fn connection(cd: &dyn sipstls::ClientDomain, sd: &dyn sipstls::ServerDomain) -> (bool, bool) {
     let mut c = cd.connect(Some(&ServerName::Dns(SERVER_NAME.into()))).unwrap();
-    let mut s = sd.accept(None).unwrap();
+    let mut s = sd.accept().unwrap();
     pump::handshake(&mut *c, &mut *s).expect("handshake");
     pump::send(&mut *c, &mut *s, b"OPTIONS").unwrap();
     pump::send(&mut *s, &mut *c, b"200 OK").unwrap();

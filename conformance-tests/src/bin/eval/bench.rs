@@ -397,7 +397,7 @@ impl Fixture {
     /// side). Returns the server's `TlsInfo` and, if `check_client`, whether the client
     /// saw a resumption (read untimed: the client's `info()` parses the certificate).
     fn connect_once(&mut self, clocks: &mut Clocks, check_client: bool) -> Result<(TlsInfo, Option<bool>), String> {
-        let mut server = timed(&mut clocks.server, || self.server.accept(None)).map_err(|e| format!("accept: {e}"))?;
+        let mut server = timed(&mut clocks.server, || self.server.accept()).map_err(|e| format!("accept: {e}"))?;
         let mut client =
             timed(&mut clocks.client, || self.client.connect(Some(&self.name))).map_err(|e| format!("connect: {e}"))?;
         drive::handshake(&mut *client, &mut *server, clocks, &mut self.scratch.wire)?;
@@ -414,7 +414,7 @@ impl Fixture {
 
     /// An established pair (unmeasured).
     fn connect_pair(&mut self) -> Result<Pair, String> {
-        let mut server = self.server.accept(None).map_err(|e| format!("accept: {e}"))?;
+        let mut server = self.server.accept().map_err(|e| format!("accept: {e}"))?;
         let mut client = self.client.connect(Some(&self.name)).map_err(|e| format!("connect: {e}"))?;
         drive::handshake(&mut *client, &mut *server, &mut Clocks::default(), &mut self.scratch.wire)?;
         let info = server.info().ok_or("the server reports no TlsInfo after a completed handshake")?;
@@ -470,7 +470,7 @@ impl Fixture {
     /// the client session is dropped.
     fn idle_connection(&mut self, clocks: &mut Clocks) -> Result<Box<dyn Session>, String> {
         const MSG: [u8; 1024] = [0x53; 1024];
-        let mut server = self.server.accept(None).map_err(|e| format!("accept: {e}"))?;
+        let mut server = self.server.accept().map_err(|e| format!("accept: {e}"))?;
         let mut client = self.client.connect(Some(&self.name)).map_err(|e| format!("connect: {e}"))?;
         drive::handshake(&mut *client, &mut *server, clocks, &mut self.scratch.wire)?;
         let (c, s) = (&mut clocks.client, &mut clocks.server);

@@ -107,7 +107,7 @@ impl SipstlsRunner {
     }
 
     fn handshake(&mut self) -> Result<SessionPair, String> {
-        let mut s = self.server.accept(None).map_err(|e| e.to_string())?;
+        let mut s = self.server.accept().map_err(|e| e.to_string())?;
         let mut c = self.client.connect(Some(&self.name)).map_err(|e| e.to_string())?;
         for _ in 0..16 {
             if !c.is_handshaking() && !s.is_handshaking() && !c.wants_write() && !s.wants_write() {
