@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sipstls::{Certificate, ClientDomain, DomainConfig, DomainTable, TlsStream};
-use sipstls_manager::{ConnectTarget, Connection, ListenerConfig, ManagerConfig, ManagerEvent, TlsManager, Worker};
+use sipstls_manager::{Connection, ListenerConfig, ManagerConfig, ManagerEvent, TlsManager, Worker};
 
 use crate::cli::ServerOptions;
 use crate::registrar::Registrar;
@@ -318,7 +318,7 @@ fn exchange<S: Read + Write>(s: &mut S, pending: &mut Vec<u8>, request: &[u8], b
 /// The confined model's relay: the manager makes (or reuses) the TLS connection.
 struct ManagerRelay {
     worker: Arc<Worker>,
-    target: ConnectTarget,
+    target: sipstls::ClientTarget,
     /// Serialises relays of this worker on the shared connection; keeps unread bytes.
     state: Mutex<(u64, Vec<u8>)>,
 }
@@ -496,7 +496,7 @@ fn worker_main(index: usize, control: OwnedFd, registrar: Registrar, opts: &SipS
         }
     };
     let relay: Option<Box<dyn Relay>> = opts.next_hop.map(|dest| {
-        let mut target = ConnectTarget::new(dest);
+        let mut target = sipstls::ClientTarget::addr(dest);
         target.server_name = opts.next_hop_name.clone();
         Box::new(ManagerRelay { worker: worker.clone(), target, state: Mutex::new((0, Vec::new())) }) as Box<dyn Relay>
     });

@@ -193,6 +193,23 @@ impl ClientTarget {
     pub fn addr_name(addr: SocketAddr, name: impl Into<String>) -> Self {
         ClientTarget { addr: Some(addr), server_name: Some(name.into()), ..Default::default() }
     }
+
+    /// A target by remote address (the name: the domain's `server_name`, else the IP).
+    pub fn addr(addr: SocketAddr) -> Self {
+        ClientTarget { addr: Some(addr), ..Default::default() }
+    }
+
+    /// Sets the name to send as SNI and verify.
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    /// Chooses the client domain by id (Kamailio's `server_id`).
+    pub fn domain_id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
 }
 
 /// Server and client domains of one backend, with the rules that pick one per connection.

@@ -22,7 +22,7 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 
 /// A message from the manager to a worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum ToWorker {
+pub(crate) enum ToWorker {
     /// A new inbound connection; its plaintext end comes with the message.
     Inbound {
         /// Connection id, unique in this manager.
@@ -57,56 +57,50 @@ pub enum ToWorker {
 
 /// A message from a worker to the manager.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum ToManager {
+pub(crate) enum ToManager {
     /// Open (or reuse) an outbound TLS connection.
     Connect {
         /// Request id chosen by the worker, echoed in the answer.
         req: u64,
         /// Where and with which client domain.
-        target: ConnectTarget,
+        target: WireTarget,
     },
 }
 
-/// Where a worker wants an outbound TLS connection to go, and how the client domain is
-/// chosen (as [`sipstls_core::ClientTarget`]: explicit id, else destination address, else
-/// server name, else the default client domain).
+/// A worker's outbound request as it crosses the control channel: a
+/// [`ClientTarget`](sipstls_core::ClientTarget) with its address, and whether an open
+/// connection may be reused.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ConnectTarget {
+pub(crate) struct WireTarget {
     /// The TCP destination.
     pub dest: SocketAddr,
-    /// An explicit client domain id (Kamailio's `server_id`).
+    /// An explicit client domain id.
     pub domain_id: Option<String>,
-    /// The server name to send as SNI and to verify; default: the domain's `server_name`,
-    /// then the destination's IP.
+    /// The server name to send as SNI and to verify.
     pub server_name: Option<String>,
     /// Whether an open connection with the same destination, client domain and server
-    /// name may be reused (default true). Connections are never reused across domains or
-    /// names.
+    /// name may be reused.
     pub reuse: bool,
 }
 
-impl ConnectTarget {
-    /// A target by address, with the default client domain and reuse allowed.
-    pub fn new(dest: SocketAddr) -> Self {
-        ConnectTarget { dest, domain_id: None, server_name: None, reuse: true }
+impl WireTarget {
+    /// `target` on the wire; `None` without an address (the manager connects by address).
+    pub fn new(target: &sipstls_core::ClientTarget, reuse: bool) -> Option<Self> {
+        Some(WireTarget {
+            dest: target.addr?,
+            domain_id: target.id.clone(),
+            server_name: target.server_name.clone(),
+            reuse,
+        })
     }
 
-    /// Sets the server name (SNI and verified name).
-    pub fn server_name(mut self, name: impl Into<String>) -> Self {
-        self.server_name = Some(name.into());
-        self
-    }
-
-    /// Chooses the client domain by id.
-    pub fn domain_id(mut self, id: impl Into<String>) -> Self {
-        self.domain_id = Some(id.into());
-        self
-    }
-
-    /// Forbids reusing an open connection.
-    pub fn fresh(mut self) -> Self {
-        self.reuse = false;
-        self
+    /// Back to the table's target type.
+    pub fn client_target(&self) -> sipstls_core::ClientTarget {
+        sipstls_core::ClientTarget {
+            id: self.domain_id.clone(),
+            addr: Some(self.dest),
+            server_name: self.server_name.clone(),
+        }
     }
 }
 

@@ -145,6 +145,9 @@ pub enum ConnectError {
     /// The manager is gone (its control channel closed).
     #[error("the TLS manager is gone")]
     ManagerGone,
+    /// The target has no address: the manager connects by address.
+    #[error("the target has no address")]
+    NoAddress,
     /// A local failure (socketpair, control channel).
     #[error("local failure: {0}")]
     Local(String),

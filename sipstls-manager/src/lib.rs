@@ -36,7 +36,7 @@ mod sock;
 mod upstream;
 mod worker;
 
-pub use control::{channel, ConnectTarget};
+pub use control::channel;
 pub use error::{CloseReason, ConnectError, WorkerError};
 pub use manager::{
     ListenerConfig, ListenerKind, ListenerStats, ManagerConfig, ManagerEvent, ManagerStats, OutboundConfig, Route,

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::bridge::{self, Limits, Traffic};
-use crate::control::{self, ConnectTarget, ToManager, ToWorker};
+use crate::control::{self, ToManager, ToWorker, WireTarget};
 use crate::error::{CloseReason, ConnectError};
 use crate::hello::client_hello_sni;
 use crate::meta::{ConnMeta, Direction};
@@ -103,8 +103,9 @@ impl ListenerConfig {
 /// Where an outbound listener's connections go (see [`TlsManager::listen_outbound`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// Every connection to this destination, with this client domain and server name.
-    Static(ConnectTarget),
+    /// Every connection to this target (its address is required), with the client
+    /// domain its id, address or name selects.
+    Static(ClientTarget),
     /// Each connection starts with a PROXY v2 header whose destination address is where
     /// to connect and whose AUTHORITY TLV, if any, is the server name; the client domain
     /// is `domain_id`'s or, without one, chosen by address and name.
@@ -565,6 +566,9 @@ impl TlsManager {
     /// Binds a plaintext listener for a SIP server's outbound connections (see
     /// [`OutboundConfig`]); returns the bound address.
     pub fn listen_outbound(&self, cfg: OutboundConfig) -> std::io::Result<SocketAddr> {
+        if matches!(&cfg.route, Route::Static(t) if t.addr.is_none()) {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "a static route needs an address"));
+        }
         let listener = self.bind(cfg.addr)?;
         let local = listener.local_addr()?;
         let entry = self.register(ListenerEntry::new(cfg.name.clone(), local, ListenerKind::Outbound, None));
@@ -949,7 +953,7 @@ async fn worker_reader(inner: Arc<Inner>, link: Arc<WorkerLink>) {
     inner.worker_lost(&link);
 }
 
-async fn outbound(inner: Arc<Inner>, worker: Arc<WorkerLink>, req: u64, target: ConnectTarget) {
+async fn outbound(inner: Arc<Inner>, worker: Arc<WorkerLink>, req: u64, target: WireTarget) {
     let _active = Active(&inner.counters.active);
     let fail = |error: ConnectError| {
         let inner = inner.clone();
@@ -961,8 +965,7 @@ async fn outbound(inner: Arc<Inner>, worker: Arc<WorkerLink>, req: u64, target: 
             }
         }
     };
-    let ct =
-        ClientTarget { id: target.domain_id.clone(), addr: Some(target.dest), server_name: target.server_name.clone() };
+    let ct = target.client_target();
     let table = inner.table.current();
     let (domain, name) = match table.client_for(&ct) {
         Ok(x) => x,

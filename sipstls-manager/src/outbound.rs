@@ -15,7 +15,6 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::bridge;
-use crate::control::ConnectTarget;
 use crate::error::CloseReason;
 use crate::manager::{handshake, handshake_failed, Inner, ListenerEntry, Route};
 use crate::sock::Watched;
@@ -56,7 +55,7 @@ pub(crate) async fn relay(
     let target = match &*route {
         Route::Static(t) => t.clone(),
         Route::ProxyV2 { domain_id } => match read_destination(&mut plain, inner.cfg.handshake_timeout).await {
-            Ok((dest, server_name)) => ConnectTarget { dest, domain_id: domain_id.clone(), server_name, reuse: false },
+            Ok((dest, server_name)) => ClientTarget { id: domain_id.clone(), addr: Some(dest), server_name },
             Err(error) => {
                 tracing::warn!(listener = %entry.name, %from, %error, "outbound connection refused");
                 let reason = CloseReason::Io(error);
@@ -64,29 +63,27 @@ pub(crate) async fn relay(
             }
         },
     };
-    let ct =
-        ClientTarget { id: target.domain_id.clone(), addr: Some(target.dest), server_name: target.server_name.clone() };
+    // Checked by listen_outbound (static) or set above (PROXY v2).
+    let Some(dest) = target.addr else { return };
     let sni = target.server_name.as_deref();
-    let session = match inner.table.connect(&ct) {
+    let session = match inner.table.connect(&target) {
         Ok(s) => s,
-        Err(e) => return handshake_failed(&inner, &entry, target.dest, sni, &e.into()),
+        Err(e) => return handshake_failed(&inner, &entry, dest, sni, &e.into()),
     };
-    let tcp = match tokio::time::timeout(inner.cfg.connect_timeout, TcpStream::connect(target.dest)).await {
+    let tcp = match tokio::time::timeout(inner.cfg.connect_timeout, TcpStream::connect(dest)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return handshake_failed(&inner, &entry, target.dest, sni, &e.into()),
-        Err(_) => {
-            return handshake_failed(&inner, &entry, target.dest, sni, &CloseReason::Io("TCP connect timed out".into()))
-        }
+        Ok(Err(e)) => return handshake_failed(&inner, &entry, dest, sni, &e.into()),
+        Err(_) => return handshake_failed(&inner, &entry, dest, sni, &CloseReason::Io("TCP connect timed out".into())),
     };
     let _ = tcp.set_nodelay(true);
     let (tcp, session, leftover) = match handshake(&inner, session, tcp, inner.cfg.handshake_timeout).await {
         Ok(x) => x,
-        Err(f) => return handshake_failed(&inner, &entry, target.dest, sni, &f.reason),
+        Err(f) => return handshake_failed(&inner, &entry, dest, sni, &f.reason),
     };
     inner.counters.outbound_ok.fetch_add(1, Ordering::Relaxed);
     entry.handshakes_ok.fetch_add(1, Ordering::Relaxed);
     let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(listener = %entry.name, conn, dest = %target.dest, sni = sni.unwrap_or("-"), "outbound TLS connection up");
+    tracing::debug!(listener = %entry.name, conn, dest = %dest, sni = sni.unwrap_or("-"), "outbound TLS connection up");
     drop(target);
     let (peer, plain) = match (tcp.into_std(), plain.into_std()) {
         (Ok(t), Ok(p)) => match (Watched::new(t), Watched::new(p)) {

@@ -10,7 +10,9 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::control::{self, ConnectTarget, ToManager, ToWorker};
+use sipstls_core::ClientTarget;
+
+use crate::control::{self, ToManager, ToWorker, WireTarget};
 use crate::error::{CloseReason, ConnectError, WorkerError};
 use crate::meta::ConnMeta;
 use crate::sock::AsyncConnection;
@@ -188,25 +190,38 @@ impl Worker {
         lock(&self.closed).try_recv().ok()
     }
 
-    /// Asks the manager for an outbound TLS connection to `target` and waits at most
-    /// `timeout` for it. An open connection of this worker with the same destination,
-    /// client domain and server name is reused when `target.reuse` allows it.
-    pub fn connect(&self, target: &ConnectTarget, timeout: Duration) -> Result<Connection, WorkerError> {
-        let reply = Self::wait(&self.request(target)?, timeout)?;
+    /// Asks the manager for an outbound TLS connection to `target` (its address is
+    /// required; the client domain is chosen by id, address or name as in
+    /// [`DomainTable`](sipstls_core::DomainTable)) and waits at most `timeout` for it. An
+    /// open connection of this worker with the same destination, client domain and server
+    /// name is reused.
+    pub fn connect(&self, target: &ClientTarget, timeout: Duration) -> Result<Connection, WorkerError> {
+        let wire = Self::wire(target, true)?;
+        let reply = Self::wait(&self.request(&wire)?, timeout)?;
         match self.resolve(reply) {
             Some(c) => Ok(c),
             // This worker dropped the reused connection a moment ago: ask for a fresh one.
-            None => self.fresh(Self::wait(&self.request(&target.clone().fresh())?, timeout)?),
+            None => self.fresh(Self::wait(&self.request(&WireTarget { reuse: false, ..wire })?, timeout)?),
         }
     }
 
+    /// As [`connect`](Worker::connect), never reusing an open connection.
+    pub fn connect_fresh(&self, target: &ClientTarget, timeout: Duration) -> Result<Connection, WorkerError> {
+        self.fresh(Self::wait(&self.request(&Self::wire(target, false)?)?, timeout)?)
+    }
+
     /// [`connect`](Worker::connect) on a tokio runtime (no thread blocks).
-    pub async fn connect_async(&self, target: &ConnectTarget, timeout: Duration) -> Result<Connection, WorkerError> {
-        let reply = Self::wait_async(self.request(target)?, timeout).await?;
+    pub async fn connect_async(&self, target: &ClientTarget, timeout: Duration) -> Result<Connection, WorkerError> {
+        let wire = Self::wire(target, true)?;
+        let reply = Self::wait_async(self.request(&wire)?, timeout).await?;
         match self.resolve(reply) {
             Some(c) => Ok(c),
-            None => self.fresh(Self::wait_async(self.request(&target.clone().fresh())?, timeout).await?),
+            None => self.fresh(Self::wait_async(self.request(&WireTarget { reuse: false, ..wire })?, timeout).await?),
         }
+    }
+
+    fn wire(target: &ClientTarget, reuse: bool) -> Result<WireTarget, WorkerError> {
+        WireTarget::new(target, reuse).ok_or(WorkerError::Connect(ConnectError::NoAddress))
     }
 
     /// The connection a reply names; `None` when it reuses one this worker no longer holds.
@@ -230,7 +245,7 @@ impl Worker {
     }
 
     /// Sends a connect request; the answer will be in the returned slot.
-    fn request(&self, target: &ConnectTarget) -> Result<Pending1, WorkerError> {
+    fn request(&self, target: &WireTarget) -> Result<Pending1, WorkerError> {
         let req = self.next_req.fetch_add(1, Ordering::Relaxed);
         let slot = Arc::new(Slot::default());
         lock(&self.pending).insert(req, slot.clone());

@@ -8,11 +8,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use sipstls::{Backend, DomainConfig, DomainTable, Listener, SniMatch, TlsStream};
+use sipstls::{Backend, ClientTarget, DomainConfig, DomainTable, Listener, SniMatch, TlsStream};
 use sipstls_conformance::pki::{pki, ALT_NAME, CLIENT_CN, SERVER_NAME};
 use sipstls_manager::{
-    channel, CloseReason, ConnectError, ConnectTarget, Connection, Direction, ListenerConfig, ManagerConfig,
-    ManagerEvent, TlsManager, Worker, WorkerError,
+    channel, CloseReason, ConnectError, Connection, Direction, ListenerConfig, ManagerConfig, ManagerEvent, TlsManager,
+    Worker, WorkerError,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -165,7 +165,7 @@ fn round_robin_over_workers(backend: Arc<dyn Backend>) {
 fn outbound_reuse_only_for_same_domain_and_name(backend: Arc<dyn Backend>) {
     let s = setup(&backend, 2, ManagerConfig::default(), false);
     let w = &s.workers[0];
-    let target = ConnectTarget::new(s.addr).server_name(SERVER_NAME);
+    let target = ClientTarget::addr(s.addr).server_name(SERVER_NAME);
     let a = w.connect(&target, WAIT).unwrap();
     assert!(!a.reused);
     assert_eq!(a.meta.direction, Direction::Outbound);
@@ -186,14 +186,14 @@ fn outbound_reuse_only_for_same_domain_and_name(backend: Arc<dyn Backend>) {
     let same = w.connect(&target, WAIT).unwrap();
     assert!(same.reused);
     assert_eq!(same.meta.id, a.meta.id);
-    let other_name = w.connect(&ConnectTarget::new(s.addr).server_name(ALT_NAME), WAIT).unwrap();
+    let other_name = w.connect(&ClientTarget::addr(s.addr).server_name(ALT_NAME), WAIT).unwrap();
     assert!(!other_name.reused);
     assert_ne!(other_name.meta.id, a.meta.id);
     assert_eq!(other_name.meta.tls.sni.as_deref(), Some(ALT_NAME));
     let other_domain = w.connect(&target.clone().domain_id("mtls"), WAIT).unwrap();
     assert!(!other_domain.reused);
     assert_ne!(other_domain.meta.id, a.meta.id);
-    let fresh = w.connect(&target.clone().fresh(), WAIT).unwrap();
+    let fresh = w.connect_fresh(&target, WAIT).unwrap();
     assert_ne!(fresh.meta.id, a.meta.id);
     // Another worker never gets this worker's connection.
     let elsewhere = s.workers[1].connect(&target, WAIT).unwrap();
@@ -210,18 +210,19 @@ fn outbound_failures_are_typed(backend: Arc<dyn Backend>) {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let err = |t: ConnectTarget| match w.connect(&t, WAIT) {
+    let err = |t: ClientTarget| match w.connect(&t, WAIT) {
         Err(WorkerError::Connect(e)) => e,
         other => panic!("expected a connect error, got {other:?}"),
     };
-    assert!(matches!(err(ConnectTarget::new(closed_port).server_name(SERVER_NAME)), ConnectError::Tcp(_)));
-    let wrong = err(ConnectTarget::new(s.addr).server_name("nobody.example.test"));
+    assert!(matches!(err(ClientTarget::addr(closed_port).server_name(SERVER_NAME)), ConnectError::Tcp(_)));
+    let wrong = err(ClientTarget::addr(s.addr).server_name("nobody.example.test"));
     assert!(
         matches!(&wrong, ConnectError::Handshake(CloseReason::Tls { kind: sipstls::ErrorKind::Certificate, message })
             if message.contains("nobody.example.test")),
         "{wrong:?}"
     );
-    assert!(matches!(err(ConnectTarget::new(s.addr).domain_id("no-such-domain")), ConnectError::NoDomain(_)));
+    assert!(matches!(err(ClientTarget::addr(s.addr).domain_id("no-such-domain")), ConnectError::NoDomain(_)));
+    assert!(matches!(err(ClientTarget::name(SERVER_NAME)), ConnectError::NoAddress), "the manager connects by address");
     assert_eq!(s.manager.stats().outbound_failed, 3);
 }
 
@@ -440,7 +441,7 @@ fn manager_gone_is_reported_to_workers(backend: Arc<dyn Backend>) {
     let (tx, rx) = mpsc::channel();
     let w = workers[0].clone();
     std::thread::spawn(move || {
-        let _ = tx.send(w.connect(&ConnectTarget::new("127.0.0.1:9".parse().unwrap()), WAIT).is_err());
+        let _ = tx.send(w.connect(&ClientTarget::addr("127.0.0.1:9".parse().unwrap()), WAIT).is_err());
     });
     assert!(rx.recv_timeout(WAIT).unwrap());
 }
@@ -554,7 +555,7 @@ fn tokio_worker_accepts_and_connects(backend: Arc<dyn Backend>) {
         conn.read_to_end(&mut rest).await.unwrap();
         assert!(rest.is_empty(), "the client's close_notify ends the stream");
 
-        let target = ConnectTarget::new(addr).server_name(SERVER_NAME);
+        let target = ClientTarget::addr(addr).server_name(SERVER_NAME);
         let out = worker.connect_async(&target, WAIT).await.expect("outbound");
         assert!(!out.reused);
         let far = tokio::time::timeout(WAIT, worker.accept_async()).await.expect("in time").expect("far end");

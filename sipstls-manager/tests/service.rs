@@ -9,11 +9,9 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use sipstls::proxy::{Parsed, ProxyHeader};
-use sipstls::{Backend, DomainConfig, DomainTable, Listener, TlsStream};
+use sipstls::{Backend, ClientTarget, DomainConfig, DomainTable, Listener, TlsStream};
 use sipstls_conformance::pki::{pki, SERVER_NAME};
-use sipstls_manager::{
-    ConnectTarget, ListenerConfig, ListenerKind, ManagerConfig, OutboundConfig, Route, TcpUpstreams, TlsManager,
-};
+use sipstls_manager::{ListenerConfig, ListenerKind, ManagerConfig, OutboundConfig, Route, TcpUpstreams, TlsManager};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -193,7 +191,7 @@ fn far_end(backend: &Arc<dyn Backend>) -> (TlsManager, SocketAddr, mpsc::Receive
 fn outbound_static_route(backend: Arc<dyn Backend>) {
     let (_far, far_addr, seen) = far_end(&backend);
     let m = manager(&backend);
-    let route = Route::Static(ConnectTarget::new(far_addr).server_name(SERVER_NAME));
+    let route = Route::Static(ClientTarget::addr(far_addr).server_name(SERVER_NAME));
     let plain_addr = m.listen_outbound(OutboundConfig::new(any(), route)).unwrap();
     let mut plain = TcpStream::connect(plain_addr).unwrap();
     plain.set_read_timeout(Some(WAIT)).unwrap();
@@ -234,7 +232,7 @@ fn outbound_failures_close_the_plain_side(backend: Arc<dyn Backend>) {
     // A destination whose certificate does not carry the route's name: the handshake fails,
     // the failure is counted by reason, the SIP server's connection is closed.
     let (_far, far_addr, _seen) = far_end(&backend);
-    let route = Route::Static(ConnectTarget::new(far_addr).server_name("not-the-server.example"));
+    let route = Route::Static(ClientTarget::addr(far_addr).server_name("not-the-server.example"));
     let wrong = m.listen_outbound(OutboundConfig::new(any(), route)).unwrap();
     let mut plain = TcpStream::connect(wrong).unwrap();
     plain.set_read_timeout(Some(WAIT)).unwrap();

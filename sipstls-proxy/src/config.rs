@@ -19,9 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use sipstls::ClientTarget;
 use sipstls::{Backend, DomainTable};
 use sipstls_config::{Domains, KamailioConfig, ParseOptions};
-use sipstls_manager::{ConnectTarget, ManagerConfig, Route};
+use sipstls_manager::{ManagerConfig, Route};
 use toml::Spanned;
 
 /// A configuration error: where (file and line, when known) and what.
@@ -292,12 +293,11 @@ impl ProxyConfig {
             let o = o.get_ref();
             bind_once(&o.address)?;
             let route = match o.destination {
-                Some(dest) => {
-                    let mut t = ConnectTarget::new(dest).fresh();
-                    t.server_name = o.server_name.clone();
-                    t.domain_id = o.client_domain.clone();
-                    Route::Static(t)
-                }
+                Some(dest) => Route::Static(ClientTarget {
+                    id: o.client_domain.clone(),
+                    addr: Some(dest),
+                    server_name: o.server_name.clone(),
+                }),
                 None if o.server_name.is_some() => {
                     return Err(cx.at(
                         span,

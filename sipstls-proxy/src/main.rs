@@ -48,9 +48,9 @@ fn check(cfg: &ProxyConfig) -> Result<(), String> {
                 "outbound {} tcp://{} -> tls://{} (server name {}, client domain {})",
                 o.name,
                 o.address,
-                t.dest,
+                t.addr.map_or("-".to_string(), |a| a.to_string()),
                 t.server_name.as_deref().unwrap_or("-"),
-                t.domain_id.as_deref().unwrap_or("by address")
+                t.id.as_deref().unwrap_or("by address")
             ),
             Route::ProxyV2 { domain_id } => println!(
                 "outbound {} tcp://{} -> destination from each connection's PROXY v2 header (client domain {})",
