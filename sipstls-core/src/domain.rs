@@ -252,6 +252,13 @@ impl DomainTable {
     /// Adds a server domain for `listener`, selected by SNI when `sni` is set, else the
     /// listener's default. A second default for the same listener, or the same SNI pattern
     /// twice on one listener, is refused.
+    ///
+    /// Every listener needs a default (a domain with `sni: None` on it, on its port or on
+    /// [`Listener::Any`]), even when every client sends SNI: a session starts with the
+    /// default domain before the ClientHello is read, and clients without SNI or with a
+    /// name that matches no pattern stay on it. Without one, [`accept`](Self::accept)
+    /// fails with [`Error::NoDomain`] for that listener (check it at start-up with
+    /// [`server_for`](Self::server_for)).
     pub fn add_server(
         &mut self,
         listener: Listener,
