@@ -100,7 +100,7 @@ fn main() -> ExitCode {
         ok &= write(path, &markdown);
     }
     if let Some(path) = &args.json {
-        ok &= write(path, &eval::json::report(&report).to_pretty());
+        ok &= write(path, &(serde_json::to_string_pretty(&eval::json::report(&report)).unwrap_or_default() + "\n"));
     }
     if let Some(path) = &args.svg {
         let m = &report.meta;
