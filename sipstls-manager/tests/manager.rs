@@ -3,6 +3,9 @@
 //! their reuse rules, typed failures, bounded queues, timeouts and a lost worker.
 //! (Worker *processes* are tested with the SIP server example in `examples/tests`.)
 
+#[macro_use]
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{mpsc, Arc};
@@ -569,17 +572,6 @@ fn tokio_worker_accepts_and_connects(backend: Arc<dyn Backend>) {
         assert!(again.reused, "the same destination, domain and name reuse the connection");
     });
     client.join().unwrap();
-}
-
-macro_rules! per_backend {
-    ($($check:ident),* $(,)?) => {
-        mod rustls {
-            $( #[test] fn $check() { super::$check(sipstls::backend("rustls").unwrap()) } )*
-        }
-        mod openssl {
-            $( #[test] fn $check() { super::$check(sipstls::backend("openssl").unwrap()) } )*
-        }
-    };
 }
 
 per_backend!(

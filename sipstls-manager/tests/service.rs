@@ -3,6 +3,9 @@
 //! static and PROXY v2 routes, drain (stop accepting, then close everything with
 //! close_notify) and the per-listener counters, for every backend of the build.
 
+#[macro_use]
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{mpsc, Arc};
@@ -259,17 +262,6 @@ fn handshake_failures_counted_by_reason(backend: Arc<dyn Backend>) {
     let failed = m.stats().listeners[0].handshakes_failed.clone();
     assert_eq!(failed.get("alert_received"), Some(&1), "{failed:?}");
     assert_eq!(failed.get("protocol_error"), Some(&1), "{failed:?}");
-}
-
-macro_rules! per_backend {
-    ($($check:ident),* $(,)?) => {
-        mod rustls {
-            $( #[test] fn $check() { super::$check(sipstls::backend("rustls").unwrap()) } )*
-        }
-        mod openssl {
-            $( #[test] fn $check() { super::$check(sipstls::backend("openssl").unwrap()) } )*
-        }
-    };
 }
 
 per_backend!(

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sipstls_manager::{ListenerKind, TlsManager};
+use sipstls::stats::DomainStatsSnapshot;
+use sipstls_manager::{ListenerKind, ListenerStats, TlsManager};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -50,25 +51,35 @@ pub fn render(manager: &TlsManager, service: &ServiceCounters, backend: &str) ->
     let mut o = Out(String::with_capacity(4096));
     o.head("sipstls_proxy_info", "gauge", "The build: version and TLS backend in use.");
     o.line("sipstls_proxy_info", &[("version", env!("CARGO_PKG_VERSION")), ("backend", backend)], 1);
-    o.head("sipstls_connections_active", "gauge", "Connections open now, by listener.");
-    for l in &stats.listeners {
-        o.line("sipstls_connections_active", &[("listener", &l.name)], l.active);
-    }
-    o.head("sipstls_connections_accepted_total", "counter", "Connections accepted, by listener.");
-    for l in &stats.listeners {
-        o.line("sipstls_connections_accepted_total", &[("listener", &l.name)], l.accepted);
-    }
-    o.head("sipstls_connections_refused_total", "counter", "Connections refused at accept: no upstream was up.");
-    for l in &stats.listeners {
-        o.line("sipstls_connections_refused_total", &[("listener", &l.name)], l.refused);
-    }
-    o.head(
-        "sipstls_handshakes_total",
-        "counter",
-        "TLS handshakes completed, by listener (inbound on TLS listeners, outbound on outbound ones).",
-    );
-    for l in &stats.listeners {
-        o.line("sipstls_handshakes_total", &[("listener", &l.name)], l.handshakes_ok);
+    // One series per listener.
+    type PerListener = (&'static str, &'static str, &'static str, fn(&ListenerStats) -> u64);
+    const PER_LISTENER: [PerListener; 6] = [
+        ("sipstls_connections_active", "gauge", "Connections open now, by listener.", |l| l.active),
+        ("sipstls_connections_accepted_total", "counter", "Connections accepted, by listener.", |l| l.accepted),
+        ("sipstls_connections_refused_total", "counter", "Connections refused at accept: no upstream was up.", |l| {
+            l.refused
+        }),
+        (
+            "sipstls_handshakes_total",
+            "counter",
+            "TLS handshakes completed, by listener (inbound on TLS listeners, outbound on outbound ones).",
+            |l| l.handshakes_ok,
+        ),
+        (
+            "sipstls_tls_bytes_received_total",
+            "counter",
+            "Ciphertext bytes received from TLS peers, by listener.",
+            |l| l.bytes_from_peers,
+        ),
+        ("sipstls_tls_bytes_sent_total", "counter", "Ciphertext bytes sent to TLS peers, by listener.", |l| {
+            l.bytes_to_peers
+        }),
+    ];
+    for (name, kind, help, value) in PER_LISTENER {
+        o.head(name, kind, help);
+        for l in &stats.listeners {
+            o.line(name, &[("listener", &l.name)], value(l));
+        }
     }
     o.head("sipstls_handshake_failures_total", "counter", "TLS handshakes failed, by listener and reason.");
     for l in &stats.listeners {
@@ -86,32 +97,27 @@ pub fn render(manager: &TlsManager, service: &ServiceCounters, backend: &str) ->
             o.line("sipstls_connections_closed_total", &[("listener", &l.name), ("reason", reason)], *n);
         }
     }
-    o.head("sipstls_tls_bytes_received_total", "counter", "Ciphertext bytes received from TLS peers, by listener.");
-    for l in &stats.listeners {
-        o.line("sipstls_tls_bytes_received_total", &[("listener", &l.name)], l.bytes_from_peers);
-    }
-    o.head("sipstls_tls_bytes_sent_total", "counter", "Ciphertext bytes sent to TLS peers, by listener.");
-    for l in &stats.listeners {
-        o.line("sipstls_tls_bytes_sent_total", &[("listener", &l.name)], l.bytes_to_peers);
-    }
     o.head("sipstls_upstream_up", "gauge", "1 while an upstream server is up, by listener and upstream.");
     for l in stats.listeners.iter().filter(|l| l.kind == ListenerKind::Tls) {
         for (addr, up) in &l.upstreams {
             o.line("sipstls_upstream_up", &[("listener", &l.name), ("upstream", &addr.to_string())], u64::from(*up));
         }
     }
+    // One series per TLS domain of the table in use.
+    type PerDomain = (&'static str, &'static str, &'static str, fn(&DomainStatsSnapshot) -> u64);
+    const PER_DOMAIN: [PerDomain; 3] = [
+        ("sipstls_domain_sessions_active", "gauge", "TLS sessions open now, by domain.", |d| d.active),
+        ("sipstls_domain_handshakes_total", "counter", "TLS handshakes completed, by domain.", |d| d.handshakes_ok),
+        ("sipstls_domain_handshake_failures_total", "counter", "TLS handshakes failed, by domain.", |d| {
+            d.failed_total()
+        }),
+    ];
     let domains = manager.table().stats();
-    o.head("sipstls_domain_sessions_active", "gauge", "TLS sessions open now, by domain.");
-    for d in &domains {
-        o.line("sipstls_domain_sessions_active", &[("domain", &d.label)], d.active);
-    }
-    o.head("sipstls_domain_handshakes_total", "counter", "TLS handshakes completed, by domain.");
-    for d in &domains {
-        o.line("sipstls_domain_handshakes_total", &[("domain", &d.label)], d.handshakes_ok);
-    }
-    o.head("sipstls_domain_handshake_failures_total", "counter", "TLS handshakes failed, by domain.");
-    for d in &domains {
-        o.line("sipstls_domain_handshake_failures_total", &[("domain", &d.label)], d.failed_total());
+    for (name, kind, help, value) in PER_DOMAIN {
+        o.head(name, kind, help);
+        for d in &domains {
+            o.line(name, &[("domain", &d.label)], value(d));
+        }
     }
     o.head("sipstls_reloads_total", "counter", "Configuration reloads, by result.");
     o.line("sipstls_reloads_total", &[("result", "ok")], service.reloads.load(Ordering::Relaxed));
