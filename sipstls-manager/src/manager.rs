@@ -800,12 +800,15 @@ async fn inbound(
             return;
         }
     }
+    // The wait for the first bytes counts against the handshake's time limit.
+    let started = tokio::time::Instant::now();
     let sni = peek_sni(&tcp, inner.cfg.handshake_timeout).await;
+    let left = inner.cfg.handshake_timeout.saturating_sub(started.elapsed());
     let session = match inner.table.accept(local, Some(peer)) {
         Ok(s) => s,
         Err(e) => return handshake_failed(&inner, &entry, peer, sni.as_deref(), &e.into()),
     };
-    let (mut tcp, session, leftover) = match handshake(&inner, session, tcp, inner.cfg.handshake_timeout).await {
+    let (mut tcp, session, leftover) = match handshake(&inner, session, tcp, left).await {
         Ok(x) => x,
         // Counted before `f.tcp` closes the connection (at the end of this arm).
         Err(f) => return handshake_failed(&inner, &entry, peer, sni.as_deref(), &f.reason),
