@@ -26,6 +26,10 @@ async fn read_destination(plain: &mut TcpStream, limit: Duration) -> Result<(Soc
     let read = async {
         let mut buf = vec![0u8; 16];
         plain.read_exact(&mut buf).await.map_err(|e| format!("reading the PROXY v2 header: {e}"))?;
+        // Anything else is refused at once, not after waiting for a length it never meant.
+        if buf[..12] != sipstls_core::proxy::SIGNATURE {
+            return Err("the connection does not start with a PROXY v2 header".to_string());
+        }
         let len = u16::from_be_bytes([buf[14], buf[15]]) as usize;
         buf.resize(16 + len, 0);
         plain.read_exact(&mut buf[16..]).await.map_err(|e| format!("reading the PROXY v2 header: {e}"))?;

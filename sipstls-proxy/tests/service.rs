@@ -290,3 +290,35 @@ fn the_readme_configuration_checks() {
     assert!(out.contains("listen   0.0.0.0:5061 tls://0.0.0.0:5061 -> tcp://127.0.0.1:5060 (PROXY v2"), "{out}");
     assert!(out.contains("user     nobody"), "{out}");
 }
+
+/// A dynamic outbound route: the SIP server's connection starts with a PROXY v2 header
+/// naming the TLS destination (here the proxy's own TLS listener, in front of the echo
+/// upstream) and the server name; bytes go out over TLS and the answer comes back.
+#[test]
+fn dynamic_outbound_route_takes_the_destination_from_the_proxy_header() {
+    let (up, seen) = upstream(8);
+    let config = format!(
+        "tls = \"tls.cfg\"\n[[listen]]\nname = \"sips\"\naddress = \"127.0.0.1:0\"\nupstreams = [\"{up}\"]\n\
+         [[outbound]]\nname = \"dynamic\"\naddress = \"127.0.0.1:0\"\n[service]\nmetrics = \"127.0.0.1:0\"\n"
+    );
+    let p = Proxy::start(files("dynamic"), &config);
+    let mut plain = std::net::TcpStream::connect(p.addr("dynamic")).unwrap();
+    plain.set_read_timeout(Some(WAIT)).unwrap();
+    let mut header = sipstls::proxy::ProxyHeader::proxy(plain.local_addr().unwrap(), p.addr("sips"));
+    header.authority = Some(SERVER_NAME.into());
+    let mut first = header.encode().unwrap();
+    first.extend_from_slice(b"MESSAGE");
+    assert_eq!(round_trip(&mut plain, &first, 10).unwrap(), b"UP:MESSAGE");
+    assert_eq!(seen.recv_timeout(WAIT).unwrap().authority.as_deref(), Some(SERVER_NAME), "the header's name as SNI");
+    assert_eq!(p.metric("sipstls_handshakes_total{listener=\"dynamic\"}"), Some(1));
+    assert_eq!(p.metric("sipstls_handshakes_total{listener=\"sips\"}"), Some(1));
+    // A connection without a PROXY header is closed and logged, never left hanging.
+    let mut bare = std::net::TcpStream::connect(p.addr("dynamic")).unwrap();
+    bare.set_read_timeout(Some(WAIT)).unwrap();
+    std::io::Write::write_all(&mut bare, b"OPTIONS sip:x SIP/2.0\r\n\r\n").unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    assert_eq!(bare.read_to_end(&mut rest).unwrap_or(0), 0);
+    assert!(started.elapsed() < Duration::from_secs(3), "refused at once, not at a timeout: {:?}", started.elapsed());
+    p.wait_event("the refusal", |e| e["message"] == "outbound connection refused");
+}
