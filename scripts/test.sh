@@ -19,10 +19,11 @@ need=()
 # cross-node resumption tests (conformance-tests/tests/cross_node.rs, sipstls-redis) start
 # their own instances on free loopback ports (never the system service). testssl.sh scans
 # the example server of every backend (examples/tests/scanners.rs, in `unshare -n`); g++
-# builds libFuzzer for the fuzz smoke runs.
+# builds libFuzzer for the fuzz smoke runs. systemd (systemd-analyze), adduser (the
+# package's postinst) and python3 (an upstream stand-in) serve scripts/deb-test.sh.
 for pkg in libssl-dev pkg-config openssl gcc kamailio kamailio-tls-modules \
     cmake libclang-dev autoconf automake libtool make patch gnutls-bin android-boringssl \
-    util-linux iproute2 redis-server testssl.sh g++ clang ninja-build; do
+    util-linux iproute2 redis-server testssl.sh g++ clang ninja-build systemd adduser python3; do
     [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" == "install ok installed" ]] || need+=("$pkg")
 done
 # tshark (with dumpcap) decrypts a captured SIP-over-TLS exchange with sipstls's key log
