@@ -72,10 +72,19 @@ fn responder(backend: &str, dir: &Path, v: ProtocolVersion) -> (ChildGuard, Sock
 
 /// A peer client fed OPTIONS on stdin must print the responder's 200.
 fn peer_client_gets_200(what: &str, cmd: &mut Command, addr: SocketAddr) {
-    let mut c = ChildGuard::spawn(cmd).unwrap();
-    c.0.stdin.as_mut().unwrap().write_all(options(addr).as_bytes()).unwrap();
-    let out = c.read_stdout_until("Content-Length: 0\r\n\r\n", WAIT);
-    assert!(out.contains("SIP/2.0 200 OK\r\n"), "{what}: no 200 in {out:?}");
+    for attempt in 1..=2 {
+        let mut c = ChildGuard::spawn(cmd).unwrap();
+        if let Err(e) = c.0.stdin.as_mut().unwrap().write_all(options(addr).as_bytes()) {
+            // The peer tool exited before reading its input (seen once with bssl-tool in a
+            // full run, never alone): one more try; a server that refuses it fails both.
+            assert!(attempt == 1 && e.kind() == std::io::ErrorKind::BrokenPipe, "{what}: writing to the client: {e}");
+            eprintln!("{what}: the client exited before reading its input ({e}); trying once more");
+            continue;
+        }
+        let out = c.read_stdout_until("Content-Length: 0\r\n\r\n", WAIT);
+        assert!(out.contains("SIP/2.0 200 OK\r\n"), "{what}: no 200 in {out:?}");
+        return;
+    }
 }
 
 fn gnutls_priority(v: ProtocolVersion) -> &'static str {
