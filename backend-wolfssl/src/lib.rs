@@ -19,7 +19,7 @@
 //! - **Resumption**: tickets (TLS 1.2 RFC 5077 and TLS 1.3) with wolfSSL's per-context
 //!   ticket keys; TLS 1.2 session IDs in wolfSSL's process-wide session cache, separated
 //!   per domain by a session id context. TLS 1.3 has no session IDs: with
-//!   `Resumption { tickets: false, session_ids: true }` a TLS 1.3 server still issues
+//!   `Resumption::SESSION_IDS` a TLS 1.3 server still issues
 //!   (wolfSSL's stateless) tickets, which is how wolfSSL resumes TLS 1.3 at all.
 //! - **CRLs**: `wolfSSL_CTX_EnableCRL(WOLFSSL_CRL_CHECK)` and `wolfSSL_CTX_LoadCRLBuffer`:
 //!   the peer's leaf is checked; a leaf whose issuer has no CRL loaded fails.

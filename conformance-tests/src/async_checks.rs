@@ -194,7 +194,7 @@ pub fn async_resumption(b: &dyn Backend) {
     if !b.capabilities().contains(Capabilities::RESUMPTION_TICKETS) {
         return; // the refusal is asserted by checks::resumption_tickets
     }
-    let tickets = Resumption { tickets: true, session_ids: false };
+    let tickets = Resumption::TICKETS;
     for v in versions(b) {
         run(async {
             let t = table(b, &server_cfg(v).with_resumption(tickets), &client_cfg(v).with_resumption(tickets));

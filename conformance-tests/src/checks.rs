@@ -410,7 +410,7 @@ fn resumption_series(b: &dyn Backend, scfg: &DomainConfig, ccfg: &DomainConfig, 
 /// the peer; with resumption disabled nothing resumes.
 pub fn resumption_tickets(b: &dyn Backend, v: ProtocolVersion) {
     require_version!(b, v);
-    let tickets = Resumption { tickets: true, session_ids: false };
+    let tickets = Resumption::TICKETS;
     if !b.capabilities().contains(Capabilities::RESUMPTION_TICKETS) {
         let r = b.server_domain(&server_cfg(v).with_resumption(tickets));
         assert!(matches!(r, Err(Error::Unsupported { .. })));
@@ -426,7 +426,7 @@ pub fn resumption_tickets(b: &dyn Backend, v: ProtocolVersion) {
 /// Server-side session cache (TLS 1.2 session IDs; TLS 1.3 stateful tickets).
 pub fn resumption_server_cache(b: &dyn Backend, v: ProtocolVersion) {
     require_version!(b, v);
-    let ids = Resumption { tickets: false, session_ids: true };
+    let ids = Resumption::SESSION_IDS;
     if !b.capabilities().contains(Capabilities::RESUMPTION_SESSION_ID) {
         let r = b.server_domain(&server_cfg(v).with_resumption(ids));
         assert!(matches!(r, Err(Error::Unsupported { .. })));
@@ -712,7 +712,7 @@ pub fn multiple_identities_selects(b: &dyn Backend, v: ProtocolVersion) {
             let got = match v {
                 ProtocolVersion::Tls12 => {
                     let suite = format!("TLS_ECDHE_{kind}_WITH_AES_128_GCM_SHA256");
-                    let ccfg = DomainConfig { cipher_list_tls12: Some(vec![suite.clone()]), ..client_cfg(v) };
+                    let ccfg = client_cfg(v).with_cipher_list_tls12([suite.clone()]);
                     let (mut c, mut s) = sessions(b, scfg, &ccfg, SERVER_NAME);
                     if let Err(f) = pump::handshake(&mut *c, &mut *s) {
                         panic!("identities {order}, client offering only {suite}: handshake failed: {f:?}");
@@ -839,14 +839,14 @@ pub fn unsupported_settings_refused(b: &dyn Backend) {
         (Capabilities::CLIENT_CERT, base().with_client_auth(sipstls::ClientAuth::Required(pki().roots()))),
         (
             Capabilities::CIPHER_LIST_TLS12,
-            DomainConfig { cipher_list_tls12: Some(vec!["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into()]), ..base() },
+            base().with_cipher_list_tls12(["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"]),
         ),
         (
             Capabilities::CIPHER_SUITES_TLS13,
-            DomainConfig { cipher_suites_tls13: Some(vec!["TLS_AES_128_GCM_SHA256".into()]), ..base() },
+            base().with_cipher_suites_tls13(["TLS_AES_128_GCM_SHA256"]),
         ),
-        (Capabilities::RESUMPTION_TICKETS, base().with_resumption(Resumption { tickets: true, session_ids: false })),
-        (Capabilities::RESUMPTION_SESSION_ID, base().with_resumption(Resumption { tickets: false, session_ids: true })),
+        (Capabilities::RESUMPTION_TICKETS, base().with_resumption(Resumption::TICKETS)),
+        (Capabilities::RESUMPTION_SESSION_ID, base().with_resumption(Resumption::SESSION_IDS)),
         (Capabilities::KEY_LOG, base().with_key_log(sipstls::KeyLogSink::new(NoKeyLog))),
         (
             Capabilities::CRL,
@@ -857,14 +857,14 @@ pub fn unsupported_settings_refused(b: &dyn Backend) {
     let mut cases = cases;
     if caps.contains(Capabilities::RESUMPTION_SESSION_ID) {
         let store = sipstls::SessionStoreHandle::new(sipstls::LruSessionStore::new(16, 1 << 16));
-        let r = Resumption { tickets: false, session_ids: true };
+        let r = Resumption::SESSION_IDS;
         cases.push((Capabilities::SESSION_STORE, base().with_resumption(r).with_session_store(store)));
     }
     if caps.contains(Capabilities::RESUMPTION_TICKETS) {
         let key = sipstls::TicketKey { name: [1; 16], key: [2; 32] };
         let keys = sipstls::TicketKeys { current: key, previous: None };
         let provider = sipstls::StaticTicketKeys::new(keys, std::time::Duration::from_secs(600));
-        let r = Resumption { tickets: true, session_ids: false };
+        let r = Resumption::TICKETS;
         cases.push((
             Capabilities::TICKET_KEYS,
             base().with_resumption(r).with_ticket_keys(sipstls::TicketKeysHandle::new(provider)),
@@ -894,17 +894,17 @@ pub fn invalid_config_refused(b: &dyn Backend) {
     inverted.min_version = ProtocolVersion::Tls13;
     inverted.max_version = ProtocolVersion::Tls12;
     assert_eq!(setting_of(srv(inverted)), "min_version");
-    assert_eq!(setting_of(srv(DomainConfig { verify_peer: false, ..DomainConfig::default() })), "identities");
+    let mut no_identity = DomainConfig::default();
+    no_identity.verify_peer = false;
+    assert_eq!(setting_of(srv(no_identity)), "identities");
     let mut mismatched = p.server_ecdsa.identity();
     mismatched.key = p.server_alt.identity().key;
     assert_eq!(setting_of(srv(DomainConfig::server(mismatched))), "identities");
     let mut garbage = p.server_ecdsa.identity();
     garbage.chain = vec![sipstls::Certificate::from_der(vec![0x30, 0x03, 1, 2, 3])];
     assert_eq!(setting_of(srv(DomainConfig::server(garbage))), "identities");
-    let unknown_cipher = DomainConfig {
-        cipher_list_tls12: Some(vec!["TLS_RSA_WITH_RC4_128_MD5".into()]),
-        ..DomainConfig::server(p.server_ecdsa.identity())
-    };
+    let unknown_cipher =
+        DomainConfig::server(p.server_ecdsa.identity()).with_cipher_list_tls12(["TLS_RSA_WITH_RC4_128_MD5"]);
     if b.capabilities().contains(Capabilities::CIPHER_LIST_TLS12) {
         assert_eq!(setting_of(srv(unknown_cipher)), "cipher_list_tls12");
     }
@@ -919,9 +919,9 @@ pub fn invalid_config_refused(b: &dyn Backend) {
     assert_eq!(setting_of(cli(DomainConfig::client(p.roots()).with_session_store(store()))), "session_store");
     assert_eq!(setting_of(cli(DomainConfig::client(p.roots()).with_ticket_keys(keys()))), "ticket_keys");
     let srv_cfg = || DomainConfig::server(p.server_ecdsa.identity());
-    let no_ids = srv_cfg().with_resumption(Resumption { tickets: true, session_ids: false });
+    let no_ids = srv_cfg().with_resumption(Resumption::TICKETS);
     assert_eq!(setting_of(srv(no_ids.with_session_store(store()))), "session_store");
-    let no_tickets = srv_cfg().with_resumption(Resumption { tickets: false, session_ids: true });
+    let no_tickets = srv_cfg().with_resumption(Resumption::SESSION_IDS);
     assert_eq!(setting_of(srv(no_tickets.with_ticket_keys(keys()))), "ticket_keys");
     // A client with name checks on and no name to check.
     let cd = b.client_domain(&client_cfg(ProtocolVersion::Tls12)).unwrap();
@@ -992,7 +992,7 @@ pub fn domain_table_selection(b: &dyn Backend) {
 /// `Unsupported(model)` otherwise.
 pub fn process_model_settings(b: &dyn Backend) {
     for model in [sipstls::ProcessModel::Confined, sipstls::ProcessModel::Pinned, sipstls::ProcessModel::Migrating] {
-        let safe = Resumption { tickets: true, session_ids: false };
+        let safe = Resumption::TICKETS;
         let scfg = DomainConfig::server(pki().server_ecdsa.identity()).with_resumption(safe).with_process_model(model);
         let ccfg = DomainConfig::client(pki().roots()).with_resumption(Resumption::DISABLED).with_process_model(model);
         let claimed = b.supports_model(model).is_ok();

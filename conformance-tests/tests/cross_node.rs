@@ -73,9 +73,9 @@ fn server_config(identity: Identity, mode: Mode, redis: &RedisConfig) -> Result<
     let cfg = DomainConfig::server(identity);
     Ok(match mode {
         Mode::Store => cfg
-            .with_resumption(Resumption { tickets: false, session_ids: true })
+            .with_resumption(Resumption::SESSION_IDS)
             .with_session_store(SessionStoreHandle::new(RedisSessionStore::new(redis.clone())?)),
-        Mode::Tickets => cfg.with_resumption(Resumption { tickets: true, session_ids: false }).with_ticket_keys(
+        Mode::Tickets => cfg.with_resumption(Resumption::TICKETS).with_ticket_keys(
             TicketKeysHandle::new(RedisTicketKeys::new(
                 redis.clone(),
                 Duration::from_secs(3600),
@@ -342,7 +342,7 @@ fn shm_workers(b: &Arc<dyn Backend>, v: ProtocolVersion) -> Result<(), String> {
     let store = sipstls_shm::ShmSessionStore::new(arena, 1024, 8192).ok_or("arena too small")?;
     let cfg = DomainConfig::server(pki().server_ecdsa.identity())
         .with_process_model(sipstls::ProcessModel::Pinned)
-        .with_resumption(Resumption { tickets: false, session_ids: true })
+        .with_resumption(Resumption::SESSION_IDS)
         .with_session_store(SessionStoreHandle::new(store));
     let domain = b.server_domain(&cfg).map_err(|e| e.to_string())?;
     b.prepare_for_fork().map_err(|e| e.to_string())?;

@@ -733,7 +733,7 @@ fn stress(tally: &mut Tally, rustls_claims: bool) {
         // that loses wake-ups across processes (measured: all workers hung): the server
         // keeps stateless tickets (lock-free ticketer) and drops its session-ID cache, the
         // client keeps no cache.
-        let tickets_only = sipstls::Resumption { tickets: true, session_ids: false };
+        let tickets_only = sipstls::Resumption::TICKETS;
         let shared = Shared {
             backend: backend.clone(),
             server: backend
@@ -781,7 +781,7 @@ fn stress(tally: &mut Tally, rustls_claims: bool) {
         // signature (blinding), which can lose wake-ups between processes.
         let rsa = sipstls::DomainConfig::server(pki().server_rsa.identity())
             .with_version(sipstls::ProtocolVersion::Tls13)
-            .with_resumption(sipstls::Resumption { tickets: true, session_ids: false })
+            .with_resumption(sipstls::Resumption::TICKETS)
             .with_process_model(ProcessModel::Migrating);
         // TLS work in the parent goes to a helper thread that releases its library state
         // (the workers of later checks must not inherit it).
@@ -850,7 +850,7 @@ fn hooked_experiment(tally: &mut Tally, spec: &str) {
         let shared: &'static Shared = std::thread::spawn(move || {
             let backend = sipstls::backend(name).expect("backend built");
             let _ = pki();
-            let tickets_only = sipstls::Resumption { tickets: true, session_ids: false };
+            let tickets_only = sipstls::Resumption::TICKETS;
             let shared = Shared {
                 backend: backend.clone(),
                 server: backend.server_domain(&server_cfg(v).with_resumption(tickets_only)).expect("server domain"),

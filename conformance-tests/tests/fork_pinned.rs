@@ -226,7 +226,7 @@ fn sleep_into_next_period(frac: f64) {
 fn ticket_keys_rotate_in_step(backend: &Arc<dyn Backend>) {
     let keys = sipstls::EpochTicketKeys::new([0x5a; 32], Duration::from_secs(KEY_PERIOD)).unwrap();
     let mut cfg = server_cfg_any();
-    cfg.resumption = sipstls::Resumption { tickets: true, session_ids: false };
+    cfg.resumption = sipstls::Resumption::TICKETS;
     cfg.ticket_keys = Some(sipstls::TicketKeysHandle::new(keys));
     if !backend.capabilities().contains(sipstls::Capabilities::TICKET_KEYS) {
         match backend.server_domain(&cfg) {

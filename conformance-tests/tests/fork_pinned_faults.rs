@@ -216,7 +216,7 @@ fn workers_killed_under_load(backend: &Arc<dyn Backend>) {
         let s = Arc::new(ShmSessionStore::new(arena, STORE_SLOTS, 8192).expect("store in the arena"));
         let baseline = arena.stats().in_use;
         scfg = scfg
-            .with_resumption(sipstls::Resumption { tickets: false, session_ids: true })
+            .with_resumption(sipstls::Resumption::SESSION_IDS)
             .with_session_store(sipstls::SessionStoreHandle::from_arc(s.clone()));
         store = Some((arena, s, baseline));
     }

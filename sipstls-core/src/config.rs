@@ -295,8 +295,10 @@ impl fmt::Display for ServerName {
     }
 }
 
-/// Which resumption mechanisms are enabled.
+/// Which resumption mechanisms are enabled: one of the constants below, or `ENABLED`
+/// with a field changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct Resumption {
     /// Session tickets (TLS 1.2 RFC 5077 and TLS 1.3 PSK tickets).
     pub tickets: bool,
@@ -309,6 +311,10 @@ impl Resumption {
     pub const ENABLED: Resumption = Resumption { tickets: true, session_ids: true };
     /// No resumption at all.
     pub const DISABLED: Resumption = Resumption { tickets: false, session_ids: false };
+    /// Session tickets only.
+    pub const TICKETS: Resumption = Resumption { tickets: true, session_ids: false };
+    /// TLS 1.2 session IDs only.
+    pub const SESSION_IDS: Resumption = Resumption { tickets: false, session_ids: true };
 }
 
 impl Default for Resumption {
@@ -333,7 +339,11 @@ pub enum ClientAuth {
 ///
 /// Defaults are secure: TLS 1.2 and 1.3 only, clients verify the server's chain and name
 /// (RFC 5922), the library's own cipher preferences, resumption on.
+///
+/// Start from [`DomainConfig::server`], [`DomainConfig::client`] or `default()`, then
+/// change fields or call the `with_*` methods (new settings come as new fields).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DomainConfig {
     /// Our certificate chains and keys. A server needs at least one; a client presents the
     /// first one as its client certificate when asked. (A second pair, say RSA beside
@@ -507,6 +517,28 @@ impl DomainConfig {
     /// Sets the resumption mechanisms.
     pub fn with_resumption(mut self, r: Resumption) -> Self {
         self.resumption = r;
+        self
+    }
+
+    /// Offers or accepts only these TLS 1.2 suites, in this order (IANA names; see
+    /// [`DomainConfig::cipher_list_tls12`]).
+    pub fn with_cipher_list_tls12<I, S>(mut self, suites: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.cipher_list_tls12 = Some(suites.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Offers or accepts only these TLS 1.3 suites, in this order (IANA names; see
+    /// [`DomainConfig::cipher_suites_tls13`]).
+    pub fn with_cipher_suites_tls13<I, S>(mut self, suites: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.cipher_suites_tls13 = Some(suites.into_iter().map(Into::into).collect());
         self
     }
 

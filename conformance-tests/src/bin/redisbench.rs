@@ -127,13 +127,13 @@ fn measure(b: &dyn Backend, v: ProtocolVersion, setup: Setup, redis: &RedisServe
                 };
                 let timed = Arc::new(Timed { inner, lookups: Mutex::default() });
                 timers.push(timed.clone());
-                base.with_resumption(Resumption { tickets: false, session_ids: true })
+                base.with_resumption(Resumption::SESSION_IDS)
                     .with_session_store(SessionStoreHandle::from_arc(timed))
             }
             Setup::RedisTickets => {
                 let keys =
                     RedisTicketKeys::new(rcfg.clone(), Duration::from_secs(3600), Duration::from_secs(5)).unwrap();
-                base.with_resumption(Resumption { tickets: true, session_ids: false })
+                base.with_resumption(Resumption::TICKETS)
                     .with_ticket_keys(TicketKeysHandle::new(keys))
             }
         };

@@ -156,9 +156,9 @@ impl Scenario {
 }
 
 /// Resumption with tickets only (TLS 1.3 PSK tickets).
-pub const TICKETS: Resumption = Resumption { tickets: true, session_ids: false };
+pub const TICKETS: Resumption = Resumption::TICKETS;
 /// Resumption with a server-side session cache only (TLS 1.2 session IDs).
-pub const SESSION_IDS: Resumption = Resumption { tickets: false, session_ids: true };
+pub const SESSION_IDS: Resumption = Resumption::SESSION_IDS;
 
 /// Identifier of the TLS 1.3 ECDSA full handshake scenario (charted).
 pub const FULL_TLS13_ECDSA: &str = "full_tls13_ecdsa";
