@@ -9,24 +9,12 @@ use std::ffi::{c_int, c_uchar, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
+use sipstls_core::buffers::Transport;
 use sipstls_core::x509::sip_identity_matches;
 use sipstls_core::{Error, ServerName, SniCandidates};
 use sipstls_mbedtls_sys as sys;
 
 use crate::domain::Compiled;
-
-/// Ciphertext buffered from the peer before the session refuses more (back-pressure).
-pub(crate) const MAX_INPUT: usize = 64 * 1024;
-/// Ciphertext waiting for the caller before plaintext writes are refused (back-pressure).
-pub(crate) const MAX_OUTPUT: usize = 256 * 1024;
-
-/// Empties a buffer and gives its memory back when it is larger than a small record.
-pub(crate) fn release(buf: &mut Vec<u8>) {
-    buf.clear();
-    if buf.capacity() > 2048 {
-        *buf = Vec::new();
-    }
-}
 
 /// How the verify callback treats the peer's chain.
 pub(crate) enum VerifyPolicy {
@@ -41,18 +29,14 @@ pub(crate) enum VerifyPolicy {
 /// State shared between a session and Mbed TLS's callbacks. Lives in a `Box` whose address
 /// is given to Mbed TLS (`p_bio`, `p_vrfy`); the session frees it after the `ssl_context`.
 pub(crate) struct Shared {
-    pub(crate) input: Vec<u8>,
-    input_pos: usize,
-    pub(crate) output: Vec<u8>,
-    output_pos: usize,
+    /// The ciphertext both ways.
+    pub(crate) io: Transport,
     /// The framing of what the peer sends, so that a record announcing more than TLS
     /// allows (2^14 bytes in the clear, 2^14 + 2048 protected) is reported as a record
     /// overflow: Mbed TLS calls it a malformed record or a bad ClientHello.
     peer_records: sipstls_core::record::RecordWatch,
     /// The last fatal alert this side wrote in the clear.
     pub(crate) sent_alert: Option<u8>,
-    /// The framing of everything written, to know whether an alert is still owed.
-    pub(crate) records: sipstls_core::record::RecordWatch,
     pub(crate) policy: VerifyPolicy,
     pub(crate) verify_depth: u8,
     /// `X509_BADCERT_*` flags of the peer's chain as the callback saw (and adjusted) them.
@@ -76,13 +60,9 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(policy: VerifyPolicy, verify_depth: u8, sni: Option<Arc<SniCandidates>>) -> Self {
         Shared {
-            input: Vec::new(),
-            input_pos: 0,
-            output: Vec::new(),
-            output_pos: 0,
+            io: Transport::default(),
             peer_records: Default::default(),
             sent_alert: None,
-            records: Default::default(),
             policy,
             verify_depth,
             verify_flags: 0,
@@ -98,13 +78,7 @@ impl Shared {
 
     /// Appends as much of `data` as fits; returns the count.
     pub(crate) fn push_input(&mut self, data: &[u8]) -> usize {
-        if self.input_pos > 0 && self.input_pos == self.input.len() {
-            release(&mut self.input);
-            self.input_pos = 0;
-        }
-        let room = MAX_INPUT.saturating_sub(self.input.len() - self.input_pos);
-        let n = room.min(data.len());
-        self.input.extend_from_slice(&data[..n]);
+        let n = self.io.push_input(data);
         self.peer_records.observe(&data[..n]);
         n
     }
@@ -132,39 +106,12 @@ impl Shared {
         }
     }
 
-    pub(crate) fn pending_input(&self) -> usize {
-        self.input.len() - self.input_pos
-    }
-
-    pub(crate) fn pending_output(&self) -> usize {
-        self.output.len() - self.output_pos
-    }
-
-    pub(crate) fn take_output(&mut self, out: &mut [u8]) -> usize {
-        let avail = &self.output[self.output_pos..];
-        let n = avail.len().min(out.len());
-        out[..n].copy_from_slice(&avail[..n]);
-        self.output_pos += n;
-        if self.output_pos == self.output.len() {
-            release(&mut self.output);
-            self.output_pos = 0;
-        }
-        n
-    }
-
     fn recv(&mut self, buf: &mut [u8]) -> c_int {
-        let avail = &self.input[self.input_pos..];
-        if avail.is_empty() {
-            return sys::ERR_SSL_WANT_READ;
+        let len = buf.len().min(c_int::MAX as usize);
+        match self.io.read_input(&mut buf[..len]) {
+            0 => sys::ERR_SSL_WANT_READ,
+            n => n as c_int,
         }
-        let n = avail.len().min(buf.len()).min(c_int::MAX as usize);
-        buf[..n].copy_from_slice(&avail[..n]);
-        self.input_pos += n;
-        if self.input_pos == self.input.len() {
-            release(&mut self.input);
-            self.input_pos = 0;
-        }
-        n as c_int
     }
 
     fn send(&mut self, buf: &[u8]) -> c_int {
@@ -173,8 +120,7 @@ impl Shared {
             self.sent_alert = Some(*desc);
         }
         let n = buf.len().min(c_int::MAX as usize);
-        self.records.observe(&buf[..n]);
-        self.output.extend_from_slice(&buf[..n]);
+        self.io.write_output(&buf[..n]);
         n as c_int
     }
 

@@ -5,6 +5,7 @@ use std::ffi::{c_int, c_void, CStr};
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
+use sipstls_core::buffers::{EarlyPlaintext, PlaintextIn};
 use sipstls_core::{
     Certificate, Error, ProtocolVersion, ReadStatus, Result, Role, Session, SessionState, TlsInfo, VerifyResult,
 };
@@ -12,17 +13,8 @@ use sipstls_mbedtls_sys as sys;
 
 use crate::domain::{ClientCache, Compiled};
 use crate::errors;
-use crate::io::{self, Shared, MAX_OUTPUT};
+use crate::io::{self, Shared};
 use crate::x509::{self, SavedSession};
-
-/// Plaintext written before the handshake finished, held until it does.
-const MAX_EARLY_PLAINTEXT: usize = 64 * 1024;
-/// Plaintext decrypted ahead of `read` before ciphertext stops being processed.
-const MAX_PLAINTEXT_IN: usize = 64 * 1024;
-/// Largest plaintext of one TLS record (2^14): the most one `ssl_read` returns.
-const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
-/// Room offered to an `ssl_read` at least.
-const MIN_READ: usize = 256;
 
 /// Where a client session stores its session for resumption.
 pub(crate) struct CacheSlot {
@@ -48,10 +40,8 @@ pub struct MbedtlsSession {
     sent_sni: Option<String>,
     expected_name: Option<String>,
     cache: Option<CacheSlot>,
-    plain_early: Vec<u8>,
-    plain_in: Vec<u8>,
-    plain_pos: usize,
-    peer_closed: bool,
+    early: EarlyPlaintext,
+    plain: PlaintextIn,
     st: SessionState,
 }
 
@@ -88,10 +78,8 @@ impl MbedtlsSession {
             sent_sni: n.sent_sni,
             expected_name: n.expected_name,
             cache: n.cache,
-            plain_early: Vec::new(),
-            plain_in: Vec::new(),
-            plain_pos: 0,
-            peer_closed: false,
+            early: EarlyPlaintext::default(),
+            plain: PlaintextIn::default(),
             st: SessionState::default(),
         };
         let conf = s._domain.conf_ptr();
@@ -190,7 +178,7 @@ impl MbedtlsSession {
         let e = self.st.fail(err);
         // Mbed TLS leaves some errors without an alert (early ClientHello errors, a
         // handshake message split over records): send the one the error calls for.
-        if let (Some(alert), false) = (e.alert(), self.shared().records.ended_with_alert()) {
+        if let (Some(alert), false) = (e.alert(), self.shared().io.records().ended_with_alert()) {
             self.send_alert(alert);
         }
         e
@@ -201,10 +189,8 @@ impl MbedtlsSession {
     /// put in the header), through Mbed TLS, which encrypts it, after that.
     fn send_alert(&mut self, alert: sipstls_core::Alert) {
         let sh = self.shared_mut();
-        if sh.records.sends_plaintext() {
-            let record = alert.plaintext_record();
-            sh.records.observe(&record);
-            sh.output.extend_from_slice(&record);
+        if sh.io.records().sends_plaintext() {
+            sh.io.write_output(&alert.plaintext_record());
             sh.sent_alert = Some(alert.0);
         } else {
             // SAFETY: the context is alive; the call writes one alert record through our bio.
@@ -296,14 +282,10 @@ impl MbedtlsSession {
     }
 
     /// Processes buffered records now, so protocol errors, alerts and close_notify surface
-    /// at `feed_tls`; plaintext waits in `plain_in`.
+    /// at `feed_tls`; plaintext waits in `plain`.
     fn decrypt_ahead(&mut self) -> Result<()> {
-        if !self.established || self.peer_closed {
+        if !self.established || self.plain.peer_closed() {
             return Ok(());
-        }
-        if self.plain_pos == self.plain_in.len() {
-            io::release(&mut self.plain_in);
-            self.plain_pos = 0;
         }
         let (mut empty_records, mut post_handshake) = (0, 0);
         loop {
@@ -318,41 +300,35 @@ impl MbedtlsSession {
                 post_handshake += 1;
             }
             let pending = buffered || (in_ticket && post_handshake <= 16);
-            if (self.shared().pending_input() == 0 && !pending)
-                || self.plain_in.len() - self.plain_pos >= MAX_PLAINTEXT_IN
-            {
+            if (self.shared().io.pending_input() == 0 && !pending) || !self.plain.has_room() {
                 break;
             }
-            // Mbed TLS decrypts straight into `plain_in`'s spare room, sized by what can come
-            // out: the plaintext of the record it holds, or at most the ciphertext waiting (a
-            // record's plaintext is shorter than the record). A longer record (part of it
-            // received earlier) leaves the rest in Mbed TLS (`buffered`) for the next turn.
-            // No zeroed 16 KiB scratch record per call (under callgrind its memset was
-            // 16,000 instructions per 1 KiB record), no copy.
+            // Mbed TLS decrypts straight into the spare room (see `PlaintextIn::spare`). A
+            // longer record (part of it received earlier) leaves the rest in Mbed TLS
+            // (`buffered`) for the next turn.
             // SAFETY: the context is alive; the call only reads it.
             let held = unsafe { sys::ssl_get_bytes_avail(self.ssl()) };
-            let room = held.max(self.shared().pending_input()).clamp(MIN_READ, MAX_RECORD_PLAINTEXT);
-            self.plain_in.reserve(room);
             let ssl = self.ssl();
-            let spare = self.plain_in.spare_capacity_mut();
-            let want = spare.len().min(MAX_RECORD_PLAINTEXT);
+            let spare = self.plain.spare(held.max(self.shared().io.pending_input()));
+            let want = spare.len();
             // SAFETY: `spare` is writable for `want` bytes; the context is alive.
             let ret = unsafe { sys::ssl_read(ssl, spare.as_mut_ptr().cast(), want) };
             match ret {
                 n if n > 0 => {
-                    // SAFETY: Mbed TLS wrote `n` <= `want` bytes at the start of the spare room.
-                    unsafe { self.plain_in.set_len(self.plain_in.len() + n as usize) };
+                    // SAFETY: Mbed TLS wrote `n` <= `want` bytes at the start of the spare
+                    // room, just now.
+                    unsafe { self.plain.filled(n as usize) };
                 }
                 0 => {
                     // An empty record (Mbed TLS itself refuses long runs of them); stop if
                     // nothing more can be processed.
                     empty_records += 1;
-                    if self.shared().pending_input() == 0 || empty_records > 64 {
+                    if self.shared().io.pending_input() == 0 || empty_records > 64 {
                         break;
                     }
                 }
                 sys::ERR_SSL_PEER_CLOSE_NOTIFY => {
-                    self.peer_closed = true;
+                    self.plain.set_peer_closed();
                     break;
                 }
                 // A TLS 1.3 ticket arrived (client): keep the session, then go on reading.
@@ -371,17 +347,18 @@ impl MbedtlsSession {
     }
 
     fn flush_early_plaintext(&mut self) -> Result<()> {
-        if self.established && !self.plain_early.is_empty() {
-            let data = std::mem::take(&mut self.plain_early);
-            let n = self.write_now(&data)?;
-            self.plain_early = data[n..].to_vec();
+        if !self.established {
+            return Ok(());
         }
-        Ok(())
+        let mut early = std::mem::take(&mut self.early);
+        let r = early.flush(|d| self.write_now(d));
+        self.early = early;
+        r
     }
 
     fn write_now(&mut self, data: &[u8]) -> Result<usize> {
         let (mut written, mut tickets) = (0, 0);
-        while written < data.len() && self.shared().pending_output() < MAX_OUTPUT {
+        while written < data.len() && !self.shared().io.output_full() {
             let rest = &data[written..];
             // SAFETY: `rest` is a readable buffer of the given length; the context is alive.
             let ret = unsafe { sys::ssl_write(self.ssl(), rest.as_ptr(), rest.len()) };
@@ -433,11 +410,11 @@ impl Session for MbedtlsSession {
     }
 
     fn wants_write(&self) -> bool {
-        self.shared().pending_output() > 0
+        self.shared().io.pending_output() > 0
     }
 
     fn take_tls(&mut self, out: &mut [u8]) -> usize {
-        self.shared_mut().take_output(out)
+        self.shared_mut().io.take_output(out)
     }
 
     fn is_handshaking(&self) -> bool {
@@ -446,32 +423,17 @@ impl Session for MbedtlsSession {
 
     fn read(&mut self, buf: &mut [u8]) -> Result<ReadStatus> {
         self.st.check()?;
-        if buf.is_empty() {
-            return Ok(ReadStatus::WouldBlock);
-        }
-        if self.plain_pos == self.plain_in.len() {
+        if self.plain.is_empty() && !buf.is_empty() {
             self.drive()?;
             self.decrypt_ahead()?;
         }
-        let avail = &self.plain_in[self.plain_pos..];
-        if !avail.is_empty() {
-            let n = avail.len().min(buf.len());
-            buf[..n].copy_from_slice(&avail[..n]);
-            self.plain_pos += n;
-            if self.plain_pos == self.plain_in.len() {
-                io::release(&mut self.plain_in);
-                self.plain_pos = 0;
-            }
-            return Ok(ReadStatus::Data(n));
-        }
-        Ok(if self.peer_closed { ReadStatus::Closed } else { ReadStatus::WouldBlock })
+        Ok(self.plain.read(buf))
     }
 
     fn write(&mut self, data: &[u8]) -> Result<usize> {
         self.st.check_writable()?;
-        if !self.established || !self.plain_early.is_empty() {
-            let n = data.len().min(MAX_EARLY_PLAINTEXT.saturating_sub(self.plain_early.len()));
-            self.plain_early.extend_from_slice(&data[..n]);
+        if !self.established || !self.early.is_empty() {
+            let n = self.early.queue(data);
             self.flush_early_plaintext()?;
             return Ok(n);
         }
@@ -524,28 +486,27 @@ impl Session for MbedtlsSession {
             Role::Client => self.sent_sni.clone(),
         };
         Some(
-            TlsInfo {
-                version,
-                cipher_suite: cipher,
+            TlsInfo::new(version, cipher, peer_chain, verify)
                 // A resumed TLS 1.2 session has no key exchange; TLS 1.3 always has one here.
-                group: if self.resumed && version == ProtocolVersion::Tls12 {
+                .with_group(if self.resumed && version == ProtocolVersion::Tls12 {
                     None
                 } else {
                     self.group.map(group_name)
-                },
-                sni,
-                alpn,
-                resumed: self.resumed,
-                peer_chain,
-                verify,
-                peer: None,
-            }
-            .with_parsed_peer(),
+                })
+                .with_sni(sni)
+                .with_alpn(alpn)
+                .with_resumed(self.resumed),
         )
     }
 
     fn error(&self) -> Option<&Error> {
         self.st.error()
+    }
+
+    fn release_memory(&mut self) {
+        self.shared_mut().io.release_memory();
+        self.early.release_memory();
+        self.plain.release_memory();
     }
 }
 

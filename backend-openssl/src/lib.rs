@@ -36,7 +36,6 @@ mod consts;
 mod cvt;
 mod errors;
 mod hooks;
-mod memio;
 #[cfg(feature = "boring")]
 mod server_cache;
 mod session;

@@ -2,51 +2,37 @@
 
 use crate::ssl_lib::ssl::{ErrorCode, ShutdownState, Ssl, SslRef, SslStream, SslVersion};
 use crate::ssl_lib::{self, ForeignTypeRef};
+use sipstls_core::buffers::{EarlyPlaintext, PlaintextIn, Transport};
 use sipstls_core::{
     Certificate, Error, ProtocolVersion, ReadStatus, Result, Role, Session, SessionState, TlsInfo, VerifyResult,
 };
 
 use crate::errors::map_stack;
-use crate::memio::{MemIo, MAX_OUTPUT};
 use crate::{backend_err, verify_index};
 
-/// Plaintext written before the handshake finished, held until it does.
-const MAX_EARLY_PLAINTEXT: usize = 64 * 1024;
-
-/// An OpenSSL session (client or server).
+/// An OpenSSL session (client or server), over the in-memory [`Transport`] (an empty
+/// input reads as `WouldBlock`, which OpenSSL takes as "want read").
 pub struct OpensslSession {
-    stream: SslStream<MemIo>,
+    stream: SslStream<Transport>,
     role: Role,
     established: bool,
     sent_sni: Option<String>,
     expected_name: Option<String>,
-    plain_early: Vec<u8>,
-    /// Decrypted plaintext not read yet, from `plain_pos` on.
-    plain_in: Vec<u8>,
-    plain_pos: usize,
-    peer_closed: bool,
+    early: EarlyPlaintext,
+    plain: PlaintextIn,
     st: SessionState,
 }
-
-/// Plaintext decrypted ahead of `read` before ciphertext stops being processed.
-const MAX_PLAINTEXT_IN: usize = 64 * 1024;
-/// Largest plaintext of one TLS record (2^14): the most one `SSL_read` returns.
-const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
-/// Room offered to an `SSL_read` at least.
-const MIN_READ: usize = 256;
 
 impl OpensslSession {
     pub(crate) fn new(ssl: Ssl, role: Role, sent_sni: Option<String>) -> Result<Self> {
         let mut s = OpensslSession {
-            stream: SslStream::new(ssl, MemIo::default()).map_err(backend_err)?,
+            stream: SslStream::new(ssl, Transport::default()).map_err(backend_err)?,
             role,
             established: false,
             sent_sni,
             expected_name: None,
-            plain_early: Vec::new(),
-            plain_in: Vec::new(),
-            plain_pos: 0,
-            peer_closed: false,
+            early: EarlyPlaintext::default(),
+            plain: PlaintextIn::default(),
             st: SessionState::default(),
         };
         if role == Role::Client {
@@ -83,7 +69,7 @@ impl OpensslSession {
     /// Records `err` as the sticky error, with its alert on the wire.
     fn fail(&mut self, err: Error) -> Error {
         let e = self.st.fail(err);
-        self.stream.get_mut().alert_if_missing(&e);
+        self.stream.get_mut().queue_missing_alert(&e);
         e
     }
 
@@ -115,7 +101,7 @@ impl OpensslSession {
     fn flush_tickets(&mut self) {
         if self.role == Role::Server {
             // SAFETY: the pointer is the live SSL owned by this stream, whose BIO is the
-            // stream's MemIo; a zero-byte write only flushes pending handshake messages and
+            // stream's Transport; a zero-byte write only flushes pending handshake messages and
             // reads nothing from the (non-null, empty) buffer.
             unsafe { ssl_lib::ffi::SSL_write(self.stream.ssl().as_ptr(), [0u8; 1].as_ptr().cast(), 0) };
             drop(ssl_lib::error::ErrorStack::get());
@@ -123,49 +109,40 @@ impl OpensslSession {
     }
 
     /// Processes buffered records now (as rustls does), so protocol errors, alerts and
-    /// close_notify surface at `feed_tls`; plaintext waits in `plain_in`.
+    /// close_notify surface at `feed_tls`; plaintext waits in `plain`.
     fn decrypt_ahead(&mut self) -> Result<()> {
-        if !self.established || self.peer_closed {
+        if !self.established || self.plain.peer_closed() {
             return Ok(());
-        }
-        if self.plain_pos == self.plain_in.len() {
-            crate::memio::release(&mut self.plain_in);
-            self.plain_pos = 0;
         }
         // Only with ciphertext waiting (or plaintext of a record read in part): an SSL_read
         // on empty input makes OpenSSL allocate its read buffer and keep it for the
         // pending read, defeating RELEASE_BUFFERS (measured: 18.4 KB per idle connection
         // instead of 8-13 KB).
-        while self.plain_in.len() - self.plain_pos < MAX_PLAINTEXT_IN {
+        while self.plain.has_room() {
             let waiting = self.stream.get_ref().pending_input();
             let held = self.stream.ssl().pending();
             if waiting == 0 && held == 0 {
                 break;
             }
-            // The library decrypts straight into `plain_in`'s spare room, sized by what can
-            // come out: the plaintext it holds, or at most the ciphertext waiting (a
-            // record's plaintext is shorter than the record). A record partly received
-            // earlier can be longer than that: the rest stays in the library (`held`) and
-            // the next turn takes it. No zeroed 16 KiB scratch record per call (under
-            // callgrind its memset was 16,000 instructions per 1 KiB record), no copy.
-            self.plain_in.reserve(waiting.max(held).clamp(MIN_READ, MAX_RECORD_PLAINTEXT));
-            let spare = self.plain_in.spare_capacity_mut();
-            let room = spare.len().min(MAX_RECORD_PLAINTEXT);
-            match self.stream.ssl_read_uninit(&mut spare[..room]) {
+            // OpenSSL decrypts straight into the spare room (see `PlaintextIn::spare`). A
+            // record partly received earlier can be longer than the room: the rest stays
+            // in the library (`held`) and the next turn takes it.
+            let spare = self.plain.spare(waiting.max(held));
+            match self.stream.ssl_read_uninit(spare) {
                 Ok(0) => {
-                    self.peer_closed = true;
+                    self.plain.set_peer_closed();
                     break;
                 }
                 Ok(n) => {
-                    // SAFETY: the library initialised the first `n` (<= `room`) bytes of the
-                    // spare room.
+                    // SAFETY: `ssl_read_uninit` initialised the first `n` bytes of the spare
+                    // room it was given, just now.
                     #[allow(unsafe_code)]
                     unsafe {
-                        self.plain_in.set_len(self.plain_in.len() + n)
+                        self.plain.filled(n)
                     };
                 }
                 Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
-                    self.peer_closed = true;
+                    self.plain.set_peer_closed();
                     break;
                 }
                 Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => break,
@@ -179,23 +156,17 @@ impl OpensslSession {
     }
 
     fn flush_early_plaintext(&mut self) -> Result<()> {
-        while self.established && !self.plain_early.is_empty() {
-            let data = std::mem::take(&mut self.plain_early);
-            match self.write_now(&data) {
-                Ok(n) => {
-                    self.plain_early = data[n..].to_vec();
-                    if n == 0 {
-                        break;
-                    }
-                }
-                Err(e) => return Err(e),
-            }
+        if !self.established {
+            return Ok(());
         }
-        Ok(())
+        let mut early = std::mem::take(&mut self.early);
+        let r = early.flush(|d| self.write_now(d));
+        self.early = early;
+        r
     }
 
     fn write_now(&mut self, data: &[u8]) -> Result<usize> {
-        if data.is_empty() || self.stream.get_ref().pending_output() >= MAX_OUTPUT {
+        if data.is_empty() || self.stream.get_ref().output_full() {
             return Ok(0);
         }
         match self.stream.ssl_write(data) {
@@ -236,33 +207,18 @@ impl Session for OpensslSession {
 
     fn read(&mut self, buf: &mut [u8]) -> Result<ReadStatus> {
         self.st.check()?;
-        if buf.is_empty() {
-            return Ok(ReadStatus::WouldBlock);
-        }
-        if self.plain_pos == self.plain_in.len() {
+        if self.plain.is_empty() && !buf.is_empty() {
             // Nothing decrypted ahead: ciphertext may still wait behind a full buffer.
             self.drive()?;
             self.decrypt_ahead()?;
         }
-        let avail = &self.plain_in[self.plain_pos..];
-        if !avail.is_empty() {
-            let n = avail.len().min(buf.len());
-            buf[..n].copy_from_slice(&avail[..n]);
-            self.plain_pos += n;
-            if self.plain_pos == self.plain_in.len() {
-                crate::memio::release(&mut self.plain_in);
-                self.plain_pos = 0;
-            }
-            return Ok(ReadStatus::Data(n));
-        }
-        Ok(if self.peer_closed { ReadStatus::Closed } else { ReadStatus::WouldBlock })
+        Ok(self.plain.read(buf))
     }
 
     fn write(&mut self, data: &[u8]) -> Result<usize> {
         self.st.check_writable()?;
-        if !self.established || !self.plain_early.is_empty() {
-            let n = data.len().min(MAX_EARLY_PLAINTEXT.saturating_sub(self.plain_early.len()));
-            self.plain_early.extend_from_slice(&data[..n]);
+        if !self.established || !self.early.is_empty() {
+            let n = self.early.queue(data);
             self.flush_early_plaintext()?;
             return Ok(n);
         }
@@ -314,29 +270,33 @@ impl Session for OpensslSession {
             Role::Client => self.sent_sni.clone(),
         };
         Some(
-            TlsInfo {
+            TlsInfo::new(
                 version,
-                cipher_suite: ssl.current_cipher().and_then(|c| c.standard_name()).unwrap_or_default().to_owned(),
-                // A resumed TLS 1.2 session has no key exchange; OpenSSL would report a
-                // stale group.
-                group: if version == ProtocolVersion::Tls12 && ssl.session_reused() {
-                    None
-                } else {
-                    negotiated_group(ssl)
-                },
-                sni,
-                alpn: ssl.selected_alpn_protocol().map(<[u8]>::to_vec),
-                resumed: ssl.session_reused(),
+                ssl.current_cipher().and_then(|c| c.standard_name()).unwrap_or_default(),
                 peer_chain,
                 verify,
-                peer: None,
-            }
-            .with_parsed_peer(),
+            )
+            // A resumed TLS 1.2 session has no key exchange; OpenSSL would report a stale
+            // group.
+            .with_group(if version == ProtocolVersion::Tls12 && ssl.session_reused() {
+                None
+            } else {
+                negotiated_group(ssl)
+            })
+            .with_sni(sni)
+            .with_alpn(ssl.selected_alpn_protocol().map(<[u8]>::to_vec))
+            .with_resumed(ssl.session_reused()),
         )
     }
 
     fn error(&self) -> Option<&Error> {
         self.st.error()
+    }
+
+    fn release_memory(&mut self) {
+        self.stream.get_mut().release_memory();
+        self.early.release_memory();
+        self.plain.release_memory();
     }
 }
 
@@ -354,7 +314,7 @@ trait ShutdownExt {
     fn ssl_mut_shutdown_state(&mut self);
 }
 
-impl ShutdownExt for SslStream<MemIo> {
+impl ShutdownExt for SslStream<Transport> {
     fn ssl_mut_shutdown_state(&mut self) {
         // SAFETY: the pointer is the live SSL owned by this stream; SSL_set_shutdown only
         // sets flags in it.

@@ -780,18 +780,16 @@ impl Session for RustlsSession {
             (true, _) => VerifyResult::Verified,
         };
         Some(
-            TlsInfo {
+            TlsInfo::new(
                 version,
-                cipher_suite: c.negotiated_cipher_suite().map(|s| crate::iana_suite_name(&s)).unwrap_or_default(),
-                group: c.negotiated_key_exchange_group().map(|g| iana_group_name(g.name())),
-                sni: self.sni.clone(),
-                alpn: c.alpn_protocol().map(<[u8]>::to_vec),
-                resumed: c.handshake_kind() == Some(HandshakeKind::Resumed),
+                c.negotiated_cipher_suite().map(|s| crate::iana_suite_name(&s)).unwrap_or_default(),
                 peer_chain,
                 verify,
-                peer: None,
-            }
-            .with_parsed_peer(),
+            )
+            .with_group(c.negotiated_key_exchange_group().map(|g| iana_group_name(g.name())))
+            .with_sni(self.sni.clone())
+            .with_alpn(c.alpn_protocol().map(<[u8]>::to_vec))
+            .with_resumed(c.handshake_kind() == Some(HandshakeKind::Resumed)),
         )
     }
 

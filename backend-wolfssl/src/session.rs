@@ -5,6 +5,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+use sipstls_core::buffers::{EarlyPlaintext, PlaintextIn, Transport, MAX_INPUT};
 use sipstls_core::x509::sip_identity_matches;
 use sipstls_core::{
     Certificate, CertificateError, DomainConfig, Error, NameVerification, ProtocolErrorKind, ProtocolVersion,
@@ -17,29 +18,8 @@ use crate::errors::{map_cert_error, map_error};
 use crate::hello::{self, Hello, Peek};
 use crate::{CachedSession, ClientCache, Ctx, ServerInner, NAME};
 
-/// Ciphertext buffered from the peer before the session refuses more (back-pressure).
-const MAX_INPUT: usize = 64 * 1024;
-/// Ciphertext waiting for the caller before plaintext writes are refused (back-pressure).
-const MAX_OUTPUT: usize = 256 * 1024;
-/// Plaintext written before the handshake finished, held until it does.
-const MAX_EARLY_PLAINTEXT: usize = 64 * 1024;
-/// Plaintext decrypted ahead of `read` before ciphertext stops being processed.
-const MAX_PLAINTEXT_IN: usize = 64 * 1024;
 /// Largest plaintext handed to one `wolfSSL_write`.
 const MAX_WRITE: usize = 64 * 1024;
-
-/// Largest plaintext of one TLS record (2^14): the most one `wolfSSL_read` returns.
-const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
-/// Room offered to a `wolfSSL_read` at least (a record with nothing of it buffered here).
-const MIN_READ: usize = 256;
-
-/// Empties a buffer and gives its memory back when it is larger than a small record.
-fn release(buf: &mut Vec<u8>) {
-    buf.clear();
-    if buf.capacity() > 2048 {
-        *buf = Vec::new();
-    }
-}
 
 /// What the I/O and verify callbacks reach through their context pointer. It lives in its
 /// own heap allocation (made with `Box::into_raw`), so its address is stable while the
@@ -49,12 +29,8 @@ pub(crate) struct Shared {
     /// Server: the resumption chain depth of the ticket this connection resumed from
     /// (see `tickets.rs`).
     pub(crate) ticket_depth: u32,
-    input: Vec<u8>,
-    input_pos: usize,
-    output: Vec<u8>,
-    output_pos: usize,
-    /// The framing of everything written, to know whether an alert is still owed.
-    records: sipstls_core::record::RecordWatch,
+    /// The ciphertext both ways.
+    io: Transport,
     /// Client: the name to check (RFC 5922) when `check_name`.
     expected: Option<ServerName>,
     check_name: bool,
@@ -62,27 +38,6 @@ pub(crate) struct Shared {
     cert_error: Option<CertificateError>,
     /// Where the secret callbacks write (the domain's key log), if anywhere.
     key_log: Option<sipstls_core::KeyLogSink>,
-}
-
-impl Shared {
-    fn unread(&self) -> &[u8] {
-        &self.input[self.input_pos..]
-    }
-
-    fn push_input(&mut self, data: &[u8]) -> usize {
-        if self.input_pos > 0 && self.input_pos == self.input.len() {
-            release(&mut self.input);
-            self.input_pos = 0;
-        }
-        let room = MAX_INPUT.saturating_sub(self.input.len() - self.input_pos);
-        let n = room.min(data.len());
-        self.input.extend_from_slice(&data[..n]);
-        n
-    }
-
-    fn pending_output(&self) -> usize {
-        self.output.len() - self.output_pos
-    }
 }
 
 /// The Shared block of a session, from inside one of wolfSSL's callbacks.
@@ -110,15 +65,17 @@ pub(crate) unsafe extern "C" fn io_recv(_ssl: *mut w::WOLFSSL, buf: *mut c_char,
         let Some(sh) = (unsafe { (ctx as *mut Shared).as_mut() }) else {
             return w::IOerrors_WOLFSSL_CBIO_ERR_GENERAL;
         };
-        let avail = sh.unread();
-        if avail.is_empty() {
-            return w::IOerrors_WOLFSSL_CBIO_ERR_WANT_READ;
+        let len = usize::try_from(sz).unwrap_or(0);
+        if buf.is_null() || len == 0 {
+            return w::IOerrors_WOLFSSL_CBIO_ERR_GENERAL;
         }
-        let n = avail.len().min(usize::try_from(sz).unwrap_or(0));
-        // SAFETY: `buf` is writable for `sz` >= n bytes (contract); the source is our Vec.
-        unsafe { std::ptr::copy_nonoverlapping(avail.as_ptr(), buf.cast::<u8>(), n) };
-        sh.input_pos += n;
-        n as c_int
+        // SAFETY: `buf` is non-null and writable for `sz` bytes (contract), and wolfSSL
+        // holds no other reference to it during the callback.
+        let out = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
+        match sh.io.read_input(out) {
+            0 => w::IOerrors_WOLFSSL_CBIO_ERR_WANT_READ,
+            n => n as c_int,
+        }
     }))
     .unwrap_or(w::IOerrors_WOLFSSL_CBIO_ERR_GENERAL)
 }
@@ -138,8 +95,7 @@ pub(crate) unsafe extern "C" fn io_send(_ssl: *mut w::WOLFSSL, buf: *mut c_char,
         if n > 0 {
             // SAFETY: `buf` is readable for `sz` bytes (contract).
             let bytes = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), n) };
-            sh.records.observe(bytes);
-            sh.output.extend_from_slice(bytes);
+            sh.io.write_output(bytes);
         }
         n as c_int
     }))
@@ -311,10 +267,8 @@ pub struct WolfsslSession {
     verify_peer: bool,
     established: bool,
     sni: Option<String>,
-    plain_early: Vec<u8>,
-    plain_in: Vec<u8>,
-    plain_pos: usize,
-    peer_closed: bool,
+    early: EarlyPlaintext,
+    plain: PlaintextIn,
     cache: Option<(Arc<ClientCache>, String)>,
     /// Client, TLS 1.3: the ticket in the session at the end of the handshake or at the
     /// last save (a new one means a NewSessionTicket arrived). TLS 1.2: `Some` once saved.
@@ -331,11 +285,7 @@ impl WolfsslSession {
     fn empty(role: Role) -> Self {
         let shared = Box::new(Shared {
             ticket_depth: 0,
-            input: Vec::new(),
-            input_pos: 0,
-            output: Vec::new(),
-            output_pos: 0,
-            records: Default::default(),
+            io: Transport::default(),
             expected: None,
             check_name: false,
             cert_error: None,
@@ -351,10 +301,8 @@ impl WolfsslSession {
             verify_peer: false,
             established: false,
             sni: None,
-            plain_early: Vec::new(),
-            plain_in: Vec::new(),
-            plain_pos: 0,
-            peer_closed: false,
+            early: EarlyPlaintext::default(),
+            plain: PlaintextIn::default(),
             cache: None,
             saved_ticket: None,
             st: SessionState::default(),
@@ -517,10 +465,7 @@ impl WolfsslSession {
     /// records go out in the clear the session writes the one the error calls for.
     fn fail_with(&mut self, e: Error) -> Error {
         let e = self.st.fail(e);
-        let sh = self.sh();
-        if let Some(record) = sh.records.missing_alert(&e) {
-            sh.output.extend_from_slice(&record);
-        }
+        self.sh().io.queue_missing_alert(&e);
         e
     }
 
@@ -564,35 +509,28 @@ impl WolfsslSession {
     }
 
     /// Processes buffered records now, so errors, alerts and close_notify surface at
-    /// `feed_tls`; plaintext waits in `plain_in`.
+    /// `feed_tls`; plaintext waits in `plain`.
     fn decrypt_ahead(&mut self) -> Result<()> {
-        if !self.established || self.peer_closed {
+        if !self.established || self.plain.peer_closed() {
             return Ok(());
         }
         let Some(ssl) = self.ssl else { return Ok(()) };
-        if self.plain_pos == self.plain_in.len() {
-            release(&mut self.plain_in);
-            self.plain_pos = 0;
-        }
-        let out_before = self.sh_ref().output.len();
-        while self.plain_in.len() - self.plain_pos < MAX_PLAINTEXT_IN {
-            // wolfSSL decrypts straight into `plain_in`'s spare room, sized by what can come
-            // out: the plaintext wolfSSL holds already, or at most the ciphertext buffered
-            // here (a record's plaintext is shorter than the record). A record partly read
-            // by an earlier call can be longer than that; wolfSSL then keeps the rest
-            // pending and the next turn of the loop takes it. No scratch record, no copy.
+        let out_before = self.sh_ref().io.output_mark();
+        while self.plain.has_room() {
+            // wolfSSL decrypts straight into the spare room (see `PlaintextIn::spare`). A
+            // record partly read by an earlier call can be longer than the room; wolfSSL
+            // then keeps the rest pending and the next turn of the loop takes it.
             // SAFETY: `ssl` is live; wolfSSL_pending only reads it.
             let pending = usize::try_from(unsafe { w::wolfSSL_pending(ssl.as_ptr()) }).unwrap_or(0);
-            let room = pending.max(self.sh_ref().unread().len()).clamp(MIN_READ, MAX_RECORD_PLAINTEXT);
-            self.plain_in.reserve(room);
-            let spare = self.plain_in.spare_capacity_mut();
-            let want = spare.len().min(MAX_RECORD_PLAINTEXT) as c_int;
+            let spare = self.plain.spare(pending.max(self.sh_ref().io.pending_input()));
+            let want = spare.len() as c_int;
             // SAFETY: `ssl` is live; `spare` is writable for `want` bytes; the callbacks
-            // wolfSSL_read makes reach only the Shared block, never `plain_in`.
+            // wolfSSL_read makes reach only the Shared block, never `plain`.
             let n = unsafe { w::wolfSSL_read(ssl.as_ptr(), spare.as_mut_ptr().cast(), want) };
             if n > 0 {
-                // SAFETY: wolfSSL wrote `n` <= `want` bytes at the start of the spare room.
-                unsafe { self.plain_in.set_len(self.plain_in.len() + n as usize) };
+                // SAFETY: wolfSSL wrote `n` <= `want` bytes at the start of the spare room,
+                // just now.
+                unsafe { self.plain.filled(n as usize) };
             }
             // SAFETY: `ssl` is live; the call only reads its handshake state.
             if unsafe { w::wolfSSL_is_init_finished(ssl.as_ptr()) } == 0 {
@@ -601,7 +539,7 @@ impl WolfsslSession {
                 // its server answers a client's renegotiation ClientHello; measured with
                 // `openssl s_client` and `R`). sipstls refuses renegotiation on every
                 // backend: drop the answer wolfSSL queued and fail.
-                self.sh().output.truncate(out_before);
+                self.sh().io.rewind_output(out_before);
                 let e = Error::protocol(ProtocolErrorKind::HandshakeFailure, "renegotiation refused");
                 return Err(self.fail_with(e));
             }
@@ -610,14 +548,14 @@ impl WolfsslSession {
                 // would only answer WANT_READ (wolfSSL reads no further ahead than the
                 // record it works on, so it buffers no whole record of its own).
                 // SAFETY: `ssl` is live; wolfSSL_pending only reads it.
-                if self.sh_ref().unread().is_empty() && unsafe { w::wolfSSL_pending(ssl.as_ptr()) } == 0 {
+                if self.sh_ref().io.pending_input() == 0 && unsafe { w::wolfSSL_pending(ssl.as_ptr()) } == 0 {
                     break;
                 }
                 continue;
             }
             let code = Self::error_code(ssl, n);
             if code == cvt::ERROR_ZERO_RETURN {
-                self.peer_closed = true;
+                self.plain.set_peer_closed();
                 break;
             }
             if Self::is_want(code) {
@@ -630,20 +568,18 @@ impl WolfsslSession {
     }
 
     fn flush_early_plaintext(&mut self) -> Result<()> {
-        while self.established && !self.plain_early.is_empty() {
-            let data = std::mem::take(&mut self.plain_early);
-            let n = self.write_now(&data)?;
-            self.plain_early = data[n..].to_vec();
-            if n == 0 {
-                break;
-            }
+        if !self.established {
+            return Ok(());
         }
-        Ok(())
+        let mut early = std::mem::take(&mut self.early);
+        let r = early.flush(|d| self.write_now(d));
+        self.early = early;
+        r
     }
 
     fn write_now(&mut self, data: &[u8]) -> Result<usize> {
         let Some(ssl) = self.ssl else { return Ok(0) };
-        if data.is_empty() || self.sh_ref().pending_output() >= MAX_OUTPUT {
+        if data.is_empty() || self.sh_ref().io.output_full() {
             return Ok(0);
         }
         let len = data.len().min(MAX_WRITE);
@@ -758,10 +694,10 @@ impl Session for WolfsslSession {
 
     fn feed_tls(&mut self, input: &[u8]) -> Result<usize> {
         self.st.check()?;
-        let n = self.sh().push_input(input);
+        let n = self.sh().io.push_input(input);
         if self.pending.is_some() {
-            let unread_len = self.sh_ref().unread().len();
-            match hello::peek(self.sh_ref().unread()) {
+            let unread_len = self.sh_ref().io.pending_input();
+            match hello::peek(self.sh_ref().io.unread()) {
                 Peek::NeedMore if unread_len < MAX_INPUT => return Ok(n),
                 Peek::NeedMore | Peek::Invalid => self.activate(None),
                 Peek::Hello(h) => self.activate(Some(h)),
@@ -774,20 +710,11 @@ impl Session for WolfsslSession {
     }
 
     fn wants_write(&self) -> bool {
-        self.sh_ref().pending_output() > 0
+        self.sh_ref().io.pending_output() > 0
     }
 
     fn take_tls(&mut self, out: &mut [u8]) -> usize {
-        let sh = self.sh();
-        let avail = &sh.output[sh.output_pos..];
-        let n = avail.len().min(out.len());
-        out[..n].copy_from_slice(&avail[..n]);
-        sh.output_pos += n;
-        if sh.output_pos == sh.output.len() {
-            release(&mut sh.output);
-            sh.output_pos = 0;
-        }
-        n
+        self.sh().io.take_output(out)
     }
 
     fn is_handshaking(&self) -> bool {
@@ -796,32 +723,17 @@ impl Session for WolfsslSession {
 
     fn read(&mut self, buf: &mut [u8]) -> Result<ReadStatus> {
         self.st.check()?;
-        if buf.is_empty() {
-            return Ok(ReadStatus::WouldBlock);
-        }
-        if self.plain_pos == self.plain_in.len() {
+        if self.plain.is_empty() && !buf.is_empty() {
             self.drive()?;
             self.decrypt_ahead()?;
         }
-        let avail = &self.plain_in[self.plain_pos..];
-        if !avail.is_empty() {
-            let n = avail.len().min(buf.len());
-            buf[..n].copy_from_slice(&avail[..n]);
-            self.plain_pos += n;
-            if self.plain_pos == self.plain_in.len() {
-                release(&mut self.plain_in);
-                self.plain_pos = 0;
-            }
-            return Ok(ReadStatus::Data(n));
-        }
-        Ok(if self.peer_closed { ReadStatus::Closed } else { ReadStatus::WouldBlock })
+        Ok(self.plain.read(buf))
     }
 
     fn write(&mut self, data: &[u8]) -> Result<usize> {
         self.st.check_writable()?;
-        if !self.established || !self.plain_early.is_empty() {
-            let n = data.len().min(MAX_EARLY_PLAINTEXT.saturating_sub(self.plain_early.len()));
-            self.plain_early.extend_from_slice(&data[..n]);
+        if !self.established || !self.early.is_empty() {
+            let n = self.early.queue(data);
             self.flush_early_plaintext()?;
             return Ok(n);
         }
@@ -869,24 +781,23 @@ impl Session for WolfsslSession {
             (true, false) => VerifyResult::Verified,
         };
         Some(
-            TlsInfo {
-                version,
-                cipher_suite: cipher,
+            TlsInfo::new(version, cipher, peer_chain, verify)
                 // A resumed TLS 1.2 session has no key exchange.
-                group: if version == ProtocolVersion::Tls12 && resumed { None } else { curve.map(|c| group_name(&c)) },
-                sni: self.sni.clone(),
-                alpn,
-                resumed,
-                peer_chain,
-                verify,
-                peer: None,
-            }
-            .with_parsed_peer(),
+                .with_group(if version == ProtocolVersion::Tls12 && resumed { None } else { curve.map(|c| group_name(&c)) })
+                .with_sni(self.sni.clone())
+                .with_alpn(alpn)
+                .with_resumed(resumed),
         )
     }
 
     fn error(&self) -> Option<&Error> {
         self.st.error()
+    }
+
+    fn release_memory(&mut self) {
+        self.sh().io.release_memory();
+        self.early.release_memory();
+        self.plain.release_memory();
     }
 }
 

@@ -20,8 +20,10 @@ pub enum VerifyResult {
 }
 
 /// What a SIP server wants to know about an established TLS connection: cheap to clone
-/// and to send to another process.
+/// and to send to another process. Backends build it with [`TlsInfo::new`] and the
+/// `with_*` methods (new facts come as new fields).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TlsInfo {
     /// Negotiated version.
     pub version: ProtocolVersion,
@@ -45,17 +47,57 @@ pub struct TlsInfo {
 }
 
 impl TlsInfo {
+    /// The facts every established session has; `peer` is parsed from the first
+    /// certificate of `peer_chain` (a chain that does not parse leaves it empty). No group,
+    /// SNI or ALPN, not resumed.
+    pub fn new(
+        version: ProtocolVersion,
+        cipher_suite: impl Into<String>,
+        peer_chain: Vec<Certificate>,
+        verify: VerifyResult,
+    ) -> Self {
+        let peer = peer_chain.first().and_then(|c| CertificateInfo::parse(c.der()).ok());
+        TlsInfo {
+            version,
+            cipher_suite: cipher_suite.into(),
+            group: None,
+            sni: None,
+            alpn: None,
+            resumed: false,
+            peer_chain,
+            verify,
+            peer,
+        }
+    }
+
+    /// Sets the key-exchange group.
+    pub fn with_group(mut self, group: Option<String>) -> Self {
+        self.group = group;
+        self
+    }
+
+    /// Sets the SNI.
+    pub fn with_sni(mut self, sni: Option<String>) -> Self {
+        self.sni = sni;
+        self
+    }
+
+    /// Sets the ALPN protocol.
+    pub fn with_alpn(mut self, alpn: Option<Vec<u8>>) -> Self {
+        self.alpn = alpn;
+        self
+    }
+
+    /// Marks the session resumed (or not).
+    pub fn with_resumed(mut self, resumed: bool) -> Self {
+        self.resumed = resumed;
+        self
+    }
+
     /// Parsed facts about every certificate of the peer's chain, leaf first, as it sent it
     /// (certificates that do not parse are left out). When `verify` is
     /// [`VerifyResult::Verified`], this chain led to one of the domain's trust anchors.
     pub fn peer_chain_info(&self) -> Vec<CertificateInfo> {
         self.peer_chain.iter().filter_map(|c| CertificateInfo::parse(c.der()).ok()).collect()
-    }
-
-    /// Fills `peer` from the first certificate of `peer_chain` (a chain that does not parse
-    /// leaves `peer` empty).
-    pub fn with_parsed_peer(mut self) -> Self {
-        self.peer = self.peer_chain.first().and_then(|c| CertificateInfo::parse(c.der()).ok());
-        self
     }
 }

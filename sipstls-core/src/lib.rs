@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+pub mod buffers;
 mod caps;
 mod config;
 mod domain;

@@ -127,18 +127,11 @@ impl ConnMeta {
         };
         let id =
             header.unique_id.as_deref().and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes).unwrap_or(0);
-        let tls = TlsInfo {
-            version,
-            cipher_suite: ssl.cipher.clone().unwrap_or_default(),
-            group: ssl.group.clone(),
-            sni: header.authority.clone(),
-            alpn: header.alpn.clone(),
-            resumed: flags & 2 == 2,
-            peer_chain,
-            verify,
-            peer: None,
-        }
-        .with_parsed_peer();
+        let tls = TlsInfo::new(version, ssl.cipher.clone().unwrap_or_default(), peer_chain, verify)
+            .with_group(ssl.group.clone())
+            .with_sni(header.authority.clone())
+            .with_alpn(header.alpn.clone())
+            .with_resumed(flags & 2 == 2);
         Ok(ConnMeta { id, direction, peer, local, tls })
     }
 }
@@ -148,17 +141,11 @@ mod tests {
     use super::*;
 
     fn info(chain: Vec<Certificate>, verify: VerifyResult) -> TlsInfo {
-        TlsInfo {
-            version: ProtocolVersion::Tls13,
-            cipher_suite: "TLS_AES_128_GCM_SHA256".into(),
-            group: Some("x25519".into()),
-            sni: Some("sip.example.test".into()),
-            alpn: Some(b"sip".to_vec()),
-            resumed: true,
-            peer_chain: chain,
-            verify,
-            peer: None,
-        }
+        TlsInfo::new(ProtocolVersion::Tls13, "TLS_AES_128_GCM_SHA256", chain, verify)
+            .with_group(Some("x25519".into()))
+            .with_sni(Some("sip.example.test".into()))
+            .with_alpn(Some(b"sip".to_vec()))
+            .with_resumed(true)
     }
 
     #[test]
