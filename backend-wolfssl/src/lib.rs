@@ -59,7 +59,6 @@
 
 mod cvt;
 mod errors;
-mod hello;
 mod hooks;
 mod session;
 mod tickets;

@@ -6,6 +6,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use sipstls_core::buffers::{EarlyPlaintext, PlaintextIn, Transport, MAX_INPUT};
+use sipstls_core::hello::{self, Hello, Peek};
 use sipstls_core::x509::sip_identity_matches;
 use sipstls_core::{
     Certificate, CertificateError, DomainConfig, Error, NameVerification, ProtocolErrorKind, ProtocolVersion,
@@ -15,7 +16,6 @@ use sipstls_wolfssl_sys as w;
 
 use crate::cvt::{self, Context};
 use crate::errors::{map_cert_error, map_error};
-use crate::hello::{self, Hello, Peek};
 use crate::{CachedSession, ClientCache, Ctx, ServerInner, NAME};
 
 /// Largest plaintext handed to one `wolfSSL_write`.
@@ -783,7 +783,11 @@ impl Session for WolfsslSession {
         Some(
             TlsInfo::new(version, cipher, peer_chain, verify)
                 // A resumed TLS 1.2 session has no key exchange.
-                .with_group(if version == ProtocolVersion::Tls12 && resumed { None } else { curve.map(|c| group_name(&c)) })
+                .with_group(if version == ProtocolVersion::Tls12 && resumed {
+                    None
+                } else {
+                    curve.map(|c| group_name(&c))
+                })
                 .with_sni(self.sni.clone())
                 .with_alpn(alpn)
                 .with_resumed(resumed),

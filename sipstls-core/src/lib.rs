@@ -27,6 +27,7 @@ mod config;
 mod domain;
 pub mod driver;
 mod error;
+pub mod hello;
 #[allow(unsafe_code)] // unsafe traits: the contracts of C-facing hooks
 pub mod hooks;
 mod info;

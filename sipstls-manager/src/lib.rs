@@ -28,6 +28,7 @@
 mod bridge;
 pub mod control;
 mod error;
+#[cfg(test)]
 mod hello;
 mod manager;
 mod meta;

@@ -16,7 +16,6 @@ use tokio::sync::watch;
 use crate::bridge::{self, Limits, Traffic};
 use crate::control::{self, ToManager, ToWorker, WireTarget};
 use crate::error::{CloseReason, ConnectError};
-use crate::hello::client_hello_sni;
 use crate::meta::{ConnMeta, Direction};
 use crate::sock::{Sock, Watched};
 use crate::upstream::TcpUpstreams;
@@ -777,7 +776,7 @@ pub(crate) async fn handshake(
 async fn peek_sni(tcp: &TcpStream, limit: Duration) -> Option<String> {
     let mut buf = vec![0u8; 2048];
     let n = tokio::time::timeout(limit, tcp.peek(&mut buf)).await.ok()?.ok()?;
-    client_hello_sni(&buf[..n])
+    sipstls_core::hello::sni_in_prefix(&buf[..n])
 }
 
 async fn inbound(

@@ -1,12 +1,15 @@
-//! A minimal reader of the first ClientHello: its SNI and ALPN offer.
+//! A minimal reader of the first ClientHello: its SNI and ALPN offer. The ClientHello is
+//! plaintext in TLS 1.2 and 1.3, so a server can read it before any TLS library does:
 //!
-//! wolfSSL cannot move a session to another `WOLFSSL_CTX` without its OpenSSL
-//! compatibility layer (`wolfSSL_set_SSL_CTX`), and its ALPN choice follows the client's
-//! preference. So a server session reads the ClientHello first (it is plaintext in TLS 1.2
-//! and 1.3), picks the domain by SNI and the ALPN protocol by the server's preference,
-//! and only then creates the wolfSSL session from the chosen domain and gives it every byte
-//! received. Anything that does not look like a well-formed ClientHello goes to the
-//! default domain unchanged, so wolfSSL itself reports the error.
+//! - [`peek`] joins the whole message over its records, for a backend that must choose
+//!   the domain (by SNI) and the ALPN protocol (by the server's preference) before it
+//!   creates the library's session. Anything that is not a well-formed ClientHello is
+//!   [`Peek::Invalid`]: hand it to the library unchanged, so that the library reports the
+//!   error.
+//! - [`sni_in_prefix`] reads the server name from whatever part of the first record has
+//!   arrived, for a log line about a handshake that then fails.
+//!
+//! Both read only the bytes given and never panic.
 
 /// Largest record fragment TLS allows (2^14 plus the TLS 1.2 expansion allowance).
 const MAX_RECORD: usize = 16384 + 2048;
@@ -15,16 +18,18 @@ const MAX_HELLO: usize = 64 * 1024;
 
 /// What the ClientHello asked for.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct Hello {
+#[non_exhaustive]
+pub struct Hello {
     /// The host_name entry of the server_name extension.
-    pub(crate) sni: Option<String>,
+    pub sni: Option<String>,
     /// The protocols of the ALPN extension, in the client's order; `None` without ALPN.
-    pub(crate) alpn: Option<Vec<Vec<u8>>>,
+    pub alpn: Option<Vec<Vec<u8>>>,
 }
 
 /// The outcome of looking at the bytes received so far.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Peek {
+#[allow(clippy::exhaustive_enums)] // the three outcomes of reading a prefix: complete
+pub enum Peek {
     /// Not enough bytes yet.
     NeedMore,
     /// A complete ClientHello.
@@ -33,8 +38,9 @@ pub(crate) enum Peek {
     Invalid,
 }
 
-/// Looks at the first bytes a client sent.
-pub(crate) fn peek(input: &[u8]) -> Peek {
+/// Looks at the first bytes a client sent: the ClientHello once all its records are in
+/// (at most 64 KiB of message).
+pub fn peek(input: &[u8]) -> Peek {
     // Reassemble the handshake message from consecutive handshake records.
     let mut msg = Vec::new();
     let mut rest = input;
@@ -45,7 +51,7 @@ pub(crate) fn peek(input: &[u8]) -> Peek {
                 return Peek::Invalid;
             }
             if msg.len() >= 4 + len {
-                return match parse_client_hello(&msg[4..4 + len]) {
+                return match parse_client_hello(&msg[4..4 + len], false) {
                     Some(h) => Peek::Hello(h),
                     None => Peek::Invalid,
                 };
@@ -64,6 +70,24 @@ pub(crate) fn peek(input: &[u8]) -> Peek {
         msg.extend_from_slice(&rest[5..5 + len]);
         rest = &rest[5 + len..];
     }
+}
+
+/// The server name of a ClientHello at the start of `input`, which holds the first record
+/// or a prefix of it: `None` when the bytes are not a ClientHello, carry no name, or end
+/// before it.
+pub fn sni_in_prefix(input: &[u8]) -> Option<String> {
+    let mut r = Reader(input);
+    // Record header: handshake (22), any version, length; then the handshake header:
+    // ClientHello (1) and its 24-bit length.
+    if r.u8()? != 22 {
+        return None;
+    }
+    r.take(4)?;
+    if r.u8()? != 1 {
+        return None;
+    }
+    r.take(3)?;
+    parse_client_hello(r.0, true)?.sni.filter(|s| !s.is_empty())
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -93,7 +117,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn parse_client_hello(body: &[u8]) -> Option<Hello> {
+/// Reads a ClientHello body. With `partial`, the body may end anywhere in the
+/// extensions: what is complete by then is read.
+fn parse_client_hello(body: &[u8], partial: bool) -> Option<Hello> {
     let mut r = Reader(body);
     r.take(2 + 32)?; // legacy_version, random
     r.vec8()?; // session id
@@ -103,10 +129,17 @@ fn parse_client_hello(body: &[u8]) -> Option<Hello> {
     if r.0.is_empty() {
         return Some(hello); // no extensions
     }
-    let mut exts = Reader(r.vec16()?);
+    let len = r.u16()?;
+    let mut exts = match r.take(len) {
+        Some(e) => Reader(e),
+        None if partial => Reader(r.0),
+        None => return None,
+    };
     while !exts.0.is_empty() {
-        let typ = exts.u16()?;
-        let mut data = Reader(exts.vec16()?);
+        let (Some(typ), Some(data)) = (exts.u16(), exts.vec16()) else {
+            return partial.then_some(hello);
+        };
+        let mut data = Reader(data);
         match typ {
             0 => {
                 let mut list = Reader(data.vec16()?);
@@ -180,5 +213,31 @@ mod tests {
         assert_eq!(peek(&[0x17, 3, 3, 0, 1, 0]), Peek::Invalid);
         assert_eq!(peek(&[0x16, 3, 1, 0xFF, 0xFF]), Peek::Invalid);
         assert_eq!(peek(&[0x16, 3, 1, 0, 4, 2, 0, 0, 0]), Peek::Invalid);
+    }
+
+    #[test]
+    fn sni_in_every_prefix() {
+        let name = b"sip.example.test";
+        let mut ext = vec![0, 16, 0, 5, 0, 3, 2, b'h', b'2']; // ALPN first, then SNI
+        let list_len = 3 + name.len();
+        ext.extend([0, 0]);
+        ext.extend(((list_len + 2) as u16).to_be_bytes());
+        ext.extend((list_len as u16).to_be_bytes());
+        ext.push(0);
+        ext.extend((name.len() as u16).to_be_bytes());
+        ext.extend(name);
+        ext.extend([0, 0x2b, 0, 3, 2, 3, 4]); // supported_versions after it
+        let rec = hello_record(&ext);
+        assert_eq!(sni_in_prefix(&rec).as_deref(), Some("sip.example.test"));
+        let name_end = rec.len() - 7;
+        for cut in 0..rec.len() {
+            let got = sni_in_prefix(&rec[..cut]);
+            let want = (cut >= name_end).then(|| "sip.example.test".to_owned());
+            assert_eq!(got, want, "cut {cut}");
+        }
+        let mut not_hello = rec.clone();
+        not_hello[5] = 2; // ServerHello
+        assert_eq!(sni_in_prefix(&not_hello), None);
+        assert_eq!(sni_in_prefix(&hello_record(&[])), None, "no extensions, no name");
     }
 }
