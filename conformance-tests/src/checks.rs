@@ -837,14 +837,8 @@ pub fn unsupported_settings_refused(b: &dyn Backend) {
         (Capabilities::TLS13, base().with_version(ProtocolVersion::Tls13)),
         (Capabilities::ALPN, base().with_alpn(["sip"])),
         (Capabilities::CLIENT_CERT, base().with_client_auth(sipstls::ClientAuth::Required(pki().roots()))),
-        (
-            Capabilities::CIPHER_LIST_TLS12,
-            base().with_cipher_list_tls12(["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"]),
-        ),
-        (
-            Capabilities::CIPHER_SUITES_TLS13,
-            base().with_cipher_suites_tls13(["TLS_AES_128_GCM_SHA256"]),
-        ),
+        (Capabilities::CIPHER_LIST_TLS12, base().with_cipher_list_tls12(["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"])),
+        (Capabilities::CIPHER_SUITES_TLS13, base().with_cipher_suites_tls13(["TLS_AES_128_GCM_SHA256"])),
         (Capabilities::RESUMPTION_TICKETS, base().with_resumption(Resumption::TICKETS)),
         (Capabilities::RESUMPTION_SESSION_ID, base().with_resumption(Resumption::SESSION_IDS)),
         (Capabilities::KEY_LOG, base().with_key_log(sipstls::KeyLogSink::new(NoKeyLog))),

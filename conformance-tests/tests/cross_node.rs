@@ -75,13 +75,9 @@ fn server_config(identity: Identity, mode: Mode, redis: &RedisConfig) -> Result<
         Mode::Store => cfg
             .with_resumption(Resumption::SESSION_IDS)
             .with_session_store(SessionStoreHandle::new(RedisSessionStore::new(redis.clone())?)),
-        Mode::Tickets => cfg.with_resumption(Resumption::TICKETS).with_ticket_keys(
-            TicketKeysHandle::new(RedisTicketKeys::new(
-                redis.clone(),
-                Duration::from_secs(3600),
-                Duration::from_secs(5),
-            )?),
-        ),
+        Mode::Tickets => cfg.with_resumption(Resumption::TICKETS).with_ticket_keys(TicketKeysHandle::new(
+            RedisTicketKeys::new(redis.clone(), Duration::from_secs(3600), Duration::from_secs(5))?,
+        )),
     })
 }
 

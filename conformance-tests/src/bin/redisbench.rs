@@ -127,14 +127,12 @@ fn measure(b: &dyn Backend, v: ProtocolVersion, setup: Setup, redis: &RedisServe
                 };
                 let timed = Arc::new(Timed { inner, lookups: Mutex::default() });
                 timers.push(timed.clone());
-                base.with_resumption(Resumption::SESSION_IDS)
-                    .with_session_store(SessionStoreHandle::from_arc(timed))
+                base.with_resumption(Resumption::SESSION_IDS).with_session_store(SessionStoreHandle::from_arc(timed))
             }
             Setup::RedisTickets => {
                 let keys =
                     RedisTicketKeys::new(rcfg.clone(), Duration::from_secs(3600), Duration::from_secs(5)).unwrap();
-                base.with_resumption(Resumption::TICKETS)
-                    .with_ticket_keys(TicketKeysHandle::new(keys))
+                base.with_resumption(Resumption::TICKETS).with_ticket_keys(TicketKeysHandle::new(keys))
             }
         };
         b.server_domain(&cfg).unwrap()
