@@ -46,6 +46,8 @@
 //! another worker falls back to a full handshake. The server session-ID cache is
 //! per process.
 #![warn(missing_docs)]
+// Public types that will grow are #[non_exhaustive]; the closed ones say why.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
 mod domain;
 mod errors;
@@ -71,6 +73,7 @@ pub const NAME: &str = "mbedtls";
 
 /// The Mbed TLS backend.
 #[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
 pub struct MbedtlsBackend;
 
 impl MbedtlsBackend {
@@ -114,7 +117,7 @@ impl Backend for MbedtlsBackend {
         // buffer, which is larger.
         unsafe { sys::version_get_string_full(buf.as_mut_ptr() as *mut c_char) };
         let library = CStr::from_bytes_until_nul(&buf).map(|c| c.to_string_lossy().into_owned()).unwrap_or_default();
-        BackendInfo { name: NAME, library, license: "Apache-2.0" }
+        BackendInfo::new(NAME, library, "Apache-2.0")
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -22,6 +22,8 @@
 //! one certificate slot per key type, chosen by the client's signature algorithms and
 //! suites; BoringSSL has one slot, so it refuses a second identity.
 #![warn(missing_docs)]
+// Public types that will grow are #[non_exhaustive]; the closed ones say why.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
 #[cfg(all(feature = "openssl", feature = "boring"))]
 compile_error!(
@@ -105,6 +107,7 @@ const TLS13_NAMES: &[&str] = &["TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256
 
 /// The OpenSSL backend (on BoringSSL with the feature `boring`).
 #[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
 pub struct OpensslBackend;
 
 /// The backend on BoringSSL: the same type as [`OpensslBackend`], under the name of its
@@ -462,7 +465,7 @@ fn on_servername(ssl: &mut SslRef) -> std::result::Result<(), SniError> {
 
 impl Backend for OpensslBackend {
     fn info(&self) -> BackendInfo {
-        BackendInfo { name: NAME, library: ssl_lib::version::version().to_owned(), license: LICENSE }
+        BackendInfo::new(NAME, ssl_lib::version::version(), LICENSE)
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -19,6 +19,8 @@
 //!   the client offers serves.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+// Public types that will grow are #[non_exhaustive]; the closed ones say why.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
 mod errors;
 #[allow(unsafe_code)] // the C allocator hook: one FFI call
@@ -244,13 +246,12 @@ impl ResolvesServerCert for IdentityResolver {
 
 impl Backend for RustlsBackend {
     fn info(&self) -> BackendInfo {
-        BackendInfo {
-            name: NAME,
-            library: format!("rustls {RUSTLS_VERSION} (aws-lc-rs {AWS_LC_RS_VERSION} provider)"),
+        BackendInfo::new(
+            NAME,
+            format!("rustls {RUSTLS_VERSION} (aws-lc-rs {AWS_LC_RS_VERSION} provider)"),
             // rustls, and the aws-lc code linked through aws-lc-rs/aws-lc-sys.
-            license:
-                "(Apache-2.0 OR ISC OR MIT) AND ISC AND (Apache-2.0 OR ISC) AND Apache-2.0 AND MIT AND BSD-3-Clause",
-        }
+            "(Apache-2.0 OR ISC OR MIT) AND ISC AND (Apache-2.0 OR ISC) AND Apache-2.0 AND MIT AND BSD-3-Clause",
+        )
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -56,6 +56,8 @@
 //! The bundled wolfSSL 5.9 is GPLv3: a binary linking this crate is covered by the
 //! GPL-3.0-or-later (commercial licences come from wolfSSL Inc.).
 #![warn(missing_docs)]
+// Public types that will grow are #[non_exhaustive]; the closed ones say why.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
 mod cvt;
 mod errors;
@@ -140,6 +142,7 @@ pub(crate) fn random_bytes(out: &mut [u8]) -> Result<()> {
 
 /// The wolfSSL backend.
 #[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
 pub struct WolfsslBackend;
 
 impl WolfsslBackend {
@@ -373,7 +376,7 @@ impl Backend for WolfsslBackend {
     fn info(&self) -> BackendInfo {
         // SAFETY: wolfSSL_lib_version returns a pointer to a static NUL-terminated string.
         let v = unsafe { CStr::from_ptr(w::wolfSSL_lib_version()) }.to_string_lossy().into_owned();
-        BackendInfo { name: NAME, library: format!("wolfSSL {v}"), license: "GPL-3.0-or-later" }
+        BackendInfo::new(NAME, format!("wolfSSL {v}"), "GPL-3.0-or-later")
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -965,18 +965,14 @@ pub fn domain_table_selection(b: &dyn Backend) {
     if b.capabilities().contains(Capabilities::ALPN) {
         t.add_client_name("ALT.example.test", &by_name).unwrap();
     }
-    assert!(matches!(
-        t.connect(&ClientTarget { id: Some("nope".into()), ..Default::default() }),
-        Err(Error::NoDomain(_))
-    ));
-    let (d, _) =
-        t.client_for(&ClientTarget { id: Some("tls-peer".into()), ..ClientTarget::name(SERVER_NAME) }).unwrap();
+    assert!(matches!(t.connect(&ClientTarget::default().domain_id("nope")), Err(Error::NoDomain(_))));
+    let (d, _) = t.client_for(&ClientTarget::name(SERVER_NAME).domain_id("tls-peer")).unwrap();
     assert_eq!(d.config().identities.len(), 1, "explicit id wins");
     if b.capabilities().contains(Capabilities::ALPN) {
         let (d, _) = t.client_for(&ClientTarget::name("alt.EXAMPLE.test")).unwrap();
         assert_eq!(d.config().alpn, vec![b"by-name".to_vec()], "name lookup is case-insensitive");
     }
-    let (d, name) = t.client_for(&ClientTarget { addr: Some(exact), ..Default::default() }).unwrap();
+    let (d, name) = t.client_for(&ClientTarget::addr(exact)).unwrap();
     assert!(d.config().identities.is_empty() && d.config().alpn.is_empty(), "default");
     assert_eq!(name, Some(ServerName::Ip(exact.ip())), "the address is the name when none is given");
 }

@@ -41,10 +41,10 @@ pub struct Leaf {
 impl Leaf {
     /// As a sipstls identity.
     pub fn identity(&self) -> Identity {
-        Identity {
-            chain: vec![Certificate::from_der(self.der.clone())],
-            key: PrivateKey::from_pem(self.key_pem.as_bytes()).expect("generated key parses"),
-        }
+        Identity::new(
+            vec![Certificate::from_der(self.der.clone())],
+            PrivateKey::from_pem(self.key_pem.as_bytes()).expect("generated key parses"),
+        )
     }
 }
 

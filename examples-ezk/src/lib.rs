@@ -187,11 +187,10 @@ impl StreamingFactory for TlsConnectorFactory {
     type Transport = SipsTlsTransport;
 
     async fn connect<A: ToSocketAddrs + Send>(&self, uri: &SipUri, addr: SocketAddr) -> io::Result<SipsTlsTransport> {
-        let server_name = match &uri.host_port.host {
-            Host::Name(name) => Some(name.to_string()),
-            Host::IP4(_) | Host::IP6(_) => None,
+        let target = match &uri.host_port.host {
+            Host::Name(name) => ClientTarget::addr(addr).server_name(name.to_string()),
+            Host::IP4(_) | Host::IP6(_) => ClientTarget::addr(addr),
         };
-        let target = ClientTarget { id: None, addr: Some(addr), server_name };
         let tcp = bounded("TCP connect", TcpStream::connect(addr)).await?;
         let (local, peer) = (tcp.local_addr()?, tcp.peer_addr()?);
         let result = bounded("TLS handshake", self.connector.connect(&target, tcp)).await;

@@ -35,9 +35,9 @@ fuzz_target!(|data: &[u8]| {
         _ => PrivateKeyFormat::Pkcs1,
     };
     for b in backends() {
-        let fuzzed_cert = Identity { chain: vec![Certificate::from_der(rest.to_vec())], key: real.identity().key };
+        let fuzzed_cert = Identity::new(vec![Certificate::from_der(rest.to_vec())], real.identity().key);
         let _ = b.server_domain(&DomainConfig::server(fuzzed_cert));
-        let fuzzed_key = Identity { chain: real.identity().chain, key: PrivateKey::from_der(format, rest.to_vec()) };
+        let fuzzed_key = Identity::new(real.identity().chain, PrivateKey::from_der(format, rest.to_vec()));
         let _ = b.server_domain(&DomainConfig::server(fuzzed_key));
         let _ = b.client_domain(&DomainConfig::client(vec![Certificate::from_der(rest.to_vec())]));
     }

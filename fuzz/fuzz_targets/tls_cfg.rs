@@ -8,7 +8,7 @@ use sipstls_config::{KamailioConfig, ParseOptions};
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, rest)) = data.split_first() else { return };
     let Ok(text) = std::str::from_utf8(rest) else { return };
-    let options = ParseOptions { allow_deprecated_methods: flags & 1 == 1 };
+    let options = ParseOptions::default().with_deprecated_methods(flags & 1 == 1);
     match KamailioConfig::parse(text, "tls.cfg", &options) {
         Ok(cfg) => {
             // Parsing is deterministic.

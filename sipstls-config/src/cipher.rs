@@ -17,6 +17,7 @@ use crate::error::ErrorKind;
 
 /// The cipher suites a `cipher_list` names, by IANA name, in the order written.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct CipherSuites {
     /// TLS 1.2 suites; `None` when the list names none (the defaults stay).
     pub tls12: Option<Vec<String>>,

@@ -47,6 +47,7 @@ pub enum ErrorKind {
 /// message. Displays as `tls.cfg:12: key "method": ...`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", self.render())]
+#[non_exhaustive]
 pub struct ConfigError {
     /// What kind of problem.
     pub kind: ErrorKind,
@@ -105,6 +106,7 @@ impl ConfigError {
 
 /// Where a profile or a setting was written.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct Origin {
     /// The file, as it was named to the parser.
     pub file: String,

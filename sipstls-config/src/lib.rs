@@ -98,6 +98,8 @@
 //! [`NameVerification::Rfc5922`]: sipstls_core::NameVerification::Rfc5922
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+// Public types that will grow are #[non_exhaustive]; the closed ones say why.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
 mod cfg;
 pub mod cipher;

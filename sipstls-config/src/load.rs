@@ -15,6 +15,7 @@ use crate::model::{KamailioConfig, Profile, ProfileKind, Selector, Setting, Sett
 
 /// The loaded configuration: one [`DomainConfig`] per profile, with what selects it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Domains {
     /// Server profiles, in file order.
     pub servers: Vec<ServerDomainConfig>,
@@ -24,6 +25,7 @@ pub struct Domains {
 
 /// A server profile: the listener it serves, the SNI pattern that selects it, its domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServerDomainConfig {
     /// `[server:default]` and `[server:any]` serve every listener; `[server:IP:PORT]` one.
     pub listener: Listener,
@@ -42,6 +44,7 @@ pub struct ServerDomainConfig {
 
 /// How a client profile is chosen for an outgoing connection.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[allow(clippy::exhaustive_enums)] // closed: a tls.cfg client profile is the default, an address or a name
 pub enum ClientSelector {
     /// `[client:default]`: when nothing else matches.
     Default,
@@ -53,6 +56,7 @@ pub enum ClientSelector {
 
 /// A client profile: what selects it and its domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClientDomainConfig {
     /// Default, by address or by name.
     pub selector: ClientSelector,
@@ -235,7 +239,7 @@ fn identity(
         }
         None => PrivateKey::from_pem(&key_pem).map_err(|e| pem_error(file, key, e))?,
     };
-    Ok(Identity { chain, key })
+    Ok(Identity::new(chain, key))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

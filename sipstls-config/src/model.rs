@@ -11,6 +11,7 @@ use crate::error::{ConfigError, ErrorKind, Origin};
 
 /// Options of the parsers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ParseOptions {
     /// Accept the methods below TLS 1.2 (`SSLv2`, `SSLv3`, `TLSv1`, `TLSv1.0`, `TLSv1.1`,
     /// `TLSv1+`, `TLSv1.0+`, `TLSv1.1+`), raising each bound of their version range to
@@ -19,8 +20,17 @@ pub struct ParseOptions {
     pub allow_deprecated_methods: bool,
 }
 
+impl ParseOptions {
+    /// Sets [`allow_deprecated_methods`](ParseOptions::allow_deprecated_methods).
+    pub fn with_deprecated_methods(mut self, allow: bool) -> Self {
+        self.allow_deprecated_methods = allow;
+        self
+    }
+}
+
 /// A parsed configuration: server and client profiles in file order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct KamailioConfig {
     /// The profiles, in the order they were written.
     pub profiles: Vec<Profile>,
@@ -28,6 +38,7 @@ pub struct KamailioConfig {
 
 /// Server (`[server:...]`) or client (`[client:...]`) profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(clippy::exhaustive_enums)] // closed: tls.cfg profiles are server or client
 pub enum ProfileKind {
     /// Used for connections we accept.
     Server,
@@ -47,6 +58,7 @@ impl ProfileKind {
 
 /// Which connections a profile is for: the part after the colon of a section header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(clippy::exhaustive_enums)] // closed: what a tls.cfg profile header can name
 pub enum Selector {
     /// `default` (also `def`, `*`): when no other profile matches.
     Default,
@@ -69,6 +81,7 @@ impl fmt::Display for Selector {
 
 /// One `[server:...]` or `[client:...]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Profile {
     /// Server or client.
     pub kind: ProfileKind,
@@ -88,6 +101,7 @@ impl fmt::Display for Profile {
 
 /// A setting's value, the key as it was written and its line.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::exhaustive_structs)] // closed: a value and where it was written
 pub struct Setting<T> {
     /// The typed value.
     pub value: T,
@@ -105,6 +119,7 @@ impl<T> Setting<T> {
 
 /// Kamailio's `method`: the TLS versions a profile allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(clippy::exhaustive_enums)] // closed: the method values Kamailio's tls.cfg defines
 pub enum Method {
     /// `SSLv2` (deprecated).
     Sslv2,
@@ -173,6 +188,7 @@ impl Method {
 
 /// Kamailio's `verify_client` (server profiles).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(clippy::exhaustive_enums)] // closed: the verify_client values Kamailio's tls.cfg defines
 pub enum VerifyClient {
     /// No client certificate is requested.
     Off,
@@ -184,6 +200,7 @@ pub enum VerifyClient {
 
 /// A complete set of settings of one profile. `None`: not written.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Settings {
     /// `method` / `tls_method`.
     pub method: Option<Setting<Method>>,
@@ -225,6 +242,7 @@ pub struct Settings {
 
 /// Kamailio's `server_name_mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[allow(clippy::exhaustive_enums)] // closed: the server_name_mode values Kamailio's tls.cfg defines
 pub enum ServerNameMode {
     /// 0: only the exact name (the default).
     #[default]

@@ -225,7 +225,7 @@ fn rich_config_builds_a_table() {
     assert_eq!(sel.initial.config(), &domains.servers[0].config);
 
     // Clients: by id, by name, else the default.
-    let by_id = table.client_for(&ClientTarget { id: Some("gw1".into()), ..Default::default() }).unwrap().0;
+    let by_id = table.client_for(&ClientTarget::default().domain_id("gw1")).unwrap().0;
     assert_eq!(by_id.config(), &domains.clients[1].config);
     let by_name = table.client_for(&ClientTarget::name("GW.example.net")).unwrap().0;
     assert_eq!(by_name.config(), &domains.clients[1].config);
@@ -350,7 +350,7 @@ fn crl_files_in_pem_and_der() {
 #[test]
 fn methods_map_to_version_ranges() {
     let f = files();
-    let allow = ParseOptions { allow_deprecated_methods: true };
+    let allow = ParseOptions::default().with_deprecated_methods(true);
     for (method, range, deprecated) in [
         ("TLSv1.2", (TLS12, TLS12), false),
         ("TLSv1.2+", (TLS12, TLS13), false),

@@ -154,7 +154,7 @@ fn fixture_tls_cfg_builds_a_table_that_picks_the_right_domains() {
     let (c, name) = table.client_for(&ClientTarget::addr_name(addr("127.0.0.1:5061"), "sip.test")).unwrap();
     assert_eq!(c.config(), &domains.clients[0].config);
     assert_eq!(name, Some(ServerName::Dns("sip.test".into())));
-    assert!(table.client_for(&ClientTarget { id: Some("nope".into()), ..Default::default() }).is_err());
+    assert!(table.client_for(&ClientTarget::default().domain_id("nope")).is_err());
 
     // The domains work: our client (with its certificate) against the mTLS listener, and
     // a client without certificate is refused there but not on the default listener.
@@ -197,7 +197,7 @@ fn kamailio_sample_refuses_tlsv1_by_default_naming_its_line() {
 
 #[test]
 fn kamailio_sample_parses_with_deprecated_methods_allowed() {
-    let options = ParseOptions { allow_deprecated_methods: true };
+    let options = ParseOptions::default().with_deprecated_methods(true);
     let cfg = KamailioConfig::parse(&sample_text(), "kamailio-doc-sample.cfg", &options).unwrap();
     let p = &cfg.profiles;
     assert_eq!(p.len(), 5);
@@ -266,7 +266,7 @@ fn kamailio_sample_parses_with_deprecated_methods_allowed() {
 
 #[test]
 fn kamailio_sample_load_names_the_missing_file() {
-    let options = ParseOptions { allow_deprecated_methods: true };
+    let options = ParseOptions::default().with_deprecated_methods(true);
     let cfg = KamailioConfig::parse(&sample_text(), "kamailio-doc-sample.cfg", &options).unwrap();
     let dir = TempDir::new("sample");
     let err = cfg.load(dir.path()).unwrap_err();

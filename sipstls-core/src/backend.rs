@@ -11,6 +11,7 @@ use crate::session::Session;
 
 /// Facts about a backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BackendInfo {
     /// Short name: `"rustls"`, `"openssl"`, `"boring"`, `"wolfssl"`, `"mbedtls"`.
     pub name: &'static str,
@@ -18,6 +19,13 @@ pub struct BackendInfo {
     pub library: String,
     /// SPDX licence expression of the TLS library as linked.
     pub license: &'static str,
+}
+
+impl BackendInfo {
+    /// The facts a backend reports.
+    pub fn new(name: &'static str, library: impl Into<String>, license: &'static str) -> Self {
+        BackendInfo { name, library: library.into(), license }
+    }
 }
 
 /// A TLS library behind the sipstls API. Object safe: servers hold `Arc<dyn Backend>`.
@@ -74,6 +82,7 @@ pub trait Backend: Send + Sync + 'static {
 
 /// How TLS sessions are spread over the processes of a SIP server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(clippy::exhaustive_enums)] // closed: a backend must decide on every model it could be run in
 pub enum ProcessModel {
     /// One process (with threads) owns every TLS session; workers see plaintext.
     Confined,

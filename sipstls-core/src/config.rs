@@ -31,6 +31,7 @@ pub const DEFAULT_TLS12_SUITES: &[&str] = &[
 
 /// A TLS protocol version. Versions below TLS 1.2 do not exist in sipstls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[allow(clippy::exhaustive_enums)] // closed: the versions sipstls negotiates; a new one is a new major release
 pub enum ProtocolVersion {
     /// TLS 1.2 (RFC 5246).
     Tls12,
@@ -64,6 +65,7 @@ impl fmt::Display for ProtocolVersion {
 
 /// Which side of the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(clippy::exhaustive_enums)] // closed: client or server
 pub enum Role {
     /// Accepts connections.
     Server,
@@ -109,6 +111,7 @@ impl fmt::Debug for Certificate {
 
 /// The encoding of a private key's DER.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(clippy::exhaustive_enums)] // closed: every backend maps every format; a new one must break them
 pub enum PrivateKeyFormat {
     /// PKCS#8 `PrivateKeyInfo` (`-----BEGIN PRIVATE KEY-----`), any algorithm.
     Pkcs8,
@@ -226,6 +229,7 @@ impl fmt::Debug for PrivateKey {
 
 /// A certificate chain (leaf first) and its private key.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Identity {
     /// Leaf first, then intermediates. The root is optional.
     pub chain: Vec<Certificate>,
@@ -234,6 +238,11 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// An identity from a chain (leaf first) and the leaf's key.
+    pub fn new(chain: Vec<Certificate>, key: PrivateKey) -> Identity {
+        Identity { chain, key }
+    }
+
     /// Builds an identity from PEM: `chain` holds one or more certificates (leaf first),
     /// `key` a private key (PKCS#8, SEC1 or PKCS#1).
     pub fn from_pem(chain: &[u8], key: &[u8]) -> Result<Identity> {
@@ -243,6 +252,7 @@ impl Identity {
 
 /// How a client checks that the server's certificate names the host it meant to reach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[allow(clippy::exhaustive_enums)] // closed: every backend must implement every way of checking names
 pub enum NameVerification {
     /// RFC 5922 section 7.2: SAN URIs `sip:domain`, then SAN DNS names (exact,
     /// case-insensitive, no wildcards); the subject CN only when the certificate has no
@@ -257,6 +267,7 @@ pub enum NameVerification {
 
 /// A host name or address a client connects to: what it sends as SNI and verifies.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[allow(clippy::exhaustive_enums)] // closed: a name is a DNS name or an IP address
 pub enum ServerName {
     /// A DNS name (SIP domain). Sent as SNI.
     Dns(String),

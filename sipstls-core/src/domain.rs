@@ -16,6 +16,7 @@ use crate::stats::{DomainStats, DomainStatsSnapshot, Keep, SessionSnapshot, Trac
 /// How a server domain's name is compared with the client's SNI (case-insensitive;
 /// Kamailio's `server_name_mode` 0, 1, 2).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SniMatch {
     /// Only this exact name.
     Exact(String),
@@ -61,6 +62,7 @@ impl SniMatch {
 
 /// Which local listener a server domain serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Listener {
     /// Every listener.
     Any,
@@ -173,6 +175,7 @@ impl fmt::Debug for ServerSelection {
 
 /// Where a client connection goes; the table picks the client domain from it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClientTarget {
     /// An explicit client domain id (Kamailio's `server_id`). When set, it must exist.
     pub id: Option<String>,

@@ -50,10 +50,12 @@ pub unsafe trait AllocatorHooks: Send + Sync + 'static {
 
 /// An opaque lock made by [`LockHooks::new_lock`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(clippy::exhaustive_structs)] // closed: an index
 pub struct LockId(pub usize);
 
 /// What happened when a lock was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::exhaustive_enums)] // closed: a lock hook acquires or fails
 pub enum LockOutcome {
     /// Taken normally.
     Acquired,

@@ -19,6 +19,8 @@
 //! - [`proxy`]: the PROXY protocol v2 header a TLS terminator sends to the SIP worker behind it.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+// Public types that will grow are #[non_exhaustive]; the closed ones say why.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
 mod backend;
 pub mod buffers;

@@ -199,6 +199,7 @@ pub enum ProxyError {
 
 /// The command of a header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(clippy::exhaustive_enums)] // closed: the two commands of PROXY v2
 pub enum Command {
     /// The connection was made by the proxy itself (health check): the receiver uses the
     /// real connection endpoints and ignores any addresses.
@@ -224,6 +225,7 @@ bitflags::bitflags! {
 
 /// The contents of a `PP2_TYPE_SSL` TLV.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct SslInfo {
     /// The `client` flags.
     pub client: ClientFlags,
@@ -261,6 +263,7 @@ impl SslInfo {
 
 /// A PROXY protocol v2 header.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ProxyHeader {
     /// LOCAL or PROXY.
     pub command: Command,
@@ -290,6 +293,7 @@ pub struct ProxyHeader {
 /// The outcome of [`ProxyHeader::parse`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(clippy::large_enum_variant)] // returned once per connection and destructured at once; a Box buys nothing
+#[allow(clippy::exhaustive_enums)] // closed: a header is complete, needs more bytes, or is not one
 pub enum Parsed {
     /// A whole header: what it says and how many bytes of the buffer it took (the bytes
     /// after that belong to the relayed stream).

@@ -6,6 +6,7 @@ use crate::info::TlsInfo;
 
 /// What a plaintext [`Session::read`] produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::exhaustive_enums)] // closed: data, nothing yet, or closed: the whole read contract
 pub enum ReadStatus {
     /// This many bytes of plaintext were copied into the buffer (never 0).
     Data(usize),

@@ -115,6 +115,7 @@ impl fmt::Display for FailureReason {
 
 /// Where a session stands in the session list.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SessionSnapshot {
     /// A process-wide unique number.
     pub id: u64,
@@ -130,6 +131,7 @@ pub struct SessionSnapshot {
 
 /// What a session negotiated.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EstablishedInfo {
     /// Protocol version.
     pub version: ProtocolVersion,
@@ -145,6 +147,7 @@ pub struct EstablishedInfo {
 
 /// A copy of one domain's counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DomainStatsSnapshot {
     /// The domain's name in its table, such as `server 127.0.0.1:5061` or `client default`.
     pub label: String,
@@ -174,6 +177,7 @@ impl DomainStatsSnapshot {
 
 /// Byte counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ByteCounts {
     /// Ciphertext taken from the peer.
     pub tls_in: u64,

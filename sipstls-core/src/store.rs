@@ -118,6 +118,7 @@ pub const TICKET_KEY_LEN: usize = 32;
 
 /// One ticket key: a public name and a secret. Wiped on drop; `Debug` shows the name only.
 #[derive(Clone, PartialEq, Eq)]
+#[allow(clippy::exhaustive_structs)] // closed: a ticket key is a name and its secrets
 pub struct TicketKey {
     /// Identifies the key in a ticket (not secret).
     pub name: [u8; TICKET_KEY_NAME_LEN],
@@ -162,6 +163,7 @@ impl fmt::Debug for TicketKey {
 /// The keys in force: new tickets are sealed with `current`; tickets sealed with
 /// `previous` are still accepted (and replaced by a fresh one where the library can).
 #[derive(Clone, PartialEq, Eq, Debug)]
+#[allow(clippy::exhaustive_structs)] // closed: a ticket key is a name and its secrets
 pub struct TicketKeys {
     /// Seals new tickets and opens tickets naming it.
     pub current: TicketKey,

@@ -18,6 +18,7 @@ use crate::error::CertificateError;
 
 /// Parsed facts about one certificate, plain data.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct CertificateInfo {
     /// The subject as an RFC 4514-style string (`CN=..., O=...`).
     pub subject: String,
@@ -63,6 +64,7 @@ pub struct CertificateInfo {
 /// The attributes of a distinguished name, each in the order it appears. Attributes not
 /// listed here are in the full string (`subject`, `issuer`) only.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct NameFields {
     /// commonName (CN).
     pub cn: Vec<String>,

@@ -96,11 +96,10 @@ impl WireTarget {
 
     /// Back to the table's target type.
     pub fn client_target(&self) -> sipstls_core::ClientTarget {
-        sipstls_core::ClientTarget {
-            id: self.domain_id.clone(),
-            addr: Some(self.dest),
-            server_name: self.server_name.clone(),
-        }
+        let mut target = sipstls_core::ClientTarget::addr(self.dest);
+        target.id = self.domain_id.clone();
+        target.server_name = self.server_name.clone();
+        target
     }
 }
 

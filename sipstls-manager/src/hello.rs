@@ -10,8 +10,8 @@ mod tests {
         let backend = sipstls::backend("rustls").expect("rustls backend");
         let mut table = DomainTable::new(backend);
         table.add_client_default(&DomainConfig::client(sipstls_conformance::pki::pki().roots())).unwrap();
-        let target =
-            ClientTarget { addr: Some("127.0.0.1:5061".parse().unwrap()), server_name: sni.map(Into::into), id: None };
+        let mut target = ClientTarget::addr("127.0.0.1:5061".parse().unwrap());
+        target.server_name = sni.map(Into::into);
         let mut s = table.connect(&target).unwrap();
         let mut out = vec![0u8; 4096];
         let n = s.take_tls(&mut out);

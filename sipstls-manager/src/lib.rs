@@ -24,6 +24,8 @@
 //! a lost worker's connections are closed with close_notify and reported
 //! ([`ManagerEvent::WorkerLost`]).
 #![warn(missing_docs)]
+// Public types that will grow are #[non_exhaustive]; the closed ones say why.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
 mod bridge;
 pub mod control;

@@ -22,6 +22,7 @@ use crate::upstream::TcpUpstreams;
 
 /// Settings of a [`TlsManager`]. The defaults suit a SIP server.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ManagerConfig {
     /// Threads running handshakes and record crypto (default 2).
     pub threads: usize,
@@ -53,8 +54,47 @@ impl Default for ManagerConfig {
     }
 }
 
+impl ManagerConfig {
+    /// Sets [`threads`](ManagerConfig::threads).
+    pub fn with_threads(mut self, n: usize) -> Self {
+        self.threads = n;
+        self
+    }
+
+    /// Sets [`handshake_timeout`](ManagerConfig::handshake_timeout).
+    pub fn with_handshake_timeout(mut self, t: Duration) -> Self {
+        self.handshake_timeout = t;
+        self
+    }
+
+    /// Sets [`connect_timeout`](ManagerConfig::connect_timeout).
+    pub fn with_connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Sets [`send_timeout`](ManagerConfig::send_timeout).
+    pub fn with_send_timeout(mut self, t: Duration) -> Self {
+        self.send_timeout = t;
+        self
+    }
+
+    /// Sets [`max_queue`](ManagerConfig::max_queue).
+    pub fn with_max_queue(mut self, bytes: usize) -> Self {
+        self.max_queue = bytes;
+        self
+    }
+
+    /// Sets [`max_connections`](ManagerConfig::max_connections).
+    pub fn with_max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+}
+
 /// Where a listener's plaintext goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Upstream {
     /// To the registered workers, round robin over those alive, each connection on its own
     /// socketpair.
@@ -74,6 +114,7 @@ impl Upstream {
 
 /// One TLS listener.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ListenerConfig {
     /// A name for logs and statistics (default: the address).
     pub name: String,
@@ -101,6 +142,7 @@ impl ListenerConfig {
 
 /// Where an outbound listener's connections go (see [`TlsManager::listen_outbound`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Route {
     /// Every connection to this target (its address is required), with the client
     /// domain its id, address or name selects.
@@ -118,6 +160,7 @@ pub enum Route {
 /// manager: each connection accepted becomes one TLS connection to the route's
 /// destination, and bytes flow both ways until either side closes.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct OutboundConfig {
     /// A name for logs and statistics (default: the address).
     pub name: String,
@@ -136,6 +179,7 @@ impl OutboundConfig {
 
 /// Which way a listener's connections go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ListenerKind {
     /// TLS peers connect in; plaintext goes to workers or TCP servers.
     Tls,
@@ -226,6 +270,7 @@ impl ListenerEntry {
 
 /// What the manager reports as it runs (see [`TlsManager::events`]).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum ManagerEvent {
     /// A worker's control channel closed (the process died or exited). Its connections
     /// are closed with close_notify; new connections go to the others.
@@ -248,6 +293,7 @@ pub enum ManagerEvent {
 
 /// Counters, as plain data.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ManagerStats {
     /// TCP connections accepted.
     pub accepted: u64,

@@ -21,6 +21,7 @@ const TLV_VERIFY: u8 = 0xE2;
 
 /// Which side opened the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::exhaustive_enums)] // closed: a connection is inbound or outbound
 pub enum Direction {
     /// A peer connected to one of the manager's listeners.
     Inbound,
@@ -30,6 +31,7 @@ pub enum Direction {
 
 /// A connection's id, addresses and TLS facts, as handed to the worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnMeta {
     /// Connection id, unique in the manager.
     pub id: u64,

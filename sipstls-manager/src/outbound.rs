@@ -59,7 +59,12 @@ pub(crate) async fn relay(
     let target = match &*route {
         Route::Static(t) => t.clone(),
         Route::ProxyV2 { domain_id } => match read_destination(&mut plain, inner.cfg.handshake_timeout).await {
-            Ok((dest, server_name)) => ClientTarget { id: domain_id.clone(), addr: Some(dest), server_name },
+            Ok((dest, server_name)) => {
+                let mut target = ClientTarget::addr(dest);
+                target.id = domain_id.clone();
+                target.server_name = server_name;
+                target
+            }
             Err(error) => {
                 tracing::warn!(listener = %entry.name, %from, %error, "outbound connection refused");
                 let reason = CloseReason::Io(error);

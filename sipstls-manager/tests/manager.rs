@@ -230,7 +230,7 @@ fn outbound_failures_are_typed(backend: Arc<dyn Backend>) {
 }
 
 fn handshake_timeout_closes(backend: Arc<dyn Backend>) {
-    let cfg = ManagerConfig { handshake_timeout: Duration::from_millis(1000), ..Default::default() };
+    let cfg = ManagerConfig::default().with_handshake_timeout(Duration::from_millis(1000));
     let s = setup(&backend, 1, cfg, false);
     let mut silent = TcpStream::connect(s.addr).unwrap();
     silent.set_read_timeout(Some(WAIT)).unwrap();
@@ -251,7 +251,7 @@ fn handshake_timeout_closes(backend: Arc<dyn Backend>) {
 /// `handshake_timeout`, and meanwhile a normal client is served.
 fn slowloris_handshakes_time_out(backend: Arc<dyn Backend>) {
     const SLOW: usize = 20;
-    let cfg = ManagerConfig { handshake_timeout: Duration::from_millis(800), ..Default::default() };
+    let cfg = ManagerConfig::default().with_handshake_timeout(Duration::from_millis(800));
     let s = setup(&backend, 1, cfg, false);
     // A real ClientHello, to trickle.
     let cd = backend.client_domain(&DomainConfig::client(pki().roots())).unwrap();
@@ -311,7 +311,7 @@ fn slowloris_handshakes_time_out(backend: Arc<dyn Backend>) {
 }
 
 fn peer_that_never_reads_hits_the_bounded_queue(backend: Arc<dyn Backend>) {
-    let cfg = ManagerConfig { max_queue: 64 * 1024, send_timeout: Duration::from_secs(2), ..Default::default() };
+    let cfg = ManagerConfig::default().with_max_queue(64 * 1024).with_send_timeout(Duration::from_secs(2));
     let s = setup(&backend, 1, cfg, false);
     let events = s.manager.events();
     let _stuck = client(&backend, s.addr, false); // never reads

@@ -27,8 +27,7 @@ fn table(backend: &Arc<dyn Backend>) -> Arc<DomainTable> {
 }
 
 fn manager(backend: &Arc<dyn Backend>) -> TlsManager {
-    TlsManager::new(table(backend), ManagerConfig { connect_timeout: Duration::from_secs(2), ..Default::default() })
-        .unwrap()
+    TlsManager::new(table(backend), ManagerConfig::default().with_connect_timeout(Duration::from_secs(2))).unwrap()
 }
 
 fn any() -> SocketAddr {

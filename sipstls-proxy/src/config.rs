@@ -27,6 +27,7 @@ use toml::Spanned;
 
 /// A configuration error: where (file and line, when known) and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConfigError {
     /// The file.
     pub file: String,
@@ -120,6 +121,7 @@ fn two() -> f64 {
 
 /// A TLS listener: TLS peers in, plaintext to the upstreams.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ListenSpec {
     /// For logs and metrics.
     pub name: String,
@@ -135,6 +137,7 @@ pub struct ListenSpec {
 
 /// An outbound listener: the SIP server connects with plaintext, the proxy with TLS.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct OutboundSpec {
     /// For logs and metrics.
     pub name: String,
@@ -146,6 +149,7 @@ pub struct OutboundSpec {
 
 /// How the service logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -155,6 +159,7 @@ pub enum LogFormat {
 
 /// A checked configuration.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ProxyConfig {
     /// The configuration file.
     pub path: PathBuf,
@@ -293,11 +298,12 @@ impl ProxyConfig {
             let o = o.get_ref();
             bind_once(&o.address)?;
             let route = match o.destination {
-                Some(dest) => Route::Static(ClientTarget {
-                    id: o.client_domain.clone(),
-                    addr: Some(dest),
-                    server_name: o.server_name.clone(),
-                }),
+                Some(dest) => {
+                    let mut target = ClientTarget::addr(dest);
+                    target.id = o.client_domain.clone();
+                    target.server_name = o.server_name.clone();
+                    Route::Static(target)
+                }
                 None if o.server_name.is_some() => {
                     return Err(cx.at(
                         span,
@@ -319,14 +325,13 @@ impl ProxyConfig {
             Some(t) if (1..=256).contains(t.get_ref()) => *t.get_ref(),
             Some(t) => return Err(cx.at(t.span(), "threads: 1 to 256")),
         };
-        let manager = ManagerConfig {
-            threads,
-            handshake_timeout: cx.seconds(&lim.handshake_timeout, "handshake_timeout", d.handshake_timeout)?,
-            connect_timeout: cx.seconds(&lim.connect_timeout, "connect_timeout", d.connect_timeout)?,
-            send_timeout: cx.seconds(&lim.send_timeout, "send_timeout", d.send_timeout)?,
-            max_queue: lim.max_queue.unwrap_or(d.max_queue).max(16 * 1024),
-            max_connections: lim.max_connections.unwrap_or(d.max_connections),
-        };
+        let manager = ManagerConfig::default()
+            .with_threads(threads)
+            .with_handshake_timeout(cx.seconds(&lim.handshake_timeout, "handshake_timeout", d.handshake_timeout)?)
+            .with_connect_timeout(cx.seconds(&lim.connect_timeout, "connect_timeout", d.connect_timeout)?)
+            .with_send_timeout(cx.seconds(&lim.send_timeout, "send_timeout", d.send_timeout)?)
+            .with_max_queue(lim.max_queue.unwrap_or(d.max_queue).max(16 * 1024))
+            .with_max_connections(lim.max_connections.unwrap_or(d.max_connections));
         let s = &f.service;
         let log_format = match s.log_format.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
             None | Some(("text", _)) => LogFormat::Text,
@@ -363,7 +368,8 @@ impl ProxyConfig {
 
     /// Reads the TLS file and its certificates and keys.
     pub fn domains(&self) -> Result<Domains, String> {
-        let options = ParseOptions { allow_deprecated_methods: self.tls_allow_deprecated_methods };
+        let mut options = ParseOptions::default();
+        options.allow_deprecated_methods = self.tls_allow_deprecated_methods;
         let is_toml = self.tls.extension().is_some_and(|e| e == "toml");
         let parsed = if is_toml {
             KamailioConfig::read_toml(&self.tls, &options)

@@ -10,6 +10,8 @@
 //! The binary is the product (`sipstls-proxy --help`); this library holds its parts:
 //! [`config`] (the TOML file and the Kamailio `tls.cfg` it includes), [`service`] (start,
 //! reload on SIGHUP, drain on SIGTERM, privileges) and [`metrics`] (Prometheus text).
+// Public types that will grow are #[non_exhaustive]; the closed ones say why.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
 pub mod config;
 pub mod metrics;

@@ -58,6 +58,7 @@ fn check(cfg: &ProxyConfig) -> Result<(), String> {
                 o.address,
                 domain_id.as_deref().unwrap_or("by address")
             ),
+            other => println!("outbound {} tcp://{} -> {other:?}", o.name, o.address),
         }
     }
     for s in &domains.servers {
@@ -92,7 +93,7 @@ fn init_logs(cfg: &ProxyConfig) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     match cfg.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
+        _ => builder.init(),
     }
 }
 

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 
 /// Counters of the service itself.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct ServiceCounters {
     /// Successful reloads.
     pub reloads: AtomicU64,

@@ -15,6 +15,7 @@ use crate::metrics::{self, ServiceCounters};
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartError {
     /// The TLS domain file or its certificates.
     #[error("{0}")]

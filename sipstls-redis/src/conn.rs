@@ -13,6 +13,7 @@ use sipstls_core::{Error, Result};
 
 /// How to reach Redis and how to protect what is stored there.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct RedisConfig {
     /// `redis://host:port/db` (`redis://127.0.0.1:6379/`).
     pub url: String,
@@ -87,6 +88,7 @@ fn redact_url(url: &str) -> String {
 
 /// Counters of one store or key provider (monotonic since creation).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RedisStats {
     /// Values found, unsealed and returned.
     pub hits: u64,

@@ -19,6 +19,8 @@
 //! [`RedisConfig::io_timeout`]), and after a failure Redis is skipped for
 //! [`RedisConfig::retry_after`] (the handshake then is a full one, and adds no timeout).
 //! Nothing here panics on what Redis returns, and keys and secrets are never printed.
+// Public types that will grow are #[non_exhaustive]; the closed ones say why.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
 mod conn;
 mod keys;

@@ -24,6 +24,7 @@ type Allocator = Tlsf<'static, u32, u16, 28, 16>;
 
 /// Low-memory thresholds, like Kamailio's `low_mem_threshold1/2`, in free bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[allow(clippy::exhaustive_structs)] // closed: Kamailio's two thresholds
 pub struct Thresholds {
     /// Below this, [`SharedArena::admit_new_session`] refuses new sessions.
     pub refuse_new_sessions_below: usize,
@@ -33,6 +34,7 @@ pub struct Thresholds {
 
 /// Accounting of the arena, as one consistent snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct ArenaStats {
     /// Bytes the allocator manages.
     pub pool_bytes: usize,

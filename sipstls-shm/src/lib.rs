@@ -6,6 +6,8 @@
 //! that reports a dead holder instead of wedging the others, and [`PidLock`], a cheaper
 //! lock with the same report for the arena's hot path; [`ShmSessionStore`], a
 //! session store in the arena, so forked workers resume each other's sessions.
+// Public types that will grow are #[non_exhaustive]; the closed ones say why.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
 mod arena;
 mod global;

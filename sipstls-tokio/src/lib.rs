@@ -30,6 +30,8 @@
 //! transport that ends without close_notify reads as `io::ErrorKind::UnexpectedEof`.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+// Public types that will grow are #[non_exhaustive]; the closed ones say why.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
 mod stream;
 

@@ -17,6 +17,8 @@
 //! ```
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+// Public types that will grow are #[non_exhaustive]; the closed ones say why.
+#![warn(clippy::exhaustive_structs, clippy::exhaustive_enums)]
 
 use std::sync::Arc;
 

@@ -106,11 +106,9 @@ fn start_server(
 ) -> Server {
     let mut table = DomainTable::new(backend.clone());
     table.add_server(Listener::Any, None, &DomainConfig::server(id).with_version(v)).expect("server domain");
-    let cfg = ManagerConfig {
-        max_connections: capacity + 10_000,
-        handshake_timeout: Duration::from_secs(30),
-        ..Default::default()
-    };
+    let cfg = ManagerConfig::default()
+        .with_max_connections(capacity + 10_000)
+        .with_handshake_timeout(Duration::from_secs(30));
     let manager = TlsManager::new(Arc::new(table), cfg).expect("manager");
     let held = Arc::new(Mutex::new(Vec::new()));
     let echoed = Arc::new(AtomicU64::new(0));
