@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages the default backends and peers need (Debian names). Kamailio is a peer
-# of examples/tests/kamailio.rs, which starts its own instances on free loopback ports.
+# of sipstls-examples/tests/kamailio.rs, which starts its own instances on free loopback ports.
 # The bundled C libraries of the other backends, which `cargo test --workspace` builds too:
 # gcc and libclang-dev for Mbed TLS 3.6 (sipstls-mbedtls-sys: cc + bindgen), and cmake,
 # clang and ninja-build for the build step of mbedtls-rs-sys, whose source it uses; autoconf,
@@ -14,11 +14,11 @@ cd "$(dirname "$0")/.."
 # bindgen); cmake and libclang-dev also build BoringSSL (boring-sys) for the `boring` run.
 need=()
 # gnutls-bin and android-boringssl are independent TLS peers (gnutls-cli/-serv, bssl-tool)
-# of examples/tests/third_party_peers.rs, which runs the servers in `unshare -n` namespaces
+# of sipstls-examples/tests/third_party_peers.rs, which runs the servers in `unshare -n` namespaces
 # (util-linux) and brings up their loopback with `ip` (iproute2). redis-server: the
-# cross-node resumption tests (conformance-tests/tests/cross_node.rs, sipstls-redis) start
+# cross-node resumption tests (sipstls-conformance/tests/cross_node.rs, sipstls-redis) start
 # their own instances on free loopback ports (never the system service). testssl.sh scans
-# the example server of every backend (examples/tests/scanners.rs, in `unshare -n`); g++
+# the example server of every backend (sipstls-examples/tests/scanners.rs, in `unshare -n`); g++
 # builds libFuzzer for the fuzz smoke runs. systemd (systemd-analyze), adduser (the
 # package's postinst) and python3 (an upstream stand-in) serve scripts/deb-test.sh.
 for pkg in libssl-dev pkg-config openssl gcc kamailio kamailio-tls-modules \
@@ -27,7 +27,7 @@ for pkg in libssl-dev pkg-config openssl gcc kamailio kamailio-tls-modules \
     [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" == "install ok installed" ]] || need+=("$pkg")
 done
 # tshark (with dumpcap) decrypts a captured SIP-over-TLS exchange with sipstls's key log
-# in examples/tests/keylog_tshark.rs. It is installed on its own below: if it cannot be,
+# in sipstls-examples/tests/keylog_tshark.rs. It is installed on its own below: if it cannot be,
 # that test is told why (SIPSTLS_TSHARK_UNAVAILABLE) and asserts that reason.
 want_tshark=
 [[ "$(dpkg-query -W -f='${Status}' tshark 2>/dev/null)" == "install ok installed" ]] || want_tshark=1
@@ -61,7 +61,7 @@ if ((${#need[@]})) || [ -n "$want_tshark" ]; then
 fi
 
 # sslyze scans the example server of every backend beside testssl.sh
-# (examples/tests/scanners.rs). Debian 12 does not package it: pip installs a pinned
+# (sipstls-examples/tests/scanners.rs). Debian 12 does not package it: pip installs a pinned
 # version into a virtual environment of its own (wheels for nassl and cryptography, no
 # compiler needed). If that fails, the test is told why (SIPSTLS_SSLYZE_UNAVAILABLE) and
 # asserts that reason instead of scanning.
@@ -118,9 +118,9 @@ cargo test --locked -p sipstls --features tokio --doc
 # extra compile-time features from sipstls-wolfssl-sys's build script.
 # Mbed TLS beside rustls only: its TLS 1.3 identity-selection check needs the rustls crate's
 # restricted client.
-echo "== conformance-tests on Mbed TLS (beside rustls; suite, fork, allocator and lock hooks, interop)"
+echo "== sipstls-conformance on Mbed TLS (beside rustls; suite, fork, allocator and lock hooks, interop)"
 cargo test --locked -p sipstls-conformance --no-default-features --features rustls,mbedtls
-echo "== conformance-tests on wolfSSL alone"
+echo "== sipstls-conformance on wolfSSL alone"
 cargo test --locked -p sipstls-conformance --no-default-features --features wolfssl
 
 # All four backends in one build: the interop matrix (every client x every server x
@@ -132,11 +132,11 @@ cargo test --locked -p sipstls-examples --features wolfssl,mbedtls
 # An independent view: malformed and unusual ClientHellos and records (built by hand and
 # with tlslite-ng from PyPI, pinned, in a virtual environment) sent to each backend's
 # echo-server and to `openssl s_server` with the same key in one run; a backend whose
-# reaction is worse than s_server's fails unless conformance-tests/probes/expectations.toml
+# reaction is worse than s_server's fails unless sipstls-conformance/probes/expectations.toml
 # lists the deviation with its reason (docs/robustness.md).
 echo "== differential TLS probes against openssl s_server: rustls, OpenSSL, wolfSSL, Mbed TLS"
 cargo build --locked -q -p sipstls-examples --features wolfssl,mbedtls --bin echo-server
-conformance-tests/probes/run-probes.sh --echo-server target/debug/echo-server --backends rustls,openssl,wolfssl,mbedtls
+sipstls-conformance/probes/run-probes.sh --echo-server target/debug/echo-server --backends rustls,openssl,wolfssl,mbedtls
 
 # BoringSSL cannot link beside OpenSSL (same C symbols): its own build, rustls beside it.
 # The first build compiles BoringSSL with cmake (about 4 minutes on 2 cores).
@@ -144,7 +144,7 @@ echo "== cargo test (BoringSSL through the boring crate, beside rustls)"
 cargo test --locked -p sipstls-conformance -p sipstls-examples --no-default-features --features rustls,boring
 echo "== differential TLS probes against openssl s_server: BoringSSL"
 cargo build --locked -q -p sipstls-examples --no-default-features --features rustls,boring --bin echo-server
-conformance-tests/probes/run-probes.sh --echo-server target/debug/echo-server --backends boring
+sipstls-conformance/probes/run-probes.sh --echo-server target/debug/echo-server --backends boring
 
 # A crate outside this workspace (a temporary directory) depending on the facade by path
 # with one backend feature and nothing else: no .cargo/config.toml, no variables for the C

@@ -6,7 +6,7 @@
 //! and reports that directory as its `root` metadata (`DEP_WOLFSSL_ROOT`). This script
 //! runs wolfSSL's `configure` on that source from a build directory of its own, with
 //! wolfssl-sys's configure line (as of wolfssl-sys 5.3.0, for the features
-//! backend-wolfssl used: default `postquantum` and `alpn`) plus [`SIPSTLS_DEFINES`] and
+//! sipstls-backend-wolfssl used: default `postquantum` and `alpn`) plus [`SIPSTLS_DEFINES`] and
 //! `--enable-crl`. Nothing is downloaded, and the options come from this crate alone, so a
 //! crate outside the sipstls workspace gets the same wolfSSL.
 //!
@@ -104,7 +104,7 @@ fn main() {
     println!("cargo:rustc-link-lib=static=sipstls_wolfssl");
 
     // Read by dependents' build scripts as DEP_SIPSTLS_WOLFSSL_ROOT and
-    // DEP_SIPSTLS_WOLFSSL_INCLUDE (backend-wolfssl checks options.h there).
+    // DEP_SIPSTLS_WOLFSSL_INCLUDE (sipstls-backend-wolfssl checks options.h there).
     println!("cargo:root={}", install.display());
     println!("cargo:include={}", include.display());
 
@@ -142,7 +142,7 @@ fn configure_and_build(src: &Path, out_dir: &Path, arch: &str) -> PathBuf {
         .enable("mlkem", Some("yes,all"))
         .enable("sha3", None)
         .enable("extra-pqc-hybrids", None);
-    // wolfssl-sys's optional configure features, all off as backend-wolfssl used them.
+    // wolfssl-sys's optional configure features, all off as sipstls-backend-wolfssl used them.
     for feature in ["aesccm", "dh", "opensslall", "opensslextra", "psk", "singlethreaded"] {
         conf.disable(feature, None);
     }

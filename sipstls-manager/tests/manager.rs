@@ -1,7 +1,7 @@
 //! The TLS manager end to end on loopback, with worker threads, for every backend of the
 //! build: hand-over with metadata, PROXY v2 preamble, round robin, outbound connections and
 //! their reuse rules, typed failures, bounded queues, timeouts and a lost worker.
-//! (Worker *processes* are tested with the SIP server example in `examples/tests`.)
+//! (Worker *processes* are tested with the SIP server example in `sipstls-examples/tests`.)
 
 #[macro_use]
 mod support;

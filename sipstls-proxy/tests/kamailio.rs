@@ -4,7 +4,7 @@
 //! that breaks Kamailio's own tls module on this machine) with no failure and every Kamailio
 //! process alive afterwards.
 
-#[path = "../../examples/tests/support/kamailio.rs"]
+#[path = "../../sipstls-examples/tests/support/kamailio.rs"]
 mod kamailio;
 mod support;
 
