@@ -5,7 +5,7 @@ use std::ffi::{c_int, c_void, CStr};
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
-use sipstls_core::buffers::{EarlyPlaintext, PlaintextIn};
+use sipstls_core::buffers::{BufferedSession, EarlyPlaintext, PlaintextIn, Transport};
 use sipstls_core::{
     Certificate, Error, ProtocolVersion, ReadStatus, Result, Role, Session, SessionState, TlsInfo, VerifyResult,
 };
@@ -223,6 +223,78 @@ impl MbedtlsSession {
         Ok(())
     }
 
+    fn on_established(&mut self) {
+        self.established = true;
+        // A TLS 1.3 session is worth keeping only with a ticket, which comes later.
+        // SAFETY: the context is alive.
+        if unsafe { sys::sipstls_mbedtls_version(self.ssl()) } == sys::SSL_VERSION_TLS1_2 as u16 {
+            self.save_session();
+        } else {
+            self.shared_mut().peer_uses_tls13();
+        }
+    }
+
+    /// Keeps a copy of the session in the client domain's cache, for resumption.
+    fn save_session(&mut self) {
+        if let Some(slot) = &self.cache {
+            let mut saved = SavedSession::new();
+            // SAFETY: the context is alive and its handshake is over; `saved` is an
+            // initialised session that ssl_get_session fills with a copy.
+            if unsafe { sys::ssl_get_session(self.ssl(), saved.as_mut_ptr()) } == 0 {
+                if let Ok(mut map) = slot.cache.lock() {
+                    map.insert(slot.key.clone(), saved);
+                }
+            }
+        }
+    }
+
+    fn peer_chain(&self) -> Vec<Certificate> {
+        let mut out = Vec::new();
+        // SAFETY: the context is alive; the peer chain is a linked list of certificates
+        // owned by the session, not modified while we read it.
+        unsafe {
+            let mut crt = sys::ssl_get_peer_cert(self.ssl());
+            while !crt.is_null() {
+                let der = x509::raw_der(&*crt);
+                if !der.is_empty() {
+                    out.push(Certificate::from_der(der.to_vec()));
+                }
+                crt = (*crt).next;
+            }
+        }
+        out
+    }
+}
+
+impl BufferedSession for MbedtlsSession {
+    fn state(&self) -> &SessionState {
+        &self.st
+    }
+
+    fn state_mut(&mut self) -> &mut SessionState {
+        &mut self.st
+    }
+
+    fn is_established(&self) -> bool {
+        self.established
+    }
+
+    fn transport(&self) -> &Transport {
+        &self.shared().io
+    }
+
+    fn transport_mut(&mut self) -> &mut Transport {
+        &mut self.shared_mut().io
+    }
+
+    fn early_plaintext(&mut self) -> &mut EarlyPlaintext {
+        &mut self.early
+    }
+
+    fn plaintext_in(&mut self) -> &mut PlaintextIn {
+        &mut self.plain
+    }
+
     /// Advances the handshake as far as the buffered input allows.
     fn drive(&mut self) -> Result<()> {
         if self.established {
@@ -254,31 +326,6 @@ impl MbedtlsSession {
             }
         }
         Ok(())
-    }
-
-    fn on_established(&mut self) {
-        self.established = true;
-        // A TLS 1.3 session is worth keeping only with a ticket, which comes later.
-        // SAFETY: the context is alive.
-        if unsafe { sys::sipstls_mbedtls_version(self.ssl()) } == sys::SSL_VERSION_TLS1_2 as u16 {
-            self.save_session();
-        } else {
-            self.shared_mut().peer_uses_tls13();
-        }
-    }
-
-    /// Keeps a copy of the session in the client domain's cache, for resumption.
-    fn save_session(&mut self) {
-        if let Some(slot) = &self.cache {
-            let mut saved = SavedSession::new();
-            // SAFETY: the context is alive and its handshake is over; `saved` is an
-            // initialised session that ssl_get_session fills with a copy.
-            if unsafe { sys::ssl_get_session(self.ssl(), saved.as_mut_ptr()) } == 0 {
-                if let Ok(mut map) = slot.cache.lock() {
-                    map.insert(slot.key.clone(), saved);
-                }
-            }
-        }
     }
 
     /// Processes buffered records now, so protocol errors, alerts and close_notify surface
@@ -346,16 +393,6 @@ impl MbedtlsSession {
         Ok(())
     }
 
-    fn flush_early_plaintext(&mut self) -> Result<()> {
-        if !self.established {
-            return Ok(());
-        }
-        let mut early = std::mem::take(&mut self.early);
-        let r = early.flush(|d| self.write_now(d));
-        self.early = early;
-        r
-    }
-
     fn write_now(&mut self, data: &[u8]) -> Result<usize> {
         let (mut written, mut tickets) = (0, 0);
         while written < data.len() && !self.shared().io.output_full() {
@@ -377,21 +414,9 @@ impl MbedtlsSession {
         Ok(written)
     }
 
-    fn peer_chain(&self) -> Vec<Certificate> {
-        let mut out = Vec::new();
-        // SAFETY: the context is alive; the peer chain is a linked list of certificates
-        // owned by the session, not modified while we read it.
-        unsafe {
-            let mut crt = sys::ssl_get_peer_cert(self.ssl());
-            while !crt.is_null() {
-                let der = x509::raw_der(&*crt);
-                if !der.is_empty() {
-                    out.push(Certificate::from_der(der.to_vec()));
-                }
-                crt = (*crt).next;
-            }
-        }
-        out
+    fn send_close_notify(&mut self) {
+        // SAFETY: the context is alive and established; writes an alert through our bio.
+        unsafe { sys::ssl_close_notify(self.ssl()) };
     }
 }
 
@@ -410,11 +435,11 @@ impl Session for MbedtlsSession {
     }
 
     fn wants_write(&self) -> bool {
-        self.shared().io.pending_output() > 0
+        self.buffered_wants_write()
     }
 
     fn take_tls(&mut self, out: &mut [u8]) -> usize {
-        self.shared_mut().io.take_output(out)
+        self.buffered_take_tls(out)
     }
 
     fn is_handshaking(&self) -> bool {
@@ -422,31 +447,15 @@ impl Session for MbedtlsSession {
     }
 
     fn read(&mut self, buf: &mut [u8]) -> Result<ReadStatus> {
-        self.st.check()?;
-        if self.plain.is_empty() && !buf.is_empty() {
-            self.drive()?;
-            self.decrypt_ahead()?;
-        }
-        Ok(self.plain.read(buf))
+        self.buffered_read(buf)
     }
 
     fn write(&mut self, data: &[u8]) -> Result<usize> {
-        self.st.check_writable()?;
-        if !self.established || !self.early.is_empty() {
-            let n = self.early.queue(data);
-            self.flush_early_plaintext()?;
-            return Ok(n);
-        }
-        self.write_now(data)
+        self.buffered_write(data)
     }
 
     fn close_notify(&mut self) {
-        if self.established && self.st.error().is_none() {
-            let _ = self.flush_early_plaintext();
-            // SAFETY: the context is alive and established; writes an alert through our bio.
-            unsafe { sys::ssl_close_notify(self.ssl()) };
-        }
-        self.st.mark_closed();
+        self.buffered_close_notify();
     }
 
     fn info(&self) -> Option<TlsInfo> {
@@ -504,9 +513,7 @@ impl Session for MbedtlsSession {
     }
 
     fn release_memory(&mut self) {
-        self.shared_mut().io.release_memory();
-        self.early.release_memory();
-        self.plain.release_memory();
+        self.buffered_release_memory();
     }
 }
 

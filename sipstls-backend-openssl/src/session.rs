@@ -2,7 +2,7 @@
 
 use crate::ssl_lib::ssl::{ErrorCode, ShutdownState, Ssl, SslRef, SslStream, SslVersion};
 use crate::ssl_lib::{self, ForeignTypeRef};
-use sipstls_core::buffers::{EarlyPlaintext, PlaintextIn, Transport};
+use sipstls_core::buffers::{BufferedSession, EarlyPlaintext, PlaintextIn, Transport};
 use sipstls_core::{
     Certificate, Error, ProtocolVersion, ReadStatus, Result, Role, Session, SessionState, TlsInfo, VerifyResult,
 };
@@ -73,6 +73,51 @@ impl OpensslSession {
         e
     }
 
+    /// A BoringSSL server over a stream transport holds its TLS 1.3 tickets until it next
+    /// writes (so that a client that never reads cannot stall it); OpenSSL sends them at
+    /// the end of the handshake. A zero-byte write sends them now, as OpenSSL would: a
+    /// client that connects, handshakes and leaves still gets a ticket.
+    #[cfg(feature = "boring")]
+    fn flush_tickets(&mut self) {
+        if self.role == Role::Server {
+            // SAFETY: the pointer is the live SSL owned by this stream, whose BIO is the
+            // stream's Transport; a zero-byte write only flushes pending handshake messages and
+            // reads nothing from the (non-null, empty) buffer.
+            unsafe { ssl_lib::ffi::SSL_write(self.stream.ssl().as_ptr(), [0u8; 1].as_ptr().cast(), 0) };
+            drop(ssl_lib::error::ErrorStack::get());
+        }
+    }
+}
+
+impl BufferedSession for OpensslSession {
+    fn state(&self) -> &SessionState {
+        &self.st
+    }
+
+    fn state_mut(&mut self) -> &mut SessionState {
+        &mut self.st
+    }
+
+    fn is_established(&self) -> bool {
+        self.established
+    }
+
+    fn transport(&self) -> &Transport {
+        self.stream.get_ref()
+    }
+
+    fn transport_mut(&mut self) -> &mut Transport {
+        self.stream.get_mut()
+    }
+
+    fn early_plaintext(&mut self) -> &mut EarlyPlaintext {
+        &mut self.early
+    }
+
+    fn plaintext_in(&mut self) -> &mut PlaintextIn {
+        &mut self.plain
+    }
+
     /// Advances the handshake as far as the buffered input allows.
     fn drive(&mut self) -> Result<()> {
         if self.established {
@@ -90,21 +135,6 @@ impl OpensslSession {
                 let err = self.map(&e);
                 Err(self.fail(err))
             }
-        }
-    }
-
-    /// A BoringSSL server over a stream transport holds its TLS 1.3 tickets until it next
-    /// writes (so that a client that never reads cannot stall it); OpenSSL sends them at
-    /// the end of the handshake. A zero-byte write sends them now, as OpenSSL would: a
-    /// client that connects, handshakes and leaves still gets a ticket.
-    #[cfg(feature = "boring")]
-    fn flush_tickets(&mut self) {
-        if self.role == Role::Server {
-            // SAFETY: the pointer is the live SSL owned by this stream, whose BIO is the
-            // stream's Transport; a zero-byte write only flushes pending handshake messages and
-            // reads nothing from the (non-null, empty) buffer.
-            unsafe { ssl_lib::ffi::SSL_write(self.stream.ssl().as_ptr(), [0u8; 1].as_ptr().cast(), 0) };
-            drop(ssl_lib::error::ErrorStack::get());
         }
     }
 
@@ -155,16 +185,6 @@ impl OpensslSession {
         Ok(())
     }
 
-    fn flush_early_plaintext(&mut self) -> Result<()> {
-        if !self.established {
-            return Ok(());
-        }
-        let mut early = std::mem::take(&mut self.early);
-        let r = early.flush(|d| self.write_now(d));
-        self.early = early;
-        r
-    }
-
     fn write_now(&mut self, data: &[u8]) -> Result<usize> {
         if data.is_empty() || self.stream.get_ref().output_full() {
             return Ok(0);
@@ -177,6 +197,10 @@ impl OpensslSession {
                 Err(self.fail(err))
             }
         }
+    }
+
+    fn send_close_notify(&mut self) {
+        let _ = self.stream.shutdown();
     }
 }
 
@@ -194,11 +218,11 @@ impl Session for OpensslSession {
     }
 
     fn wants_write(&self) -> bool {
-        self.stream.get_ref().pending_output() > 0
+        self.buffered_wants_write()
     }
 
     fn take_tls(&mut self, out: &mut [u8]) -> usize {
-        self.stream.get_mut().take_output(out)
+        self.buffered_take_tls(out)
     }
 
     fn is_handshaking(&self) -> bool {
@@ -206,31 +230,15 @@ impl Session for OpensslSession {
     }
 
     fn read(&mut self, buf: &mut [u8]) -> Result<ReadStatus> {
-        self.st.check()?;
-        if self.plain.is_empty() && !buf.is_empty() {
-            // Nothing decrypted ahead: ciphertext may still wait behind a full buffer.
-            self.drive()?;
-            self.decrypt_ahead()?;
-        }
-        Ok(self.plain.read(buf))
+        self.buffered_read(buf)
     }
 
     fn write(&mut self, data: &[u8]) -> Result<usize> {
-        self.st.check_writable()?;
-        if !self.established || !self.early.is_empty() {
-            let n = self.early.queue(data);
-            self.flush_early_plaintext()?;
-            return Ok(n);
-        }
-        self.write_now(data)
+        self.buffered_write(data)
     }
 
     fn close_notify(&mut self) {
-        if self.established && self.st.error().is_none() {
-            let _ = self.flush_early_plaintext();
-            let _ = self.stream.shutdown();
-        }
-        self.st.mark_closed();
+        self.buffered_close_notify();
     }
 
     fn info(&self) -> Option<TlsInfo> {
@@ -294,9 +302,7 @@ impl Session for OpensslSession {
     }
 
     fn release_memory(&mut self) {
-        self.stream.get_mut().release_memory();
-        self.early.release_memory();
-        self.plain.release_memory();
+        self.buffered_release_memory();
     }
 }
 

@@ -5,7 +5,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use sipstls_core::buffers::{EarlyPlaintext, PlaintextIn, Transport, MAX_INPUT};
+use sipstls_core::buffers::{BufferedSession, EarlyPlaintext, PlaintextIn, Transport, MAX_INPUT};
 use sipstls_core::hello::{self, Hello, Peek};
 use sipstls_core::x509::sip_identity_matches;
 use sipstls_core::{
@@ -479,122 +479,6 @@ impl WolfsslSession {
         code == cvt::ERROR_WANT_READ || code == cvt::ERROR_WANT_WRITE
     }
 
-    /// Advances the handshake as far as the buffered input allows.
-    fn drive(&mut self) -> Result<()> {
-        if self.established {
-            return Ok(());
-        }
-        let Some(ssl) = self.ssl else { return Ok(()) };
-        // SAFETY: `ssl` is live; the callbacks reach only our Shared block.
-        let r = unsafe {
-            match self.role {
-                Role::Server => w::wolfSSL_accept(ssl.as_ptr()),
-                Role::Client => w::wolfSSL_connect(ssl.as_ptr()),
-            }
-        };
-        if cvt::ok(r).is_ok() {
-            self.established = true;
-            // SAFETY: `ssl` is live.
-            if self.role == Role::Client && unsafe { w::wolfSSL_version(ssl.as_ptr()) } as u32 == w::TLS1_3_VERSION {
-                self.saved_ticket = Some(Self::current_ticket(ssl)); // the resumed (old) ticket, or none
-            }
-            self.save_session();
-            return self.flush_early_plaintext();
-        }
-        let code = Self::error_code(ssl, r);
-        if Self::is_want(code) {
-            return Ok(());
-        }
-        Err(self.fail_code(code))
-    }
-
-    /// Processes buffered records now, so errors, alerts and close_notify surface at
-    /// `feed_tls`; plaintext waits in `plain`.
-    fn decrypt_ahead(&mut self) -> Result<()> {
-        if !self.established || self.plain.peer_closed() {
-            return Ok(());
-        }
-        let Some(ssl) = self.ssl else { return Ok(()) };
-        let out_before = self.sh_ref().io.output_mark();
-        while self.plain.has_room() {
-            // wolfSSL decrypts straight into the spare room (see `PlaintextIn::spare`). A
-            // record partly read by an earlier call can be longer than the room; wolfSSL
-            // then keeps the rest pending and the next turn of the loop takes it.
-            // SAFETY: `ssl` is live; wolfSSL_pending only reads it.
-            let pending = usize::try_from(unsafe { w::wolfSSL_pending(ssl.as_ptr()) }).unwrap_or(0);
-            let spare = self.plain.spare(pending.max(self.sh_ref().io.pending_input()));
-            let want = spare.len() as c_int;
-            // SAFETY: `ssl` is live; `spare` is writable for `want` bytes; the callbacks
-            // wolfSSL_read makes reach only the Shared block, never `plain`.
-            let n = unsafe { w::wolfSSL_read(ssl.as_ptr(), spare.as_mut_ptr().cast(), want) };
-            if n > 0 {
-                // SAFETY: wolfSSL wrote `n` <= `want` bytes at the start of the spare room,
-                // just now.
-                unsafe { self.plain.filled(n as usize) };
-            }
-            // SAFETY: `ssl` is live; the call only reads its handshake state.
-            if unsafe { w::wolfSSL_is_init_finished(ssl.as_ptr()) } == 0 {
-                // wolfSSL started a new handshake on an established session: a TLS 1.2
-                // renegotiation (wolfssl-sys builds wolfSSL with secure renegotiation, and
-                // its server answers a client's renegotiation ClientHello; measured with
-                // `openssl s_client` and `R`). sipstls refuses renegotiation on every
-                // backend: drop the answer wolfSSL queued and fail.
-                self.sh().io.rewind_output(out_before);
-                let e = Error::protocol(ProtocolErrorKind::HandshakeFailure, "renegotiation refused");
-                return Err(self.fail_with(e));
-            }
-            if n > 0 {
-                // Every byte fed was consumed and wolfSSL holds no plaintext: another read
-                // would only answer WANT_READ (wolfSSL reads no further ahead than the
-                // record it works on, so it buffers no whole record of its own).
-                // SAFETY: `ssl` is live; wolfSSL_pending only reads it.
-                if self.sh_ref().io.pending_input() == 0 && unsafe { w::wolfSSL_pending(ssl.as_ptr()) } == 0 {
-                    break;
-                }
-                continue;
-            }
-            let code = Self::error_code(ssl, n);
-            if code == cvt::ERROR_ZERO_RETURN {
-                self.plain.set_peer_closed();
-                break;
-            }
-            if Self::is_want(code) {
-                break;
-            }
-            return Err(self.fail_code(code));
-        }
-        self.save_session();
-        Ok(())
-    }
-
-    fn flush_early_plaintext(&mut self) -> Result<()> {
-        if !self.established {
-            return Ok(());
-        }
-        let mut early = std::mem::take(&mut self.early);
-        let r = early.flush(|d| self.write_now(d));
-        self.early = early;
-        r
-    }
-
-    fn write_now(&mut self, data: &[u8]) -> Result<usize> {
-        let Some(ssl) = self.ssl else { return Ok(0) };
-        if data.is_empty() || self.sh_ref().io.output_full() {
-            return Ok(0);
-        }
-        let len = data.len().min(MAX_WRITE);
-        // SAFETY: `ssl` is live; `data` is readable for `len` bytes.
-        let r = unsafe { w::wolfSSL_write(ssl.as_ptr(), data.as_ptr().cast(), len as c_int) };
-        if r > 0 {
-            return Ok(r as usize);
-        }
-        let code = Self::error_code(ssl, r);
-        if Self::is_want(code) {
-            return Ok(0);
-        }
-        Err(self.fail_code(code))
-    }
-
     /// The ticket in the session's state (empty without one).
     fn current_ticket(ssl: NonNull<w::WOLFSSL>) -> Vec<u8> {
         let mut len: w::word32 = 0;
@@ -687,6 +571,149 @@ fn group_name(wolf: &str) -> String {
     }
 }
 
+impl BufferedSession for WolfsslSession {
+    fn state(&self) -> &SessionState {
+        &self.st
+    }
+
+    fn state_mut(&mut self) -> &mut SessionState {
+        &mut self.st
+    }
+
+    fn is_established(&self) -> bool {
+        self.established
+    }
+
+    fn transport(&self) -> &Transport {
+        &self.sh_ref().io
+    }
+
+    fn transport_mut(&mut self) -> &mut Transport {
+        &mut self.sh().io
+    }
+
+    fn early_plaintext(&mut self) -> &mut EarlyPlaintext {
+        &mut self.early
+    }
+
+    fn plaintext_in(&mut self) -> &mut PlaintextIn {
+        &mut self.plain
+    }
+
+    /// Advances the handshake as far as the buffered input allows.
+    fn drive(&mut self) -> Result<()> {
+        if self.established {
+            return Ok(());
+        }
+        let Some(ssl) = self.ssl else { return Ok(()) };
+        // SAFETY: `ssl` is live; the callbacks reach only our Shared block.
+        let r = unsafe {
+            match self.role {
+                Role::Server => w::wolfSSL_accept(ssl.as_ptr()),
+                Role::Client => w::wolfSSL_connect(ssl.as_ptr()),
+            }
+        };
+        if cvt::ok(r).is_ok() {
+            self.established = true;
+            // SAFETY: `ssl` is live.
+            if self.role == Role::Client && unsafe { w::wolfSSL_version(ssl.as_ptr()) } as u32 == w::TLS1_3_VERSION {
+                self.saved_ticket = Some(Self::current_ticket(ssl)); // the resumed (old) ticket, or none
+            }
+            self.save_session();
+            return self.flush_early_plaintext();
+        }
+        let code = Self::error_code(ssl, r);
+        if Self::is_want(code) {
+            return Ok(());
+        }
+        Err(self.fail_code(code))
+    }
+
+    /// Processes buffered records now, so errors, alerts and close_notify surface at
+    /// `feed_tls`; plaintext waits in `plain`.
+    fn decrypt_ahead(&mut self) -> Result<()> {
+        if !self.established || self.plain.peer_closed() {
+            return Ok(());
+        }
+        let Some(ssl) = self.ssl else { return Ok(()) };
+        let out_before = self.sh_ref().io.output_mark();
+        while self.plain.has_room() {
+            // wolfSSL decrypts straight into the spare room (see `PlaintextIn::spare`). A
+            // record partly read by an earlier call can be longer than the room; wolfSSL
+            // then keeps the rest pending and the next turn of the loop takes it.
+            // SAFETY: `ssl` is live; wolfSSL_pending only reads it.
+            let pending = usize::try_from(unsafe { w::wolfSSL_pending(ssl.as_ptr()) }).unwrap_or(0);
+            let spare = self.plain.spare(pending.max(self.sh_ref().io.pending_input()));
+            let want = spare.len() as c_int;
+            // SAFETY: `ssl` is live; `spare` is writable for `want` bytes; the callbacks
+            // wolfSSL_read makes reach only the Shared block, never `plain`.
+            let n = unsafe { w::wolfSSL_read(ssl.as_ptr(), spare.as_mut_ptr().cast(), want) };
+            if n > 0 {
+                // SAFETY: wolfSSL wrote `n` <= `want` bytes at the start of the spare room,
+                // just now.
+                unsafe { self.plain.filled(n as usize) };
+            }
+            // SAFETY: `ssl` is live; the call only reads its handshake state.
+            if unsafe { w::wolfSSL_is_init_finished(ssl.as_ptr()) } == 0 {
+                // wolfSSL started a new handshake on an established session: a TLS 1.2
+                // renegotiation (wolfssl-sys builds wolfSSL with secure renegotiation, and
+                // its server answers a client's renegotiation ClientHello; measured with
+                // `openssl s_client` and `R`). sipstls refuses renegotiation on every
+                // backend: drop the answer wolfSSL queued and fail.
+                self.sh().io.rewind_output(out_before);
+                let e = Error::protocol(ProtocolErrorKind::HandshakeFailure, "renegotiation refused");
+                return Err(self.fail_with(e));
+            }
+            if n > 0 {
+                // Every byte fed was consumed and wolfSSL holds no plaintext: another read
+                // would only answer WANT_READ (wolfSSL reads no further ahead than the
+                // record it works on, so it buffers no whole record of its own).
+                // SAFETY: `ssl` is live; wolfSSL_pending only reads it.
+                if self.sh_ref().io.pending_input() == 0 && unsafe { w::wolfSSL_pending(ssl.as_ptr()) } == 0 {
+                    break;
+                }
+                continue;
+            }
+            let code = Self::error_code(ssl, n);
+            if code == cvt::ERROR_ZERO_RETURN {
+                self.plain.set_peer_closed();
+                break;
+            }
+            if Self::is_want(code) {
+                break;
+            }
+            return Err(self.fail_code(code));
+        }
+        self.save_session();
+        Ok(())
+    }
+
+    fn write_now(&mut self, data: &[u8]) -> Result<usize> {
+        let Some(ssl) = self.ssl else { return Ok(0) };
+        if data.is_empty() || self.sh_ref().io.output_full() {
+            return Ok(0);
+        }
+        let len = data.len().min(MAX_WRITE);
+        // SAFETY: `ssl` is live; `data` is readable for `len` bytes.
+        let r = unsafe { w::wolfSSL_write(ssl.as_ptr(), data.as_ptr().cast(), len as c_int) };
+        if r > 0 {
+            return Ok(r as usize);
+        }
+        let code = Self::error_code(ssl, r);
+        if Self::is_want(code) {
+            return Ok(0);
+        }
+        Err(self.fail_code(code))
+    }
+
+    fn send_close_notify(&mut self) {
+        if let Some(ssl) = self.ssl {
+            // SAFETY: `ssl` is live; this queues close_notify in our output buffer.
+            unsafe { w::wolfSSL_shutdown(ssl.as_ptr()) };
+        }
+    }
+}
+
 impl Session for WolfsslSession {
     fn role(&self) -> Role {
         self.role
@@ -710,11 +737,11 @@ impl Session for WolfsslSession {
     }
 
     fn wants_write(&self) -> bool {
-        self.sh_ref().io.pending_output() > 0
+        self.buffered_wants_write()
     }
 
     fn take_tls(&mut self, out: &mut [u8]) -> usize {
-        self.sh().io.take_output(out)
+        self.buffered_take_tls(out)
     }
 
     fn is_handshaking(&self) -> bool {
@@ -722,33 +749,15 @@ impl Session for WolfsslSession {
     }
 
     fn read(&mut self, buf: &mut [u8]) -> Result<ReadStatus> {
-        self.st.check()?;
-        if self.plain.is_empty() && !buf.is_empty() {
-            self.drive()?;
-            self.decrypt_ahead()?;
-        }
-        Ok(self.plain.read(buf))
+        self.buffered_read(buf)
     }
 
     fn write(&mut self, data: &[u8]) -> Result<usize> {
-        self.st.check_writable()?;
-        if !self.established || !self.early.is_empty() {
-            let n = self.early.queue(data);
-            self.flush_early_plaintext()?;
-            return Ok(n);
-        }
-        self.write_now(data)
+        self.buffered_write(data)
     }
 
     fn close_notify(&mut self) {
-        if self.established && self.st.error().is_none() {
-            let _ = self.flush_early_plaintext();
-            if let Some(ssl) = self.ssl {
-                // SAFETY: `ssl` is live; this queues close_notify in our output buffer.
-                unsafe { w::wolfSSL_shutdown(ssl.as_ptr()) };
-            }
-        }
-        self.st.mark_closed();
+        self.buffered_close_notify();
     }
 
     fn info(&self) -> Option<TlsInfo> {
@@ -799,9 +808,7 @@ impl Session for WolfsslSession {
     }
 
     fn release_memory(&mut self) {
-        self.sh().io.release_memory();
-        self.early.release_memory();
-        self.plain.release_memory();
+        self.buffered_release_memory();
     }
 }
 

@@ -605,7 +605,7 @@ fn crl_from_tls_cfg_refuses_a_revoked_client() {
     dir.write("ca.crt", &ca.pem);
     dir.write("server.crt", &server.cert_pem);
     dir.write("server.key", &server.key_pem);
-    dir.write("ca.crl", ca.crl(&[revoked.serial]).0);
+    dir.write("ca.crl", ca.crl(&[revoked.serial.expect("an explicit serial")]).0);
     let cfg = "[server:default]\nverify_client = on\ncertificate = server.crt\nprivate_key = server.key\n\
                ca_list = ca.crt\ncrl = ca.crl\n";
     let domains = KamailioConfig::parse(cfg, "tls.cfg", &ParseOptions::default()).unwrap().load(dir.path()).unwrap();

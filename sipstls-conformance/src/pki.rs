@@ -1,6 +1,7 @@
-//! A test PKI generated at run time (never committed keys): a trusted root, an untrusted
-//! root, the leaf certificates every check needs, and a CRL of the trusted root revoking
-//! two dedicated leaves (one server, one client).
+//! A test PKI generated at run time (never committed keys): [`pki`] is the suite's own (a
+//! trusted root, an untrusted root, the leaf certificates every check needs, and a CRL of
+//! the trusted root revoking two dedicated leaves, one server, one client); [`Ca`] makes
+//! others, for tests that need their own authorities, leaves and CRLs.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -36,6 +37,8 @@ pub struct Leaf {
     pub key_pem: String,
     /// DER of the certificate.
     pub der: Vec<u8>,
+    /// The serial number, when one was asked for (else rcgen's random one).
+    pub serial: Option<u64>,
 }
 
 impl Leaf {
@@ -115,33 +118,97 @@ impl Pki {
     }
 }
 
-struct Ca {
+/// A root certificate authority (ECDSA P-256) that issues leaves and CRLs.
+pub struct Ca {
     params: CertificateParams,
     key: KeyPair,
-    pem: String,
-    der: Vec<u8>,
+    /// The root certificate (PEM).
+    pub pem: String,
+    /// The root certificate (DER).
+    pub der: Vec<u8>,
 }
 
-fn ca(cn: &str) -> Ca {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("keygen");
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let cert = params.self_signed(&key).expect("self-signed CA");
-    Ca { pem: cert.pem(), der: cert.der().to_vec(), params, key }
+impl Ca {
+    /// A self-signed root named `cn`.
+    pub fn new(cn: &str) -> Ca {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("keygen");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).expect("self-signed CA");
+        Ca { pem: cert.pem(), der: cert.der().to_vec(), params, key }
+    }
+
+    /// The root as a sipstls trust-anchor list.
+    pub fn roots(&self) -> Vec<Certificate> {
+        vec![Certificate::from_der(self.der.clone())]
+    }
+
+    /// A leaf as `spec` describes.
+    pub fn issue(&self, spec: LeafSpec<'_>) -> Leaf {
+        leaf(self, spec)
+    }
+
+    /// A leaf named `cn` for the DNS names `dns` and the loopback addresses, ECDSA P-256,
+    /// valid from a day ago for thirty days, for servers and clients alike, with serial
+    /// `serial`.
+    pub fn leaf(&self, cn: &str, dns: &[&str], serial: u64) -> Leaf {
+        self.issue(LeafSpec { key_use: KeyUse::Any, serial: Some(serial), ..LeafSpec::new(cn, dns) })
+    }
+
+    /// A CRL revoking `serials`, valid from a day ago for thirty days: (PEM, DER).
+    pub fn crl(&self, serials: &[u64]) -> (String, Vec<u8>) {
+        crl(self, serials)
+    }
 }
 
-struct LeafSpec<'a> {
-    cn: &'a str,
-    dns: &'a [&'a str],
-    uris: &'a [&'a str],
-    ips: &'a [IpAddr],
-    alg: &'static SignatureAlgorithm,
-    client: bool,
-    expired: bool,
-    /// An explicit serial (for the CRL); `None`: rcgen's default.
-    serial: Option<u64>,
+/// What a leaf may be used for (its extended key usage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    /// TLS servers only.
+    Server,
+    /// TLS clients only.
+    Client,
+    /// No extended key usage: any.
+    Any,
+}
+
+/// A leaf to issue with [`Ca::issue`].
+#[derive(Debug, Clone)]
+pub struct LeafSpec<'a> {
+    /// Subject CN.
+    pub cn: &'a str,
+    /// SAN DNS names.
+    pub dns: &'a [&'a str],
+    /// SAN URIs.
+    pub uris: &'a [&'a str],
+    /// SAN IP addresses.
+    pub ips: &'a [IpAddr],
+    /// The key's algorithm.
+    pub alg: &'static SignatureAlgorithm,
+    /// The extended key usage.
+    pub key_use: KeyUse,
+    /// Expired a day ago.
+    pub expired: bool,
+    /// An explicit serial (for a CRL); `None`: rcgen's random one.
+    pub serial: Option<u64>,
+}
+
+impl<'a> LeafSpec<'a> {
+    /// A server leaf named `cn` for `dns` and the loopback addresses, ECDSA P-256, valid.
+    pub fn new(cn: &'a str, dns: &'a [&'a str]) -> Self {
+        LeafSpec {
+            cn,
+            dns,
+            uris: &[],
+            ips: &LOOPBACK,
+            alg: &PKCS_ECDSA_P256_SHA256,
+            key_use: KeyUse::Server,
+            expired: false,
+            serial: None,
+        }
+    }
 }
 
 fn leaf(issuer: &Ca, spec: LeafSpec<'_>) -> Leaf {
@@ -161,8 +228,11 @@ fn leaf(issuer: &Ca, spec: LeafSpec<'_>) -> Leaf {
     // cryptography's, in sslyze) refuse a leaf without it.
     params.use_authority_key_identifier_extension = true;
     params.serial_number = spec.serial.map(SerialNumber::from);
-    params.extended_key_usages =
-        vec![if spec.client { ExtendedKeyUsagePurpose::ClientAuth } else { ExtendedKeyUsagePurpose::ServerAuth }];
+    params.extended_key_usages = match spec.key_use {
+        KeyUse::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+        KeyUse::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        KeyUse::Any => Vec::new(),
+    };
     let now = OffsetDateTime::now_utc();
     if spec.expired {
         params.not_before = now - Duration::days(30);
@@ -173,7 +243,7 @@ fn leaf(issuer: &Ca, spec: LeafSpec<'_>) -> Leaf {
     }
     let iss = Issuer::from_params(&issuer.params, &issuer.key);
     let cert = params.signed_by(&key, &iss).expect("sign leaf");
-    Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec() }
+    Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec(), serial: spec.serial }
 }
 
 /// The serials of the revoked leaves (other leaves get rcgen's random serials).
@@ -209,15 +279,15 @@ const LOOPBACK: [IpAddr; 2] = [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6A
 pub fn pki() -> &'static Pki {
     static PKI: OnceLock<Pki> = OnceLock::new();
     PKI.get_or_init(|| {
-        let root = ca(ROOT_CN);
-        let other = ca("Untrusted Test Root CA");
+        let root = Ca::new(ROOT_CN);
+        let other = Ca::new("Untrusted Test Root CA");
         let server_spec = |alg, expired| LeafSpec {
             cn: SERVER_NAME,
             dns: &[SERVER_NAME, "localhost"],
             uris: &["sip:example.test"],
             ips: &LOOPBACK,
             alg,
-            client: false,
+            key_use: KeyUse::Server,
             expired,
             serial: None,
         };
@@ -227,7 +297,7 @@ pub fn pki() -> &'static Pki {
             uris: &["sip:alice@example.test"],
             ips: &[],
             alg: &PKCS_ECDSA_P256_SHA256,
-            client: true,
+            key_use: KeyUse::Client,
             expired: false,
             serial,
         };
@@ -246,7 +316,7 @@ pub fn pki() -> &'static Pki {
                     uris: &[],
                     ips: &[],
                     alg: &PKCS_ECDSA_P256_SHA256,
-                    client: false,
+                    key_use: KeyUse::Server,
                     expired: false,
                     serial: None,
                 },
@@ -268,7 +338,7 @@ pub fn pki() -> &'static Pki {
                     uris: &[],
                     ips: &[],
                     alg: &PKCS_ECDSA_P256_SHA256,
-                    client: true,
+                    key_use: KeyUse::Client,
                     expired: false,
                     serial: None,
                 },

@@ -17,7 +17,7 @@ use std::mem::MaybeUninit;
 
 use crate::error::{Error, Result};
 use crate::record::RecordWatch;
-use crate::session::ReadStatus;
+use crate::session::{ReadStatus, SessionState};
 
 /// Ciphertext buffered from the peer before a session refuses more.
 pub const MAX_INPUT: usize = 64 * 1024;
@@ -350,6 +350,101 @@ impl PlaintextIn {
     /// Frees the memory of an empty buffer.
     pub fn release_memory(&mut self) {
         self.buf.release_memory();
+    }
+}
+
+/// The [`Session`](crate::Session) plumbing of a backend over a C library, written once:
+/// the backend gives access to its buffers and makes the library calls (`drive`,
+/// `decrypt_ahead`, `write_now`, `send_close_notify`); the provided `buffered_*` methods
+/// are its `Session` methods. Every C backend thereby has the same read, write, early
+/// plaintext, close and memory behaviour.
+pub trait BufferedSession {
+    /// The sticky error and close state.
+    fn state(&self) -> &SessionState;
+    /// The sticky error and close state, to change.
+    fn state_mut(&mut self) -> &mut SessionState;
+    /// True once the handshake has completed.
+    fn is_established(&self) -> bool;
+    /// The ciphertext transport.
+    fn transport(&self) -> &Transport;
+    /// The ciphertext transport, to change.
+    fn transport_mut(&mut self) -> &mut Transport;
+    /// Plaintext held until the handshake completes.
+    fn early_plaintext(&mut self) -> &mut EarlyPlaintext;
+    /// Plaintext decrypted ahead of `read`.
+    fn plaintext_in(&mut self) -> &mut PlaintextIn;
+
+    /// Advances the handshake as far as the buffered input allows (nothing once
+    /// established); sends the early plaintext when it completes.
+    fn drive(&mut self) -> Result<()>;
+    /// Decrypts buffered records into [`plaintext_in`](BufferedSession::plaintext_in) while
+    /// it has room, so that alerts, errors and close_notify surface at once.
+    fn decrypt_ahead(&mut self) -> Result<()>;
+    /// Encrypts application data (the handshake has completed); returns how much the
+    /// library took (0 when the output is full).
+    fn write_now(&mut self, data: &[u8]) -> Result<usize>;
+    /// Has the library queue its close_notify.
+    fn send_close_notify(&mut self);
+
+    /// [`Session::wants_write`](crate::Session::wants_write).
+    fn buffered_wants_write(&self) -> bool {
+        self.transport().pending_output() > 0
+    }
+
+    /// [`Session::take_tls`](crate::Session::take_tls).
+    fn buffered_take_tls(&mut self, out: &mut [u8]) -> usize {
+        self.transport_mut().take_output(out)
+    }
+
+    /// [`Session::read`](crate::Session::read).
+    fn buffered_read(&mut self, buf: &mut [u8]) -> Result<ReadStatus> {
+        self.state().check()?;
+        if self.plaintext_in().is_empty() && !buf.is_empty() {
+            // Nothing decrypted ahead: ciphertext may still wait behind a full buffer.
+            self.drive()?;
+            self.decrypt_ahead()?;
+        }
+        Ok(self.plaintext_in().read(buf))
+    }
+
+    /// [`Session::write`](crate::Session::write): held before the handshake completes
+    /// (and behind plaintext held so), encrypted after.
+    fn buffered_write(&mut self, data: &[u8]) -> Result<usize> {
+        self.state().check_writable()?;
+        if !self.is_established() || !self.early_plaintext().is_empty() {
+            let n = self.early_plaintext().queue(data);
+            self.flush_early_plaintext()?;
+            return Ok(n);
+        }
+        self.write_now(data)
+    }
+
+    /// Sends the plaintext held from the handshake, once it has completed.
+    fn flush_early_plaintext(&mut self) -> Result<()> {
+        if !self.is_established() {
+            return Ok(());
+        }
+        let mut early = std::mem::take(self.early_plaintext());
+        let r = early.flush(|d| self.write_now(d));
+        *self.early_plaintext() = early;
+        r
+    }
+
+    /// [`Session::close_notify`](crate::Session::close_notify): held plaintext first, then
+    /// the alert (nothing after a fatal error).
+    fn buffered_close_notify(&mut self) {
+        if self.is_established() && self.state().error().is_none() {
+            let _ = self.flush_early_plaintext();
+            self.send_close_notify();
+        }
+        self.state_mut().mark_closed();
+    }
+
+    /// [`Session::release_memory`](crate::Session::release_memory).
+    fn buffered_release_memory(&mut self) {
+        self.transport_mut().release_memory();
+        self.early_plaintext().release_memory();
+        self.plaintext_in().release_memory();
     }
 }
 
