@@ -5,10 +5,8 @@ use std::ffi::{c_int, c_void, CStr};
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
-use sipstls_core::buffers::{BufferedSession, EarlyPlaintext, PlaintextIn, Transport};
-use sipstls_core::{
-    Certificate, Error, ProtocolVersion, ReadStatus, Result, Role, Session, SessionState, TlsInfo, VerifyResult,
-};
+use sipstls_core::buffers::{BufferedSession, SessionCore, Transport};
+use sipstls_core::{Certificate, Error, ProtocolVersion, Result, Role, TlsInfo, VerifyResult};
 use sipstls_mbedtls_sys as sys;
 
 use crate::domain::{ClientCache, Compiled};
@@ -32,17 +30,13 @@ pub struct MbedtlsSession {
     shared: NonNull<Shared>,
     /// Keeps the configuration (and everything it points to) alive.
     _domain: Arc<Compiled>,
-    role: Role,
     verify_peer: bool,
-    established: bool,
     resumed: bool,
     group: Option<u16>,
     sent_sni: Option<String>,
     expected_name: Option<String>,
     cache: Option<CacheSlot>,
-    early: EarlyPlaintext,
-    plain: PlaintextIn,
-    st: SessionState,
+    core: SessionCore,
 }
 
 // SAFETY: the session exclusively owns its `ssl_context` and `Shared` (no other handle to
@@ -70,17 +64,13 @@ impl MbedtlsSession {
             ssl,
             shared,
             _domain: n.domain,
-            role: n.role,
             verify_peer,
-            established: false,
             resumed: false,
             group: None,
             sent_sni: n.sent_sni,
             expected_name: n.expected_name,
             cache: n.cache,
-            early: EarlyPlaintext::default(),
-            plain: PlaintextIn::default(),
-            st: SessionState::default(),
+            core: SessionCore::new(n.role),
         };
         let conf = s._domain.conf_ptr();
         // SAFETY: `ssl` is a fresh, zeroed context; ssl_init then ssl_setup with a
@@ -127,7 +117,7 @@ impl MbedtlsSession {
                 }
             }
         }
-        if s.role == Role::Client {
+        if s.core.role == Role::Client {
             // Produce the ClientHello now: `wants_write` is then true.
             s.drive()?;
         }
@@ -175,7 +165,7 @@ impl MbedtlsSession {
                 },
             )
         };
-        let e = self.st.fail(err);
+        let e = self.core.state.fail(err);
         // Mbed TLS leaves some errors without an alert (early ClientHello errors, a
         // handshake message split over records): send the one the error calls for.
         if let (Some(alert), false) = (e.alert(), self.shared().io.records().ended_with_alert()) {
@@ -214,17 +204,17 @@ impl MbedtlsSession {
     /// `Shared::framing_error`), with the alert the RFC names, before Mbed TLS reads the
     /// record.
     fn check_framing(&mut self) -> Result<()> {
-        if let Some((kind, detail)) = self.shared().framing_error(self.role == Role::Server) {
+        if let Some((kind, detail)) = self.shared().framing_error(self.core.role == Role::Server) {
             let e = Error::protocol(kind, detail);
             // Tell the peer (best effort; the session is failed either way).
             self.send_alert(kind.alert());
-            return Err(self.st.fail(e));
+            return Err(self.core.state.fail(e));
         }
         Ok(())
     }
 
     fn on_established(&mut self) {
-        self.established = true;
+        self.core.established = true;
         // A TLS 1.3 session is worth keeping only with a ticket, which comes later.
         // SAFETY: the context is alive.
         if unsafe { sys::sipstls_mbedtls_version(self.ssl()) } == sys::SSL_VERSION_TLS1_2 as u16 {
@@ -267,16 +257,12 @@ impl MbedtlsSession {
 }
 
 impl BufferedSession for MbedtlsSession {
-    fn state(&self) -> &SessionState {
-        &self.st
+    fn core(&self) -> &SessionCore {
+        &self.core
     }
 
-    fn state_mut(&mut self) -> &mut SessionState {
-        &mut self.st
-    }
-
-    fn is_established(&self) -> bool {
-        self.established
+    fn core_mut(&mut self) -> &mut SessionCore {
+        &mut self.core
     }
 
     fn transport(&self) -> &Transport {
@@ -287,17 +273,15 @@ impl BufferedSession for MbedtlsSession {
         &mut self.shared_mut().io
     }
 
-    fn early_plaintext(&mut self) -> &mut EarlyPlaintext {
-        &mut self.early
-    }
-
-    fn plaintext_in(&mut self) -> &mut PlaintextIn {
-        &mut self.plain
+    fn push_input(&mut self, input: &[u8]) -> Result<usize> {
+        let n = self.shared_mut().push_input(input);
+        self.check_framing()?;
+        Ok(n)
     }
 
     /// Advances the handshake as far as the buffered input allows.
     fn drive(&mut self) -> Result<()> {
-        if self.established {
+        if self.core.established {
             return Ok(());
         }
         for _ in 0..256 {
@@ -311,7 +295,7 @@ impl BufferedSession for MbedtlsSession {
             // SAFETY: the context is set up; its bio and callbacks point to live state.
             let ret = unsafe { sys::ssl_handshake_step(self.ssl()) };
             self.capture();
-            if self.role == Role::Server {
+            if self.core.role == Role::Server {
                 // SAFETY: the context is alive; the shim only switches its outbound keys
                 // once the TLS 1.3 application keys exist (see the shim's header).
                 unsafe { sys::sipstls_mbedtls_tls13_server_send_keys(self.ssl()) };
@@ -331,7 +315,7 @@ impl BufferedSession for MbedtlsSession {
     /// Processes buffered records now, so protocol errors, alerts and close_notify surface
     /// at `feed_tls`; plaintext waits in `plain`.
     fn decrypt_ahead(&mut self) -> Result<()> {
-        if !self.established || self.plain.peer_closed() {
+        if !self.core.established || self.core.plain.peer_closed() {
             return Ok(());
         }
         let (mut empty_records, mut post_handshake) = (0, 0);
@@ -347,7 +331,7 @@ impl BufferedSession for MbedtlsSession {
                 post_handshake += 1;
             }
             let pending = buffered || (in_ticket && post_handshake <= 16);
-            if (self.shared().io.pending_input() == 0 && !pending) || !self.plain.has_room() {
+            if (self.shared().io.pending_input() == 0 && !pending) || !self.core.plain.has_room() {
                 break;
             }
             // Mbed TLS decrypts straight into the spare room (see `PlaintextIn::spare`). A
@@ -356,7 +340,7 @@ impl BufferedSession for MbedtlsSession {
             // SAFETY: the context is alive; the call only reads it.
             let held = unsafe { sys::ssl_get_bytes_avail(self.ssl()) };
             let ssl = self.ssl();
-            let spare = self.plain.spare(held.max(self.shared().io.pending_input()));
+            let spare = self.core.plain.spare(held.max(self.shared().io.pending_input()));
             let want = spare.len();
             // SAFETY: `spare` is writable for `want` bytes; the context is alive.
             let ret = unsafe { sys::ssl_read(ssl, spare.as_mut_ptr().cast(), want) };
@@ -364,7 +348,7 @@ impl BufferedSession for MbedtlsSession {
                 n if n > 0 => {
                     // SAFETY: Mbed TLS wrote `n` <= `want` bytes at the start of the spare
                     // room, just now.
-                    unsafe { self.plain.filled(n as usize) };
+                    unsafe { self.core.plain.filled(n as usize) };
                 }
                 0 => {
                     // An empty record (Mbed TLS itself refuses long runs of them); stop if
@@ -375,7 +359,7 @@ impl BufferedSession for MbedtlsSession {
                     }
                 }
                 sys::ERR_SSL_PEER_CLOSE_NOTIFY => {
-                    self.plain.set_peer_closed();
+                    self.core.plain.set_peer_closed();
                     break;
                 }
                 // A TLS 1.3 ticket arrived (client): keep the session, then go on reading.
@@ -418,50 +402,8 @@ impl BufferedSession for MbedtlsSession {
         // SAFETY: the context is alive and established; writes an alert through our bio.
         unsafe { sys::ssl_close_notify(self.ssl()) };
     }
-}
 
-impl Session for MbedtlsSession {
-    fn role(&self) -> Role {
-        self.role
-    }
-
-    fn feed_tls(&mut self, input: &[u8]) -> Result<usize> {
-        self.st.check()?;
-        let n = self.shared_mut().push_input(input);
-        self.check_framing()?;
-        self.drive()?;
-        self.decrypt_ahead()?;
-        Ok(n)
-    }
-
-    fn wants_write(&self) -> bool {
-        self.buffered_wants_write()
-    }
-
-    fn take_tls(&mut self, out: &mut [u8]) -> usize {
-        self.buffered_take_tls(out)
-    }
-
-    fn is_handshaking(&self) -> bool {
-        !self.established
-    }
-
-    fn read(&mut self, buf: &mut [u8]) -> Result<ReadStatus> {
-        self.buffered_read(buf)
-    }
-
-    fn write(&mut self, data: &[u8]) -> Result<usize> {
-        self.buffered_write(data)
-    }
-
-    fn close_notify(&mut self) {
-        self.buffered_close_notify();
-    }
-
-    fn info(&self) -> Option<TlsInfo> {
-        if !self.established || self.st.error().is_some() {
-            return None;
-        }
+    fn session_info(&self) -> Option<TlsInfo> {
         // SAFETY: the context is alive; the returned strings are static or owned by it.
         let (version, cipher, alpn) = unsafe {
             let ssl = self.ssl();
@@ -490,7 +432,7 @@ impl Session for MbedtlsSession {
                 self.expected_name.as_deref(),
             )),
         };
-        let sni = match self.role {
+        let sni = match self.core.role {
             Role::Server => self.shared().sni_seen.clone(),
             Role::Client => self.sent_sni.clone(),
         };
@@ -506,14 +448,6 @@ impl Session for MbedtlsSession {
                 .with_alpn(alpn)
                 .with_resumed(self.resumed),
         )
-    }
-
-    fn error(&self) -> Option<&Error> {
-        self.st.error()
-    }
-
-    fn release_memory(&mut self) {
-        self.buffered_release_memory();
     }
 }
 

@@ -2,10 +2,8 @@
 
 use crate::ssl_lib::ssl::{ErrorCode, ShutdownState, Ssl, SslRef, SslStream, SslVersion};
 use crate::ssl_lib::{self, ForeignTypeRef};
-use sipstls_core::buffers::{BufferedSession, EarlyPlaintext, PlaintextIn, Transport};
-use sipstls_core::{
-    Certificate, Error, ProtocolVersion, ReadStatus, Result, Role, Session, SessionState, TlsInfo, VerifyResult,
-};
+use sipstls_core::buffers::{BufferedSession, SessionCore, Transport};
+use sipstls_core::{Certificate, Error, ProtocolVersion, Result, Role, TlsInfo, VerifyResult};
 
 use crate::errors::map_stack;
 use crate::{backend_err, verify_index};
@@ -14,26 +12,18 @@ use crate::{backend_err, verify_index};
 /// input reads as `WouldBlock`, which OpenSSL takes as "want read").
 pub struct OpensslSession {
     stream: SslStream<Transport>,
-    role: Role,
-    established: bool,
     sent_sni: Option<String>,
     expected_name: Option<String>,
-    early: EarlyPlaintext,
-    plain: PlaintextIn,
-    st: SessionState,
+    core: SessionCore,
 }
 
 impl OpensslSession {
     pub(crate) fn new(ssl: Ssl, role: Role, sent_sni: Option<String>) -> Result<Self> {
         let mut s = OpensslSession {
             stream: SslStream::new(ssl, Transport::default()).map_err(backend_err)?,
-            role,
-            established: false,
             sent_sni,
             expected_name: None,
-            early: EarlyPlaintext::default(),
-            plain: PlaintextIn::default(),
-            st: SessionState::default(),
+            core: SessionCore::new(role),
         };
         if role == Role::Client {
             // Produce the ClientHello now, as rustls does: `wants_write` is then true.
@@ -68,7 +58,7 @@ impl OpensslSession {
 
     /// Records `err` as the sticky error, with its alert on the wire.
     fn fail(&mut self, err: Error) -> Error {
-        let e = self.st.fail(err);
+        let e = self.core.state.fail(err);
         self.stream.get_mut().queue_missing_alert(&e);
         e
     }
@@ -79,7 +69,7 @@ impl OpensslSession {
     /// client that connects, handshakes and leaves still gets a ticket.
     #[cfg(feature = "boring")]
     fn flush_tickets(&mut self) {
-        if self.role == Role::Server {
+        if self.core.role == Role::Server {
             // SAFETY: the pointer is the live SSL owned by this stream, whose BIO is the
             // stream's Transport; a zero-byte write only flushes pending handshake messages and
             // reads nothing from the (non-null, empty) buffer.
@@ -90,16 +80,12 @@ impl OpensslSession {
 }
 
 impl BufferedSession for OpensslSession {
-    fn state(&self) -> &SessionState {
-        &self.st
+    fn core(&self) -> &SessionCore {
+        &self.core
     }
 
-    fn state_mut(&mut self) -> &mut SessionState {
-        &mut self.st
-    }
-
-    fn is_established(&self) -> bool {
-        self.established
+    fn core_mut(&mut self) -> &mut SessionCore {
+        &mut self.core
     }
 
     fn transport(&self) -> &Transport {
@@ -110,22 +96,18 @@ impl BufferedSession for OpensslSession {
         self.stream.get_mut()
     }
 
-    fn early_plaintext(&mut self) -> &mut EarlyPlaintext {
-        &mut self.early
-    }
-
-    fn plaintext_in(&mut self) -> &mut PlaintextIn {
-        &mut self.plain
+    fn push_input(&mut self, input: &[u8]) -> Result<usize> {
+        Ok(self.stream.get_mut().push_input(input))
     }
 
     /// Advances the handshake as far as the buffered input allows.
     fn drive(&mut self) -> Result<()> {
-        if self.established {
+        if self.core.established {
             return Ok(());
         }
         match self.stream.do_handshake() {
             Ok(()) => {
-                self.established = true;
+                self.core.established = true;
                 #[cfg(feature = "boring")]
                 self.flush_tickets();
                 self.flush_early_plaintext()
@@ -141,14 +123,14 @@ impl BufferedSession for OpensslSession {
     /// Processes buffered records now (as rustls does), so protocol errors, alerts and
     /// close_notify surface at `feed_tls`; plaintext waits in `plain`.
     fn decrypt_ahead(&mut self) -> Result<()> {
-        if !self.established || self.plain.peer_closed() {
+        if !self.core.established || self.core.plain.peer_closed() {
             return Ok(());
         }
         // Only with ciphertext waiting (or plaintext of a record read in part): an SSL_read
         // on empty input makes OpenSSL allocate its read buffer and keep it for the
         // pending read, defeating RELEASE_BUFFERS (measured: 18.4 KB per idle connection
         // instead of 8-13 KB).
-        while self.plain.has_room() {
+        while self.core.plain.has_room() {
             let waiting = self.stream.get_ref().pending_input();
             let held = self.stream.ssl().pending();
             if waiting == 0 && held == 0 {
@@ -157,10 +139,10 @@ impl BufferedSession for OpensslSession {
             // OpenSSL decrypts straight into the spare room (see `PlaintextIn::spare`). A
             // record partly received earlier can be longer than the room: the rest stays
             // in the library (`held`) and the next turn takes it.
-            let spare = self.plain.spare(waiting.max(held));
+            let spare = self.core.plain.spare(waiting.max(held));
             match self.stream.ssl_read_uninit(spare) {
                 Ok(0) => {
-                    self.plain.set_peer_closed();
+                    self.core.plain.set_peer_closed();
                     break;
                 }
                 Ok(n) => {
@@ -168,11 +150,11 @@ impl BufferedSession for OpensslSession {
                     // room it was given, just now.
                     #[allow(unsafe_code)]
                     unsafe {
-                        self.plain.filled(n)
+                        self.core.plain.filled(n)
                     };
                 }
                 Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
-                    self.plain.set_peer_closed();
+                    self.core.plain.set_peer_closed();
                     break;
                 }
                 Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => break,
@@ -202,49 +184,8 @@ impl BufferedSession for OpensslSession {
     fn send_close_notify(&mut self) {
         let _ = self.stream.shutdown();
     }
-}
 
-impl Session for OpensslSession {
-    fn role(&self) -> Role {
-        self.role
-    }
-
-    fn feed_tls(&mut self, input: &[u8]) -> Result<usize> {
-        self.st.check()?;
-        let n = self.stream.get_mut().push_input(input);
-        self.drive()?;
-        self.decrypt_ahead()?;
-        Ok(n)
-    }
-
-    fn wants_write(&self) -> bool {
-        self.buffered_wants_write()
-    }
-
-    fn take_tls(&mut self, out: &mut [u8]) -> usize {
-        self.buffered_take_tls(out)
-    }
-
-    fn is_handshaking(&self) -> bool {
-        !self.established
-    }
-
-    fn read(&mut self, buf: &mut [u8]) -> Result<ReadStatus> {
-        self.buffered_read(buf)
-    }
-
-    fn write(&mut self, data: &[u8]) -> Result<usize> {
-        self.buffered_write(data)
-    }
-
-    fn close_notify(&mut self) {
-        self.buffered_close_notify();
-    }
-
-    fn info(&self) -> Option<TlsInfo> {
-        if !self.established || self.st.error().is_some() {
-            return None;
-        }
+    fn session_info(&self) -> Option<TlsInfo> {
         let ssl = self.stream.ssl();
         let version = match ssl.version2()? {
             v if v == SslVersion::TLS1_3 => ProtocolVersion::Tls13,
@@ -273,7 +214,7 @@ impl Session for OpensslSession {
             }
             (true, false) => VerifyResult::Failed(crate::errors::map_verify_result(ssl.verify_result(), None)),
         };
-        let sni = match self.role {
+        let sni = match self.core.role {
             Role::Server => ssl.servername(ssl_lib::ssl::NameType::HOST_NAME).map(str::to_owned),
             Role::Client => self.sent_sni.clone(),
         };
@@ -296,21 +237,13 @@ impl Session for OpensslSession {
             .with_resumed(ssl.session_reused()),
         )
     }
-
-    fn error(&self) -> Option<&Error> {
-        self.st.error()
-    }
-
-    fn release_memory(&mut self) {
-        self.buffered_release_memory();
-    }
 }
 
 impl Drop for OpensslSession {
     fn drop(&mut self) {
         // Without this, SSL_free marks a healthy session "not resumable" (OpenSSL treats an
         // SSL freed without shutdown as a bad session).
-        if self.established && self.st.error().is_none() {
+        if self.core.established && self.core.state.error().is_none() {
             self.stream.ssl_mut_shutdown_state();
         }
     }

@@ -5,12 +5,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use sipstls_core::buffers::{BufferedSession, EarlyPlaintext, PlaintextIn, Transport, MAX_INPUT};
+use sipstls_core::buffers::{BufferedSession, SessionCore, Transport, MAX_INPUT};
 use sipstls_core::hello::{self, Hello, Peek};
 use sipstls_core::x509::sip_identity_matches;
 use sipstls_core::{
-    Certificate, CertificateError, DomainConfig, Error, NameVerification, ProtocolErrorKind, ProtocolVersion,
-    ReadStatus, Result, Role, ServerName, Session, SessionState, SniCandidates, TlsInfo, VerifyResult,
+    Certificate, CertificateError, DomainConfig, Error, NameVerification, ProtocolErrorKind, ProtocolVersion, Result,
+    Role, ServerName, SniCandidates, TlsInfo, VerifyResult,
 };
 use sipstls_wolfssl_sys as w;
 
@@ -260,20 +260,16 @@ pub(crate) struct ClientSetup<'a> {
 pub struct WolfsslSession {
     ssl: Option<NonNull<w::WOLFSSL>>,
     shared: NonNull<Shared>,
-    role: Role,
     pending: Option<Pending>,
     /// The server domain the session was created from (keeps its context alive).
     domain: Option<Arc<ServerInner>>,
     verify_peer: bool,
-    established: bool,
     sni: Option<String>,
-    early: EarlyPlaintext,
-    plain: PlaintextIn,
     cache: Option<(Arc<ClientCache>, String)>,
     /// Client, TLS 1.3: the ticket in the session at the end of the handshake or at the
     /// last save (a new one means a NewSessionTicket arrived). TLS 1.2: `Some` once saved.
     saved_ticket: Option<Vec<u8>>,
-    st: SessionState,
+    core: SessionCore,
 }
 
 // SAFETY: the WOLFSSL object and the Shared block are owned exclusively by this session and
@@ -295,17 +291,13 @@ impl WolfsslSession {
             ssl: None,
             // SAFETY: Box::into_raw never returns null.
             shared: unsafe { NonNull::new_unchecked(Box::into_raw(shared)) },
-            role,
             pending: None,
             domain: None,
             verify_peer: false,
-            established: false,
             sni: None,
-            early: EarlyPlaintext::default(),
-            plain: PlaintextIn::default(),
             cache: None,
             saved_ticket: None,
-            st: SessionState::default(),
+            core: SessionCore::new(role),
         }
     }
 
@@ -464,7 +456,7 @@ impl WolfsslSession {
     /// Records `e` as the sticky error. wolfSSL leaves some errors without an alert; while
     /// records go out in the clear the session writes the one the error calls for.
     fn fail_with(&mut self, e: Error) -> Error {
-        let e = self.st.fail(e);
+        let e = self.core.state.fail(e);
         self.sh().io.queue_missing_alert(&e);
         e
     }
@@ -503,7 +495,7 @@ impl WolfsslSession {
     /// checks).
     fn save_session(&mut self) {
         let (Some(ssl), Some((cache, key))) = (self.ssl, &self.cache) else { return };
-        if self.role != Role::Client || !self.established || self.st.error().is_some() {
+        if self.core.role != Role::Client || !self.core.established || self.core.state.error().is_some() {
             return;
         }
         // SAFETY: `ssl` is live.
@@ -572,16 +564,12 @@ fn group_name(wolf: &str) -> String {
 }
 
 impl BufferedSession for WolfsslSession {
-    fn state(&self) -> &SessionState {
-        &self.st
+    fn core(&self) -> &SessionCore {
+        &self.core
     }
 
-    fn state_mut(&mut self) -> &mut SessionState {
-        &mut self.st
-    }
-
-    fn is_established(&self) -> bool {
-        self.established
+    fn core_mut(&mut self) -> &mut SessionCore {
+        &mut self.core
     }
 
     fn transport(&self) -> &Transport {
@@ -592,31 +580,38 @@ impl BufferedSession for WolfsslSession {
         &mut self.sh().io
     }
 
-    fn early_plaintext(&mut self) -> &mut EarlyPlaintext {
-        &mut self.early
-    }
-
-    fn plaintext_in(&mut self) -> &mut PlaintextIn {
-        &mut self.plain
+    fn push_input(&mut self, input: &[u8]) -> Result<usize> {
+        let n = self.sh().io.push_input(input);
+        if self.pending.is_some() {
+            let unread_len = self.sh_ref().io.pending_input();
+            match hello::peek(self.sh_ref().io.unread()) {
+                Peek::NeedMore if unread_len < MAX_INPUT => return Ok(n),
+                Peek::NeedMore | Peek::Invalid => self.activate(None),
+                Peek::Hello(h) => self.activate(Some(h)),
+            }
+            .map_err(|e| self.fail_with(e))?;
+        }
+        Ok(n)
     }
 
     /// Advances the handshake as far as the buffered input allows.
     fn drive(&mut self) -> Result<()> {
-        if self.established {
+        if self.core.established {
             return Ok(());
         }
         let Some(ssl) = self.ssl else { return Ok(()) };
         // SAFETY: `ssl` is live; the callbacks reach only our Shared block.
         let r = unsafe {
-            match self.role {
+            match self.core.role {
                 Role::Server => w::wolfSSL_accept(ssl.as_ptr()),
                 Role::Client => w::wolfSSL_connect(ssl.as_ptr()),
             }
         };
         if cvt::ok(r).is_ok() {
-            self.established = true;
+            self.core.established = true;
             // SAFETY: `ssl` is live.
-            if self.role == Role::Client && unsafe { w::wolfSSL_version(ssl.as_ptr()) } as u32 == w::TLS1_3_VERSION {
+            if self.core.role == Role::Client && unsafe { w::wolfSSL_version(ssl.as_ptr()) } as u32 == w::TLS1_3_VERSION
+            {
                 self.saved_ticket = Some(Self::current_ticket(ssl)); // the resumed (old) ticket, or none
             }
             self.save_session();
@@ -632,18 +627,18 @@ impl BufferedSession for WolfsslSession {
     /// Processes buffered records now, so errors, alerts and close_notify surface at
     /// `feed_tls`; plaintext waits in `plain`.
     fn decrypt_ahead(&mut self) -> Result<()> {
-        if !self.established || self.plain.peer_closed() {
+        if !self.core.established || self.core.plain.peer_closed() {
             return Ok(());
         }
         let Some(ssl) = self.ssl else { return Ok(()) };
         let out_before = self.sh_ref().io.output_mark();
-        while self.plain.has_room() {
+        while self.core.plain.has_room() {
             // wolfSSL decrypts straight into the spare room (see `PlaintextIn::spare`). A
             // record partly read by an earlier call can be longer than the room; wolfSSL
             // then keeps the rest pending and the next turn of the loop takes it.
             // SAFETY: `ssl` is live; wolfSSL_pending only reads it.
             let pending = usize::try_from(unsafe { w::wolfSSL_pending(ssl.as_ptr()) }).unwrap_or(0);
-            let spare = self.plain.spare(pending.max(self.sh_ref().io.pending_input()));
+            let spare = self.core.plain.spare(pending.max(self.sh_ref().io.pending_input()));
             let want = spare.len() as c_int;
             // SAFETY: `ssl` is live; `spare` is writable for `want` bytes; the callbacks
             // wolfSSL_read makes reach only the Shared block, never `plain`.
@@ -651,7 +646,7 @@ impl BufferedSession for WolfsslSession {
             if n > 0 {
                 // SAFETY: wolfSSL wrote `n` <= `want` bytes at the start of the spare room,
                 // just now.
-                unsafe { self.plain.filled(n as usize) };
+                unsafe { self.core.plain.filled(n as usize) };
             }
             // SAFETY: `ssl` is live; the call only reads its handshake state.
             if unsafe { w::wolfSSL_is_init_finished(ssl.as_ptr()) } == 0 {
@@ -676,7 +671,7 @@ impl BufferedSession for WolfsslSession {
             }
             let code = Self::error_code(ssl, n);
             if code == cvt::ERROR_ZERO_RETURN {
-                self.plain.set_peer_closed();
+                self.core.plain.set_peer_closed();
                 break;
             }
             if Self::is_want(code) {
@@ -712,58 +707,8 @@ impl BufferedSession for WolfsslSession {
             unsafe { w::wolfSSL_shutdown(ssl.as_ptr()) };
         }
     }
-}
 
-impl Session for WolfsslSession {
-    fn role(&self) -> Role {
-        self.role
-    }
-
-    fn feed_tls(&mut self, input: &[u8]) -> Result<usize> {
-        self.st.check()?;
-        let n = self.sh().io.push_input(input);
-        if self.pending.is_some() {
-            let unread_len = self.sh_ref().io.pending_input();
-            match hello::peek(self.sh_ref().io.unread()) {
-                Peek::NeedMore if unread_len < MAX_INPUT => return Ok(n),
-                Peek::NeedMore | Peek::Invalid => self.activate(None),
-                Peek::Hello(h) => self.activate(Some(h)),
-            }
-            .map_err(|e| self.fail_with(e))?;
-        }
-        self.drive()?;
-        self.decrypt_ahead()?;
-        Ok(n)
-    }
-
-    fn wants_write(&self) -> bool {
-        self.buffered_wants_write()
-    }
-
-    fn take_tls(&mut self, out: &mut [u8]) -> usize {
-        self.buffered_take_tls(out)
-    }
-
-    fn is_handshaking(&self) -> bool {
-        !self.established
-    }
-
-    fn read(&mut self, buf: &mut [u8]) -> Result<ReadStatus> {
-        self.buffered_read(buf)
-    }
-
-    fn write(&mut self, data: &[u8]) -> Result<usize> {
-        self.buffered_write(data)
-    }
-
-    fn close_notify(&mut self) {
-        self.buffered_close_notify();
-    }
-
-    fn info(&self) -> Option<TlsInfo> {
-        if !self.established || self.st.error().is_some() {
-            return None;
-        }
+    fn session_info(&self) -> Option<TlsInfo> {
         let ssl = self.ssl?;
         let p = ssl.as_ptr();
         // SAFETY: all calls below: `p` is the live session; the strings returned point into
@@ -801,14 +746,6 @@ impl Session for WolfsslSession {
                 .with_alpn(alpn)
                 .with_resumed(resumed),
         )
-    }
-
-    fn error(&self) -> Option<&Error> {
-        self.st.error()
-    }
-
-    fn release_memory(&mut self) {
-        self.buffered_release_memory();
     }
 }
 

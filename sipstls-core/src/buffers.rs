@@ -15,9 +15,11 @@
 use std::io;
 use std::mem::MaybeUninit;
 
+use crate::config::Role;
 use crate::error::{Error, Result};
+use crate::info::TlsInfo;
 use crate::record::RecordWatch;
-use crate::session::{ReadStatus, SessionState};
+use crate::session::{ReadStatus, Session, SessionState};
 
 /// Ciphertext buffered from the peer before a session refuses more.
 pub const MAX_INPUT: usize = 64 * 1024;
@@ -353,98 +355,154 @@ impl PlaintextIn {
     }
 }
 
-/// The [`Session`](crate::Session) plumbing of a backend over a C library, written once:
-/// the backend gives access to its buffers and makes the library calls (`drive`,
-/// `decrypt_ahead`, `write_now`, `send_close_notify`); the provided `buffered_*` methods
-/// are its `Session` methods. Every C backend thereby has the same read, write, early
-/// plaintext, close and memory behaviour.
-pub trait BufferedSession {
+/// What every buffered session keeps beside its library: its side, the sticky error and
+/// close state, whether the handshake has completed, and the plaintext buffers.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct SessionCore {
+    /// Which side the session is.
+    pub role: Role,
     /// The sticky error and close state.
-    fn state(&self) -> &SessionState;
-    /// The sticky error and close state, to change.
-    fn state_mut(&mut self) -> &mut SessionState;
+    pub state: SessionState,
     /// True once the handshake has completed.
-    fn is_established(&self) -> bool;
+    pub established: bool,
+    /// Plaintext held until the handshake completes.
+    pub early: EarlyPlaintext,
+    /// Plaintext decrypted ahead of `read`.
+    pub plain: PlaintextIn,
+}
+
+impl SessionCore {
+    /// A session of `role` before its handshake.
+    pub fn new(role: Role) -> Self {
+        SessionCore {
+            role,
+            state: SessionState::default(),
+            established: false,
+            early: EarlyPlaintext::default(),
+            plain: PlaintextIn::default(),
+        }
+    }
+}
+
+/// A [`Session`] over a C library, with the plumbing written once: implement this trait
+/// (the library calls and where the buffers are) and the type is a [`Session`]. Every C
+/// backend thereby has the same read, write, early-plaintext, close and memory behaviour.
+///
+/// `feed_tls` is [`push_input`](BufferedSession::push_input), then
+/// [`drive`](BufferedSession::drive), then [`decrypt_ahead`](BufferedSession::decrypt_ahead);
+/// `read` decrypts first when nothing waits; `write` holds plaintext in
+/// [`SessionCore::early`] until the handshake completes (and behind plaintext held so);
+/// `close_notify` sends held plaintext, then the alert, and nothing after a fatal error.
+pub trait BufferedSession: Send {
+    /// The buffers and state beside the library.
+    fn core(&self) -> &SessionCore;
+    /// The buffers and state beside the library, to change.
+    fn core_mut(&mut self) -> &mut SessionCore;
     /// The ciphertext transport.
     fn transport(&self) -> &Transport;
     /// The ciphertext transport, to change.
     fn transport_mut(&mut self) -> &mut Transport;
-    /// Plaintext held until the handshake completes.
-    fn early_plaintext(&mut self) -> &mut EarlyPlaintext;
-    /// Plaintext decrypted ahead of `read`.
-    fn plaintext_in(&mut self) -> &mut PlaintextIn;
 
+    /// Takes ciphertext into the transport (with whatever the backend checks first);
+    /// returns how much it took.
+    fn push_input(&mut self, input: &[u8]) -> Result<usize>;
     /// Advances the handshake as far as the buffered input allows (nothing once
     /// established); sends the early plaintext when it completes.
     fn drive(&mut self) -> Result<()>;
-    /// Decrypts buffered records into [`plaintext_in`](BufferedSession::plaintext_in) while
-    /// it has room, so that alerts, errors and close_notify surface at once.
+    /// Decrypts buffered records into [`SessionCore::plain`] while it has room, so that
+    /// alerts, errors and close_notify surface at once.
     fn decrypt_ahead(&mut self) -> Result<()>;
     /// Encrypts application data (the handshake has completed); returns how much the
     /// library took (0 when the output is full).
     fn write_now(&mut self, data: &[u8]) -> Result<usize>;
     /// Has the library queue its close_notify.
     fn send_close_notify(&mut self);
+    /// [`Session::info`] (the handshake has completed and no error happened).
+    fn session_info(&self) -> Option<TlsInfo>;
 
-    /// [`Session::wants_write`](crate::Session::wants_write).
-    fn buffered_wants_write(&self) -> bool {
+    /// Sends the plaintext held from the handshake, once it has completed.
+    fn flush_early_plaintext(&mut self) -> Result<()> {
+        if !self.core().established {
+            return Ok(());
+        }
+        let mut early = std::mem::take(&mut self.core_mut().early);
+        let r = early.flush(|d| self.write_now(d));
+        self.core_mut().early = early;
+        r
+    }
+}
+
+impl<T: BufferedSession> Session for T {
+    fn role(&self) -> Role {
+        self.core().role
+    }
+
+    fn feed_tls(&mut self, input: &[u8]) -> Result<usize> {
+        self.core().state.check()?;
+        let n = self.push_input(input)?;
+        self.drive()?;
+        self.decrypt_ahead()?;
+        Ok(n)
+    }
+
+    fn wants_write(&self) -> bool {
         self.transport().pending_output() > 0
     }
 
-    /// [`Session::take_tls`](crate::Session::take_tls).
-    fn buffered_take_tls(&mut self, out: &mut [u8]) -> usize {
+    fn take_tls(&mut self, out: &mut [u8]) -> usize {
         self.transport_mut().take_output(out)
     }
 
-    /// [`Session::read`](crate::Session::read).
-    fn buffered_read(&mut self, buf: &mut [u8]) -> Result<ReadStatus> {
-        self.state().check()?;
-        if self.plaintext_in().is_empty() && !buf.is_empty() {
+    fn is_handshaking(&self) -> bool {
+        !self.core().established
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> Result<ReadStatus> {
+        self.core().state.check()?;
+        if self.core().plain.is_empty() && !buf.is_empty() {
             // Nothing decrypted ahead: ciphertext may still wait behind a full buffer.
             self.drive()?;
             self.decrypt_ahead()?;
         }
-        Ok(self.plaintext_in().read(buf))
+        Ok(self.core_mut().plain.read(buf))
     }
 
-    /// [`Session::write`](crate::Session::write): held before the handshake completes
-    /// (and behind plaintext held so), encrypted after.
-    fn buffered_write(&mut self, data: &[u8]) -> Result<usize> {
-        self.state().check_writable()?;
-        if !self.is_established() || !self.early_plaintext().is_empty() {
-            let n = self.early_plaintext().queue(data);
+    fn write(&mut self, data: &[u8]) -> Result<usize> {
+        self.core().state.check_writable()?;
+        let core = self.core_mut();
+        if !core.established || !core.early.is_empty() {
+            let n = core.early.queue(data);
             self.flush_early_plaintext()?;
             return Ok(n);
         }
         self.write_now(data)
     }
 
-    /// Sends the plaintext held from the handshake, once it has completed.
-    fn flush_early_plaintext(&mut self) -> Result<()> {
-        if !self.is_established() {
-            return Ok(());
-        }
-        let mut early = std::mem::take(self.early_plaintext());
-        let r = early.flush(|d| self.write_now(d));
-        *self.early_plaintext() = early;
-        r
-    }
-
-    /// [`Session::close_notify`](crate::Session::close_notify): held plaintext first, then
-    /// the alert (nothing after a fatal error).
-    fn buffered_close_notify(&mut self) {
-        if self.is_established() && self.state().error().is_none() {
+    fn close_notify(&mut self) {
+        if self.core().established && self.core().state.error().is_none() {
             let _ = self.flush_early_plaintext();
             self.send_close_notify();
         }
-        self.state_mut().mark_closed();
+        self.core_mut().state.mark_closed();
     }
 
-    /// [`Session::release_memory`](crate::Session::release_memory).
-    fn buffered_release_memory(&mut self) {
+    fn info(&self) -> Option<TlsInfo> {
+        if !self.core().established || self.core().state.error().is_some() {
+            return None;
+        }
+        self.session_info()
+    }
+
+    fn error(&self) -> Option<&Error> {
+        self.core().state.error()
+    }
+
+    fn release_memory(&mut self) {
         self.transport_mut().release_memory();
-        self.early_plaintext().release_memory();
-        self.plaintext_in().release_memory();
+        let core = self.core_mut();
+        core.early.release_memory();
+        core.plain.release_memory();
     }
 }
 
