@@ -5,8 +5,8 @@ use crate::ssl_lib::{self, ForeignTypeRef};
 use sipstls_core::buffers::{BufferedSession, SessionCore, Transport};
 use sipstls_core::{Certificate, Error, ProtocolVersion, Result, Role, TlsInfo, VerifyResult};
 
+use crate::backend::{backend_err, verify_index};
 use crate::errors::map_stack;
-use crate::{backend_err, verify_index};
 
 /// An OpenSSL session (client or server), over the in-memory [`Transport`] (an empty
 /// input reads as `WouldBlock`, which OpenSSL takes as "want read").

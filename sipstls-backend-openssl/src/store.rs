@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 use sipstls_core::store::TicketKey;
 use sipstls_core::{DomainConfig, Result, TicketKeysHandle};
 
-use crate::backend_err;
+use crate::backend::backend_err;
 use crate::cvt::cvt;
 use crate::ssl_lib::error::ErrorStack;
 use crate::ssl_lib::ffi;

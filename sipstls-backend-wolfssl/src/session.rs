@@ -14,9 +14,11 @@ use sipstls_core::{
 };
 use sipstls_wolfssl_sys as w;
 
+use crate::backend::Ctx;
 use crate::cvt::{self, Context};
+use crate::domain::{CachedSession, ClientCache, ServerInner};
 use crate::errors::{map_cert_error, map_error};
-use crate::{CachedSession, ClientCache, Ctx, ServerInner, NAME};
+use crate::NAME;
 
 /// Largest plaintext handed to one `wolfSSL_write`.
 const MAX_WRITE: usize = 64 * 1024;
@@ -405,7 +407,7 @@ impl WolfsslSession {
         let sni = hello.as_ref().and_then(|h| h.sni.clone());
         if let (Some(name), Some(cands)) = (&sni, &pending.cands) {
             if let Some(d) = cands.select(name) {
-                inner = crate::server_inner(d).ok_or_else(|| Error::Backend {
+                inner = crate::domain::server_inner(d).ok_or_else(|| Error::Backend {
                     library: NAME,
                     message: "an SNI candidate domain belongs to another backend".into(),
                 })?;
@@ -419,7 +421,7 @@ impl WolfsslSession {
             let choice = offered.and_then(|o| inner.cfg.alpn.iter().find(|p| o.contains(p)));
             let mut list = match choice {
                 Some(p) => p.clone(),
-                None => crate::alpn_list(&inner.cfg.alpn)?,
+                None => crate::backend::alpn_list(&inner.cfg.alpn)?,
             };
             // SAFETY: `ssl` is live; the list is copied by wolfSSL.
             let r = unsafe {
@@ -522,7 +524,7 @@ impl WolfsslSession {
             w::wolfSSL_SESSION_dup(cur)
         };
         if let Some(s) = CachedSession::new(copy) {
-            crate::cache_put(cache, key.clone(), s);
+            crate::domain::cache_put(cache, key.clone(), s);
         }
     }
 

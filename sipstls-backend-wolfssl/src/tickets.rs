@@ -191,7 +191,7 @@ pub(crate) unsafe extern "C" fn ticket_cb(
                     key
                 }
             };
-            if crate::random_bytes(&mut iv[..NONCE]).is_err() {
+            if crate::backend::random_bytes(&mut iv[..NONCE]).is_err() {
                 return w::TicketEncRet_WOLFSSL_TICKET_RET_FATAL;
             }
             let depth = sh.map_or(0, |s| s.ticket_depth).saturating_add(1);

@@ -1,4 +1,4 @@
-//! The buffers a [`Session`](crate::Session) built on a C TLS library keeps around it, and
+//! The buffers a [`Session`] built on a C TLS library keeps around it, and
 //! their limits: the in-memory transport the library reads ciphertext from and writes it
 //! to ([`Transport`]), the plaintext written before the handshake completed
 //! ([`EarlyPlaintext`]) and the plaintext decrypted ahead of
@@ -161,7 +161,7 @@ impl Transport {
         self.pending_output() >= MAX_OUTPUT
     }
 
-    /// Copies waiting output into `out` ([`Session::take_tls`](crate::Session::take_tls)).
+    /// Copies waiting output into `out` ([`Session::take_tls`]).
     pub fn take_output(&mut self, out: &mut [u8]) -> usize {
         self.output.copy_to(out)
     }
