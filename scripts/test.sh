@@ -156,11 +156,11 @@ scripts/dependent-crate.sh wolfssl boring mbedtls
 echo "== fuzz smoke runs (cargo-fuzz on the stable toolchain, 15 s per target)"
 scripts/fuzz-smoke.sh
 
-# Every crate's manifest and file list as it would be published (versions on the path
-# dependencies, licences, no file outside the crate). Not rebuilt from the packages: the
-# steps above build and test the same sources.
-echo "== cargo package (every workspace crate, manifests and contents)"
-cargo package --workspace --no-verify --locked -q
+# Every crate meant to be published, as it would be: its manifest and file list (versions
+# on the path dependencies, licences, no file outside the crate), then rebuilt from the
+# package alone. The harness and the examples are not published.
+echo "== cargo package (every published crate, rebuilt from its package)"
+cargo package --workspace --locked -q --exclude sipstls-eval --exclude sipstls-examples --exclude sipstls-example-ezk
 
 echo "== rustdoc of every crate, warnings denied"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked -q
