@@ -99,7 +99,8 @@ cargo fmt --all -- --check
 # clippy's defaults, warnings denied, for every crate and target with every backend that
 # links beside OpenSSL.
 echo "== clippy, warnings denied"
-cargo clippy --locked --workspace --all-targets --features sipstls-conformance/wolfssl,sipstls-conformance/mbedtls -- -D warnings
+cargo clippy --locked --workspace --all-targets \
+    --features sipstls-conformance/wolfssl,sipstls-conformance/mbedtls,sipstls-eval/wolfssl,sipstls-eval/mbedtls -- -D warnings
 
 echo "== cargo test (workspace, default backends: rustls + openssl)"
 cargo test --workspace --locked
@@ -119,9 +120,9 @@ cargo test --locked -p sipstls --features tokio --doc
 # Mbed TLS beside rustls only: its TLS 1.3 identity-selection check needs the rustls crate's
 # restricted client.
 echo "== sipstls-conformance on Mbed TLS (beside rustls; suite, fork, allocator and lock hooks, interop)"
-cargo test --locked -p sipstls-conformance --no-default-features --features rustls,mbedtls
+cargo test --locked -p sipstls-conformance -p sipstls-eval --no-default-features --features rustls,mbedtls
 echo "== sipstls-conformance on wolfSSL alone"
-cargo test --locked -p sipstls-conformance --no-default-features --features wolfssl
+cargo test --locked -p sipstls-conformance -p sipstls-eval --no-default-features --features wolfssl
 
 # All four backends in one build: the interop matrix (every client x every server x
 # version x client certificate) and the examples (SIP server and responder, Kamailio).
@@ -141,7 +142,7 @@ sipstls-conformance/probes/run-probes.sh --echo-server target/debug/echo-server 
 # BoringSSL cannot link beside OpenSSL (same C symbols): its own build, rustls beside it.
 # The first build compiles BoringSSL with cmake (about 4 minutes on 2 cores).
 echo "== cargo test (BoringSSL through the boring crate, beside rustls)"
-cargo test --locked -p sipstls-conformance -p sipstls-examples --no-default-features --features rustls,boring
+cargo test --locked -p sipstls-conformance -p sipstls-eval -p sipstls-examples --no-default-features --features rustls,boring
 echo "== differential TLS probes against openssl s_server: BoringSSL"
 cargo build --locked -q -p sipstls-examples --no-default-features --features rustls,boring --bin echo-server
 sipstls-conformance/probes/run-probes.sh --echo-server target/debug/echo-server --backends boring
