@@ -33,7 +33,7 @@ mod eval {
 }
 
 use eval::bench::{self, Plan};
-use eval::cli::{self, Parsed};
+use eval::cli;
 use eval::model::Report;
 
 fn main() -> ExitCode {
@@ -49,23 +49,13 @@ fn main() -> ExitCode {
             }
         };
     }
-    let args = match cli::parse(argv) {
-        Ok(Parsed::Run(args)) => args,
-        Ok(Parsed::Help) => {
-            print!("{}", cli::USAGE);
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("sipstls-eval: {e}\n\n{}", cli::USAGE);
-            return ExitCode::from(2);
-        }
-    };
+    let args = <cli::Args as clap::Parser>::parse_from(std::iter::once("sipstls-eval".to_owned()).chain(argv));
     let meta = eval::meta::collect();
     if !meta.optimised {
         eprintln!("WARNING: sipstls-eval was built without optimisations; its figures are meaningless. Use --release.");
     }
     let plan = if args.quick { Plan::QUICK } else { Plan::FULL };
-    let (backends, targets) = eval::run::resolve(args.backends.as_deref());
+    let (backends, targets) = eval::run::resolve(args.backends.as_ref().map(|b| b.0.as_slice()));
     for b in &backends {
         if let Err(why) = &b.status {
             eprintln!("{}: {why}", b.name);
