@@ -429,8 +429,27 @@ fn run_child(backend: &str, on: bool, n: usize, idle: usize) -> Result<ChildResu
     })
 }
 
-const USAGE: &str = "usage: sipstls-hookbench [--quick] [--instructions | --instructions-only] [--backends a,b]
-       sipstls-hookbench --explain openssl";
+/// The command line (`--explain openssl` and the child modes are read before it).
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "sipstls-hookbench",
+    about = "Allocator hooks: their cost per handshake and the arena bytes per idle connection",
+    after_help = "sipstls-hookbench --explain openssl: where each arena byte of an idle OpenSSL connection goes."
+)]
+struct Cli {
+    /// Fewer repetitions and handshakes.
+    #[arg(long)]
+    quick: bool,
+    /// Also count instructions per handshake under callgrind (needs valgrind).
+    #[arg(long, conflicts_with = "instructions_only")]
+    instructions: bool,
+    /// Only count instructions (no timing).
+    #[arg(long)]
+    instructions_only: bool,
+    /// Only these backends (default: every backend of the build that claims the hook).
+    #[arg(long, value_name = "a,b,...", value_delimiter = ',')]
+    backends: Option<Vec<String>>,
+}
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -467,27 +486,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     }
-    let mut quick = false;
-    let mut count_instructions = false;
-    let mut timing = true;
-    let mut only: Option<Vec<String>> = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--quick" => quick = true,
-            "--instructions" => count_instructions = true,
-            "--instructions-only" => (count_instructions, timing) = (true, false),
-            "--backends" => only = it.next().map(|v| v.split(',').map(str::to_owned).collect()),
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                return std::process::ExitCode::SUCCESS;
-            }
-            other => {
-                eprintln!("unknown argument {other}\n{USAGE}");
-                return std::process::ExitCode::from(2);
-            }
-        }
-    }
+    let cli = <Cli as clap::Parser>::parse_from(std::iter::once("sipstls-hookbench".to_owned()).chain(args));
+    let (quick, only) = (cli.quick, cli.backends);
+    let count_instructions = cli.instructions || cli.instructions_only;
+    let timing = !cli.instructions_only;
     let (reps, n, idle) = if quick { (3, 300, 200) } else { (7, 1000, 1000) };
     if cfg!(debug_assertions) {
         eprintln!("WARNING: built without optimisations; use --release for meaningful figures");

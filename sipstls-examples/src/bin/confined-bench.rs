@@ -46,23 +46,29 @@ enum Mode {
 
 const MODES: [Mode; 3] = [Mode::Single, Mode::ConfinedThreads, Mode::ConfinedProcesses];
 
+/// The command line.
+#[derive(Debug, clap::Parser)]
+#[command(about = "The confined model against one process terminating TLS, side by side, per backend")]
+struct Cli {
+    /// Fewer rounds, samples and seconds.
+    #[arg(long)]
+    quick: bool,
+    /// Only these backends (default: every backend of the build).
+    #[arg(long, value_name = "a,b,...", value_delimiter = ',')]
+    backends: Option<Vec<String>>,
+    /// Also write the report to this file.
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<String>,
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let mut names: Vec<String> = sipstls::backend_names().iter().map(|s| s.to_string()).collect();
-    let mut markdown = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--quick" => {}
-            "--backends" => names = it.next().expect("--backends a,b").split(',').map(String::from).collect(),
-            "--markdown" => markdown = Some(it.next().expect("--markdown FILE").clone()),
-            other => {
-                eprintln!("unknown option {other}\nusage: confined-bench [--quick] [--backends a,b] [--markdown FILE]");
-                std::process::exit(2);
-            }
-        }
-    }
+    let cli =
+        <Cli as clap::Parser>::parse_from(std::iter::once("confined-bench".to_owned()).chain(args.iter().cloned()));
+    let quick = cli.quick;
+    let names: Vec<String> =
+        cli.backends.unwrap_or_else(|| sipstls::backend_names().iter().map(|s| s.to_string()).collect());
+    let markdown = cli.markdown;
     let plan = if quick {
         Plan { rounds: 3, latency_samples: 500, throughput_secs: 0.5 }
     } else {
