@@ -17,6 +17,13 @@ impl ChildGuard {
         Ok(ChildGuard(cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?))
     }
 
+    /// Spawns `cmd` with piped stdin/stdout and stderr appended to `log` (for a failure
+    /// message that says why the child gave up).
+    pub fn spawn_logged(cmd: &mut Command, log: &Path) -> std::io::Result<Self> {
+        let err = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        Ok(ChildGuard(cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(err).spawn()?))
+    }
+
     /// Reads the child's stdout until `needle` appears or `timeout` passes; returns what was
     /// read. The read happens on a thread, so a silent child cannot hang the test.
     pub fn read_stdout_until(&mut self, needle: &str, timeout: Duration) -> String {
@@ -55,12 +62,16 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind loopback")
 }
 
-/// Waits until something accepts on `addr` (bounded).
+/// Waits until something accepts on `addr` (bounded). A connection to itself does not
+/// count: with nothing listening, Linux can pick `addr`'s own port as the source port of a
+/// loopback connect, and the socket then connects to itself.
 pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return true;
+        if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            if s.local_addr().ok() != Some(addr) {
+                return true;
+            }
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -57,32 +57,61 @@ fn options(addr: SocketAddr) -> String {
 fn responder(backend: &str, dir: &Path, v: ProtocolVersion) -> (ChildGuard, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let tls_min = if v == ProtocolVersion::Tls13 { "1.3" } else { "1.2" };
-    let child = ChildGuard::spawn(
+    let child = ChildGuard::spawn_logged(
         Command::new(env!("CARGO_BIN_EXE_sip-responder"))
             .args(["--backend", backend, "--listen", &addr.to_string(), "--max-seconds", "60", "--tls-min", tls_min])
             .arg("--cert")
             .arg(dir.join("server.pem"))
             .arg("--key")
             .arg(dir.join("server.key")),
+        &dir.join("responder.log"),
     )
     .unwrap();
     assert!(wait_for_port(addr, WAIT), "{backend} responder did not listen");
     (child, addr)
 }
 
-/// A peer client fed OPTIONS on stdin must print the responder's 200.
-fn peer_client_gets_200(what: &str, cmd: &mut Command, addr: SocketAddr) {
+/// A peer client (`client` makes its command for the responder's address) fed OPTIONS on
+/// stdin must print the 200 of our responder with `backend`, version `v` only. The client's
+/// stderr goes to `dir/client.log`; it and the responder's log are shown when it fails.
+///
+/// A client that exits before reading its input gets one more try, against a new responder
+/// on a new port: a port from `free_port` can be taken by another socket before the
+/// responder binds it (seen under full-suite load, with gnutls-cli and bssl-tool alike). A
+/// server that refuses the client fails both tries.
+fn peer_client_gets_200(
+    what: &str,
+    backend: &str,
+    v: ProtocolVersion,
+    dir: &Path,
+    client: impl Fn(SocketAddr) -> Command,
+) {
+    let log = dir.join("client.log");
+    let said = || {
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        format!("{:?}; the responder logged: {:?}", read("client.log"), read("responder.log"))
+    };
     for attempt in 1..=2 {
-        let mut c = ChildGuard::spawn(cmd).unwrap();
+        let (mut server, addr) = responder(backend, dir, v);
+        let mut c = ChildGuard::spawn_logged(&mut client(addr), &log).unwrap();
         if let Err(e) = c.0.stdin.as_mut().unwrap().write_all(options(addr).as_bytes()) {
-            // The peer tool exited before reading its input (seen once with bssl-tool in a
-            // full run, never alone): one more try; a server that refuses it fails both.
-            assert!(attempt == 1 && e.kind() == std::io::ErrorKind::BrokenPipe, "{what}: writing to the client: {e}");
-            eprintln!("{what}: the client exited before reading its input ({e}); trying once more");
+            let alive = server.0.try_wait().is_ok_and(|s| s.is_none());
+            assert!(
+                attempt == 1 && e.kind() == std::io::ErrorKind::BrokenPipe,
+                "{what}: writing to the client: {e}; the responder is {}; the client said: {}",
+                if alive { "running" } else { "gone" },
+                said()
+            );
+            eprintln!(
+                "{what}: the client exited before reading its input ({e}; the responder is {}; the client said: {}); \
+                 once more on a new port",
+                if alive { "running" } else { "gone" },
+                said()
+            );
             continue;
         }
         let out = c.read_stdout_until("Content-Length: 0\r\n\r\n", WAIT);
-        assert!(out.contains("SIP/2.0 200 OK\r\n"), "{what}: no 200 in {out:?}");
+        assert!(out.contains("SIP/2.0 200 OK\r\n"), "{what}: no 200 in {out:?}; the client said: {}", said());
         return;
     }
 }
@@ -110,13 +139,14 @@ fn gnutls_cli_to_our_server(v: ProtocolVersion) {
             assert_refused(b, v);
             continue;
         }
-        let (_server, addr) = responder(b, dir.path(), v);
-        let mut cmd = Command::new("gnutls-cli");
-        cmd.args(["-p", &addr.port().to_string(), "127.0.0.1", "--priority", gnutls_priority(v)])
-            .arg(format!("--sni-hostname={SERVER_NAME}"))
-            .arg(format!("--verify-hostname={SERVER_NAME}"))
-            .arg(format!("--x509cafile={}", dir.path().join("ca.pem").display()));
-        peer_client_gets_200(&format!("gnutls-cli -> {b} {v}"), &mut cmd, addr);
+        peer_client_gets_200(&format!("gnutls-cli -> {b} {v}"), b, v, dir.path(), |addr| {
+            let mut cmd = Command::new("gnutls-cli");
+            cmd.args(["-p", &addr.port().to_string(), "127.0.0.1", "--priority", gnutls_priority(v)])
+                .arg(format!("--sni-hostname={SERVER_NAME}"))
+                .arg(format!("--verify-hostname={SERVER_NAME}"))
+                .arg(format!("--x509cafile={}", dir.path().join("ca.pem").display()));
+            cmd
+        });
     }
 }
 
@@ -129,13 +159,14 @@ fn bssl_client_to_our_server(v: ProtocolVersion) {
             assert_refused(b, v);
             continue;
         }
-        let (_server, addr) = responder(b, dir.path(), v);
-        let mut cmd = Command::new("bssl-tool");
-        cmd.args(["client", "-connect", &addr.to_string(), "-server-name", SERVER_NAME])
-            .args(["-min-version", bssl_version(v), "-max-version", bssl_version(v)])
-            .arg("-root-certs")
-            .arg(dir.path().join("ca.pem"));
-        peer_client_gets_200(&format!("bssl-tool client -> {b} {v}"), &mut cmd, addr);
+        peer_client_gets_200(&format!("bssl-tool client -> {b} {v}"), b, v, dir.path(), |addr| {
+            let mut cmd = Command::new("bssl-tool");
+            cmd.args(["client", "-connect", &addr.to_string(), "-server-name", SERVER_NAME])
+                .args(["-min-version", bssl_version(v), "-max-version", bssl_version(v)])
+                .arg("-root-certs")
+                .arg(dir.path().join("ca.pem"));
+            cmd
+        });
     }
 }
 
